@@ -1,0 +1,231 @@
+"""The pipeline: model -> ONNX -> each target -> validation -> report.
+
+Stages are functions of the modules named after them (``weights``, ``export``, ``targets``,
+``validate``, ``report``); this module only sequences them, decides what can be reused, and
+records what happened. Artifacts are keyed by what made them (model, weights, export options,
+calibration set, tool versions): an unchanged key means the artifact on disk is reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import export as export_mod
+from .errors import BackendUnavailableError, XcitExportError
+from .fingerprint import device_fingerprint, library_versions
+from .io import atomic_dir, ensure_writable_dir, write_json_atomic
+from .targets import Artifact, BuildContext, get_target
+from .targets.base import ARTIFACT_META
+from .validate import LatencyOptions, compare_outputs, measure_latency, run_in_batches, torch_infer
+from .weights import load_model, weights_fingerprint
+from .zoo import get_spec
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RunConfig:
+    """Everything one ``xcit-export`` run needs; the CLI and recipes fill it."""
+
+    model: str
+    targets: list[str]
+    out_dir: Path
+    weights: str = "random"
+    seed: int = 0
+    num_classes: int | None = None
+    input_size: tuple[int, int] | None = None
+    batch: int | None = None  # static export batch; None = dynamic
+    opset: int = export_mod.DEFAULT_OPSET
+    threads: int | None = None  # None: all cores
+    eval_count: int = 32  # seeded inputs when no evaluation set is given
+    eval_data: Any = None  # (x, labels-or-None) of a labelled/unlabelled evaluation set
+    eval_id: str | None = None
+    calib_data: np.ndarray | None = None
+    calib_id: str | None = None
+    latency: LatencyOptions = field(default_factory=LatencyOptions)
+    latency_batches: tuple[int, ...] = ()  # optional batch-size sweep (dynamic-batch artifacts)
+    target_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rebuild: bool = False
+
+    def resolved_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _reusable(folder: Path, key: str) -> Artifact | None:
+    meta = folder / ARTIFACT_META
+    if not meta.exists():
+        return None
+    try:
+        artifact = Artifact.from_dir(folder)
+    except (XcitExportError, ValueError, KeyError):
+        return None
+    if artifact.metadata.get("build_key") != key or not all(f.exists() for f in artifact.files):
+        return None
+    return artifact
+
+
+def prepare_onnx(config: RunConfig, model, spec, progress: Progress) -> tuple[Path, dict]:
+    """Export, check, simplify and parity-check the FP32 ONNX (or reuse an identical one)."""
+    h, w = spec.preprocessing.input_size
+    input_shape = (3, h, w)
+    options = export_mod.ExportOptions(batch=config.batch, opset=config.opset)
+    options.validate()
+    key = _key({"stage": "onnx", "model": spec.name, "num_classes": spec.num_classes, "input": input_shape,
+                "weights": weights_fingerprint(config.weights, config.seed), "batch": config.batch,
+                "opset": config.opset, "libs": library_versions()})
+    folder = config.out_dir / "onnx"
+    reused = None if config.rebuild else _reusable(folder, key)
+    if reused is not None:
+        progress("ONNX: reusing unchanged export")
+        return reused.path, reused.metadata
+    with atomic_dir(folder) as tmp:
+        progress("ONNX: exporting with torch.onnx (dynamo)")
+        t0 = time.perf_counter()
+        raw = export_mod.export_onnx(model, input_shape, tmp / "model.raw.onnx", options)
+        progress("ONNX: simplifying with onnxsim")
+        simplified = export_mod.simplify_onnx(raw, tmp / "model.onnx")
+        progress("ONNX: parity check against PyTorch")
+        x = export_mod.seeded_inputs(input_shape, options.batch or options.parity_inputs, seed=config.seed + 1)
+        worst = export_mod.check_parity(simplified, x, export_mod.torch_reference(model, x))
+        meta = {"build_key": key, "opset": config.opset, "batch": config.batch or "dynamic",
+                "export_seconds": round(time.perf_counter() - t0, 2), "parity_max_abs_error": worst,
+                "raw_size_bytes": raw.stat().st_size, "size_bytes": simplified.stat().st_size}
+        raw.unlink()  # the raw trace is only an intermediate
+        Artifact("onnx", tmp / "model.onnx", [tmp / "model.onnx"], meta).save_metadata()
+    return folder / "model.onnx", meta
+
+
+def _evaluation_inputs(config: RunConfig, input_shape) -> tuple[np.ndarray, np.ndarray | None, str]:
+    if config.eval_data is not None:
+        x, labels = config.eval_data
+        return x, labels, config.eval_id or "evaluation set"
+    x = export_mod.seeded_inputs(input_shape, config.eval_count, seed=config.seed + 2)
+    return x, None, f"{config.eval_count} seeded random inputs (seed {config.seed + 2})"
+
+
+def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
+    """Run the whole pipeline and return the report (also written to ``out_dir``)."""
+    from . import report as report_mod
+
+    targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
+    spec = get_spec(config.model).with_overrides(config.num_classes, config.input_size)
+    ensure_writable_dir(config.out_dir)
+    threads = config.resolved_threads()
+
+    progress(f"Model: building {spec.name} ({config.weights} weights)")
+    model = load_model(spec, config.weights, config.seed)
+    onnx_path, onnx_meta = prepare_onnx(config, model, spec, progress)
+    h, w = spec.preprocessing.input_size
+    input_shape = (3, h, w)
+
+    x_eval, labels, eval_desc = _evaluation_inputs(config, input_shape)
+    progress(f"Reference: PyTorch on {len(x_eval)} evaluation inputs")
+    torch_run = torch_infer(model, threads)
+    reference = run_in_batches(torch_run, x_eval, config.batch or 16)
+    lat_batch = config.batch or 1
+    x_lat = x_eval[:lat_batch] if len(x_eval) >= lat_batch else np.repeat(x_eval[:1], lat_batch, 0)
+    progress("Latency: PyTorch eager")
+    torch_latency = measure_latency(torch_run, np.ascontiguousarray(x_lat), config.latency)
+    ref_entry: dict[str, Any] = {"latency": torch_latency.to_dict(), "threads": threads}
+    if labels is not None:
+        from .validate import labelled_accuracy
+
+        ref_entry["accuracy"] = labelled_accuracy(reference[0], labels)
+
+    results = []
+    for target in targets:
+        results.append(_run_target(target, config, spec, onnx_path, input_shape, x_eval, labels, reference,
+                                   x_lat, torch_latency.median_ms, threads, progress))
+
+    report = report_mod.build_report(
+        config=config, spec=spec, onnx_meta=onnx_meta, reference=ref_entry, targets=results,
+        evaluation={"description": eval_desc, "count": int(len(x_eval)), "labelled": labels is not None},
+        fingerprint=device_fingerprint())
+    report_mod.write_report(report, config.out_dir)
+    return report
+
+
+def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x_eval, labels, reference,
+                x_lat, torch_median_ms: float, threads: int, progress: Progress) -> dict:
+    entry: dict[str, Any] = {"target": target.name, "backend": target.backend, "precision": target.precision}
+    options = dict(config.target_options.get(target.name, {}))
+    try:
+        missing = target.missing_requirements()
+        if missing:
+            raise BackendUnavailableError(
+                f"target {target.name} needs {', '.join(missing)}, which is not installed; install the "
+                f"project's extras (see README) or pick another target")
+        if target.needs_calibration and config.calib_data is None:
+            raise XcitExportError(f"target {target.name} needs calibration images: pass --calib")
+        key = _key({"stage": target.name, "onnx": onnx_meta_key(onnx_path), "options": options,
+                    "calib": config.calib_id if target.needs_calibration else None,
+                    "libs": library_versions()})
+        folder = config.out_dir / target.name
+        artifact = None if config.rebuild else _reusable(folder, key)
+        if artifact is not None:
+            progress(f"{target.name}: reusing unchanged artifact")
+            entry["reused"] = True
+        else:
+            progress(f"{target.name}: building")
+            t0 = time.perf_counter()
+            with atomic_dir(folder) as tmp:
+                ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=tmp, batch=config.batch,
+                                   input_shape=input_shape, calibration=config.calib_data,
+                                   calibration_id=config.calib_id, options=options, threads=threads,
+                                   evaluation=config.eval_data)
+                built = target.build(ctx)
+                built.metadata["build_key"] = key
+                built.metadata["build_seconds"] = round(time.perf_counter() - t0, 2)
+                built.save_metadata()
+            artifact = Artifact.from_dir(folder)
+            entry["reused"] = False
+        entry["artifact"] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes,
+                             **{k: v for k, v in artifact.metadata.items() if k != "build_key"}}
+        if not target.can_run():
+            entry["status"] = "built"
+            entry["note"] = artifact.metadata.get("note", "built here; this machine cannot run it")
+            return entry
+        progress(f"{target.name}: validating accuracy")
+        t0 = time.perf_counter()
+        runner = target.load(artifact, threads=threads, **options)
+        entry["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+        try:
+            outputs = run_in_batches(runner.infer, x_eval, config.batch or 16)
+            entry["accuracy"] = compare_outputs(outputs[0], reference[0], labels,
+                                                classify=spec.num_classes > 0)
+            progress(f"{target.name}: measuring latency")
+            lat = measure_latency(runner.infer, np.ascontiguousarray(x_lat), config.latency)
+            entry["latency"] = lat.to_dict()
+            entry["speedup_vs_pytorch"] = round(torch_median_ms / lat.median_ms, 3)
+            entry["threads"] = runner.threads
+            entry["device"] = runner.device
+        finally:
+            runner.close()
+        entry["status"] = "ok"
+    except XcitExportError as exc:
+        entry["status"] = "failed"
+        entry["error"] = str(exc)
+    except Exception as exc:  # a bug or backend crash: record it, keep the other targets going
+        entry["status"] = "failed"
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+        entry["traceback"] = traceback.format_exc(limit=8)
+    return entry
+
+
+def onnx_meta_key(onnx_path: Path) -> str:
+    meta = json.loads((onnx_path.parent / ARTIFACT_META).read_text())
+    return meta["build_key"]
+

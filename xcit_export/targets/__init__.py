@@ -1,0 +1,52 @@
+"""The target registry: one module per backend, each registering its targets once.
+
+A target turns the simplified FP32 ONNX into a deployable artifact (``build``) and opens that
+artifact as a :class:`~xcit_export.targets.base.Runner` for validation (``load``). Adding a
+backend means writing one module that calls :func:`register` and naming it in ``_BACKENDS``;
+the pipeline and the CLI do not change.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+
+from ..errors import UnknownTargetError
+from .base import Artifact, BuildContext, Runner, Target
+
+# Backend modules imported (cheaply: heavy libraries are imported lazily inside build/load).
+_BACKENDS = ("onnxruntime",)
+
+TARGETS: dict[str, Target] = {}
+
+
+def register(target: Target) -> Target:
+    if target.name in TARGETS:
+        raise RuntimeError(f"target {target.name} registered twice")
+    TARGETS[target.name] = target
+    return target
+
+
+def _load_backends() -> None:
+    if not TARGETS:
+        for mod in _BACKENDS:
+            importlib.import_module(f"{__name__}.{mod}")
+
+
+def all_targets() -> dict[str, Target]:
+    _load_backends()
+    return TARGETS
+
+
+def get_target(name: str) -> Target:
+    targets = all_targets()
+    try:
+        return targets[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, targets, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownTargetError(f"unknown target '{name}'.{hint} Run 'xcit-export list-targets' for all "
+                                 f"targets.") from None
+
+
+__all__ = ["Artifact", "BuildContext", "Runner", "Target", "TARGETS", "all_targets", "get_target", "register"]

@@ -1,0 +1,103 @@
+"""What every target provides: ``build(ctx) -> Artifact`` and ``load(artifact, ...) -> Runner``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from ..errors import ArtifactError
+from ..io import write_json_atomic
+
+ARTIFACT_META = "artifact.json"
+
+
+@dataclass
+class BuildContext:
+    """Everything a target may use to build.
+
+    ``onnx_path`` is the simplified, parity-checked FP32 ONNX; ``out_dir`` is the target's own
+    folder (empty or holding a previous build); ``calibration`` is an ``(N, 3, H, W)`` float32
+    array of preprocessed calibration images, or None; ``options`` holds target-specific options
+    from the CLI or recipe (device, hint, calibration method...).
+    """
+
+    spec: Any  # zoo.ModelSpec
+    onnx_path: Path
+    out_dir: Path
+    batch: int | None
+    input_shape: tuple[int, int, int]
+    calibration: np.ndarray | None = None
+    calibration_id: str | None = None
+    # (x, labels-or-None) of the evaluation set, for accuracy-controlled quantization.
+    evaluation: tuple[np.ndarray, np.ndarray | None] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+
+
+@dataclass
+class Artifact:
+    """A built target: its main file, every file it consists of, and metadata stored beside it."""
+
+    target: str
+    path: Path
+    files: list[Path]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(f.stat().st_size for f in self.files if f.exists())
+
+    def save_metadata(self) -> Path:
+        meta = {"target": self.target, "path": self.path.name,
+                "files": [f.name for f in self.files], **self.metadata}
+        return write_json_atomic(self.path.parent / ARTIFACT_META, meta)
+
+    @classmethod
+    def from_dir(cls, folder: Path) -> "Artifact":
+        meta_path = Path(folder) / ARTIFACT_META
+        if not meta_path.exists():
+            raise ArtifactError(f"'{folder}' holds no {ARTIFACT_META}: it is not a built target folder")
+        meta = json.loads(meta_path.read_text())
+        files = [Path(folder) / f for f in meta.pop("files")]
+        path = Path(folder) / meta.pop("path")
+        target = meta.pop("target")
+        return cls(target=target, path=path, files=files, metadata=meta)
+
+
+class Runner(Protocol):
+    """An opened artifact. ``infer`` takes an NCHW float32 batch and returns one array per output."""
+
+    threads: int | None
+    device: str
+
+    def infer(self, x: np.ndarray) -> list[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """A registered target: ``name`` is ``<backend>-<precision>``."""
+
+    name: str
+    backend: str
+    precision: str
+    description: str
+    build: Callable[[BuildContext], Artifact]
+    load: Callable[..., Runner]
+    requires: tuple[str, ...] = ()  # importable modules needed to build / run
+    needs_calibration: bool = False
+    runs_here: Callable[[], bool] | None = None  # False: build-only on this machine (e.g. no GPU)
+    verified: str = ""  # where this path has been exercised (README's targets table)
+
+    def missing_requirements(self) -> list[str]:
+        import importlib.util
+
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def can_run(self) -> bool:
+        return self.runs_here() if self.runs_here else True

@@ -1,0 +1,187 @@
+"""Weights: seeded random init, local checkpoints (timm or official format), hub download.
+
+Checkpoints are loaded strictly: every key must match, or the error lists what is missing and
+unexpected. Two on-disk layouts are accepted and normalised to timm's:
+
+* timm (``state_dict`` at top level, ``.pth`` or ``.safetensors``);
+* official facebookresearch/xcit (``{'model': state_dict}``), which differs in two ways that
+  :func:`official_to_timm` undoes: the positional encoder is called ``pos_embeder`` and class
+  attention stores one fused ``qkv`` Linear (timm splits it into ``q``, ``k``, ``v`` because only
+  the class token needs a query).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError, WeightsDownloadError
+from .zoo import ModelSpec, build_model
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+HUB_URL = "https://huggingface.co/{repo}/resolve/main/model.safetensors"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XCIT_EXPORT_CACHE", Path.home() / ".cache" / "xcit-export"))
+
+
+def official_to_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official facebookresearch/xcit keys -> timm keys (split class-attention qkv, rename)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith("pos_embeder."):
+            out["pos_embed." + key[len("pos_embeder."):]] = value
+        elif key.startswith("cls_attn_blocks.") and ".attn.qkv." in key:
+            prefix, kind = key.rsplit(".qkv.", 1)  # kind: weight | bias
+            parts = value.reshape(3, -1, *value.shape[1:])
+            for i, name in enumerate("qkv"):
+                out[f"{prefix}.{name}.{kind}"] = parts[i].clone()
+        else:
+            out[key] = value
+    return out
+
+
+def timm_to_official(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm keys -> official facebookresearch/xcit keys (the inverse of :func:`official_to_timm`)."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key.startswith("pos_embed."):
+            out["pos_embeder." + key[len("pos_embed."):]] = value
+        elif key.startswith("cls_attn_blocks.") and any(f".attn.{n}." in key for n in "qkv"):
+            prefix, rest = key.split(".attn.", 1)
+            name, kind = rest.split(".", 1)
+            if name != "q":
+                continue  # fused once, when the q part is met
+            out[f"{prefix}.attn.qkv.{kind}"] = torch.cat(
+                [state_dict[f"{prefix}.attn.{n}.{kind}"] for n in "qkv"], dim=0)
+        else:
+            out[key] = value
+    return out
+
+
+def _is_official(state_dict: dict[str, torch.Tensor]) -> bool:
+    return any(k.startswith("pos_embeder.") or (k.startswith("cls_attn_blocks.") and ".attn.qkv." in k)
+               for k in state_dict)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat timm-layout state dict (no model needed)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint '{path}' does not exist: pass --weights PATH to a .pth or "
+                              f".safetensors file, 'random', or 'pretrained'")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint '{path}' is a folder, not a file: point --weights at the "
+                              f".pth or .safetensors file inside it")
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise CheckpointError(f"checkpoint '{path}' has suffix '{path.suffix}'; expected one of "
+                              f"{', '.join(CHECKPOINT_SUFFIXES)}")
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj = load_file(str(path))
+        else:
+            # weights_only: a checkpoint is data; never execute pickled code from it.
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any parser failure means "not a checkpoint"
+        raise CheckpointError(f"checkpoint '{path}' could not be read as a "
+                              f"{'safetensors' if path.suffix == '.safetensors' else 'PyTorch'} file "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Is it a "
+                              f"model checkpoint, and complete?") from None
+    if isinstance(obj, dict):
+        for wrapper in ("model", "state_dict", "model_ema"):
+            if wrapper in obj and isinstance(obj[wrapper], dict):
+                obj = obj[wrapper]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"checkpoint '{path}' holds no state dict of tensors (found "
+                              f"{type(obj).__name__}); save it with torch.save(model.state_dict(), path)")
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    if _is_official(state):
+        state = official_to_timm(state)
+    return state
+
+
+def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
+                           spec: ModelSpec) -> None:
+    """Load ``state`` into ``model``; any key or shape mismatch raises a :class:`CheckpointError`."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if "head.weight" in state and "head.weight" in expected:
+        got = state["head.weight"].shape[0]
+        if got != spec.num_classes:
+            raise CheckpointError(
+                f"checkpoint '{source}' has {got} classes but the model is built with "
+                f"{spec.num_classes}: pass --num-classes {got}")
+    if "head.weight" in state and spec.num_classes == 0:
+        raise CheckpointError(f"checkpoint '{source}' has a {state['head.weight'].shape[0]}-class head but "
+                              f"the model is a feature extractor (--num-classes 0); use the classifier's "
+                              f"class count")
+    if missing or unexpected:
+        def show(keys):
+            return ", ".join(keys[:8]) + (f" (+{len(keys) - 8} more)" if len(keys) > 8 else "")
+
+        raise CheckpointError(
+            f"checkpoint '{source}' does not match {spec.name}: "
+            f"{len(missing)} missing key(s) [{show(missing)}], "
+            f"{len(unexpected)} unexpected key(s) [{show(unexpected)}]. "
+            f"Is it a checkpoint of this model variant?")
+    bad_shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+                  for k, v in expected.items() if tuple(state[k].shape) != tuple(v.shape)]
+    if bad_shapes:
+        raise CheckpointError(f"checkpoint '{source}' has tensors of the wrong shape for {spec.name}: "
+                              + "; ".join(bad_shapes[:5]) + ". Is it a checkpoint of this model variant?")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def download_pretrained(spec: ModelSpec, timeout: float = 30.0) -> Path:
+    """Fetch timm's hub weights for ``spec`` into the cache (once) and return the file path."""
+    if spec.hub_id is None:
+        raise WeightsDownloadError(f"{spec.name} has no published pretrained weights; pass --weights PATH")
+    target = cache_dir() / (spec.hub_id.replace("/", "--") + ".safetensors")
+    if target.exists():
+        return target
+    url = HUB_URL.format(repo=spec.hub_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
+            while chunk := resp.read(1 << 20):
+                fh.write(chunk)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise WeightsDownloadError(
+            f"could not download pretrained weights for {spec.name} from {url} ({exc}); with no network, "
+            f"download that file elsewhere and pass it as --weights PATH") from None
+    os.replace(tmp, target)
+    return target
+
+
+def load_model(spec: ModelSpec, weights: str = "random", seed: int = 0) -> torch.nn.Module:
+    """Build ``spec`` and fill its weights: ``'random'`` (seeded), ``'pretrained'``, or a path."""
+    torch.manual_seed(seed)
+    model = build_model(spec)
+    if weights == "random":
+        return model
+    path = download_pretrained(spec) if weights == "pretrained" else Path(weights)
+    load_state_dict_strict(model, read_checkpoint(path), str(path), spec)
+    return model.eval()
+
+
+def weights_fingerprint(weights: str, seed: int) -> str:
+    """A short content hash identifying the weights, for artifact reuse."""
+    if weights in ("random", "pretrained"):
+        return hashlib.sha256(f"{weights}:{seed}".encode()).hexdigest()[:16]
+    h = hashlib.sha256()
+    with open(weights, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()[:16]
