@@ -59,6 +59,27 @@ def _split_targets(values: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _parse_value(text: str):
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
+    general: dict = {}
+    specific: dict[str, dict] = {}
+    for item in raw:
+        head, eq, value = item.partition("=")
+        if not eq or not head:
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE or TARGET:KEY=VALUE", param_hint="--option")
+        target, colon, key = head.rpartition(":")
+        (specific.setdefault(target, {}) if colon else general)[key] = _parse_value(value)
+    return general, specific
+
+
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "-m", help="Zoo model name, e.g. xcit_nano_12_p16_224 (see list-models).")
 @click.option("--target", "-t", "targets", multiple=True,
@@ -77,11 +98,16 @@ def _split_targets(values: tuple[str, ...]) -> list[str]:
 @click.option("--warmup", default=10, show_default=True, help="Untimed warm-up inferences.")
 @click.option("--iterations", default=50, show_default=True, help="Minimum timed inferences.")
 @click.option("--min-seconds", default=0.0, show_default=True, help="Minimum timed duration (seconds).")
+@click.option("--device", help="Inference device for targets that choose one (OpenVINO: CPU, GPU, NPU, AUTO).")
+@click.option("--hint", type=click.Choice(["latency", "throughput"]),
+              help="Performance hint for targets that take one (OpenVINO).")
+@click.option("--option", "-O", "raw_options", multiple=True, metavar="[TARGET:]KEY=VALUE",
+              help="A target option, e.g. -O openvino-int8:preset=mixed; see list-targets for each target's.")
 @click.option("--rebuild", is_flag=True, help="Rebuild artifacts even when an identical one exists.")
 @click.pass_context
 @_fail_cleanly
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, opset, out, threads, eval_count,
-         warmup, iterations, min_seconds, rebuild):
+         warmup, iterations, min_seconds, device, hint, raw_options, rebuild):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
@@ -91,12 +117,18 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, ops
     if not model or not targets:
         raise click.UsageError("give --model and --target (or a sub-command; see --help)")
     from . import export as export_mod
-    from .pipeline import RunConfig, run
+    from .pipeline import RunConfig, distribute_options, run
     from .report import markdown_table
     from .validate import LatencyOptions
 
+    target_names = _split_targets(targets)
+    general, specific = _parse_options(raw_options)
+    if device:
+        general["device"] = device
+    if hint:
+        general["hint"] = hint
     config = RunConfig(
-        model=model, targets=_split_targets(targets), out_dir=out or Path("out") / model, weights=weights,
+        model=model, targets=target_names, target_options=distribute_options(target_names, general, specific), out_dir=out or Path("out") / model, weights=weights,
         seed=seed, num_classes=num_classes, input_size=_parse_size(input_size), batch=batch,
         opset=opset or export_mod.DEFAULT_OPSET, threads=threads, eval_count=eval_count,
         latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds),
@@ -129,6 +161,8 @@ def list_targets():
         missing = t.missing_requirements()
         state = "ready" if not missing else f"needs {', '.join(missing)}"
         click.echo(f"{t.name:22s} {state:28s} {t.description}")
+        for key, help_text in t.options.items():
+            click.echo(f"{'':24s}-O {t.name}:{key}=...  {help_text}")
 
 
 if __name__ == "__main__":

@@ -116,3 +116,425 @@ def preprocess(image: Image.Image, pp: Preprocessing) -> np.ndarray:
     arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
     arr = (arr - np.asarray(pp.mean, dtype=np.float32)) / np.asarray(pp.std, dtype=np.float32)
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+# --------------------------------------------------------------------------------------------
+# The bundled demo set
+# --------------------------------------------------------------------------------------------
+
+def demo_root(seed: int = 0, root: str | os.PathLike | None = None,
+              splits: Sequence[str] = ("train", "calib", "eval")) -> Path:
+    """The folder holding the rendered demo set for ``seed``, rendering missing ``splits`` first.
+
+    Default location: ``$XCIT_EXPORT_CACHE/demo-data/<seed>`` (``~/.cache/xcit-export/...`` when
+    the variable is unset). Rendering is deterministic, so the cache is only a speed-up; a split
+    without its manifest (an interrupted render) or from another renderer version is rendered
+    again. Only the splits asked for are rendered, so tests needing ``eval`` skip ``train``.
+    """
+    from . import demo_data
+
+    if root is None:
+        base = Path(os.environ.get("XCIT_EXPORT_CACHE", Path.home() / ".cache" / "xcit-export"))
+        root = base / "demo-data" / str(seed)
+    root = Path(root)
+    for split in splits:
+        if split not in demo_data.SPLITS:
+            raise DataError(f"unknown demo split '{split}'; use one of {', '.join(demo_data.SPLITS)} "
+                            f"(e.g. demo:eval)")
+        if not demo_data.split_is_complete(root, split, seed, demo_data.SPLITS[split]):
+            demo_data.make_split(root, split, demo_data.SPLITS[split], seed)
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# Finding images
+# --------------------------------------------------------------------------------------------
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def list_image_folder(root: str | os.PathLike, class_index: dict[str, int] | None = None,
+                      option: str = "--eval") -> tuple[list[Path], list[int], list[str]]:
+    """An ImageFolder tree -> (image paths, labels, class names by label).
+
+    Labels are the positions of the sorted class-folder names, or ``class_index[folder]`` when a
+    class-index mapping is given (then every folder must be in it). Images are sorted by path
+    within each class, so the order never depends on the file system.
+    """
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"{option} '{root}' has no class sub-folders; an ImageFolder tree is "
+                        f"'{root}/<class>/<image>.jpg' (or pass a flat folder for unlabelled data)")
+    if class_index is None:
+        names = [p.name for p in folders]
+        mapping = {name: i for i, name in enumerate(names)}
+    else:
+        unknown = [p.name for p in folders if p.name not in class_index]
+        if unknown:
+            raise DataError(f"{option} '{root}' has class folder(s) {', '.join(unknown[:5])} that the "
+                            f"class-index file does not list; fix the folder names or the --class-index file")
+        mapping = dict(class_index)
+        names = [""] * (max(mapping.values()) + 1)
+        for name, idx in mapping.items():
+            names[idx] = name
+    paths, labels = [], []
+    for folder in folders:
+        files = sorted(p for p in folder.rglob("*") if _is_image(p))
+        paths += files
+        labels += [mapping[folder.name]] * len(files)
+    if not paths:
+        raise DataError(f"{option} '{root}' has class folders but no images "
+                        f"(looked for {', '.join(IMAGE_SUFFIXES)}); add images or point at another folder")
+    return paths, labels, names
+
+
+def load_class_index(path: str | os.PathLike) -> dict[str, int]:
+    """A class-index file -> ``{folder name: label}``.
+
+    Accepted layouts:
+
+    * JSON object ``{"n01440764": 0, ...}`` (folder -> index);
+    * JSON object ``{"0": ["n01440764", "tench"], ...}`` (index -> [folder, human name], the
+      ImageNet ``imagenet_class_index.json`` layout);
+    * JSON list ``["n01440764", ...]`` (position = index);
+    * text, one class per line, position = index; only the first word of each line counts, so
+      ImageNet's ``synsets.txt`` / ``LOC_synset_mapping.txt`` (``n01440764 tench, ...``) work as is.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"--class-index '{path}' cannot be read ({exc}); pass a JSON or text file "
+                        f"mapping class folder names to indices") from None
+    bad = DataError(f"--class-index '{path}' is not a class index: expected a JSON object "
+                    f"{{folder: index}} or {{index: [folder, name]}}, a JSON list of folder names, or "
+                    f"a text file with one folder name per line")
+    if path.suffix.lower() == ".json":
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise bad from None
+        if isinstance(obj, list) and all(isinstance(v, str) for v in obj):
+            mapping = {name: i for i, name in enumerate(obj)}
+        elif isinstance(obj, dict) and all(isinstance(v, int) for v in obj.values()):
+            mapping = {str(k): int(v) for k, v in obj.items()}
+        elif isinstance(obj, dict) and all(isinstance(v, list) and v and isinstance(v[0], str)
+                                           and str(k).isdigit() for k, v in obj.items()):
+            mapping = {v[0]: int(k) for k, v in obj.items()}
+        else:
+            raise bad
+    else:
+        names = [line.split()[0] for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        mapping = {name: i for i, name in enumerate(names)}
+    if not mapping:
+        raise bad
+    if len(set(mapping.values())) != len(mapping) or min(mapping.values()) < 0:
+        raise DataError(f"--class-index '{path}' gives two classes the same index, or a negative one; "
+                        f"each folder needs its own index 0..N-1")
+    return mapping
+
+
+# --------------------------------------------------------------------------------------------
+# Image sets
+# --------------------------------------------------------------------------------------------
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class ImageSet:
+    """A selection of images (or preprocessed tensors) plus the preprocessing that feeds a model.
+
+    Build one with :meth:`from_source` (or :func:`calibration_set` / :func:`evaluation_set` /
+    :func:`demo_dataset`), narrow it with :meth:`select`, then :meth:`load` it. Files are read
+    only by :meth:`load`, :meth:`content_hash` and :meth:`item_hashes`.
+    """
+
+    source: str
+    pp: Preprocessing
+    option: str = "--calib"  # the CLI option that named the source, for error messages
+    paths: list[Path] | None = None  # image sources
+    array: np.ndarray | None = None  # tensor sources: (N, 3, H, W), already preprocessed
+    labels: list[int] | None = None
+    classes: list[str] | None = None
+    on_bad_image: str = "fail"
+    indices: list[int] | None = None  # the selection, None = everything
+    seed: int | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) from the last load
+    warnings: list[str] = field(default_factory=list)
+    _root: Path | None = None  # paths are hashed relative to this, so moving the set keeps its hash
+    _file_hashes: dict[int, str] = field(default_factory=dict, repr=False)
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_source(cls, source: str | os.PathLike, pp: Preprocessing, option: str = "--calib",
+                    class_index: str | os.PathLike | None = None, on_bad_image: str = "fail") -> "ImageSet":
+        """Open ``source``: ``demo[:split]``, an ImageFolder tree, a flat folder, a ``.txt`` list
+        of image paths, or a ``.npy`` / ``.npz`` of preprocessed tensors."""
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise DataError(f"--on-bad-image must be one of {', '.join(ON_BAD_IMAGE)}, got '{on_bad_image}'")
+        text = str(source)
+        common = dict(pp=pp, option=option, on_bad_image=on_bad_image)
+        if text == "demo" or text.startswith("demo:"):
+            split = text.partition(":")[2] or ("calib" if option == "--calib" else "eval")
+            return demo_dataset(split, pp=pp, option=option, on_bad_image=on_bad_image)
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"{option} '{path}' does not exist; pass an image folder, a .txt list of "
+                            f"images, a .npy/.npz of tensors, or 'demo'")
+        index = load_class_index(class_index) if class_index is not None else None
+        if path.is_dir():
+            subdirs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            top_images = sorted(p for p in path.iterdir() if _is_image(p))
+            if subdirs and top_images:
+                raise DataError(f"{option} '{path}' mixes images ({top_images[0].name}, ...) with "
+                                f"sub-folders ({subdirs[0].name}, ...); use either class sub-folders "
+                                f"(labelled) or a flat folder of images (unlabelled)")
+            if subdirs:
+                paths, labels, classes = list_image_folder(path, index, option)
+                return cls(source=text, paths=paths, labels=labels, classes=classes, _root=path, **common)
+            if not top_images:
+                raise DataError(f"{option} '{path}' is empty: it holds no images "
+                                f"({', '.join(IMAGE_SUFFIXES)}) and no class sub-folders")
+            return cls(source=text, paths=top_images, _root=path, **common)
+        suffix = path.suffix.lower()
+        if suffix in (".npy", ".npz"):
+            x, y = _read_array(path, option)
+            _check_array(x, y, pp, path, option)
+            return cls(source=text, array=x, labels=None if y is None else [int(v) for v in y], **common)
+        if suffix == ".txt":
+            return cls(source=text, paths=_read_list(path, option), _root=path.parent, **common)
+        raise DataError(f"{option} '{path}' is a file of an unknown kind ('{suffix}'); pass a folder, "
+                        f"a .txt list of image paths, or a .npy/.npz of preprocessed tensors")
+
+    # -- selection ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._order())
+
+    def _total(self) -> int:
+        return len(self.array) if self.array is not None else len(self.paths or [])
+
+    def _order(self) -> list[int]:
+        return list(range(self._total())) if self.indices is None else self.indices
+
+    def select(self, size: int | None, seed: int = 0, size_option: str = "--calib-size") -> "ImageSet":
+        """A deterministic random subset of ``size`` items (``None``: all), the same for the same
+        seed and set on every machine. Items keep their original order."""
+        total = self._total()
+        if size is None:
+            return self
+        if size <= 0:
+            raise DataError(f"{size_option} must be a positive number of images, got {size}")
+        if size > total:
+            raise DataError(f"{self.option} '{self.source}' has only {total} image(s) but {size_option} "
+                            f"asks for {size}; pass {size_option} {total} or fewer, or add images")
+        chosen = sorted(np.random.default_rng(seed).permutation(total)[:size].tolist())
+        return ImageSet(source=self.source, pp=self.pp, option=self.option, paths=self.paths,
+                        array=self.array, labels=self.labels, classes=self.classes,
+                        on_bad_image=self.on_bad_image, indices=chosen, seed=seed, _root=self._root,
+                        _file_hashes=self._file_hashes)
+
+    # -- checks -------------------------------------------------------------------------------
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
+
+    def check_num_classes(self, num_classes: int) -> None:
+        """Raise unless the labels fit a ``num_classes``-way classifier."""
+        if not self.labelled:
+            return
+        if self.classes is not None and self.paths is not None and len(self.classes) != num_classes:
+            raise DataError(
+                f"{self.option} '{self.source}' has {len(self.classes)} class folder(s) but the model has "
+                f"{num_classes} classes; labels come from the sorted folder names, so they only line up "
+                f"when every class has a folder. Use a folder per class, pass --class-index FILE "
+                f"mapping folder names to the model's indices, or set --num-classes {len(self.classes)}")
+        top = max(self.labels) if self.labels else -1
+        if top >= num_classes:
+            raise DataError(f"{self.option} '{self.source}' has label {top} but the model has only "
+                            f"{num_classes} classes (0..{num_classes - 1}); fix the labels or --num-classes")
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def load(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Preprocess the selection: ``(x (N, 3, H, W) float32, labels (N,) int64 or None)``.
+
+        With ``on_bad_image='skip'`` unreadable images are left out, listed in :attr:`skipped` and
+        counted in a warning; with ``'fail'`` the first one raises, naming the file.
+        """
+        order = self._order()
+        self.skipped = []
+        if self.array is not None:
+            x = np.ascontiguousarray(self.array[order], dtype=np.float32)
+            y = None if self.labels is None else np.asarray([self.labels[i] for i in order], dtype=np.int64)
+            return x, y
+        h, w = self.pp.input_size
+        x = np.empty((len(order), 3, h, w), dtype=np.float32)
+        kept: list[int] = []
+        for i in order:
+            path = self.paths[i]
+            try:
+                with Image.open(path) as img:
+                    img.load()  # decode now, so truncated files fail here and not later
+                    x[len(kept)] = preprocess(img, self.pp)
+            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if self.on_bad_image == "fail":
+                    raise DataError(f"{self.option}: image '{path}' cannot be read ({reason}); remove or "
+                                    f"replace it, or pass --on-bad-image skip to leave it out") from None
+                self.skipped.append((str(path), reason))
+                continue
+            kept.append(i)
+        if self.skipped:
+            self._warn(f"{self.option} '{self.source}': skipped {len(self.skipped)} unreadable image(s) of "
+                       f"{len(order)} (first: {self.skipped[0][0]}); {len(kept)} used")
+        if not kept:
+            raise DataError(f"{self.option} '{self.source}': none of the {len(order)} selected images "
+                            f"could be read; check the files (--on-bad-image fail names the first bad one)")
+        x = x[:len(kept)]
+        y = None if self.labels is None else np.asarray([self.labels[i] for i in kept], dtype=np.int64)
+        return x, y
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        warnings.warn(message, stacklevel=3)
+
+    # -- identity -----------------------------------------------------------------------------
+
+    def item_hashes(self) -> list[str]:
+        """sha256 of each selected item's content (file bytes, or the tensor's bytes)."""
+        out = []
+        for i in self._order():
+            if i not in self._file_hashes:
+                if self.array is not None:
+                    self._file_hashes[i] = _sha256_bytes(np.ascontiguousarray(self.array[i]).tobytes())
+                else:
+                    try:
+                        self._file_hashes[i] = _sha256_bytes(self.paths[i].read_bytes())
+                    except OSError as exc:
+                        raise DataError(f"{self.option}: '{self.paths[i]}' cannot be read "
+                                        f"({exc.strerror or exc}); fix or remove it") from None
+            out.append(self._file_hashes[i])
+        return out
+
+    def content_hash(self) -> str:
+        """sha256 over the selected items' content, their names and labels, the preprocessing and
+        the selection: equal hashes mean equal model inputs, so artifacts built from them can be
+        reused. Independent of where the set lives on disk."""
+        h = hashlib.sha256()
+        meta = {"preprocessing": self.pp.to_dict(), "selection": {"seed": self.seed, "size": len(self)},
+                "labelled": self.labelled}
+        h.update(json.dumps(meta, sort_keys=True).encode())
+        for i, digest in zip(self._order(), self.item_hashes()):
+            if self.paths is not None:
+                path = self.paths[i]
+                try:
+                    name = path.relative_to(self._root).as_posix() if self._root else path.name
+                except ValueError:  # a .txt list may point outside its folder
+                    name = path.as_posix()
+                h.update(name.encode() + b"\0")
+            h.update(digest.encode())
+            h.update(b"\0" if self.labels is None else str(self.labels[i]).encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+
+def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:
+    """Raise if any calibration item has the same content as an evaluation item.
+
+    Calibrating on evaluation images makes the quantised model's accuracy look better than it is.
+    """
+    eval_hashes = set(evaluation.item_hashes())
+    shared = [i for i, d in zip(calib._order(), calib.item_hashes()) if d in eval_hashes]
+    if shared:
+        example = (str(calib.paths[shared[0]]) if calib.paths is not None else f"tensor #{shared[0]}")
+        raise DataError(f"{len(shared)} calibration image(s) also appear in the evaluation set (same "
+                        f"content; first: {example}); use disjoint sets for --calib and --eval, e.g. "
+                        f"the calib and eval splits of the same dataset")
+
+
+def calibration_set(source: str | os.PathLike, pp: Preprocessing, size: int = DEFAULT_CALIB_SIZE,
+                    seed: int = 0, on_bad_image: str = "fail",
+                    class_index: str | os.PathLike | None = None) -> ImageSet:
+    """The ``size``-image calibration subset of ``source`` (``--calib``, ``--calib-size``)."""
+    images = ImageSet.from_source(source, pp, "--calib", class_index, on_bad_image).select(size, seed)
+    if size < MIN_RECOMMENDED_CALIB:
+        images._warn(f"--calib-size {size} is small: INT8 activation ranges from fewer than "
+                     f"{MIN_RECOMMENDED_CALIB} images are noisy; {DEFAULT_CALIB_SIZE} is the default")
+    return images
+
+
+def evaluation_set(source: str | os.PathLike, pp: Preprocessing, size: int | None = None,
+                   seed: int = 0, on_bad_image: str = "fail", class_index: str | os.PathLike | None = None,
+                   num_classes: int | None = None) -> ImageSet:
+    """The labelled evaluation set (``--eval``, ``--eval-size``), checked against ``num_classes``."""
+    images = ImageSet.from_source(source, pp, "--eval", class_index, on_bad_image)
+    if not images.labelled:
+        raise DataError(f"--eval '{source}' has no labels; accuracy needs an ImageFolder tree "
+                        f"(one sub-folder per class) or an .npz with 'y'")
+    if num_classes is not None:
+        images.check_num_classes(num_classes)
+    return images.select(size, seed, size_option="--eval-size")
+
+
+def demo_dataset(split: str, root: str | os.PathLike | None = None, pp: Preprocessing | None = None,
+                 seed: int = 0, option: str = "--eval", on_bad_image: str = "fail") -> ImageSet:
+    """A split (``train``, ``calib``, ``eval``) of the bundled demo set as an :class:`ImageSet`.
+
+    ``root`` is a folder holding the rendered set (rendered there if missing); by default the
+    cache of :func:`demo_root`. ``pp`` defaults to the 224x224 ImageNet-style preprocessing the
+    demo checkpoint was trained with.
+    """
+    base = demo_root(seed, root, splits=(split,))
+    paths, labels, classes = list_image_folder(base / split, option=option)
+    return ImageSet(source=f"demo:{split}", pp=pp or Preprocessing(), option=option, paths=paths,
+                    labels=labels, classes=classes, on_bad_image=on_bad_image, _root=base / split)
+
+
+def _read_array(path: Path, option: str) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        # allow_pickle=False: a data file must never run code.
+        obj = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{option} '{path}' cannot be read as NumPy data ({exc}); save it with "
+                        f"np.save / np.savez") from None
+    if isinstance(obj, np.ndarray):
+        return obj, None
+    with obj:
+        if "x" not in obj.files:
+            raise DataError(f"{option} '{path}' has arrays {obj.files} but no 'x'; save it as "
+                            f"np.savez(path, x=tensors, y=labels)")
+        return obj["x"], (obj["y"] if "y" in obj.files else None)
+
+
+def _check_array(x: np.ndarray, y: np.ndarray | None, pp: Preprocessing, path: Path, option: str) -> None:
+    h, w = pp.input_size
+    if x.ndim != 4 or x.shape[1] != 3 or tuple(x.shape[2:]) != (h, w):
+        raise DataError(f"{option} '{path}' holds tensors of shape {tuple(x.shape)} but the model takes "
+                        f"(N, 3, {h}, {w}); preprocess to {h}x{w} NCHW (or pass image files instead)")
+    if x.shape[0] == 0:
+        raise DataError(f"{option} '{path}' holds no samples (shape {tuple(x.shape)})")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{option} '{path}' holds {x.dtype} tensors; expected preprocessed floats "
+                        f"(normalised with the model's mean/std), not raw pixels")
+    if y is not None and (y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer)):
+        raise DataError(f"{option} '{path}': 'y' must be {len(x)} integer labels, one per sample; got "
+                        f"{y.dtype} of shape {tuple(y.shape)}")
+
+
+def _read_list(path: Path, option: str) -> list[Path]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{option} '{path}' cannot be read as a text list of image paths ({exc})") from None
+    # Relative entries are relative to the list file, so a list travels with its images.
+    paths = [(path.parent / line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+    if not paths:
+        raise DataError(f"{option} '{path}' lists no images; write one image path per line")
+    return paths

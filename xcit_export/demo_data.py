@@ -5,17 +5,20 @@ Ten classes, each a kind of object or texture drawn on a cluttered background:
 ====  ==============  =========================================================
  id   class           what identifies it
 ====  ==============  =========================================================
- 0    disk            one filled circle
- 1    square          one filled square, randomly rotated
- 2    triangle        one filled triangle, randomly rotated
- 3    ring            one thick annulus (a circle with a hole)
- 4    cross           one plus-shaped cross, randomly rotated
+ 0    blobs           a patch of many random overlapping ellipses (no order)
+ 1    checker         a patch of checkerboard, randomly rotated
+ 2    cross           one plus-shaped cross, randomly rotated
+ 3    disk            one filled circle
+ 4    dots            a patch of a regular grid of small dots
  5    hstripes        a patch of near-horizontal stripes (within 20 degrees)
- 6    vstripes        a patch of near-vertical stripes
- 7    checker         a patch of checkerboard, randomly rotated
- 8    dots            a patch of a regular grid of small dots
- 9    blobs           a patch of many random overlapping ellipses (no order)
+ 6    ring            one thick annulus (a circle with a hole)
+ 7    square          one filled square, randomly rotated
+ 8    triangle        one filled triangle, randomly rotated
+ 9    vstripes        a patch of near-vertical stripes
 ====  ==============  =========================================================
+
+The ids are the positions of the folder names in sorted order, so an ImageFolder reader that
+sorts class folders (torchvision, timm, :class:`xcit_export.data.ImageSet`) gets these labels.
 
 Everything else is nuisance, drawn at random so that the label is the only constant: the
 foreground and background colours (kept apart in brightness so the object is visible), a
@@ -41,14 +44,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-CLASSES = ("disk", "square", "triangle", "ring", "cross", "hstripes", "vstripes", "checker", "dots",
-           "blobs")
+# Sorted, so that sorted folder names give the same ids as this tuple.
+CLASSES = ("blobs", "checker", "cross", "disk", "dots", "hstripes", "ring", "square", "triangle",
+           "vstripes")
 # Default split sizes: enough to train the fixture, >= 256 for calibration, >= 1000 to measure
 # top-1 to about +-1%.
 SPLITS = {"train": 3000, "calib": 300, "eval": 1000}
 # Distinct per-split stream ids so splits never share a random stream (and so never an image).
 _SPLIT_IDS = {"train": 1, "calib": 2, "eval": 3}
-MANIFEST = "demo_manifest.json"
+SPLIT_MANIFEST = "split.json"  # written last into each split folder
 FORMAT_VERSION = 1  # bump when rendering changes, so caches keyed on it are rebuilt
 
 
@@ -161,43 +165,53 @@ def render(label: int, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
 
 
-def make_split(root: str | Path, split: str, count: int, seed: int = 0) -> list[Path]:
-    """Write ``count`` images of ``split`` (classes balanced round-robin) under ``root/split``."""
-    out = Path(root) / split
-    paths = []
-    for i in range(count):
-        # One independent stream per image: any image can be re-rendered on its own.
-        rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
-        label = i % len(CLASSES)
-        img = render(label, rng)
-        folder = out / CLASSES[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        if rng.integers(0, 4) == 0:
-            path = folder / f"{split}_{i:05d}.png"
-            img.save(path, format="PNG")
-        else:
-            path = folder / f"{split}_{i:05d}.jpg"
-            img.save(path, format="JPEG", quality=int(rng.integers(80, 96)))
-        paths.append(path)
-    return paths
+def split_is_complete(root: str | Path, split: str, seed: int, count: int) -> bool:
+    """True if ``root/split`` holds a finished render of this split, seed, size and renderer."""
+    try:
+        meta = json.loads((Path(root) / split / SPLIT_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return meta == _split_meta(split, seed, count)
+
+
+def _split_meta(split: str, seed: int, count: int) -> dict:
+    return {"format_version": FORMAT_VERSION, "seed": seed, "split": split, "count": count,
+            "classes": list(CLASSES), "generator": "xcit_export.demo_data.make_demo_dataset"}
+
+
+def make_split(root: str | Path, split: str, count: int, seed: int = 0) -> Path:
+    """Render ``count`` images of ``split`` (classes balanced round-robin) into ``root/split``.
+
+    The folder is built under a temporary name and renamed when complete, with a
+    ``split.json`` manifest inside, so a reader never sees half a split.
+    """
+    if split not in _SPLIT_IDS:
+        raise ValueError(f"unknown split '{split}'; choose from {sorted(_SPLIT_IDS)}")
+    from .io import atomic_dir
+
+    final = Path(root) / split
+    with atomic_dir(final) as out:
+        for i in range(count):
+            # One independent stream per image: any image can be re-rendered on its own.
+            rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
+            label = i % len(CLASSES)
+            img = render(label, rng)
+            folder = out / CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            if rng.integers(0, 4) == 0:
+                img.save(folder / f"{split}_{i:05d}.png", format="PNG")
+            else:
+                img.save(folder / f"{split}_{i:05d}.jpg", format="JPEG", quality=int(rng.integers(80, 96)))
+        (out / SPLIT_MANIFEST).write_text(json.dumps(_split_meta(split, seed, count), indent=2) + "\n",
+                                          encoding="utf-8")
+    return final
 
 
 def make_demo_dataset(root: str | Path, seed: int = 0, splits: dict[str, int] | None = None) -> Path:
-    """Render the demo set into ``root`` (ImageFolder layout per split) and return ``root``.
-
-    Writes a ``demo_manifest.json`` last, so a folder holding it is complete; callers that cache
-    the set check for that file.
-    """
+    """Render the demo set into ``root`` (one ImageFolder tree per split) and return ``root``."""
     root = Path(root)
-    splits = dict(SPLITS if splits is None else splits)
-    unknown = set(splits) - set(_SPLIT_IDS)
-    if unknown:
-        raise ValueError(f"unknown split(s) {sorted(unknown)}; choose from {sorted(_SPLIT_IDS)}")
-    for split, count in splits.items():
+    for split, count in (SPLITS if splits is None else splits).items():
         make_split(root, split, count, seed)
-    manifest = {"format_version": FORMAT_VERSION, "seed": seed, "classes": list(CLASSES),
-                "splits": splits, "generator": "xcit_export.demo_data.make_demo_dataset"}
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return root
 
 

@@ -60,6 +60,31 @@ class RunConfig:
         return self.threads or os.cpu_count() or 1
 
 
+def distribute_options(target_names: list[str], general: dict[str, Any],
+                       specific: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-target options from general ones (``--device GPU``) and target-scoped ones.
+
+    A general option goes to every selected target that accepts it; one that no selected target
+    accepts is an error rather than silently unused. Target-scoped options are checked strictly.
+    """
+    targets = [get_target(n) for n in target_names]
+    out: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
+    for key, value in general.items():
+        takers = [t.name for t in targets if key in t.options]
+        if not takers:
+            raise XcitExportError(f"option '{key}' is not used by any selected target "
+                                  f"({', '.join(target_names)}); drop it or pick a target that takes it")
+        for name in takers:
+            out[name][key] = value
+    for name, opts in specific.items():
+        if name not in out:
+            raise XcitExportError(f"option given for target '{name}', which is not selected")
+        out[name].update(opts)
+    for t in targets:
+        t.check_options(out[t.name])
+    return out
+
+
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -121,6 +146,8 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     from . import report as report_mod
 
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
+    for target in targets:
+        target.check_options(config.target_options.get(target.name, {}))
     spec = get_spec(config.model).with_overrides(config.num_classes, config.input_size)
     ensure_writable_dir(config.out_dir)
     threads = config.resolved_threads()
@@ -206,15 +233,18 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
             outputs = run_in_batches(runner.infer, x_eval, config.batch or 16)
             entry["accuracy"] = compare_outputs(outputs[0], reference[0], labels,
                                                 classify=spec.num_classes > 0)
-            progress(f"{target.name}: measuring latency")
-            lat = measure_latency(runner.infer, np.ascontiguousarray(x_lat), config.latency)
-            entry["latency"] = lat.to_dict()
-            entry["speedup_vs_pytorch"] = round(torch_median_ms / lat.median_ms, 3)
             entry["threads"] = runner.threads
             entry["device"] = runner.device
+            if getattr(runner, "measures_latency", True):
+                progress(f"{target.name}: measuring latency")
+                lat = measure_latency(runner.infer, np.ascontiguousarray(x_lat), config.latency)
+                entry["latency"] = lat.to_dict()
+                entry["speedup_vs_pytorch"] = round(torch_median_ms / lat.median_ms, 3)
         finally:
             runner.close()
         entry["status"] = "ok"
+        if artifact.metadata.get("note"):
+            entry["note"] = artifact.metadata["note"]
     except XcitExportError as exc:
         entry["status"] = "failed"
         entry["error"] = str(exc)

@@ -15,7 +15,7 @@ from ..errors import UnknownTargetError
 from .base import Artifact, BuildContext, Runner, Target
 
 # Backend modules imported (cheaply: heavy libraries are imported lazily inside build/load).
-_BACKENDS = ("onnxruntime",)
+_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
 
 TARGETS: dict[str, Target] = {}
 

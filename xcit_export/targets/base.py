@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, XcitExportError
 from ..io import write_json_atomic
 
 ARTIFACT_META = "artifact.json"
@@ -69,10 +69,16 @@ class Artifact:
 
 
 class Runner(Protocol):
-    """An opened artifact. ``infer`` takes an NCHW float32 batch and returns one array per output."""
+    """An opened artifact. ``infer`` takes an NCHW float32 batch and returns one array per output.
+
+    ``measures_latency`` is False for a stand-in runner whose timings say nothing about the
+    deployed artifact (e.g. a TensorRT target's precision-ready ONNX run on the host CPU):
+    the pipeline then reports its accuracy but no latency.
+    """
 
     threads: int | None
     device: str
+    measures_latency: bool
 
     def infer(self, x: np.ndarray) -> list[np.ndarray]: ...
 
@@ -93,6 +99,16 @@ class Target:
     needs_calibration: bool = False
     runs_here: Callable[[], bool] | None = None  # False: build-only on this machine (e.g. no GPU)
     verified: str = ""  # where this path has been exercised (README's targets table)
+    # Target-specific options this target accepts (name -> help). Anything else is rejected
+    # before work starts, so a misspelt or misplaced option never goes silently unused.
+    options: dict[str, str] = field(default_factory=dict)
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            accepted = ", ".join(sorted(self.options)) or "none"
+            raise XcitExportError(f"target {self.name} does not take option(s) {', '.join(unknown)} "
+                                  f"(it accepts: {accepted})")
 
     def missing_requirements(self) -> list[str]:
         import importlib.util

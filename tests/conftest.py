@@ -1,0 +1,19 @@
+"""Shared fixtures: small inputs and the nano model for most tests (see DEVELOPERS.md)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Keep every test on the same thread budget as CI (2 cores) and deterministic.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's ~/.cache; the demo data cache is shared per session."""
+    cache = tmp_path_factory.getbasetemp() / "xcit-export-cache"
+    monkeypatch.setenv("XCIT_EXPORT_CACHE", str(cache))
+    return cache

@@ -1,0 +1,97 @@
+"""The CLI end to end, and every bad input it must refuse with one clear line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from xcit_export.cli import main
+
+FAST = ["--eval-count", "4", "--warmup", "1", "--iterations", "3"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_list_models_and_targets():
+    res = invoke("list-models")
+    assert res.exit_code == 0
+    names = [line.split()[0] for line in res.output.splitlines()]
+    assert len(names) == 28 and "xcit_small_12_p16_384" in names
+    res = invoke("list-targets")
+    assert res.exit_code == 0 and "onnxruntime-fp32" in res.output
+
+
+def test_main_job_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    res = invoke("--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--weights", "random",
+                 "--input-size", "64", "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "report.md").read_text().startswith("# xcit-export report")
+    (entry,) = report["targets"]
+    assert entry["status"] == "ok" and entry["reused"] is False
+    acc, lat = entry["accuracy"], entry["latency"]
+    assert acc["count"] == 4 and acc["top1_agreement"] == 1.0 and acc["cosine_min"] > 0.99999
+    assert lat["iterations"] >= 3 and lat["min_ms"] <= lat["median_ms"] <= lat["max_ms"]
+    assert entry["artifact"]["size_bytes"] == (out / "onnxruntime-fp32" / "model.onnx").stat().st_size
+    assert report["device"]["cpu_count"] >= 1 and "torch" in report["device"]["libraries"]
+
+    # The report's accuracy numbers reproduce with an independent onnxruntime run of the same file.
+    from xcit_export.export import seeded_inputs, torch_reference
+    from xcit_export.weights import load_model
+    from xcit_export.zoo import get_spec
+
+    x = seeded_inputs((3, 64, 64), 4, seed=2)
+    sess = ort.InferenceSession(str(out / "onnxruntime-fp32" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x})[0]
+    ref = torch_reference(load_model(get_spec("xcit_nano_12_p16_224").with_overrides(input_size=(64, 64))), x)[0]
+    assert acc["max_abs_error"] == pytest.approx(float(np.abs(got.astype(np.float64) - ref).max()), rel=1e-3, abs=1e-7)
+
+    # Unchanged inputs: artifacts are reused, not rebuilt.
+    res = invoke("--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--input-size", "64",
+                 "--out", str(out), *FAST)
+    assert res.exit_code == 0
+    assert json.loads((out / "report.json").read_text())["targets"][0]["reused"] is True
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "xcit_nano_12_p16", "--target", "onnxruntime-fp32"], "Did you mean xcit_nano_12_p16_384, xcit_nano_12_p16_224"),
+    (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp33"], "unknown target 'onnxruntime-fp33'"),
+    (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--weights", "nope.pth"],
+     "checkpoint 'nope.pth' does not exist"),
+    (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--input-size", "100"],
+     "multiples of the patch size 16"),
+    (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--device", "GPU"],
+     "option 'device' is not used by any selected target"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    res = invoke(*args, "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o" / "onnx").exists()
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    res = invoke("--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--out", str(blocker / "sub"))
+    assert res.exit_code == 1 and "is not writable" in res.output and "--out" in res.output
+
+
+def test_checkpoint_with_wrong_class_count(tmp_path):
+    import torch
+
+    from xcit_export.zoo import build_model, get_spec
+
+    path = tmp_path / "c10.pth"
+    torch.save(build_model(get_spec("xcit_nano_12_p16_224").with_overrides(num_classes=10)).state_dict(), path)
+    res = invoke("--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--weights", str(path),
+                 "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and "pass --num-classes 10" in res.output

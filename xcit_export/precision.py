@@ -1,0 +1,344 @@
+"""Precision in the ONNX itself: FP16 (ModelOpt AutoCast) and INT8 Q/DQ (ModelOpt PTQ), on the CPU.
+
+TensorRT 10.x (JetPack 6), TensorRT 11 and TensorRT-RTX build *strongly typed* networks: every
+tensor's type is the one the ONNX says, so the precision decisions live here, are reviewable in
+the graph, and run on onnxruntime's CPU provider before any engine exists. Both converters keep
+the input ``input`` and the output ``logits`` in float32, so a runner feeds the same arrays to
+every precision.
+
+What stays in FP32, and why (XCiT-specific; see :data:`FP16_KEEP_OP_TYPES`):
+
+* ``LayerNormalization`` (41 in nano): the mean of squares over the channels is the classic FP16
+  overflow, and XCiT's residual stream grows with depth (LayerScale) before each norm.
+* The L2 normalisation of q and k in cross-covariance attention (``ReduceL2 -> Clip -> Expand ->
+  Div`` in our exported graph, 24 of each in nano). ``ReduceL2`` sums squares over *all tokens*
+  (196 at p16/224, 2,304 at p8/384): a token value of 6 already gives 6^2 * 2304 > 65,504, the
+  FP16 maximum. The whole chain is kept (found structurally by :func:`l2_normalize_nodes`, not
+  by name) so the division is exact too; its outputs are unit vectors, safe in FP16 again.
+* Anything whose activations exceed ``data_max`` (512: where the FP16 step reaches 0.5) on the
+  calibration images: AutoCast's data-driven rule, so a trained model's outliers (the residual
+  stream, GELU inputs) are caught from real data rather than by guessing.
+
+AutoCast's defaults alone are not enough: run on our graph with random inputs it converts 100% of
+the nodes to FP16 (no tensor exceeds 512 on noise), L2 norms and LayerNorms included.
+
+INT8 follows TensorRT's explicit-quantization rules (ModelOpt's placement): Q/DQ on the inputs of
+Conv/MatMul/Gemm (weights per channel, activations per tensor, symmetric, no zero point), never
+on biases or on outputs, so TensorRT fuses ``DQ -> Conv/MatMul -> bias -> activation`` into one
+INT8 kernel. onnxruntime's default ``quantize_static`` QDQ output instead quantizes the qkv bias
+to INT32 (``DequantizeLinear`` with an int32 input), which NVIDIA's ONNX parser rejects; ModelOpt
+never emits that (it sets ``QDQDisableWeightAdjustForInt32Bias`` and leaves bias ``Add``s in
+float), and :func:`int32_dequantize_nodes` checks the output for it anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import onnx
+
+from .errors import BackendUnavailableError, DataError, ExportError
+from .io import atomic_path
+
+# Kept in FP32 by op type (see the module docstring for why).
+FP16_KEEP_OP_TYPES: tuple[str, ...] = ("LayerNormalization", "ReduceL2")
+# Largest |activation| AutoCast lets into FP16 (its default; the FP16 step is 0.5 there).
+FP16_DATA_MAX = 512.0
+# Calibration images AutoCast's reference run uses (it keeps every activation in memory).
+FP16_MAX_REFERENCE_IMAGES = 16
+
+INT8_METHODS = ("entropy", "max")
+# Op types left unquantized by default: none beyond ModelOpt's own rules, which already keep
+# LayerNorm, Softmax, ReduceL2 and element-wise ops in the high precision. Options add more.
+INT8_DEFAULT_EXCLUDE_OP_TYPES: tuple[str, ...] = ()
+# High-precision type of everything not quantized in the INT8 model. FP16 is what TensorRT runs
+# an INT8 network at (INT8 + FP16 kernels); FP32 is the fallback for an accuracy problem.
+INT8_HIGH_PRECISION = ("fp16", "fp32")
+
+
+def _require_modelopt() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("modelopt") is None or importlib.util.find_spec("onnx_graphsurgeon") is None:
+        raise BackendUnavailableError(
+            "FP16/INT8 ONNX preparation needs NVIDIA ModelOpt (nvidia-modelopt) and onnx-graphsurgeon, "
+            "which are not installed; install them with: pip install -e '.[tensorrt]'")
+
+
+@contextlib.contextmanager
+def _quiet_modelopt(level: int = logging.WARNING) -> Iterator[None]:
+    """ModelOpt logs every step at INFO; keep only warnings for a tidy CLI."""
+    loggers = [logging.getLogger(n) for n in ("modelopt.onnx", "modelopt.onnx.autocast")]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, old):
+            lg.setLevel(lvl)
+
+
+# --------------------------------------------------------------------------------------------
+# Graph inspection
+# --------------------------------------------------------------------------------------------
+
+def l2_normalize_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of every node of the q/k L2-normalisation chains: ``ReduceL2`` and what follows it
+    (``Clip``/``Max`` clamp, ``Expand``/``Unsqueeze`` broadcast) up to and including the ``Div``.
+
+    Found by walking the graph from each ``ReduceL2`` rather than by node name, so it does not
+    depend on the exporter's naming.
+    """
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    chain_ops = {"Clip", "Max", "Expand", "Unsqueeze", "Reshape", "Cast"}
+    found: list[str] = []
+    for node in model.graph.node:
+        if node.op_type != "ReduceL2":
+            continue
+        found.append(node.name)
+        frontier = [node]
+        for _ in range(6):  # ReduceL2 -> Clip -> Expand -> Div is 3 hops; allow a little slack
+            nxt = []
+            for n in frontier:
+                for c in consumers.get(n.output[0], []):
+                    if c.op_type == "Div" or c.op_type in chain_ops:
+                        if c.name not in found:
+                            found.append(c.name)
+                        if c.op_type != "Div":
+                            nxt.append(c)
+            frontier = nxt
+            if not frontier:
+                break
+    return found
+
+
+def int32_dequantize_nodes(model: onnx.ModelProto) -> list[str]:
+    """``DequantizeLinear`` nodes whose quantized input is INT32 (NVIDIA's parser rejects them)."""
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    for vi in list(model.graph.value_info) + list(model.graph.input):
+        inits.setdefault(vi.name, vi.type.tensor_type.elem_type)
+    return [n.name for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) == onnx.TensorProto.INT32]
+
+
+def precision_summary(model: onnx.ModelProto) -> dict:
+    """What a converted graph holds: node counts, Q/DQ pairs, casts, float16 initializers."""
+    ops: dict[str, int] = {}
+    for n in model.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    f16 = sum(1 for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16)
+    return {"nodes": len(model.graph.node), "quantize_linear": ops.get("QuantizeLinear", 0),
+            "dequantize_linear": ops.get("DequantizeLinear", 0), "casts": ops.get("Cast", 0),
+            "fp16_initializers": f16, "initializers": len(model.graph.initializer)}
+
+
+def _fix_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the intermediate shape annotations and infer them again.
+
+    AutoCast names every dimension it cannot infer ``unk``; onnxruntime takes equal dim names
+    for equal sizes and then fails to reuse a buffer ((B,1,C) vs (B,197,C) at the class-attention
+    LayerNorms). Fresh ONNX shape inference gives correct, distinct shapes.
+    """
+    del model.graph.value_info[:]
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:
+        return model
+
+
+def _save(model: onnx.ModelProto, dst: Path) -> Path:
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the converted ONNX for '{dst.name}' fails onnx.checker: {str(exc)[:400]}") from None
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
+    return dst
+
+
+def _input_meta(model: onnx.ModelProto) -> tuple[str, list[int | str]]:
+    inp = model.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in inp.type.tensor_type.shape.dim]
+    return inp.name, dims
+
+
+def _check_calibration(calibration: np.ndarray, dims: Sequence, what: str) -> np.ndarray:
+    calibration = np.asarray(calibration)
+    if calibration.ndim != 4 or calibration.dtype != np.float32 or len(calibration) == 0:
+        raise DataError(f"{what} must be a non-empty float32 array (N, 3, H, W); got "
+                        f"{calibration.dtype} {calibration.shape}")
+    expected = [d for d in dims[1:]]
+    if all(isinstance(d, int) and d > 0 for d in expected) and list(calibration.shape[1:]) != expected:
+        raise DataError(f"{what} has images of shape {tuple(calibration.shape[1:])} but the model takes "
+                        f"{tuple(expected)}; preprocess the calibration images at the model's input size")
+    return np.ascontiguousarray(calibration)
+
+
+# --------------------------------------------------------------------------------------------
+# FP16
+# --------------------------------------------------------------------------------------------
+
+def to_fp16(onnx_in: Path, onnx_out: Path, calibration: np.ndarray | None = None, *,
+            keep_op_types: Sequence[str] = FP16_KEEP_OP_TYPES, keep_nodes: Sequence[str] = (),
+            keep_l2_normalize: bool = True, data_max: float = FP16_DATA_MAX,
+            max_reference_images: int = FP16_MAX_REFERENCE_IMAGES) -> dict:
+    """Mixed FP16/FP32 ONNX with ModelOpt AutoCast (reference run on onnxruntime CPU).
+
+    ``calibration``: preprocessed images whose activation ranges decide what else stays in FP32
+    (``data_max``); None uses AutoCast's random inputs, which catch nothing (see module docstring).
+    ``keep_nodes``: extra node names (regular expressions) to keep in FP32. Input and output stay
+    float32. Returns a summary for the artifact's metadata.
+    """
+    _require_modelopt()
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    model = onnx.load(str(onnx_in))
+    input_name, dims = _input_meta(model)
+    exclude_nodes = [f"^{re.escape(n)}$" for n in (l2_normalize_nodes(model) if keep_l2_normalize else [])]
+    exclude_nodes += list(keep_nodes)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="xcit-fp16-") as tmp, _quiet_modelopt():
+        calib_path = None
+        used = 0
+        if calibration is not None:
+            calibration = _check_calibration(calibration, dims, "the FP16 reference images")
+            sample = calibration[:max_reference_images]
+            if isinstance(dims[0], int) and dims[0] > 0:  # static batch: whole batches only
+                reps = -(-len(sample) // dims[0]) * dims[0]
+                sample = np.resize(sample, (reps, *sample.shape[1:]))
+            calib_path = str(Path(tmp) / "reference.npz")
+            np.savez(calib_path, **{input_name: sample})
+            used = len(sample)
+        try:
+            converted = convert_to_mixed_precision(
+                str(onnx_in), low_precision_type="fp16", nodes_to_exclude=exclude_nodes,
+                op_types_to_exclude=list(keep_op_types), data_max=data_max, keep_io_types=True,
+                calibration_data=calib_path, providers=["cpu"])
+        except Exception as exc:
+            raise ExportError(f"ModelOpt AutoCast could not convert '{onnx_in}' to FP16: "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:400] if str(exc) else ''}") from exc
+    converted = _fix_value_info(converted)
+    _save(converted, onnx_out)
+    kept = _fp32_compute_nodes(converted)
+    return {"precision": "fp16", "tool": "modelopt.onnx.autocast", "keep_op_types": list(keep_op_types),
+            "l2_normalize_nodes_kept": len(exclude_nodes) - len(keep_nodes),
+            "fp32_nodes": kept, "data_max": data_max, "reference_images": used or "random (no calibration)",
+            "seconds": round(time.perf_counter() - t0, 2), **precision_summary(converted)}
+
+
+def _fp32_compute_nodes(model: onnx.ModelProto) -> int:
+    """How many compute nodes (not casts/shape ops) produce float32 tensors in a converted graph."""
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.value_info}
+    types.update({o.name: o.type.tensor_type.elem_type for o in model.graph.output})
+    skip = {"Cast", "Shape", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat", "Gather",
+            "Expand", "Constant", "Identity"}
+    return sum(1 for n in model.graph.node
+               if n.op_type not in skip and n.output and types.get(n.output[0]) == onnx.TensorProto.FLOAT)
+
+
+# --------------------------------------------------------------------------------------------
+# INT8
+# --------------------------------------------------------------------------------------------
+
+def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: str = "entropy",
+            exclude_op_types: Sequence[str] = INT8_DEFAULT_EXCLUDE_OP_TYPES, exclude_nodes: Sequence[str] = (),
+            high_precision: str = "fp16", keep_op_types_fp32: Sequence[str] = FP16_KEEP_OP_TYPES,
+            calibration_batch: int = 8) -> dict:
+    """INT8 Q/DQ ONNX with ModelOpt post-training quantization, calibrated on onnxruntime CPU.
+
+    ``method``: ``entropy`` (KL divergence; TensorRT's classic choice, robust to outliers) or
+    ``max`` (absolute max; better when the calibration set is tiny). ``exclude_op_types`` /
+    ``exclude_nodes`` (regular expressions) stay unquantized. ``high_precision``: the type of the
+    unquantized rest (``fp16`` as TensorRT runs INT8 networks, or ``fp32``); with fp16 the op types
+    in ``keep_op_types_fp32`` (LayerNorm, ReduceL2) still stay in FP32, as in :func:`to_fp16`.
+    """
+    _require_modelopt()
+    if method not in INT8_METHODS:
+        raise ExportError(f"INT8 calibration method '{method}' is not one of {', '.join(INT8_METHODS)}; "
+                          f"set -O calibration_method=entropy (default) or max")
+    if high_precision not in INT8_HIGH_PRECISION:
+        raise ExportError(f"INT8 high_precision '{high_precision}' is not one of {', '.join(INT8_HIGH_PRECISION)}")
+    from modelopt.onnx.quantization import quantize
+
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    model = onnx.load(str(onnx_in))
+    input_name, dims = _input_meta(model)
+    calibration = _check_calibration(calibration, dims, "the INT8 calibration set")
+    static_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
+    step = static_batch or max(1, min(calibration_batch, len(calibration)))
+    if len(calibration) % step:  # the data provider splits into whole steps: repeat to fill the last
+        calibration = np.resize(calibration, (-(-len(calibration) // step) * step, *calibration.shape[1:]))
+    shape_spec = f"{input_name}:{'x'.join(str(d) for d in (step, *calibration.shape[1:]))}"
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="xcit-int8-") as tmp, _quiet_modelopt():
+        # ModelOpt writes intermediate files beside its input: work on a private copy.
+        src = Path(tmp) / "model.onnx"
+        shutil.copyfile(onnx_in, src)
+        dst = Path(tmp) / "model.int8.onnx"
+        try:
+            quantize(str(src), quantize_mode="int8", calibration_data=calibration,
+                     calibration_method=method, calibration_shapes=shape_spec, calibration_eps=["cpu"],
+                     op_types_to_exclude=list(exclude_op_types) or None,
+                     nodes_to_exclude=list(exclude_nodes) or None,
+                     op_types_to_exclude_fp16=list(keep_op_types_fp32) if high_precision == "fp16" else None,
+                     high_precision_dtype=high_precision, output_path=str(dst), log_level="WARNING")
+        except Exception as exc:
+            raise ExportError(f"ModelOpt INT8 quantization of '{onnx_in}' failed: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:400] if str(exc) else ''}") from exc
+        if not dst.exists():
+            raise ExportError(f"ModelOpt INT8 quantization of '{onnx_in}' wrote no model")
+        quantized = onnx.load(str(dst))
+    quantized = _fix_value_info(quantized)
+    bad = int32_dequantize_nodes(quantized)
+    if bad:
+        raise ExportError(f"the INT8 ONNX has DequantizeLinear nodes with INT32 input ({', '.join(bad[:3])}), "
+                          f"which NVIDIA's ONNX parser rejects; exclude their consumers with "
+                          f"-O exclude_nodes=...")
+    _save(quantized, onnx_out)
+    summary = precision_summary(quantized)
+    if summary["quantize_linear"] == 0:
+        raise ExportError(f"ModelOpt quantized nothing in '{onnx_in}' (no QuantizeLinear node); check "
+                          f"exclude_op_types/exclude_nodes")
+    return {"precision": "int8", "tool": "modelopt.onnx.quantization", "calibration_method": method,
+            "calibration_images": int(len(calibration)), "calibration_step": step,
+            "exclude_op_types": list(exclude_op_types), "exclude_nodes": list(exclude_nodes),
+            "high_precision": high_precision,
+            "fp32_op_types": list(keep_op_types_fp32) if high_precision == "fp16" else "all unquantized",
+            "seconds": round(time.perf_counter() - t0, 2), **summary}
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+
+def run_onnxruntime(onnx_path: Path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """First output of ``onnx_path`` on onnxruntime's CPU provider (checks it can run at all)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    except Exception as exc:
+        raise ExportError(f"onnxruntime (CPU) cannot run '{onnx_path}': {str(exc).splitlines()[0][:400]}") from None
+
+
+__all__ = ["FP16_KEEP_OP_TYPES", "INT8_METHODS", "int32_dequantize_nodes", "l2_normalize_nodes",
+           "precision_summary", "run_onnxruntime", "to_fp16", "to_int8"]
+

@@ -1,0 +1,1 @@
+"""TensorRT targets (being written)."""
