@@ -10,6 +10,9 @@ setup:  ## create the virtual environment and install the project with every ext
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[all]'
+	# Test oracle only: timm's XCiT for parity tests. --no-deps keeps torchvision out (it breaks torch 2.13).
+	$(BIN)/pip install -q --no-deps timm==1.0.31
+	$(BIN)/pip install -q huggingface_hub pyyaml
 
 test:  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q

@@ -7,6 +7,7 @@ import json
 import math
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -321,3 +322,10 @@ def test_demo_rendering_is_deterministic(tmp_path):
 def test_demo_root_unknown_split(tmp_path):
     with pytest.raises(DataError, match="unknown demo split 'test'"):
         demo_root(0, tmp_path, splits=("test",))
+
+
+def test_calibration_manifest_matches_the_generator():
+    manifest = json.loads((Path(__file__).resolve().parents[1] / "calibration" / "demo.json").read_text())
+    assert manifest["classes"] == list(demo_data.CLASSES)
+    assert manifest["format_version"] == demo_data.FORMAT_VERSION
+    assert {k: v["images"] for k, v in manifest["splits"].items()} == demo_data.SPLITS

@@ -39,6 +39,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 DEFAULT_CALIB_SIZE = 300
 MIN_RECOMMENDED_CALIB = 100  # below this, activation ranges are noisy: warn, do not fail
 ON_BAD_IMAGE = ("skip", "fail")
+# What PIL raises for a missing, truncated, corrupt or absurdly large image file.
+_UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError)
 
 _FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
             "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
@@ -383,7 +385,7 @@ class ImageSet:
                 with Image.open(path) as img:
                     img.load()  # decode now, so truncated files fail here and not later
                     x[len(kept)] = preprocess(img, self.pp)
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            except _UNREADABLE as exc:
                 reason = f"{type(exc).__name__}: {exc}"
                 if self.on_bad_image == "fail":
                     raise DataError(f"{self.option}: image '{path}' cannot be read ({reason}); remove or "

@@ -29,8 +29,9 @@ format (JPEG or PNG). Objects stay inside the central square of each image, so a
 keeps them.
 
 Rendering is a pure function of ``(seed, split, index)``: the same seed gives byte-identical
-files on every machine with the same Pillow version. ``python -m xcit_export.demo_data OUT``
-writes ``OUT/{train,calib,eval}/<class>/*.{png,jpg}``.
+files on every machine with the same Pillow and NumPy versions. ``python -m
+xcit_export.demo_data OUT`` writes ``OUT/{train,calib,eval}/<class>/*.{png,jpg}``, each split
+with a ``split.json`` manifest written last (a split without one is incomplete).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def render(label: int, rng: np.random.Generator) -> Image.Image:
         draw.ellipse((cx - ri, cy - ri, cx + ri, cy + ri), fill=0)
     elif kind == "cross":
         t = r * rng.uniform(0.25, 0.4)
-        for pts in (np.array([[-r, -t], [r, -t], [r, t], [-r, t]]), np.array([[-t, -r], [t, -r], [t, r], [-t, r]])):
+        bars = (np.array([[-r, -t], [r, -t], [r, t], [-r, t]]), np.array([[-t, -r], [t, -r], [t, r], [-t, r]]))
+        for pts in bars:
             draw.polygon(_rotated(pts, angle, cx, cy), fill=255)
     elif kind == "blobs":
         for _ in range(int(rng.integers(10, 18))):
@@ -202,6 +204,7 @@ def make_split(root: str | Path, split: str, count: int, seed: int = 0) -> Path:
                 img.save(folder / f"{split}_{i:05d}.png", format="PNG")
             else:
                 img.save(folder / f"{split}_{i:05d}.jpg", format="JPEG", quality=int(rng.integers(80, 96)))
+        out.chmod(0o755)  # the temporary folder is created private; the set is meant to be shared
         (out / SPLIT_MANIFEST).write_text(json.dumps(_split_meta(split, seed, count), indent=2) + "\n",
                                           encoding="utf-8")
     return final
