@@ -22,7 +22,7 @@ def test_list_models_and_targets():
     res = invoke("list-models")
     assert res.exit_code == 0
     names = [line.split()[0] for line in res.output.splitlines()]
-    assert len(names) == 28 and "xcit_small_12_p16_384" in names
+    assert len(names) == 29 and "xcit_small_12_p16_384" in names and "vit_small_patch16_224" in names
     res = invoke("list-targets")
     assert res.exit_code == 0 and "onnxruntime-fp32" in res.output
 

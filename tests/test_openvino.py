@@ -230,3 +230,25 @@ def test_ignored_scope_parsing():
     assert parse_ignored_scope(None, set()) == (None, None)
     with pytest.raises(XcitExportError, match="unknown key"):
         parse_ignored_scope({"nodes": ["x"]}, set())
+
+
+def test_pipeline_end_to_end(setup, tmp_path):
+    """The pipeline's spine: static batch 1 export, all three targets built, validated and timed."""
+    from xcit_export.pipeline import RunConfig, run
+    from xcit_export.validate import LatencyOptions
+
+    config = RunConfig(model=MODEL, targets=["openvino-fp32", "openvino-fp16", "openvino-int8"],
+                       out_dir=tmp_path / "out", input_size=SIZE, batch=1, threads=2, eval_count=8,
+                       calib_data=setup["calib"], calib_id="seeded-32",
+                       target_options={"openvino-int8": {"subset_size": 32, "device": "CPU", "hint": "latency"}},
+                       latency=LatencyOptions(warmup=1, iterations=3))
+    report = run(config)
+    entries = {t["target"]: t for t in report["targets"]}
+    for name, entry in entries.items():
+        assert entry["status"] == "ok", (name, entry.get("error"), entry.get("traceback"))
+        assert entry["artifact"]["batch"] == 1 and entry["latency"]["median_ms"] > 0
+        assert (tmp_path / "out" / name / "model.xml").exists() and (tmp_path / "out" / name / "model.bin").exists()
+    assert entries["openvino-fp32"]["accuracy"]["top1_agreement"] == 1.0
+    assert entries["openvino-fp32"]["accuracy"]["max_abs_error"] < 1e-3
+    assert entries["openvino-int8"]["accuracy"]["cosine_mean"] > 0.99
+    assert entries["openvino-int8"]["artifact"]["nncf"]["calibration_id"] == "seeded-32"

@@ -65,8 +65,10 @@ def compare(name: str, size: int, timm) -> float:
     spec = get_spec(name)
     p = spec.patch_size
     size = max(p * 2, size // p * p)
+    spec = spec.with_overrides(input_size=(size, size))
     torch.manual_seed(0)
-    ref = timm.create_model(name, pretrained=False).eval()
+    extra = {"img_size": size} if spec.arch == "vit" else {}  # ViT's position table is sized at build
+    ref = timm.create_model(name, pretrained=False, **extra).eval()
     # Perturb every parameter and buffer so LayerScale, BN statistics and temperatures matter.
     with torch.no_grad():
         for t in list(ref.parameters()) + [b for b in ref.buffers() if b.dtype.is_floating_point]:

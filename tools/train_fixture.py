@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 from xcit_export.data import demo_root, list_image_folder, preprocess  # noqa: E402
 from xcit_export.demo_data import CLASSES  # noqa: E402
 from xcit_export.io import atomic_path, write_json_atomic  # noqa: E402
+from xcit_export.weights import load_model  # noqa: E402
 from xcit_export.zoo import build_model, get_spec  # noqa: E402
 
 MODEL = "xcit_nano_12_p16_224"
@@ -149,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--monitor", type=int, default=200, help="eval images scored after each epoch")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue from this checkpoint (its JSON's training record is kept)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
 
@@ -167,7 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     x_eval_low, y_monitor = load_split(root, "eval", pps, limit=args.monitor)
     log(f"preprocessed {len(y_train)} train + {len(y_monitor)} eval images at {[r for r, _ in phases]}")
 
-    model = build_model(spec)
+    if args.init is not None:
+        meta = json.loads(args.init.with_suffix(".json").read_text(encoding="utf-8"))
+        previous = {"training": meta["training"], "eval_top1": meta["eval_top1"]}
+        model = load_model(spec, weights=str(args.init), seed=args.seed).train()
+        log(f"continuing from {args.init} (eval top-1 {meta['eval_top1']})")
+    else:
+        previous = None
+        model = build_model(spec)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "cls_token" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "cls_token" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
@@ -211,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         "training": {"command": command.strip(), "phases": args.phases, "ft_epochs": args.ft_epochs,
                      "ft_images": n_ft, "lr": args.lr, "warmup_steps": args.warmup_steps, "batch": args.batch,
                      "weight_decay": args.weight_decay, "label_smoothing": args.label_smoothing,
-                     "threads": args.threads, "wall_clock_s": round(time.time() - t_start)},
+                     "threads": args.threads, "wall_clock_s": round(time.time() - t_start),
+                     "continued_from": previous},
         "dtype": "float16",
     })
     for path in (args.out, args.out.with_suffix(".json")):

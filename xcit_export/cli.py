@@ -91,6 +91,13 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--num-classes", type=int, help="Classifier classes (default: the zoo's 1000; 0 = feature extractor).")
 @click.option("--input-size", help="Input size HxW or S (multiple of the patch size), e.g. 256.")
 @click.option("--batch", type=int, help="Export a static batch N (default: dynamic batch).")
+@click.option("--output", "output", type=click.Choice(["logits", "embedding", "tokens", "features"]),
+              default="logits", show_default=True,
+              help="What the graph returns: class logits, pooled embedding, all tokens, or 4 detection feature maps.")
+@click.option("--input-format", type=click.Choice(["nchw", "nhwc", "nhwc-uint8", "nhwc-pm1"]), default="nchw",
+              show_default=True,
+              help="Graph input: normalised float NCHW/NHWC, raw uint8 NHWC (normalisation in the graph), or "
+                   "float NHWC in [-1, 1] (TF Hub convention).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 18; >= 17).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (default: out/<model>).")
 @click.option("--threads", type=int, help="Threads for every runner and PyTorch (default: all cores).")
@@ -106,7 +113,7 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--rebuild", is_flag=True, help="Rebuild artifacts even when an identical one exists.")
 @click.pass_context
 @_fail_cleanly
-def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, opset, out, threads, eval_count,
+def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads, eval_count,
          warmup, iterations, min_seconds, device, hint, raw_options, rebuild):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
@@ -132,7 +139,7 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, ops
         seed=seed, num_classes=num_classes, input_size=_parse_size(input_size), batch=batch,
         opset=opset or export_mod.DEFAULT_OPSET, threads=threads, eval_count=eval_count,
         latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds),
-        rebuild=rebuild)
+        output=output, input_format=input_format, rebuild=rebuild)
     with console.status("starting") as status:
         report = run(config, progress=lambda msg: (status.update(msg), console.log(msg)))
     click.echo(markdown_table(report))

@@ -83,13 +83,16 @@ def torch_reference(model: torch.nn.Module, x: np.ndarray, batch: int | None = N
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
-def export_onnx(model: torch.nn.Module, input_shape: tuple[int, int, int], path: Path,
-                options: ExportOptions = ExportOptions()) -> Path:
-    """Trace ``model`` to ``path`` (raw, unsimplified); checked with ``onnx.checker``."""
+def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path,
+                options: ExportOptions = ExportOptions(), dtype: torch.dtype = torch.float32) -> Path:
+    """Trace ``model`` to ``path`` (raw, unsimplified); checked with ``onnx.checker``.
+
+    ``input_shape`` excludes the batch; output names come from ``model.output_names`` if set.
+    """
     options.validate()
     model = model.eval()
     names = output_names(model)
-    example = torch.zeros((options.batch or 2, *input_shape))
+    example = torch.zeros((options.batch or 2, *input_shape), dtype=dtype)
     dynamic_shapes = None
     if options.batch is None:
         dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},)

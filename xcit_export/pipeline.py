@@ -25,7 +25,9 @@ from .fingerprint import device_fingerprint, library_versions
 from .io import atomic_dir, ensure_writable_dir, write_json_atomic
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META
-from .validate import LatencyOptions, compare_outputs, measure_latency, run_in_batches, torch_infer
+from .models.deploy import DeployModel, to_input_format
+from .validate import (LatencyOptions, compare_outputs, labelled_accuracy, measure_latency, run_in_batches,
+                       torch_infer)
 from .weights import load_model, weights_fingerprint
 from .zoo import get_spec
 
@@ -54,6 +56,8 @@ class RunConfig:
     latency: LatencyOptions = field(default_factory=LatencyOptions)
     latency_batches: tuple[int, ...] = ()  # optional batch-size sweep (dynamic-batch artifacts)
     target_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output: str = "logits"  # logits | embedding | tokens | features (models.deploy.OUTPUTS)
+    input_format: str = "nchw"  # models.deploy.INPUT_FORMATS
     rebuild: bool = False
 
     def resolved_threads(self) -> int:
@@ -102,13 +106,13 @@ def _reusable(folder: Path, key: str) -> Artifact | None:
     return artifact
 
 
-def prepare_onnx(config: RunConfig, model, spec, progress: Progress) -> tuple[Path, dict]:
+def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress) -> tuple[Path, dict]:
     """Export, check, simplify and parity-check the FP32 ONNX (or reuse an identical one)."""
-    h, w = spec.preprocessing.input_size
-    input_shape = (3, h, w)
     options = export_mod.ExportOptions(batch=config.batch, opset=config.opset)
     options.validate()
-    key = _key({"stage": "onnx", "model": spec.name, "num_classes": spec.num_classes, "input": input_shape,
+    key = _key({"stage": "onnx", "model": spec.name, "num_classes": spec.num_classes,
+                "input": spec.preprocessing.input_size, "output": config.output,
+                "input_format": config.input_format,
                 "weights": weights_fingerprint(config.weights, config.seed), "batch": config.batch,
                 "opset": config.opset, "libs": library_versions()})
     folder = config.out_dir / "onnx"
@@ -119,13 +123,17 @@ def prepare_onnx(config: RunConfig, model, spec, progress: Progress) -> tuple[Pa
     with atomic_dir(folder) as tmp:
         progress("ONNX: exporting with torch.onnx (dynamo)")
         t0 = time.perf_counter()
-        raw = export_mod.export_onnx(model, input_shape, tmp / "model.raw.onnx", options)
+        raw = export_mod.export_onnx(model, model.input_shape, tmp / "model.raw.onnx", options, model.input_dtype)
         progress("ONNX: simplifying with onnxsim")
         simplified = export_mod.simplify_onnx(raw, tmp / "model.onnx")
         progress("ONNX: parity check against PyTorch")
-        x = export_mod.seeded_inputs(input_shape, options.batch or options.parity_inputs, seed=config.seed + 1)
+        h, w = spec.preprocessing.input_size
+        x = export_mod.seeded_inputs((3, h, w), options.batch or options.parity_inputs, seed=config.seed + 1)
+        x = to_input_format(x, config.input_format, spec.preprocessing)
         worst = export_mod.check_parity(simplified, x, export_mod.torch_reference(model, x))
         meta = {"build_key": key, "opset": config.opset, "batch": config.batch or "dynamic",
+                "output": config.output, "output_names": model.output_names, "input_format": config.input_format,
+                "input_shape": list(model.input_shape), "input_dtype": str(model.input_dtype).replace("torch.", ""),
                 "export_seconds": round(time.perf_counter() - t0, 2), "parity_max_abs_error": worst,
                 "raw_size_bytes": raw.stat().st_size, "size_bytes": simplified.stat().st_size}
         raw.unlink()  # the raw trace is only an intermediate
@@ -133,11 +141,13 @@ def prepare_onnx(config: RunConfig, model, spec, progress: Progress) -> tuple[Pa
     return folder / "model.onnx", meta
 
 
-def _evaluation_inputs(config: RunConfig, input_shape) -> tuple[np.ndarray, np.ndarray | None, str]:
+def _evaluation_inputs(config: RunConfig, spec) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Normalised NCHW evaluation inputs (the set given, or seeded random ones) and labels."""
     if config.eval_data is not None:
         x, labels = config.eval_data
         return x, labels, config.eval_id or "evaluation set"
-    x = export_mod.seeded_inputs(input_shape, config.eval_count, seed=config.seed + 2)
+    h, w = spec.preprocessing.input_size
+    x = export_mod.seeded_inputs((3, h, w), config.eval_count, seed=config.seed + 2)
     return x, None, f"{config.eval_count} seeded random inputs (seed {config.seed + 2})"
 
 
@@ -153,12 +163,18 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     threads = config.resolved_threads()
 
     progress(f"Model: building {spec.name} ({config.weights} weights)")
-    model = load_model(spec, config.weights, config.seed)
+    model = DeployModel(load_model(spec, config.weights, config.seed), spec.preprocessing, config.output,
+                        config.input_format, seed=config.seed)
     onnx_path, onnx_meta = prepare_onnx(config, model, spec, progress)
-    h, w = spec.preprocessing.input_size
-    input_shape = (3, h, w)
+    input_shape = model.input_shape
 
-    x_eval, labels, eval_desc = _evaluation_inputs(config, input_shape)
+    x_eval, labels, eval_desc = _evaluation_inputs(config, spec)
+    # Reference and targets see identical values in the deployed input format.
+    x_eval = to_input_format(x_eval, config.input_format, spec.preprocessing)
+    calib = None if config.calib_data is None else to_input_format(config.calib_data, config.input_format,
+                                                                  spec.preprocessing)
+    if config.output != "logits":
+        labels = None  # labelled accuracy needs class scores
     progress(f"Reference: PyTorch on {len(x_eval)} evaluation inputs")
     torch_run = torch_infer(model, threads)
     reference = run_in_batches(torch_run, x_eval, config.batch or 16)
@@ -168,14 +184,13 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     torch_latency = measure_latency(torch_run, np.ascontiguousarray(x_lat), config.latency)
     ref_entry: dict[str, Any] = {"latency": torch_latency.to_dict(), "threads": threads}
     if labels is not None:
-        from .validate import labelled_accuracy
-
         ref_entry["accuracy"] = labelled_accuracy(reference[0], labels)
 
     results = []
     for target in targets:
         results.append(_run_target(target, config, spec, onnx_path, input_shape, x_eval, labels, reference,
-                                   x_lat, torch_latency.median_ms, threads, progress))
+                                   x_lat, calib, torch_latency.median_ms, threads, progress,
+                                   output_names=model.output_names))
 
     report = report_mod.build_report(
         config=config, spec=spec, onnx_meta=onnx_meta, reference=ref_entry, targets=results,
@@ -186,7 +201,8 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
 
 
 def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x_eval, labels, reference,
-                x_lat, torch_median_ms: float, threads: int, progress: Progress) -> dict:
+                x_lat, calib, torch_median_ms: float, threads: int, progress: Progress,
+                output_names: list[str]) -> dict:
     entry: dict[str, Any] = {"target": target.name, "backend": target.backend, "precision": target.precision}
     options = dict(config.target_options.get(target.name, {}))
     try:
@@ -210,7 +226,7 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
             t0 = time.perf_counter()
             with atomic_dir(folder) as tmp:
                 ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=tmp, batch=config.batch,
-                                   input_shape=input_shape, calibration=config.calib_data,
+                                   input_shape=input_shape, calibration=calib,
                                    calibration_id=config.calib_id, options=options, threads=threads,
                                    evaluation=config.eval_data)
                 built = target.build(ctx)
@@ -231,8 +247,12 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
         entry["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         try:
             outputs = run_in_batches(runner.infer, x_eval, config.batch or 16)
-            entry["accuracy"] = compare_outputs(outputs[0], reference[0], labels,
-                                                classify=spec.num_classes > 0)
+            classify = config.output == "logits" and spec.num_classes > 0
+            per_output = {name: compare_outputs(o, r, labels if i == 0 else None, classify=classify)
+                          for i, (name, o, r) in enumerate(zip(output_names, outputs, reference))}
+            entry["accuracy"] = per_output[output_names[0]]
+            if len(per_output) > 1:
+                entry["outputs"] = per_output
             entry["threads"] = runner.threads
             entry["device"] = runner.device
             if getattr(runner, "measures_latency", True):

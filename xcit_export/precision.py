@@ -34,6 +34,7 @@ float), and :func:`int32_dequantize_nodes` checks the output for it anyway.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -75,8 +76,26 @@ def _require_modelopt() -> None:
 
 
 @contextlib.contextmanager
-def _quiet_modelopt(level: int = logging.WARNING) -> Iterator[None]:
-    """ModelOpt logs every step at INFO; keep only warnings for a tidy CLI."""
+def _quiet_stdout() -> Iterator[None]:
+    """onnxruntime's calibrator prints progress and tqdm bars; keep the CLI's output clean.
+
+    (tqdm reads TQDM_DISABLE when it is imported, so stderr is redirected as well.)"""
+    old = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old
+
+
+@contextlib.contextmanager
+def _quiet_modelopt(level: int = logging.ERROR) -> Iterator[None]:
+    """ModelOpt logs every step at INFO and benign warnings (shared constants duplicated, tiny
+    initializers clamped to the FP16 minimum); keep only errors for a tidy CLI."""
     loggers = [logging.getLogger(n) for n in ("modelopt.onnx", "modelopt.onnx.autocast")]
     old = [lg.level for lg in loggers]
     for lg in loggers:
@@ -191,6 +210,39 @@ def _check_calibration(calibration: np.ndarray, dims: Sequence, what: str) -> np
 # FP16
 # --------------------------------------------------------------------------------------------
 
+def _autocast(onnx_in: Path, calibration: np.ndarray | None, keep_op_types: Sequence[str],
+              exclude_nodes: list[str], data_max: float, max_reference_images: int) -> tuple[onnx.ModelProto, int]:
+    """ModelOpt AutoCast to FP16 on onnxruntime CPU, I/O kept float32; returns (model, reference images)."""
+    from modelopt.onnx.autocast import convert_to_mixed_precision
+
+    model = onnx.load(str(onnx_in), load_external_data=False)
+    input_name, dims = _input_meta(model)
+    with tempfile.TemporaryDirectory(prefix="xcit-fp16-") as tmp, _quiet_modelopt():
+        calib_path, used = None, 0
+        if calibration is not None:
+            calibration = _check_calibration(calibration, dims, "the FP16 reference images")
+            sample = calibration[:max_reference_images]
+            if isinstance(dims[0], int) and dims[0] > 0:  # static batch: whole batches only
+                sample = np.resize(sample, (-(-len(sample) // dims[0]) * dims[0], *sample.shape[1:]))
+            calib_path = str(Path(tmp) / "reference.npz")
+            np.savez(calib_path, **{input_name: sample})
+            used = len(sample)
+        try:
+            converted = convert_to_mixed_precision(
+                str(onnx_in), low_precision_type="fp16", nodes_to_exclude=exclude_nodes,
+                op_types_to_exclude=list(keep_op_types), data_max=data_max, keep_io_types=True,
+                calibration_data=calib_path, providers=["cpu"])
+        except Exception as exc:
+            raise ExportError(f"ModelOpt AutoCast could not convert '{onnx_in}' to FP16: {type(exc).__name__}: "
+                              f"{_first_line(exc)}") from exc
+    return _fix_value_info(converted), used
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:400] if text else "(no message)"
+
+
 def to_fp16(onnx_in: Path, onnx_out: Path, calibration: np.ndarray | None = None, *,
             keep_op_types: Sequence[str] = FP16_KEEP_OP_TYPES, keep_nodes: Sequence[str] = (),
             keep_l2_normalize: bool = True, data_max: float = FP16_DATA_MAX,
@@ -203,40 +255,16 @@ def to_fp16(onnx_in: Path, onnx_out: Path, calibration: np.ndarray | None = None
     float32. Returns a summary for the artifact's metadata.
     """
     _require_modelopt()
-    from modelopt.onnx.autocast import convert_to_mixed_precision
-
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    model = onnx.load(str(onnx_in))
-    input_name, dims = _input_meta(model)
-    exclude_nodes = [f"^{re.escape(n)}$" for n in (l2_normalize_nodes(model) if keep_l2_normalize else [])]
-    exclude_nodes += list(keep_nodes)
+    l2 = l2_normalize_nodes(onnx.load(str(onnx_in), load_external_data=False)) if keep_l2_normalize else []
+    exclude = [f"^{re.escape(n)}$" for n in l2] + list(keep_nodes)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="xcit-fp16-") as tmp, _quiet_modelopt():
-        calib_path = None
-        used = 0
-        if calibration is not None:
-            calibration = _check_calibration(calibration, dims, "the FP16 reference images")
-            sample = calibration[:max_reference_images]
-            if isinstance(dims[0], int) and dims[0] > 0:  # static batch: whole batches only
-                reps = -(-len(sample) // dims[0]) * dims[0]
-                sample = np.resize(sample, (reps, *sample.shape[1:]))
-            calib_path = str(Path(tmp) / "reference.npz")
-            np.savez(calib_path, **{input_name: sample})
-            used = len(sample)
-        try:
-            converted = convert_to_mixed_precision(
-                str(onnx_in), low_precision_type="fp16", nodes_to_exclude=exclude_nodes,
-                op_types_to_exclude=list(keep_op_types), data_max=data_max, keep_io_types=True,
-                calibration_data=calib_path, providers=["cpu"])
-        except Exception as exc:
-            raise ExportError(f"ModelOpt AutoCast could not convert '{onnx_in}' to FP16: "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:400] if str(exc) else ''}") from exc
-    converted = _fix_value_info(converted)
+    converted, used = _autocast(onnx_in, calibration, keep_op_types, exclude, data_max, max_reference_images)
     _save(converted, onnx_out)
-    kept = _fp32_compute_nodes(converted)
     return {"precision": "fp16", "tool": "modelopt.onnx.autocast", "keep_op_types": list(keep_op_types),
-            "l2_normalize_nodes_kept": len(exclude_nodes) - len(keep_nodes),
-            "fp32_nodes": kept, "data_max": data_max, "reference_images": used or "random (no calibration)",
+            "l2_normalize_nodes_kept": len(l2), "keep_nodes": list(keep_nodes),
+            "fp32_compute_nodes": _fp32_compute_nodes(converted), "data_max": data_max,
+            "reference_images": used or "random (no calibration set given)",
             "seconds": round(time.perf_counter() - t0, 2), **precision_summary(converted)}
 
 
@@ -245,7 +273,7 @@ def _fp32_compute_nodes(model: onnx.ModelProto) -> int:
     types = {vi.name: vi.type.tensor_type.elem_type for vi in model.graph.value_info}
     types.update({o.name: o.type.tensor_type.elem_type for o in model.graph.output})
     skip = {"Cast", "Shape", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat", "Gather",
-            "Expand", "Constant", "Identity"}
+            "Expand", "Constant", "Identity", "QuantizeLinear", "DequantizeLinear"}
     return sum(1 for n in model.graph.node
                if n.op_type not in skip and n.output and types.get(n.output[0]) == onnx.TensorProto.FLOAT)
 
@@ -256,15 +284,18 @@ def _fp32_compute_nodes(model: onnx.ModelProto) -> int:
 
 def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: str = "entropy",
             exclude_op_types: Sequence[str] = INT8_DEFAULT_EXCLUDE_OP_TYPES, exclude_nodes: Sequence[str] = (),
-            high_precision: str = "fp16", keep_op_types_fp32: Sequence[str] = FP16_KEEP_OP_TYPES,
-            calibration_batch: int = 8) -> dict:
+            high_precision: str = "fp16", keep_op_types: Sequence[str] = FP16_KEEP_OP_TYPES,
+            calibration_batch: int = 8, data_max: float = FP16_DATA_MAX) -> dict:
     """INT8 Q/DQ ONNX with ModelOpt post-training quantization, calibrated on onnxruntime CPU.
 
-    ``method``: ``entropy`` (KL divergence; TensorRT's classic choice, robust to outliers) or
-    ``max`` (absolute max; better when the calibration set is tiny). ``exclude_op_types`` /
-    ``exclude_nodes`` (regular expressions) stay unquantized. ``high_precision``: the type of the
-    unquantized rest (``fp16`` as TensorRT runs INT8 networks, or ``fp32``); with fp16 the op types
-    in ``keep_op_types_fp32`` (LayerNorm, ReduceL2) still stay in FP32, as in :func:`to_fp16`.
+    ``method``: ``entropy`` (KL divergence, TensorRT's classic choice, robust to outliers) or
+    ``max`` (absolute max: better with a tiny calibration set). ``exclude_op_types`` /
+    ``exclude_nodes`` (regular expressions) stay unquantized.
+
+    ``high_precision`` is the type of the unquantized rest. ``fp16`` (default, what TensorRT runs
+    an INT8 network at) applies exactly the FP16 policy of :func:`to_fp16` to the Q/DQ graph
+    (ModelOpt's own FP16 pass blocks by op type only, which cannot keep the L2-normalisation
+    chain's Clip/Div in FP32 without also blocking every GELU Div); ``fp32`` leaves it in FP32.
     """
     _require_modelopt()
     if method not in INT8_METHODS:
@@ -275,49 +306,53 @@ def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: s
     from modelopt.onnx.quantization import quantize
 
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    model = onnx.load(str(onnx_in))
+    model = onnx.load(str(onnx_in), load_external_data=False)
     input_name, dims = _input_meta(model)
     calibration = _check_calibration(calibration, dims, "the INT8 calibration set")
     static_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
     step = static_batch or max(1, min(calibration_batch, len(calibration)))
-    if len(calibration) % step:  # the data provider splits into whole steps: repeat to fill the last
-        calibration = np.resize(calibration, (-(-len(calibration) // step) * step, *calibration.shape[1:]))
-    shape_spec = f"{input_name}:{'x'.join(str(d) for d in (step, *calibration.shape[1:]))}"
+    calib = calibration
+    if len(calib) % step:  # ModelOpt's data provider splits into whole steps: repeat to fill the last
+        calib = np.resize(calib, (-(-len(calib) // step) * step, *calib.shape[1:]))
+    shape_spec = f"{input_name}:{'x'.join(str(d) for d in (step, *calib.shape[1:]))}"
+    l2 = l2_normalize_nodes(model)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="xcit-int8-") as tmp, _quiet_modelopt():
+    with tempfile.TemporaryDirectory(prefix="xcit-int8-") as tmp:
         # ModelOpt writes intermediate files beside its input: work on a private copy.
         src = Path(tmp) / "model.onnx"
         shutil.copyfile(onnx_in, src)
         dst = Path(tmp) / "model.int8.onnx"
         try:
-            quantize(str(src), quantize_mode="int8", calibration_data=calibration,
-                     calibration_method=method, calibration_shapes=shape_spec, calibration_eps=["cpu"],
-                     op_types_to_exclude=list(exclude_op_types) or None,
-                     nodes_to_exclude=list(exclude_nodes) or None,
-                     op_types_to_exclude_fp16=list(keep_op_types_fp32) if high_precision == "fp16" else None,
-                     high_precision_dtype=high_precision, output_path=str(dst), log_level="WARNING")
+            with _quiet_modelopt(), _quiet_stdout():
+                quantize(str(src), quantize_mode="int8", calibration_data=calib,
+                         calibration_method=method, calibration_shapes=shape_spec, calibration_eps=["cpu"],
+                         op_types_to_exclude=list(exclude_op_types) or None,
+                         nodes_to_exclude=list(exclude_nodes) or None,
+                         high_precision_dtype="fp32", output_path=str(dst), log_level="ERROR")
         except Exception as exc:
             raise ExportError(f"ModelOpt INT8 quantization of '{onnx_in}' failed: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:400] if str(exc) else ''}") from exc
+                              f"{_first_line(exc)}") from exc
         if not dst.exists():
             raise ExportError(f"ModelOpt INT8 quantization of '{onnx_in}' wrote no model")
-        quantized = onnx.load(str(dst))
-    quantized = _fix_value_info(quantized)
+        if high_precision == "fp16":
+            exclude = [f"^{re.escape(n)}$" for n in l2]
+            quantized, _ = _autocast(dst, calibration, keep_op_types, exclude, data_max, FP16_MAX_REFERENCE_IMAGES)
+        else:
+            quantized = _fix_value_info(onnx.load(str(dst)))
     bad = int32_dequantize_nodes(quantized)
     if bad:
         raise ExportError(f"the INT8 ONNX has DequantizeLinear nodes with INT32 input ({', '.join(bad[:3])}), "
-                          f"which NVIDIA's ONNX parser rejects; exclude their consumers with "
-                          f"-O exclude_nodes=...")
-    _save(quantized, onnx_out)
+                          f"which NVIDIA's ONNX parser rejects; exclude their consumers with -O exclude_nodes=...")
     summary = precision_summary(quantized)
     if summary["quantize_linear"] == 0:
         raise ExportError(f"ModelOpt quantized nothing in '{onnx_in}' (no QuantizeLinear node); check "
                           f"exclude_op_types/exclude_nodes")
+    _save(quantized, onnx_out)
     return {"precision": "int8", "tool": "modelopt.onnx.quantization", "calibration_method": method,
             "calibration_images": int(len(calibration)), "calibration_step": step,
             "exclude_op_types": list(exclude_op_types), "exclude_nodes": list(exclude_nodes),
             "high_precision": high_precision,
-            "fp32_op_types": list(keep_op_types_fp32) if high_precision == "fp16" else "all unquantized",
+            "fp32_compute_nodes": _fp32_compute_nodes(quantized) if high_precision == "fp16" else "all unquantized",
             "seconds": round(time.perf_counter() - t0, 2), **summary}
 
 

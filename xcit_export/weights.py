@@ -109,10 +109,32 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
+def _resample_pos_embed(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A learned position table (ViT) trained at another input size is resized bicubically.
+
+    Same method as timm's ``resample_abs_pos_embed``: the class-token row is kept, the patch grid
+    is interpolated. XCiT's Fourier encoding needs nothing: it is computed for any grid.
+    """
+    key = "pos_embed"
+    if key not in state or key not in expected or state[key].shape == expected[key].shape:
+        return state
+    old, new = state[key], expected[key]
+    if old.ndim != 3 or old.shape[-1] != new.shape[-1]:
+        return state  # left to the shape check, which names the tensor
+    old_grid, new_grid = int(round((old.shape[1] - 1) ** 0.5)), int(round((new.shape[1] - 1) ** 0.5))
+    if old_grid**2 != old.shape[1] - 1 or new_grid**2 != new.shape[1] - 1:
+        return state
+    grid = old[:, 1:].reshape(1, old_grid, old_grid, -1).permute(0, 3, 1, 2).float()
+    grid = torch.nn.functional.interpolate(grid, size=(new_grid, new_grid), mode="bicubic", align_corners=False)
+    resized = torch.cat([old[:, :1].float(), grid.permute(0, 2, 3, 1).reshape(1, new_grid**2, -1)], dim=1)
+    return {**state, key: resized.to(old.dtype)}
+
+
 def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str,
                            spec: ModelSpec) -> None:
     """Load ``state`` into ``model``; any key or shape mismatch raises a :class:`CheckpointError`."""
     expected = model.state_dict()
+    state = _resample_pos_embed(state, expected)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if "head.weight" in state and "head.weight" in expected:

@@ -103,15 +103,34 @@ def _xcit_rows() -> list[ModelSpec]:
     return rows
 
 
+def _vit_rows() -> list[ModelSpec]:
+    # ViT-S/16 as published beside XCiT (timm's default tag: AugReg, in21k -> in1k fine-tune),
+    # with timm's ViT preprocessing: mean/std 0.5, crop_pct 0.9, bicubic.
+    return [ModelSpec(
+        name="vit_small_patch16_224",
+        arch="vit",
+        kwargs=dict(patch_size=16, embed_dim=384, depth=12, num_heads=6),
+        preprocessing=Preprocessing(input_size=(224, 224), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=0.9),
+        hub_id="timm/vit_small_patch16_224.augreg_in21k_ft_in1k",
+        description="ViT-S/16 @ 224 (plain ViT beside XCiT in the same collections)",
+    )]
+
+
 def _build_xcit(spec: ModelSpec):
     from .models.xcit import Xcit
 
     return Xcit(num_classes=spec.num_classes, **spec.kwargs)
 
 
-_BUILDERS: dict[str, Callable[[ModelSpec], Any]] = {"xcit": _build_xcit}
+def _build_vit(spec: ModelSpec):
+    from .models.vit import VisionTransformer
 
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _xcit_rows()}
+    return VisionTransformer(img_size=spec.preprocessing.input_size, num_classes=spec.num_classes, **spec.kwargs)
+
+
+_BUILDERS: dict[str, Callable[[ModelSpec], Any]] = {"xcit": _build_xcit, "vit": _build_vit}
+
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _xcit_rows() + _vit_rows()}
 
 
 def get_spec(name: str) -> ModelSpec:

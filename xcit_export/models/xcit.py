@@ -247,6 +247,7 @@ class Xcit(nn.Module):
         self.num_classes = num_classes
         self.num_features = self.embed_dim = embed_dim
         self.patch_size = patch_size
+        self.depth = depth
         self.global_pool = global_pool
         self.patch_embed = ConvPatchEmbed(patch_size=patch_size, in_chans=in_chans, embed_dim=embed_dim,
                                           act_layer=act_layer)
@@ -274,21 +275,29 @@ class Xcit(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Patch tokens after the XCA blocks, before class attention: ``(B, N, C)`` and grid."""
+    def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x, (Hp, Wp) = self.patch_embed(x)
         # Built for batch 1 and broadcast: it then depends on the grid size only, so the exporter
         # and onnxsim fold it into one constant even when the batch dimension is dynamic.
         pos = self.pos_embed(1, Hp, Wp).reshape(1, -1, x.shape[1]).permute(0, 2, 1)
-        x = x + pos
-        for blk in self.blocks:
+        return x + pos, (Hp, Wp)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: tuple[int, ...]) -> list[torch.Tensor]:
+        """Patch tokens after the given XCA blocks, as ``(B, C, Hp, Wp)`` maps (detection backbone)."""
+        x, (Hp, Wp) = self._embed(x)
+        out = []
+        for i, blk in enumerate(self.blocks[: max(indices) + 1]):
             x = blk(x, Hp, Wp)
-        return x, (Hp, Wp)
+            if i in indices:
+                out.append(x.permute(0, 2, 1).reshape(x.shape[0], -1, Hp, Wp))
+        return out
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """All tokens after the final norm: ``(B, 1 + N, C)``, class token first."""
         B = x.shape[0]
-        x, _ = self.forward_tokens(x)
+        x, (Hp, Wp) = self._embed(x)
+        for blk in self.blocks:
+            x = blk(x, Hp, Wp)
         x = torch.cat((self.cls_token.expand(B, -1, -1), x), dim=1)
         for blk in self.cls_attn_blocks:
             x = blk(x)

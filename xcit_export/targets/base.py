@@ -20,8 +20,9 @@ class BuildContext:
     """Everything a target may use to build.
 
     ``onnx_path`` is the simplified, parity-checked FP32 ONNX; ``out_dir`` is the target's own
-    folder (empty or holding a previous build); ``calibration`` is an ``(N, 3, H, W)`` float32
-    array of preprocessed calibration images, or None; ``options`` holds target-specific options
+    folder (a fresh temporary folder that replaces the old one on success); ``calibration`` is an
+    array of preprocessed calibration images in the graph's input format (``(N, 3, H, W)``
+    float32 for the default ``nchw``; ``input_shape`` is that shape without N), or None; ``options`` holds target-specific options
     from the CLI or recipe (device, hint, calibration method...).
     """
 

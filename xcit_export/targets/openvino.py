@@ -222,11 +222,12 @@ def _convert(ctx: BuildContext):
 
 
 def _check_array(name: str, option: str, x: Any, input_shape: tuple[int, int, int]) -> np.ndarray:
+    """A 4-D batch in the model's input layout (NCHW or NHWC), in its own dtype (float32 or uint8)."""
     x = np.asarray(x)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
         raise DataError(f"{name} has shape {x.shape}; the model needs (N, {', '.join(map(str, input_shape))}): "
-                        f"check {option} and --input-size")
-    return np.ascontiguousarray(x, dtype=np.float32)
+                        f"check {option}, --input-size and --input-format")
+    return np.ascontiguousarray(x)
 
 
 def _batches(x: np.ndarray, batch: int) -> list[np.ndarray]:
@@ -326,6 +327,11 @@ def _quantize_with_accuracy_control(model, ctx: BuildContext, calib_ds, max_drop
     import nncf
     import openvino as ov
 
+    out = model.output(0)
+    if len(model.outputs) != 1 or out.get_partial_shape().rank.get_length() != 2 or "logits" not in out.names:
+        raise XcitExportError(f"max_drop measures top-1 accuracy, which needs the classifier's logits; this model "
+                              f"outputs {', '.join(o.any_name for o in model.outputs)}: drop "
+                              f"-O openvino-int8:max_drop or export with --output logits")
     x, labels = ctx.evaluation
     x = _check_array("the evaluation set", "--eval", x, ctx.input_shape)
     batch = ctx.batch or 1
@@ -374,11 +380,15 @@ def _self_check(xml: Path, batch: int | None, input_shape: tuple[int, int, int])
     core = _core()
     try:
         compiled = core.compile_model(core.read_model(str(xml)), "CPU")
+        dtype = compiled.input(0).get_element_type().to_dtype()
+        request = compiled.create_infer_request()
         for b in ([batch] if batch else [1, 2]):
-            x = np.zeros((b, *input_shape), dtype=np.float32)
-            out = compiled.create_infer_request().infer({0: x})[compiled.output(0)]
-            if out.shape[0] != b or not np.isfinite(out).all():
-                raise RuntimeError(f"batch {b} gave output shape {out.shape} (finite: {np.isfinite(out).all()})")
+            res = request.infer({0: np.zeros((b, *input_shape), dtype=dtype)})
+            for port in compiled.outputs:
+                out = res[port]
+                if out.shape[0] != b or not np.isfinite(out).all():
+                    raise RuntimeError(f"batch {b} gave output '{port.any_name}' of shape {out.shape} "
+                                       f"(finite: {bool(np.isfinite(out).all())})")
     except Exception as exc:
         detail = _last_line(exc)
         how = ("pass --batch N for a static-batch IR (also faster on CPU)" if batch is None
@@ -481,13 +491,19 @@ class OpenVINORunner:
         self.output_ports = list(self.compiled.outputs)
         shape = self.compiled.input(0).get_partial_shape()
         self.static_batch = None if shape[0].is_dynamic else shape[0].get_length()
+        self.input_dtype = self.compiled.input(0).get_element_type().to_dtype()
 
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
         if self.static_batch is not None and len(x) != self.static_batch:
             raise ArtifactError(f"this IR has a static batch {self.static_batch}; got a batch of {len(x)} "
                                 f"(rebuild with --batch {len(x)} or without --batch for a dynamic batch)")
-        if x.dtype != np.float32 or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.dtype != self.input_dtype:
+            if not (np.issubdtype(x.dtype, np.floating) and np.issubdtype(self.input_dtype, np.floating)):
+                raise DataError(f"this IR takes {self.input_dtype} input, got {x.dtype}: convert the data to the "
+                                f"model's --input-format")
+            x = x.astype(self.input_dtype)
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
         res = self.request.infer({0: x}, share_inputs=True, share_outputs=True)
         return [np.array(res[port], copy=True) for port in self.output_ports]
 

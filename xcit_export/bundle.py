@@ -1,0 +1,458 @@
+"""Device bundles: everything a Jetson (or RTX PC) needs to build, check and time a TensorRT engine.
+
+A bundle is made on the host from a built ``tensorrt-*`` / ``tensorrt-rtx-*`` target folder
+(``out/<model>/<target>``, which holds the precision-ready ONNX and ``golden.npz``)::
+
+    <bundle>/
+      model.<precision>.onnx   precision-ready ONNX (what the engine is built from)
+      golden.npz               golden inputs ``x``, FP32 reference outputs ``reference`` (the
+                               parity-checked FP32 ONNX on onnxruntime CPU), the precision ONNX's
+                               own outputs on the host ``onnx_output``, and ``labels`` if known
+      thresholds.json          what device-check requires of the engine's outputs
+      calibration.json         calibration provenance (id, sha256 of the arrays, count, method)
+      trtexec.txt              the equivalent trtexec command line
+      bundle.json              model, target, library, precision, input, profile, host results
+      README.md                how to use it
+      manifest.json            sha256 and size of every file above
+    <bundle>.tar.gz            the same folder, for copying to the device
+
+``device-check`` verifies the manifest first (a changed or missing file stops it before anything
+runs), builds the engine when a TensorRT library and a CUDA GPU are present (cached under
+``<bundle>/device-check/``), runs the golden inputs, compares them with the thresholds, measures
+latency and writes ``device-check/report.json``. Without a TensorRT library or GPU (a host) it
+runs the precision-ready ONNX on onnxruntime CPU instead and says plainly that no engine was built.
+
+This module imports neither torch nor onnx: a Jetson needs numpy, click and TensorRT (plus
+cuda-python for the runner) to run device-check.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .errors import ArtifactError, BackendUnavailableError, XcitExportError
+from .io import atomic_dir, atomic_path, sha256_file, write_json_atomic, write_text_atomic
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+BUNDLE_META = "bundle.json"
+THRESHOLDS = "thresholds.json"
+CALIBRATION = "calibration.json"
+GOLDEN = "golden.npz"
+TRTEXEC = "trtexec.txt"
+README = "README.md"
+WORK_DIR = "device-check"
+REPORT = "report.json"
+
+# Engine vs FP32 reference on the golden inputs: cosine floor, margin below the host's ONNX-level
+# cosine, and top-1 flips allowed beyond the host's (kernels differ between onnxruntime and
+# TensorRT; FP16/INT8 near-ties may resolve differently).
+_COSINE_FLOOR = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
+_COSINE_MARGIN = {"fp32": 1e-4, "fp16": 1e-3, "int8": 1e-2}
+_EXTRA_FLIPS = {"fp32": 0, "fp16": 1, "int8": 2}
+
+Progress = Callable[[str], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Making a bundle
+# --------------------------------------------------------------------------------------------
+
+def resolve_artifact_dir(path: Path, target: str | None = None) -> Path:
+    """A target folder from ``out/<model>/<target>`` or ``out/<model>`` plus ``--target``."""
+    from .targets.base import ARTIFACT_META
+
+    path = Path(path)
+    if target and path.name != target:
+        path = path / target
+    if not path.exists():
+        raise ArtifactError(f"'{path}' does not exist; give the folder of a built tensorrt target, e.g. "
+                            f"out/<model>/tensorrt-int8, or the run folder with --target")
+    if not (path / ARTIFACT_META).exists():
+        built = sorted(p.parent.name for p in path.glob(f"*/{ARTIFACT_META}") if p.parent.name.startswith("tensorrt"))
+        hint = f" (tensorrt targets built there: {', '.join(built)}; pass --target)" if built else ""
+        raise ArtifactError(f"'{path}' holds no {ARTIFACT_META}: it is not a built target folder{hint}")
+    return path
+
+
+def default_thresholds(precision: str, onnx_check: dict) -> dict:
+    """Thresholds for the engine from the host's ONNX-level result on the same golden inputs."""
+    n = max(1, int(onnx_check.get("count", 1)))
+    host_cos = float(onnx_check.get("cosine_min", 1.0))
+    cos = min(_COSINE_FLOOR[precision], host_cos - _COSINE_MARGIN[precision])
+    out = {"cosine_min": round(cos, 6), "finite": True}
+    if "top1_agreement" in onnx_check:
+        out["top1_agreement"] = round(max(0.0, float(onnx_check["top1_agreement"]) - _EXTRA_FLIPS[precision] / n), 6)
+    return out
+
+
+def _readme(meta: dict, thresholds: dict, trtexec: str) -> str:
+    prof = meta["profile"]
+    lines = [
+        f"# Device bundle: {meta['model']} / {meta['target']}",
+        "",
+        f"Precision-ready ONNX (`{meta['onnx']}`, {meta['precision'].upper()}, input `{meta['input_name']}` "
+        f"{'x'.join(str(d) for d in meta['input_shape'])}, batch {meta['batch']}) for {meta['library']}, with "
+        f"golden inputs, their FP32 reference outputs and the thresholds the engine must meet.",
+        "",
+        "## On the device",
+        "",
+        "```",
+        "xcit-export device-check <this folder, or its .tar.gz>",
+        "```",
+        "",
+        "checks every file against `manifest.json`, builds the engine (strongly typed network, profile "
+        f"batch {prof['min']}/{prof['opt']}/{prof['max']}, cached in `device-check/`), runs the golden inputs, "
+        "compares them with `thresholds.json`, measures latency, writes `device-check/report.json` and exits "
+        "non-zero if anything fails. It needs numpy, click, TensorRT and cuda-python "
+        "(`pip install cuda-python` matching the CUDA major of JetPack), not PyTorch.",
+        "",
+        "Without TensorRT the same command runs the ONNX on onnxruntime CPU and says that no engine was built.",
+        "",
+        "## trtexec equivalent",
+        "",
+        "```",
+        trtexec.rstrip(),
+        "```",
+        "",
+        "## Thresholds (engine vs FP32 reference on the golden inputs)",
+        "",
+        *[f"- `{k}`: {v}" for k, v in thresholds.items()],
+        "",
+        f"Host result of the precision-ready ONNX on onnxruntime CPU: {json.dumps(meta['host_onnx_check'])}",
+        "",
+        "Editing any file invalidates `manifest.json`; re-create the bundle with `xcit-export bundle` instead.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_count: int | None = None,
+                  thresholds: dict | None = None, tarball: bool = True, progress: Progress = lambda m: None) -> Path:
+    """Write a bundle folder (and ``<folder>.tar.gz``) from a built tensorrt target folder."""
+    from .targets.base import Artifact
+    from .targets.tensorrt import agreement, trtexec_command
+
+    artifact = Artifact.from_dir(Path(artifact_dir))
+    meta = artifact.metadata
+    if not artifact.target.startswith("tensorrt") or not meta.get("onnx") or not meta.get("golden"):
+        raise ArtifactError(f"'{artifact_dir}' is a {artifact.target} artifact; bundles are made from the "
+                            f"tensorrt-* and tensorrt-rtx-* targets (rebuild one with this version of xcit-export)")
+    folder = Path(artifact_dir)
+    onnx_path = folder / meta["onnx"]
+    golden_path = folder / meta["golden"]
+    for path in (onnx_path, golden_path):
+        if not path.exists():
+            raise ArtifactError(f"'{path}' is missing from the target folder; rebuild the target with --rebuild")
+    with np.load(golden_path) as data:
+        golden = {k: data[k] for k in data.files}
+    count = len(golden["x"])
+    if golden_count is not None:
+        if golden_count < 1 or golden_count > count:
+            raise XcitExportError(f"--golden-count {golden_count} is outside 1..{count} (the target kept {count} "
+                                  f"golden inputs; rebuild it with -O golden_count=N for more)")
+        golden = {k: v[:golden_count] for k, v in golden.items()}
+    precision = meta["precision"]
+    onnx_check = agreement(golden["onnx_output"], golden["reference"])
+    onnx_check["source"] = (meta.get("onnx_check") or {}).get("source", "unknown")
+    limits = default_thresholds(precision, onnx_check)
+    for key, value in (thresholds or {}).items():
+        if value is not None:
+            limits[key] = value
+    batch = meta.get("batch", "dynamic")
+    static = isinstance(batch, int)
+    profile = meta["profile"]
+    input_shape = list(meta["input_shape"])
+    workspace = int((meta.get("engine_info") or {}).get("workspace_mb", 1024))
+    trtexec = trtexec_command(meta["onnx"], precision, profile, input_shape, workspace_mb=workspace, static=static)
+    from .fingerprint import library_versions
+
+    bundle_meta = {
+        "format": FORMAT, "model": meta.get("model"), "target": artifact.target, "library": meta["library"],
+        "precision": precision, "onnx": meta["onnx"], "input_name": "input", "output_names": ["logits"],
+        "input_shape": input_shape, "batch": batch, "profile": profile, "workspace_mb": workspace,
+        "golden": {"file": GOLDEN, "count": int(len(golden["x"])), "source": onnx_check["source"],
+                   "labelled": "labels" in golden},
+        "host_onnx_check": onnx_check,
+        "precision_conversion": meta.get("precision_conversion"),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_with": {"xcit-export": __version__, **library_versions()},
+        "source_artifact": str(folder.resolve()),
+    }
+    calibration = {"calibration": meta.get("calibration"), "precision": precision,
+                   "note": None if meta.get("calibration") else "no calibration set was used for this precision"}
+    out_dir = Path(out_dir) if out_dir else folder.parent / "bundles" / f"{meta.get('model') or 'model'}-{artifact.target}"
+    progress(f"bundle: writing {out_dir}")
+    with atomic_dir(out_dir) as tmp:
+        shutil.copyfile(onnx_path, tmp / meta["onnx"])
+        with open(tmp / GOLDEN, "wb") as fh:
+            np.savez(fh, **golden)
+        write_json_atomic(tmp / THRESHOLDS, limits)
+        write_json_atomic(tmp / CALIBRATION, calibration)
+        write_text_atomic(tmp / TRTEXEC, trtexec)
+        write_json_atomic(tmp / BUNDLE_META, bundle_meta)
+        write_text_atomic(tmp / README, _readme(bundle_meta, limits, trtexec))
+        names = [meta["onnx"], GOLDEN, THRESHOLDS, CALIBRATION, TRTEXEC, BUNDLE_META, README]
+        write_json_atomic(tmp / MANIFEST, {
+            "format": FORMAT, "algorithm": "sha256",
+            "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}})
+    # Readable by whoever runs device-check on the device (the atomic writers create owner-only files).
+    os.chmod(out_dir, 0o755)
+    for path in out_dir.iterdir():
+        os.chmod(path, 0o644)
+    if tarball:
+        tar_path = out_dir.parent / f"{out_dir.name}.tar.gz"
+        with atomic_path(tar_path) as tmp_tar:
+            with tarfile.open(tmp_tar, "w:gz") as tar:
+                for path in sorted(out_dir.iterdir()):
+                    tar.add(path, arcname=f"{out_dir.name}/{path.name}", recursive=False)
+        os.chmod(tar_path, 0o644)
+        progress(f"bundle: wrote {tar_path}")
+    return out_dir
+
+
+# --------------------------------------------------------------------------------------------
+# Verifying a bundle
+# --------------------------------------------------------------------------------------------
+
+def _extract(tar_path: Path, dest: Path) -> Path:
+    with tarfile.open(tar_path, "r:*") as tar:
+        members = tar.getmembers()
+        for m in members:
+            target = (dest / m.name).resolve()
+            if not str(target).startswith(str(dest.resolve()) + os.sep) or not (m.isfile() or m.isdir()):
+                raise ArtifactError(f"'{tar_path}' holds an unsafe entry '{m.name}'; refusing to extract it")
+        tar.extractall(dest)  # entries checked above: plain files and folders inside dest only
+    tops = {Path(m.name).parts[0] for m in members if m.name}
+    if len(tops) != 1:
+        raise ArtifactError(f"'{tar_path}' is not a bundle tarball (expected one top-level folder)")
+    return dest / tops.pop()
+
+
+def verify_bundle(bundle: Path) -> dict:
+    """Check every file against ``manifest.json``; return ``bundle.json``. Raises ArtifactError."""
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise ArtifactError(f"bundle '{bundle}' is not a folder (give the bundle folder or its .tar.gz)")
+    manifest_path = bundle / MANIFEST
+    if not manifest_path.exists():
+        raise ArtifactError(f"'{bundle}' has no {MANIFEST}: it is not a bundle, or it is incomplete; re-create it "
+                            f"with xcit-export bundle")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError):
+        raise ArtifactError(f"{manifest_path} is not a valid manifest; re-create the bundle") from None
+    for required in (BUNDLE_META, GOLDEN, THRESHOLDS):
+        if required not in files:
+            raise ArtifactError(f"{manifest_path} does not list {required}; the bundle is incomplete: re-create it")
+    missing = [name for name in files if not (bundle / name).is_file()]
+    if missing:
+        raise ArtifactError(f"bundle '{bundle}' is missing {', '.join(missing)} listed in its manifest; nothing was "
+                            f"run: copy the whole bundle again (or its .tar.gz) or re-create it with xcit-export bundle")
+    for name, entry in files.items():
+        got = sha256_file(bundle / name)
+        if got != entry.get("sha256"):
+            raise ArtifactError(f"bundle file '{bundle / name}' does not match its manifest (sha256 {got[:12]}..., "
+                                f"expected {str(entry.get('sha256'))[:12]}...): it was changed after the bundle was made; "
+                                f"nothing was run: re-create the bundle with xcit-export bundle")
+    meta = json.loads((bundle / BUNDLE_META).read_text())
+    if meta.get("format") != FORMAT:
+        raise ArtifactError(f"bundle '{bundle}' has format {meta.get('format')}; this xcit-export reads format "
+                            f"{FORMAT}: use the version that made it")
+    if meta.get("onnx") not in files:
+        raise ArtifactError(f"{manifest_path} does not list the ONNX '{meta.get('onnx')}'; re-create the bundle")
+    return meta
+
+
+# --------------------------------------------------------------------------------------------
+# device-check
+# --------------------------------------------------------------------------------------------
+
+def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, threads: int | None,
+                   cuda_graph: bool, progress: Progress) -> tuple[Any, dict]:
+    """The engine runner (building the engine into ``work`` if needed), or the onnxruntime stand-in."""
+    from .targets import tensorrt as trtmod
+
+    library = meta["library"]
+    onnx_path = bundle / meta["onnx"]
+    trt = trtmod.import_library(library)
+    gpu = trtmod.gpu_info() if trt is not None else None
+    cudart = trtmod._cudart()
+    if trt is not None and gpu is not None and cudart is not None:
+        version = trtmod.library_version(trt)
+        tag = f"{library}-{version}-{gpu['name']}-cc{gpu['compute_capability']}".replace(" ", "_").replace("/", "_")
+        engine_path = work / tag / trtmod.ENGINE_FILE
+        meta_path = engine_path.parent / trtmod.ENGINE_META
+        reuse = False
+        if engine_path.exists() and meta_path.exists():
+            emeta = json.loads(meta_path.read_text())
+            reuse = (emeta.get("onnx_sha256") == sha256_file(onnx_path)
+                     and emeta.get("engine_sha256") == sha256_file(engine_path))
+        if reuse:
+            progress(f"device-check: reusing engine {engine_path}")
+            status = "reused"
+        else:
+            progress(f"device-check: building the engine with {library} {version} on {gpu['name']}")
+            engine_path.parent.mkdir(parents=True, exist_ok=True)
+            trtmod.build_engine(onnx_path, engine_path, library, meta["precision"], meta["profile"],
+                                tuple(meta["input_shape"]), workspace_mb=meta.get("workspace_mb", 1024),
+                                timing_cache=engine_path.parent / "timing.cache" if library == "tensorrt" else None)
+            status = "built"
+        emeta = json.loads(meta_path.read_text())
+        trtmod.check_engine_metadata(emeta, trt, gpu, engine_path)
+        runner = trtmod.EngineRunner(engine_path, library, threads=threads, cuda_graph=cuda_graph)
+        return runner, {"status": status, "path": str(engine_path), **{k: emeta.get(k) for k in (
+            "library", "version", "built_for", "typing", "build_seconds")}}
+    if trt is None:
+        why = f"{library} is not installed"
+    elif gpu is None:
+        why = f"no CUDA GPU here ({library} {trtmod.library_version(trt)} is installed)"
+    else:
+        why = "cuda-python is not installed (pip install cuda-python)"
+    if require_engine:
+        raise BackendUnavailableError(
+            f"device-check was asked for an engine (--require-engine) but {why}; on a Jetson, TensorRT comes with "
+            f"JetPack (python3-libnvinfer) and the runner needs cuda-python")
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise BackendUnavailableError(f"no engine can be built ({why}) and onnxruntime is not installed for the "
+                                      f"CPU fallback; install TensorRT + cuda-python (device) or onnxruntime (host)")
+    runner = trtmod.CpuStandInRunner(onnx_path, threads, why)
+    return runner, {"status": "not built", "reason": why,
+                    "note": f"no engine built: {why}; the golden inputs ran on onnxruntime CPU over the "
+                            f"precision-ready ONNX, so accuracy is the ONNX's and latency is not the engine's"}
+
+
+def _run_batches(runner, x: np.ndarray, batch) -> np.ndarray:
+    step = batch if isinstance(batch, int) else 16
+    outs = []
+    for i in range(0, len(x), step):
+        chunk = x[i:i + step]
+        n = len(chunk)
+        if isinstance(batch, int) and n < batch:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
+        outs.append(np.asarray(runner.infer(np.ascontiguousarray(chunk))[0])[:n])
+    return np.concatenate(outs)
+
+
+def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Path | None = None,
+                 require_engine: bool = False, threads: int | None = None, warmup: int = 10,
+                 iterations: int = 50, cuda_graph: bool = False, progress: Progress = lambda m: None) -> dict:
+    """Verify, build if possible, run the golden inputs, compare, time; write and return the report.
+
+    ``report["passed"]`` is False when a threshold fails; errors in the bundle raise ArtifactError.
+    """
+    from .targets.tensorrt import agreement
+    from .validate import LatencyOptions, measure_latency
+
+    bundle = Path(bundle)
+    tmp_holder = None
+    if bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz", ".tar")):
+        tmp_holder = tempfile.TemporaryDirectory(prefix="xcit-bundle-")
+        progress(f"device-check: extracting {bundle}")
+        source = bundle
+        bundle = _extract(bundle, Path(tmp_holder.name))
+        work_dir = work_dir or source.parent / f"{bundle.name}.{WORK_DIR}"
+    try:
+        progress("device-check: verifying the manifest")
+        meta = verify_bundle(bundle)
+        work = Path(work_dir) if work_dir else bundle / WORK_DIR
+        work.mkdir(parents=True, exist_ok=True)
+        thresholds = json.loads((bundle / THRESHOLDS).read_text())
+        with np.load(bundle / GOLDEN) as data:
+            golden = {k: data[k] for k in data.files}
+        runner, engine = _engine_runner(bundle, meta, work, require_engine, threads, cuda_graph, progress)
+        try:
+            progress(f"device-check: running {len(golden['x'])} golden inputs on {runner.device}")
+            t0 = time.perf_counter()
+            outputs = _run_batches(runner, golden["x"], meta.get("batch"))
+            run_seconds = time.perf_counter() - t0
+            accuracy = agreement(outputs, golden["reference"])
+            vs_host = agreement(outputs, golden["onnx_output"])
+            if "labels" in golden and outputs.ndim == 2:
+                accuracy["top1"] = float((outputs.argmax(1) == golden["labels"]).mean())
+                accuracy["reference_top1"] = float((golden["reference"].argmax(1) == golden["labels"]).mean())
+            checks = []
+            for key, limit in thresholds.items():
+                value = accuracy.get(key)
+                if value is None:
+                    continue
+                ok = bool(value) == bool(limit) if isinstance(limit, bool) else value >= limit
+                checks.append({"check": key, "value": value, "threshold": limit, "passed": bool(ok)})
+            lat_batch = meta["batch"] if isinstance(meta.get("batch"), int) else int(meta["profile"]["opt"])
+            x_lat = np.ascontiguousarray(np.resize(golden["x"], (lat_batch, *golden["x"].shape[1:])))
+            progress(f"device-check: timing batch {lat_batch}")
+            lat = measure_latency(runner.infer, x_lat, LatencyOptions(warmup=warmup, iterations=iterations))
+            latency: dict[str, Any] = {"end_to_end": lat.to_dict(),
+                                       "what": ("engine, host-to-host (copies included)" if runner.measures_latency
+                                                else "onnxruntime CPU stand-in: NOT the engine's latency")}
+            if hasattr(runner, "gpu_latency_ms"):
+                gpu_ms = np.array(runner.gpu_latency_ms(x_lat, warmup=warmup, iterations=max(iterations, 20)))
+                latency["gpu_compute"] = {"median_ms": float(np.median(gpu_ms)), "p99_ms": float(np.percentile(gpu_ms, 99)),
+                                          "min_ms": float(gpu_ms.min()), "iterations": int(len(gpu_ms)),
+                                          "cuda_graph": bool(cuda_graph)}
+            max_ms = thresholds.get("max_latency_ms")
+            if max_ms is not None and runner.measures_latency:
+                checks.append({"check": "max_latency_ms", "value": lat.median_ms, "threshold": max_ms,
+                               "passed": lat.median_ms <= max_ms})
+            device = runner.device
+        finally:
+            runner.close()
+        from .fingerprint import device_fingerprint
+
+        passed = all(c["passed"] for c in checks)
+        report = {
+            "passed": passed,
+            "bundle": str(bundle if tmp_holder is None else source),
+            "model": meta.get("model"), "target": meta.get("target"), "precision": meta.get("precision"),
+            "library": meta.get("library"), "device": device, "engine": engine,
+            "note": engine.get("note"),
+            "golden_count": int(len(golden["x"])), "run_seconds": round(run_seconds, 3),
+            "accuracy_vs_fp32_reference": accuracy, "agreement_with_host_onnx": vs_host,
+            "thresholds": thresholds, "checks": checks, "latency": latency,
+            "host_onnx_check": meta.get("host_onnx_check"),
+            "fingerprint": device_fingerprint(),
+            "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        report_path = Path(report_path) if report_path else work / REPORT
+        write_json_atomic(report_path, report)
+        report["report_path"] = str(report_path)
+        return report
+    finally:
+        if tmp_holder is not None:
+            tmp_holder.cleanup()
+
+
+def summary_lines(report: dict) -> list[str]:
+    """A few human lines for the CLI."""
+    lines = [f"{report['model']} / {report['target']} on {report['device']}"]
+    if report.get("note"):
+        lines.append(f"note: {report['note']}")
+    for c in report["checks"]:
+        mark = "ok  " if c["passed"] else "FAIL"
+        value = c["value"] if isinstance(c["value"], bool) else f"{c['value']:.6g}"
+        lines.append(f"  {mark} {c['check']}: {value} (threshold {c['threshold']})")
+    e2e = report["latency"]["end_to_end"]
+    lines.append(f"  latency: median {e2e['median_ms']:.3f} ms at batch {e2e['batch']} ({report['latency']['what']})")
+    if "gpu_compute" in report["latency"]:
+        lines.append(f"  GPU compute: median {report['latency']['gpu_compute']['median_ms']:.3f} ms")
+    lines.append(("PASSED" if report["passed"] else "FAILED") + f"; report: {report['report_path']}")
+    return lines
+
+
+__all__ = ["create_bundle", "default_thresholds", "device_check", "resolve_artifact_dir", "summary_lines",
+           "verify_bundle"]
+
