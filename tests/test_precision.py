@@ -79,14 +79,15 @@ def test_int8_is_explicit_qdq_the_parser_accepts_and_agrees_with_fp32(eval_x, fp
     model = onnx.load(str(path))
     assert summary["quantize_linear"] > 100 and summary["calibration_method"] == "entropy"
     assert prec.int32_dequantize_nodes(model) == []
-    # Q/DQ only where TensorRT fuses them: a DequantizeLinear feeds a Conv/MatMul/Gemm (its data
-    # or weight input), never a bias Add.
-    consumers: dict[str, list[str]] = {}
+    # Explicit quantization as TensorRT fuses it: every DequantizeLinear reads a QuantizeLinear
+    # (INT8, weights included), and biases stay float: no Gemm/Conv bias comes out of a DQ.
+    producers = {out: node for node in model.graph.node for out in node.output}
     for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node.op_type)
-    dq_users = {op for n in model.graph.node if n.op_type == "DequantizeLinear" for op in consumers.get(n.output[0], [])}
-    assert dq_users <= {"Conv", "MatMul", "Gemm", "Transpose", "Reshape", "Cast"}, dq_users
+        if node.op_type == "DequantizeLinear":
+            assert producers[node.input[0]].op_type == "QuantizeLinear", node.name
+        if node.op_type in ("Gemm", "Conv") and len(node.input) > 2:
+            bias = producers.get(node.input[2])
+            assert bias is None or bias.op_type != "DequantizeLinear", f"{node.name} has a quantized bias"
     types = _types(model)
     for node in model.graph.node:
         if node.op_type in ("LayerNormalization", "ReduceL2"):

@@ -101,6 +101,13 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 18; >= 17).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (default: out/<model>).")
 @click.option("--threads", type=int, help="Threads for every runner and PyTorch (default: all cores).")
+@click.option("--calib", help="Calibration images: ImageFolder/flat folder, .txt list, .npy/.npz, or 'demo'.")
+@click.option("--calib-size", default=300, show_default=True, help="Calibration images drawn (seeded) from --calib.")
+@click.option("--eval", "eval_source", help="Labelled evaluation images: ImageFolder tree, .npz with x/y, or 'demo'.")
+@click.option("--eval-size", type=int, help="Evaluation images drawn (seeded) from --eval (default: all).")
+@click.option("--class-index", type=click.Path(), help="Folder name -> class index file (JSON or txt, ImageNet style).")
+@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
+              help="An unreadable image: stop naming it, or skip it and count it in the report.")
 @click.option("--eval-count", default=32, show_default=True, help="Seeded inputs to compare when no --eval set.")
 @click.option("--warmup", default=10, show_default=True, help="Untimed warm-up inferences.")
 @click.option("--iterations", default=50, show_default=True, help="Minimum timed inferences.")
@@ -110,23 +117,37 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
               help="Performance hint for targets that take one (OpenVINO).")
 @click.option("--option", "-O", "raw_options", multiple=True, metavar="[TARGET:]KEY=VALUE",
               help="A target option, e.g. -O openvino-int8:preset=mixed; see list-targets for each target's.")
+@click.option("--recipe", type=click.Path(path_type=Path),
+              help="Run a recipe (recipes/*.toml): model, data, targets, thresholds. Only --out and --rebuild combine with it.")
 @click.option("--rebuild", is_flag=True, help="Rebuild artifacts even when an identical one exists.")
 @click.pass_context
 @_fail_cleanly
-def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads, eval_count,
-         warmup, iterations, min_seconds, device, hint, raw_options, rebuild):
+def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
+         calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
+         warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
     """
     if ctx.invoked_subcommand is not None:
         return
-    if not model or not targets:
-        raise click.UsageError("give --model and --target (or a sub-command; see --help)")
     from . import export as export_mod
     from .pipeline import RunConfig, distribute_options, run
     from .report import markdown_table
     from .validate import LatencyOptions
+
+    if recipe is not None:
+        given = [p for p in ctx.params if p not in ("recipe", "out", "rebuild")
+                 and ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--recipe sets the run; drop {', '.join('--' + g.replace('_', '-') for g in given)} "
+                                   f"(or edit the recipe)")
+        from .recipe import load_recipe, to_run_config
+
+        _run_and_print(to_run_config(load_recipe(recipe), out_dir=out, rebuild=rebuild), run, markdown_table)
+        return
+    if not model or not targets:
+        raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
 
     target_names = _split_targets(targets)
     general, specific = _parse_options(raw_options)
@@ -139,12 +160,17 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         seed=seed, num_classes=num_classes, input_size=_parse_size(input_size), batch=batch,
         opset=opset or export_mod.DEFAULT_OPSET, threads=threads, eval_count=eval_count,
         latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds),
-        output=output, input_format=input_format, rebuild=rebuild)
+        output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
+        eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image)
+    _run_and_print(config, run, markdown_table)
+
+
+def _run_and_print(config, run, markdown_table) -> None:
     with console.status("starting") as status:
         report = run(config, progress=lambda msg: (status.update(msg), console.log(msg)))
     click.echo(markdown_table(report))
-    click.echo(f"report: {config.out_dir / 'report.json'}")
-    if any(t["status"] == "failed" for t in report["targets"]):
+    click.echo(f"report: {config.out_dir / 'report.json'} (also report.md, report.html)")
+    if any(t["status"] == "failed" or t.get("passed") is False for t in report["targets"]):
         sys.exit(1)
 
 
@@ -170,6 +196,68 @@ def list_targets():
         click.echo(f"{t.name:22s} {state:28s} {t.description}")
         for key, help_text in t.options.items():
             click.echo(f"{'':24s}-O {t.name}:{key}=...  {help_text}")
+
+
+@main.command("gate")
+@click.argument("report_path", metavar="REPORT", type=click.Path(path_type=Path))
+@click.option("--baseline", type=click.Path(path_type=Path), required=True,
+              help="The accepted report.json to compare with.")
+@click.option("--recipe", type=click.Path(path_type=Path), help="Thresholds and latency budgets to apply too.")
+@click.option("--update-baseline", is_flag=True, help="Accept REPORT as the new baseline (deliberately) and exit 0.")
+@_fail_cleanly
+def gate_cmd(report_path, baseline, recipe, update_baseline):
+    """Exit 0 when every target holds against the baseline (and recipe); else one line per failure."""
+    from .gate import gate, read_report
+    from .io import write_json_atomic
+
+    report = read_report(report_path)
+    if update_baseline:
+        write_json_atomic(baseline, report)
+        click.echo(f"baseline updated: {baseline} <- {report_path}")
+        return
+    thresholds = None
+    if recipe is not None:
+        from .recipe import load_recipe
+
+        thresholds = load_recipe(recipe).thresholds()
+    checks = gate(report, read_report(baseline), thresholds)
+    failed = [c for c in checks if not c.ok]
+    skipped = [c for c in checks if c.skipped]
+    for c in skipped:
+        click.echo(f"SKIP {c.line()}")
+    for c in failed:
+        click.echo(f"FAIL {c.line()}")
+    click.echo(f"gate: {len(checks) - len(failed) - len(skipped)} passed, {len(failed)} failed, "
+               f"{len(skipped)} skipped")
+    if failed:
+        sys.exit(1)
+
+
+@main.group("report")
+def report_group():
+    """Work with report.json files."""
+
+
+@report_group.command("merge")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True, help="Folder for merged.json/.md/.html.")
+@click.option("--label", "labels", multiple=True, help="Device label per report, in order (default: CPU/GPU name).")
+@_fail_cleanly
+def report_merge(reports, out, labels):
+    """Combine reports of one model from several devices into one comparison."""
+    from .errors import ReportError
+    from .gate import read_report
+    from .io import ensure_writable_dir, write_json_atomic, write_text_atomic
+    from .report import merge_reports, merged_markdown, write_html
+
+    if labels and len(labels) != len(reports):
+        raise ReportError(f"{len(labels)} --label value(s) for {len(reports)} reports; give one per report or none")
+    merged = merge_reports([read_report(p) for p in reports], list(labels) or None)
+    ensure_writable_dir(out)
+    write_json_atomic(out / "merged.json", merged)
+    write_text_atomic(out / "merged.md", merged_markdown(merged))
+    write_html(merged, out / "merged.html")
+    click.echo(merged_markdown(merged))
 
 
 if __name__ == "__main__":

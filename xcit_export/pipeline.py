@@ -26,9 +26,10 @@ from .io import atomic_dir, ensure_writable_dir, write_json_atomic
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META
 from .models.deploy import DeployModel, to_input_format
-from .validate import (LatencyOptions, compare_outputs, labelled_accuracy, measure_latency, run_in_batches,
-                       torch_infer)
-from .weights import load_model, weights_fingerprint
+from .gate import checks_to_dicts, threshold_checks
+from .validate import (LatencyOptions, compare_outputs, labelled_accuracy, measure_latency, rss_mb,
+                       run_in_batches, torch_infer)
+from .weights import default_num_classes, load_model, weights_fingerprint
 from .zoo import get_spec
 
 Progress = Callable[[str], None]
@@ -49,13 +50,23 @@ class RunConfig:
     opset: int = export_mod.DEFAULT_OPSET
     threads: int | None = None  # None: all cores
     eval_count: int = 32  # seeded inputs when no evaluation set is given
-    eval_data: Any = None  # (x, labels-or-None) of a labelled/unlabelled evaluation set
+    # Image sets by source (folder, .txt list, .npy/.npz, 'demo'), loaded with the model's preprocessing...
+    calib: str | None = None
+    calib_size: int = 300
+    eval: str | None = None
+    eval_size: int | None = None
+    on_bad_image: str = "fail"
+    class_index: str | None = None
+    # ...or given directly as preprocessed NCHW arrays (library use, tests).
+    eval_data: Any = None  # (x, labels-or-None)
     eval_id: str | None = None
     calib_data: np.ndarray | None = None
     calib_id: str | None = None
     latency: LatencyOptions = field(default_factory=LatencyOptions)
     latency_batches: tuple[int, ...] = ()  # optional batch-size sweep (dynamic-batch artifacts)
     target_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Per target: {"thresholds": {...}, "latency_budget": {...}} (from a recipe; see recipe.py).
+    thresholds: dict[str, dict] = field(default_factory=dict)
     output: str = "logits"  # logits | embedding | tokens | features (models.deploy.OUTPUTS)
     input_format: str = "nchw"  # models.deploy.INPUT_FORMATS
     rebuild: bool = False
@@ -90,7 +101,11 @@ def distribute_options(target_names: list[str], general: dict[str, Any],
 
 
 def _key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    """Build key: what made an artifact, including this tool's version and the libraries'."""
+    from . import __version__
+
+    blob = json.dumps({"xcit_export": __version__, **obj}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def _reusable(folder: Path, key: str) -> Artifact | None:
@@ -141,6 +156,42 @@ def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress
     return folder / "model.onnx", meta
 
 
+def load_image_sets(config: RunConfig, spec, progress: Progress) -> dict:
+    """Read ``config.calib`` / ``config.eval`` with the model's preprocessing into arrays.
+
+    Checks what can be checked before any export: the sets exist, are large enough, fit the
+    model's classes, and do not overlap. Returns provenance for the report.
+    """
+    from . import data
+
+    info: dict[str, Any] = {}
+    calib_set = eval_set = None
+    if config.calib is not None:
+        calib_set = data.calibration_set(config.calib, spec.preprocessing, config.calib_size, config.seed,
+                                         config.on_bad_image, config.class_index)
+    if config.eval is not None:
+        eval_set = data.evaluation_set(config.eval, spec.preprocessing, config.eval_size, config.seed,
+                                       config.on_bad_image, config.class_index,
+                                       spec.num_classes if config.output == "logits" and spec.num_classes else None)
+    if calib_set is not None and eval_set is not None:
+        data.check_disjoint(calib_set, eval_set)
+    if calib_set is not None:
+        progress(f"Data: preprocessing {len(calib_set)} calibration images")
+        config.calib_data, _ = calib_set.load()
+        config.calib_id = calib_set.content_hash()
+        info["calibration"] = {"source": config.calib, "count": int(len(config.calib_data)),
+                               "content_hash": config.calib_id, "skipped": len(calib_set.skipped),
+                               "warnings": calib_set.warnings}
+    if eval_set is not None:
+        progress(f"Data: preprocessing {len(eval_set)} evaluation images")
+        config.eval_data = eval_set.load()
+        config.eval_id = f"{config.eval} ({eval_set.content_hash()[:12]})"
+        info["evaluation_set"] = {"source": config.eval, "count": int(len(config.eval_data[0])),
+                                  "content_hash": eval_set.content_hash(), "skipped": len(eval_set.skipped),
+                                  "warnings": eval_set.warnings}
+    return info
+
+
 def _evaluation_inputs(config: RunConfig, spec) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Normalised NCHW evaluation inputs (the set given, or seeded random ones) and labels."""
     if config.eval_data is not None:
@@ -158,9 +209,20 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
     for target in targets:
         target.check_options(config.target_options.get(target.name, {}))
-    spec = get_spec(config.model).with_overrides(config.num_classes, config.input_size)
+    num_classes = config.num_classes
+    if num_classes is None:
+        num_classes = default_num_classes(config.weights, config.model)
+    spec = get_spec(config.model).with_overrides(num_classes, config.input_size)
     ensure_writable_dir(config.out_dir)
     threads = config.resolved_threads()
+
+    data_info = load_image_sets(config, spec, progress)
+    if config.calib_data is not None and config.calib_id is None:
+        config.calib_id = hashlib.sha256(np.ascontiguousarray(config.calib_data).tobytes()).hexdigest()
+    for target in targets:
+        if target.needs_calibration and config.calib_data is None:
+            raise XcitExportError(f"target {target.name} needs calibration images: pass --calib FOLDER "
+                                  f"(or --calib demo for the bundled set)")
 
     progress(f"Model: building {spec.name} ({config.weights} weights)")
     model = DeployModel(load_model(spec, config.weights, config.seed), spec.preprocessing, config.output,
@@ -186,15 +248,24 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     if labels is not None:
         ref_entry["accuracy"] = labelled_accuracy(reference[0], labels)
 
+    if config.latency_batches and not config.batch:
+        ref_entry["latency_sweep"] = _sweep(torch_run, x_eval, config, progress, "PyTorch eager")
+
     results = []
     for target in targets:
-        results.append(_run_target(target, config, spec, onnx_path, input_shape, x_eval, labels, reference,
-                                   x_lat, calib, torch_latency.median_ms, threads, progress,
-                                   output_names=model.output_names))
+        entry = _run_target(target, config, spec, onnx_path, input_shape, x_eval, labels, reference, x_lat, calib,
+                            torch_latency.median_ms, threads, progress, output_names=model.output_names)
+        limits = config.thresholds.get(target.name)
+        if limits:
+            checks = threshold_checks(entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
+            entry["checks"] = checks_to_dicts(checks)
+            entry["passed"] = all(c.ok for c in checks)
+        results.append(entry)
 
     report = report_mod.build_report(
         config=config, spec=spec, onnx_meta=onnx_meta, reference=ref_entry, targets=results,
-        evaluation={"description": eval_desc, "count": int(len(x_eval)), "labelled": labels is not None},
+        evaluation={"description": eval_desc, "count": int(len(x_eval)), "labelled": labels is not None,
+                    **data_info},
         fingerprint=device_fingerprint())
     report_mod.write_report(report, config.out_dir)
     return report
@@ -211,8 +282,6 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
             raise BackendUnavailableError(
                 f"target {target.name} needs {', '.join(missing)}, which is not installed; install the "
                 f"project's extras (see README) or pick another target")
-        if target.needs_calibration and config.calib_data is None:
-            raise XcitExportError(f"target {target.name} needs calibration images: pass --calib")
         key = _key({"stage": target.name, "onnx": onnx_meta_key(onnx_path), "options": options,
                     "calib": config.calib_id if target.needs_calibration else None,
                     "libs": library_versions()})
@@ -242,6 +311,7 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
             entry["note"] = artifact.metadata.get("note", "built here; this machine cannot run it")
             return entry
         progress(f"{target.name}: validating accuracy")
+        rss_before = rss_mb()
         t0 = time.perf_counter()
         runner = target.load(artifact, threads=threads, **options)
         entry["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
@@ -260,6 +330,9 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
                 lat = measure_latency(runner.infer, np.ascontiguousarray(x_lat), config.latency)
                 entry["latency"] = lat.to_dict()
                 entry["speedup_vs_pytorch"] = round(torch_median_ms / lat.median_ms, 3)
+                if config.latency_batches and not config.batch and artifact.metadata.get("batch", "dynamic") == "dynamic":
+                    entry["latency_sweep"] = _sweep(runner.infer, x_eval, config, progress, target.name)
+            entry["memory_mb"] = round(rss_mb() - rss_before, 1)
         finally:
             runner.close()
         entry["status"] = "ok"
@@ -273,6 +346,16 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
         entry["error"] = f"{type(exc).__name__}: {exc}"
         entry["traceback"] = traceback.format_exc(limit=8)
     return entry
+
+
+def _sweep(infer, x_eval, config: RunConfig, progress: Progress, label: str) -> list[dict]:
+    """Latency at each batch size of ``config.latency_batches`` (dynamic-batch artifacts only)."""
+    rows = []
+    for b in config.latency_batches:
+        progress(f"{label}: latency at batch {b}")
+        xb = np.ascontiguousarray(np.resize(x_eval, (b, *x_eval.shape[1:])))
+        rows.append(measure_latency(infer, xb, config.latency).to_dict())
+    return rows
 
 
 def onnx_meta_key(onnx_path: Path) -> str:

@@ -35,10 +35,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -285,7 +288,7 @@ def _fp32_compute_nodes(model: onnx.ModelProto) -> int:
 def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: str = "entropy",
             exclude_op_types: Sequence[str] = INT8_DEFAULT_EXCLUDE_OP_TYPES, exclude_nodes: Sequence[str] = (),
             high_precision: str = "fp16", keep_op_types: Sequence[str] = FP16_KEEP_OP_TYPES,
-            calibration_batch: int = 8, data_max: float = FP16_DATA_MAX) -> dict:
+            calibration_batch: int = 8, data_max: float = FP16_DATA_MAX, isolate: bool = True) -> dict:
     """INT8 Q/DQ ONNX with ModelOpt post-training quantization, calibrated on onnxruntime CPU.
 
     ``method``: ``entropy`` (KL divergence, TensorRT's classic choice, robust to outliers) or
@@ -296,6 +299,11 @@ def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: s
     an INT8 network at) applies exactly the FP16 policy of :func:`to_fp16` to the Q/DQ graph
     (ModelOpt's own FP16 pass blocks by op type only, which cannot keep the L2-normalisation
     chain's Clip/Div in FP32 without also blocking every GELU Div); ``fp32`` leaves it in FP32.
+
+    ``isolate`` (default): run ModelOpt in a child process. ModelOpt's INT8 path monkeypatches
+    onnxruntime's calibrators and quantizer classes for the rest of the process
+    (``modelopt/onnx/quantization/ort_patching.py``), which would silently change any later
+    ``onnxruntime.quantization.quantize_static`` in this process (another target's INT8 build).
     """
     _require_modelopt()
     if method not in INT8_METHODS:
@@ -303,12 +311,66 @@ def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: s
                           f"set -O calibration_method=entropy (default) or max")
     if high_precision not in INT8_HIGH_PRECISION:
         raise ExportError(f"INT8 high_precision '{high_precision}' is not one of {', '.join(INT8_HIGH_PRECISION)}")
+    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
+    _, dims = _input_meta(onnx.load(str(onnx_in), load_external_data=False))
+    calibration = _check_calibration(calibration, dims, "the INT8 calibration set")
+    kwargs = {"method": method, "exclude_op_types": list(exclude_op_types), "exclude_nodes": list(exclude_nodes),
+              "high_precision": high_precision, "keep_op_types": list(keep_op_types),
+              "calibration_batch": int(calibration_batch), "data_max": float(data_max)}
+    if not isolate:
+        return _to_int8(onnx_in, onnx_out, calibration, **kwargs)
+    return _run_isolated(onnx_in, onnx_out, calibration, kwargs)
+
+
+def _run_isolated(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, kwargs: dict) -> dict:
+    """Run :func:`_to_int8` in ``python -m xcit_export.precision`` and bring back its result or error."""
+    from . import errors as errors_mod
+
+    with tempfile.TemporaryDirectory(prefix="xcit-int8-job-") as tmp:
+        job = Path(tmp) / "job.json"
+        np.save(Path(tmp) / "calibration.npy", calibration)
+        job.write_text(json.dumps({"onnx_in": str(onnx_in), "onnx_out": str(onnx_out),
+                                   "calibration": str(Path(tmp) / "calibration.npy"), "kwargs": kwargs}))
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])  # so the child imports this very package
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        proc = subprocess.run([sys.executable, "-m", "xcit_export.precision", str(job)], env=env,
+                              capture_output=True, text=True)
+        result_path = job.with_suffix(".result.json")
+        result = json.loads(result_path.read_text()) if result_path.exists() else None
+    if result and "error" in result:
+        cls = getattr(errors_mod, result["error"]["type"], ExportError)
+        raise cls(result["error"]["message"])
+    if proc.returncode != 0 or not result:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])[:600]
+        raise ExportError(f"the INT8 quantization worker for '{onnx_in}' exited with status {proc.returncode}: "
+                          f"{tail or 'no output'}")
+    return result["summary"]
+
+
+def _worker(job_path: str) -> int:
+    """Child-process entry of :func:`to_int8` (``python -m xcit_export.precision JOB.json``)."""
+    from .errors import XcitExportError
+
+    job = json.loads(Path(job_path).read_text())
+    out = Path(job_path).with_suffix(".result.json")
+    try:
+        summary = _to_int8(Path(job["onnx_in"]), Path(job["onnx_out"]), np.load(job["calibration"]), **job["kwargs"])
+        out.write_text(json.dumps({"summary": summary}, default=str))
+        return 0
+    except XcitExportError as exc:
+        out.write_text(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}))
+        return 1
+
+
+def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: str,
+             exclude_op_types: Sequence[str], exclude_nodes: Sequence[str], high_precision: str,
+             keep_op_types: Sequence[str], calibration_batch: int, data_max: float) -> dict:
     from modelopt.onnx.quantization import quantize
 
-    onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
     model = onnx.load(str(onnx_in), load_external_data=False)
     input_name, dims = _input_meta(model)
-    calibration = _check_calibration(calibration, dims, "the INT8 calibration set")
+    calibration = np.ascontiguousarray(calibration, dtype=np.float32)
     static_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
     step = static_batch or max(1, min(calibration_batch, len(calibration)))
     calib = calibration
@@ -377,3 +439,7 @@ def run_onnxruntime(onnx_path: Path, x: np.ndarray, threads: int | None = None) 
 __all__ = ["FP16_KEEP_OP_TYPES", "INT8_METHODS", "int32_dequantize_nodes", "l2_normalize_nodes",
            "precision_summary", "run_onnxruntime", "to_fp16", "to_int8"]
 
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1]))

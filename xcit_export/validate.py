@@ -115,9 +115,12 @@ class LatencyStats:
     max_ms: float
     throughput_ips: float  # images per second at the median
     first_inference_ms: float
+    samples_ms: list[float]  # every timed run, for distribution plots
 
     def to_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        out["samples_ms"] = [round(v, 3) for v in self.samples_ms]
+        return out
 
 
 def measure_latency(infer: Callable[[np.ndarray], object], x: np.ndarray,
@@ -143,7 +146,8 @@ def measure_latency(infer: Callable[[np.ndarray], object], x: np.ndarray,
         batch=int(len(x)), iterations=len(ms), min_ms=float(ms.min()), median_ms=median,
         mean_ms=float(ms.mean()), p90_ms=float(np.percentile(ms, 90)), p95_ms=float(np.percentile(ms, 95)),
         p99_ms=float(np.percentile(ms, 99)), max_ms=float(ms.max()),
-        throughput_ips=float(len(x) * 1e3 / median), first_inference_ms=float(first * 1e3))
+        throughput_ips=float(len(x) * 1e3 / median), first_inference_ms=float(first * 1e3),
+        samples_ms=ms.tolist())
 
 
 def torch_infer(model, threads: int | None) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -162,12 +166,11 @@ def torch_infer(model, threads: int | None) -> Callable[[np.ndarray], list[np.nd
     return infer
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (Linux/macOS), in MiB."""
+def rss_mb() -> float:
+    """Resident memory of this process now, in MiB (Linux ``/proc``; NaN elsewhere)."""
     try:
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / (1024 * 1024) if os.uname().sysname == "Darwin" else peak / 1024
-    except Exception:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+    except (OSError, ValueError, IndexError):
         return float("nan")

@@ -24,6 +24,9 @@ from .errors import CheckpointError, WeightsDownloadError
 from .zoo import ModelSpec, build_model
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
+# The bundled fixture (``--weights demo``): xcit_nano_12_p16_224 trained on the bundled demo set.
+DEMO_MODEL = "xcit_nano_12_p16_224"
+DEMO_CHECKPOINT = Path(__file__).parent / "assets" / "xcit_nano_12_p16_224_demo10.safetensors"
 HUB_URL = "https://huggingface.co/{repo}/resolve/main/model.safetensors"
 
 
@@ -187,12 +190,36 @@ def download_pretrained(spec: ModelSpec, timeout: float = 30.0) -> Path:
     return target
 
 
+def demo_metadata() -> dict:
+    """What the bundled fixture was trained on (classes, data seed, command, accuracy)."""
+    import json
+
+    return json.loads(DEMO_CHECKPOINT.with_suffix(".json").read_text())
+
+
+def default_num_classes(weights: str, model: str) -> int | None:
+    """The class count implied by ``weights`` (only the bundled fixture implies one)."""
+    if weights != "demo":
+        return None
+    if model != DEMO_MODEL:
+        raise CheckpointError(f"--weights demo is the bundled {DEMO_MODEL} fixture; it does not fit {model}")
+    return len(demo_metadata()["classes"])
+
+
+def resolve_weights(weights: str) -> str:
+    return str(DEMO_CHECKPOINT) if weights == "demo" else weights
+
+
 def load_model(spec: ModelSpec, weights: str = "random", seed: int = 0) -> torch.nn.Module:
-    """Build ``spec`` and fill its weights: ``'random'`` (seeded), ``'pretrained'``, or a path."""
+    """Build ``spec`` and fill its weights: ``'random'`` (seeded), ``'pretrained'``, ``'demo'``
+    (the bundled fixture) or a checkpoint path."""
     torch.manual_seed(seed)
     model = build_model(spec)
     if weights == "random":
         return model
+    if weights == "demo":
+        default_num_classes(weights, spec.name)
+    weights = resolve_weights(weights)
     path = download_pretrained(spec) if weights == "pretrained" else Path(weights)
     load_state_dict_strict(model, read_checkpoint(path), str(path), spec)
     return model.eval()
@@ -203,7 +230,7 @@ def weights_fingerprint(weights: str, seed: int) -> str:
     if weights in ("random", "pretrained"):
         return hashlib.sha256(f"{weights}:{seed}".encode()).hexdigest()[:16]
     h = hashlib.sha256()
-    with open(weights, "rb") as fh:
+    with open(resolve_weights(weights), "rb") as fh:
         while chunk := fh.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()[:16]

@@ -227,7 +227,7 @@ def _check_array(name: str, option: str, x: Any, input_shape: tuple[int, int, in
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(input_shape):
         raise DataError(f"{name} has shape {x.shape}; the model needs (N, {', '.join(map(str, input_shape))}): "
                         f"check {option}, --input-size and --input-format")
-    return np.ascontiguousarray(x)
+    return np.ascontiguousarray(x, dtype=np.float32 if x.dtype == np.float64 else x.dtype)
 
 
 def _batches(x: np.ndarray, batch: int) -> list[np.ndarray]:
@@ -316,8 +316,9 @@ def _quantize(model, ctx: BuildContext, s: dict[str, Any]) -> tuple[Any, dict[st
                 quantized, ac_meta = _quantize_with_accuracy_control(model, ctx, calib_ds, s["max_drop"], common)
                 meta["nncf"].update(ac_meta)
     except nncf.ValidationError as exc:
-        raise XcitExportError(f"NNCF rejected the quantization settings ({str(exc).splitlines()[0][:300]}); "
-                              f"check -O openvino-int8:ignored_scope (op types and node names are in the "
+        detail = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())[:500]
+        raise XcitExportError(f"NNCF rejected the quantization settings: {detail} Fix -O openvino-int8:ignored_scope "
+                              f"(op types present: {', '.join(sorted(op_types))}; node names are in the "
                               f"openvino-fp32 model.xml)") from None
     return quantized, meta
 
@@ -362,17 +363,13 @@ def _quantize_with_accuracy_control(model, ctx: BuildContext, calib_ds, max_drop
     val_ds = nncf.Dataset(items, lambda item: item[0])
     quantized = nncf.quantize_with_accuracy_control(
         model, calib_ds, val_ds, validate, max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **common)
-    fp32_score = _score(_core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), items, validate)
-    int8_score = _score(_core().compile_model(quantized, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), items,
-                        validate)
+    f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # as NNCF's own validation runs
+    fp32_score = 1.0 if labels is None else validate(_core().compile_model(model, "CPU", f32), items)[0]
+    int8_score = validate(_core().compile_model(quantized, "CPU", f32), items)[0]
     return quantized, {"method": "quantize_with_accuracy_control", "max_drop_points": max_drop,
                        "accuracy_metric": metric, "evaluation_count": int(len(items) * batch),
                        "fp32_score": round(100 * fp32_score, 3), "int8_score": round(100 * int8_score, 3),
                        "note": "accuracy control tuned on the evaluation set; its figures there are optimistic"}
-
-
-def _score(compiled, items, validate) -> float:
-    return validate(compiled, items)[0]
 
 
 def _self_check(xml: Path, batch: int | None, input_shape: tuple[int, int, int]) -> None:

@@ -334,6 +334,12 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
     builder, network, parser, logger, strongly_typed = parse_onnx(trt, onnx_path)
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    tf32_flag = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32_flag is not None and precision == "fp32":
+        # TensorRT allows TF32 matmuls/convolutions by default (10-bit mantissa on Ampere and later):
+        # an "fp32" engine should compute in FP32, as the ONNX it is compared with does.
+        config.clear_flag(tf32_flag)
+    tf32 = bool(config.get_flag(tf32_flag)) if tf32_flag is not None else None
     if not strongly_typed:
         # TensorRT 8.6: no strongly typed networks, so precision comes from builder flags, and the
         # layers the ONNX keeps in FP32 (LayerNorm, L2 norms) are pinned with precision constraints.
@@ -389,6 +395,7 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
         "version": library_version(trt),
         "precision": precision,
         "strongly_typed": strongly_typed,
+        "tf32": tf32,
         "typing": ("strongly typed network: precisions are the ONNX's" if strongly_typed else
                    "weakly typed (TensorRT < 10): builder flags FP16" + (" + INT8" if precision == "int8" else "")
                    + " with the ONNX's FP32 layers pinned to FP32"),

@@ -1,0 +1,141 @@
+"""Device bundle end to end on this host: bundle, move it, device-check it (onnxruntime CPU stands in
+for the engine and says so), and refuse tampered or incomplete bundles before running anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from xcit_export import bundle as bundle_mod
+from xcit_export.cli_device import bundle as bundle_cmd
+from xcit_export.cli_device import device_check as device_check_cmd
+from xcit_export.errors import ArtifactError, BackendUnavailableError
+from xcit_export.targets import Artifact, BuildContext, get_target
+from xcit_export.targets import tensorrt as trtmod
+
+import trt_models
+
+TARGET = "tensorrt-fp32"  # fast to build; the flow is the same for fp16/int8 (see test_precision)
+
+
+@pytest.fixture(scope="module")
+def artifact_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    out = run / TARGET
+    out.mkdir()
+    x = trt_models.inputs(6, seed=21)
+    labels = np.arange(6) % 3
+    ctx = BuildContext(spec=trt_models.spec(), onnx_path=trt_models.nano_onnx(), out_dir=out, batch=None,
+                       input_shape=(3, 224, 224), evaluation=(x, labels), threads=2,
+                       options={"golden_count": 6, "engine": "auto"})
+    get_target(TARGET).build(ctx).save_metadata()
+    return out
+
+
+@pytest.fixture()
+def made_bundle(artifact_dir, tmp_path):
+    return bundle_mod.create_bundle(artifact_dir, tmp_path / "made" / "nano-bundle")
+
+
+def test_target_without_tensorrt_keeps_the_onnx_and_says_no_engine_was_built(artifact_dir):
+    meta = Artifact.from_dir(artifact_dir).metadata
+    if trtmod.import_library("tensorrt") is None:
+        assert meta["engine"] is None and meta["note"].startswith("no engine built: ")
+        assert "tensorrt is not installed" in meta["note"] or "neither tensorrt nor tensorrt_rtx" in meta["note"]
+    assert meta["onnx_check"]["top1_agreement"] == 1.0 and meta["onnx_check"]["source"] == "evaluation set"
+
+
+def test_bundle_moved_elsewhere_passes_device_check(made_bundle, tmp_path):
+    files = json.loads((made_bundle / bundle_mod.MANIFEST).read_text())["files"]
+    assert set(files) == {"model.fp32.onnx", "golden.npz", "thresholds.json", "calibration.json", "trtexec.txt",
+                          "bundle.json", "README.md"}
+    assert "--stronglyTyped" in (made_bundle / "trtexec.txt").read_text()
+    tarball = made_bundle.parent / "nano-bundle.tar.gz"
+    with tarfile.open(tarball) as tar:
+        assert sorted(m.name for m in tar.getmembers()) == sorted(f"nano-bundle/{n}" for n in [*files, "manifest.json"])
+
+    moved = tmp_path / "elsewhere" / "device"
+    moved.parent.mkdir()
+    shutil.move(str(made_bundle), moved)
+    report = bundle_mod.device_check(moved, warmup=1, iterations=3)
+    assert report["passed"] is True
+    assert report["engine"]["status"] == "not built" and report["note"].startswith("no engine built: ")
+    assert report["accuracy_vs_fp32_reference"]["top1_agreement"] == 1.0
+    assert "top1" in report["accuracy_vs_fp32_reference"]  # labels travelled with the golden inputs
+    assert "NOT the engine's latency" in report["latency"]["what"]
+    assert json.loads((moved / "device-check" / "report.json").read_text())["passed"] is True
+
+    # The tarball, copied on its own to yet another folder, checks too (via the CLI: exit 0).
+    other = tmp_path / "usb"
+    other.mkdir()
+    shutil.copy(tarball, other)
+    result = CliRunner().invoke(device_check_cmd, [str(other / tarball.name), "--iterations", "2", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output and (other / "nano-bundle.device-check" / "report.json").exists()
+
+
+def test_tampered_onnx_is_refused_before_anything_runs(made_bundle):
+    onnx_path = made_bundle / "model.fp32.onnx"
+    data = bytearray(onnx_path.read_bytes())
+    data[-100] ^= 0xFF
+    onnx_path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"model\.fp32\.onnx' does not match its manifest .* nothing was run"):
+        bundle_mod.device_check(made_bundle)
+    assert not (made_bundle / "device-check" / "report.json").exists()
+    result = CliRunner().invoke(device_check_cmd, [str(made_bundle)])
+    assert result.exit_code == 1 and "does not match its manifest" in result.output
+
+
+def test_missing_golden_file_is_refused(made_bundle):
+    (made_bundle / "golden.npz").unlink()
+    with pytest.raises(ArtifactError, match=r"missing golden\.npz listed in its manifest; nothing was run"):
+        bundle_mod.device_check(made_bundle)
+
+
+def test_a_failed_threshold_exits_non_zero(artifact_dir, tmp_path):
+    result = CliRunner().invoke(bundle_cmd, [str(artifact_dir.parent), "--target", TARGET, "--out",
+                                             str(tmp_path / "strict"), "--min-cosine", "1.5", "--no-tarball"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "strict.tar.gz").exists()
+    result = CliRunner().invoke(device_check_cmd, [str(tmp_path / "strict"), "--iterations", "2", "--warmup", "0"])
+    assert result.exit_code == 1 and "FAIL cosine_min" in result.output and "FAILED" in result.output
+    assert json.loads((tmp_path / "strict" / "device-check" / "report.json").read_text())["passed"] is False
+
+
+@pytest.mark.skipif(trtmod.import_library("tensorrt") is not None, reason="tensorrt is installed here")
+def test_tensorrt_requested_but_not_installed(made_bundle, tmp_path):
+    with pytest.raises(BackendUnavailableError, match=r"--require-engine\) but tensorrt is not installed"):
+        bundle_mod.device_check(made_bundle, require_engine=True)
+    ctx = BuildContext(spec=trt_models.spec(), onnx_path=trt_models.nano_onnx(), out_dir=tmp_path,
+                       batch=None, input_shape=(3, 224, 224), options={"engine": "required"})
+    with pytest.raises(BackendUnavailableError, match=r"engine=required\) but tensorrt is not installed; install"):
+        get_target(TARGET).build(ctx)
+
+
+def test_bundle_of_a_non_tensorrt_folder_is_refused(tmp_path):
+    (tmp_path / "artifact.json").write_text(json.dumps({"target": "onnxruntime-fp32", "path": "model.onnx",
+                                                        "files": ["model.onnx"]}))
+    with pytest.raises(ArtifactError, match="bundles are made from the tensorrt"):
+        bundle_mod.create_bundle(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="not a built target folder"):
+        bundle_mod.resolve_artifact_dir(tmp_path / "empty")
+
+
+def test_device_check_needs_no_torch(made_bundle):
+    """A Jetson runs device-check without PyTorch (or onnx): the import graph must not pull it in."""
+    code = ("import sys; from xcit_export.bundle import device_check; "
+            f"r = device_check({str(made_bundle)!r}, warmup=0, iterations=1); "
+            "assert r['passed']; bad = [m for m in ('torch', 'onnx', 'modelopt') if m in sys.modules]; "
+            "assert not bad, bad")
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

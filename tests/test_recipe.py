@@ -1,0 +1,66 @@
+"""Recipes are checked before any work: unknown keys, wrong units, impossible combinations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xcit_export.errors import RecipeError
+from xcit_export.recipe import load_recipe, to_run_config
+
+RECIPES = Path(__file__).parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_recipes_are_valid(path):
+    recipe = load_recipe(path)
+    config = to_run_config(recipe)
+    assert config.targets and config.model == "xcit_nano_12_p16_224"
+    assert set(config.thresholds) == set(config.targets)
+
+
+def write(tmp_path, text: str) -> Path:
+    p = tmp_path / "r.toml"
+    p.write_text(text)
+    return p
+
+
+BASE = '[model]\nname = "xcit_nano_12_p16_224"\n'
+
+
+@pytest.mark.parametrize("body, message", [
+    (BASE + '[export]\nbatchsize = 1\n[targets.onnxruntime-fp32]\n', r"\[export\] batchsize: unknown key \(did you mean 'batch'\?\)"),
+    (BASE + '[targets.onnxruntime-fp32]\nthreshold = { min_cosine = 0.9 }\n', r"\[targets.onnxruntime-fp32\] threshold: unknown key"),
+    (BASE + '[targets.onnxruntime-fp32]\nlatency_budget = { median = "25ms" }\n', r"budgets are in milliseconds"),
+    (BASE + '[targets.onnxruntime-fp32]\nlatency_budget = { median_ms = "25ms" }\n', r"must be a number of milliseconds, got the string '25ms'"),
+    (BASE + '[targets.onnxruntime-fp32]\nthresholds = { min_top1_agreement = 99.5 }\n', r"is a fraction between 0 and 1"),
+    (BASE + '[targets.onnxruntime-int8]\n', r"needs calibration images; set \[data\] calib"),
+    (BASE + '[targets.onnxruntime-fp32]\nthresholds = { max_top1_drop = 0.01 }\n', r"needs a labelled evaluation set"),
+    (BASE + '[export]\noutput = "tokens"\n[targets.onnxruntime-fp32]\nthresholds = { min_top1_agreement = 0.9 }\n',
+     r"exports no logits; use min_cosine"),
+    (BASE + '[export]\nbatch = 1\n[latency]\nbatch_sweep = [1, 8]\n[targets.onnxruntime-fp32]\n', r"is static"),
+    (BASE + '[targets.onnxruntime-fp33]\n', r"unknown target 'onnxruntime-fp33'"),
+    (BASE + '[targets.onnxruntime-fp32]\noptions = { device = "GPU" }\n', r"does not take option\(s\) device"),
+    ('[model]\nweights = "random"\n[targets.onnxruntime-fp32]\n', r"\[model\] name: is required"),
+    (BASE, r"list at least one target"),
+    (BASE + '[model.extra]\n', r"unknown key"),
+    ("this is = not toml [", r"is not valid TOML"),
+])
+def test_bad_recipes_name_file_and_key(tmp_path, body, message):
+    path = write(tmp_path, body)
+    with pytest.raises(RecipeError, match=message) as info:
+        load_recipe(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_recipe(tmp_path):
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "nope.toml")
+
+
+def test_relative_paths_resolve_against_recipe_folder(tmp_path):
+    path = write(tmp_path, BASE + 'weights = "ckpt/w.pth"\n[data]\ncalib = "imgs"\n'
+                                  '[targets.onnxruntime-int8]\n')
+    config = to_run_config(load_recipe(path))
+    assert config.weights == str(tmp_path / "ckpt/w.pth") and config.calib == str(tmp_path / "imgs")

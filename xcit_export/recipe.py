@@ -1,0 +1,249 @@
+"""Recipes: a TOML file naming a model, its data, export options and a matrix of targets with
+accuracy thresholds and latency budgets. Read with the standard library (``tomllib``).
+
+Everything is checked before any work starts: an unknown key, a wrong type, a latency budget
+without its unit, or a combination that cannot work (an INT8 target without calibration images,
+labelled thresholds without a labelled evaluation set) raises :class:`RecipeError` naming the
+file and the key. Relative paths resolve against the recipe's folder.
+
+Layout (every table optional except ``model`` and ``targets``)::
+
+    [model]    name, weights, num_classes, input_size, seed
+    [export]   batch, opset, output, input_format
+    [data]     calib, calib_size, eval, eval_size, eval_count, class_index, on_bad_image
+    [latency]  threads, warmup, iterations, min_seconds, batch_sweep
+    [targets.<target-name>]
+    options        = { device = "CPU", ... }          # the target's own options
+    thresholds     = { min_top1_agreement = 0.99, max_top1_drop = 0.01, min_cosine = 0.999 }
+    latency_budget = { median_ms = 25.0, p99_ms = 40.0 }
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError, XcitExportError
+
+THRESHOLD_KEYS = {
+    "min_top1_agreement": "fraction of inputs whose top-1 class equals PyTorch's (0..1)",
+    "min_top5_agreement": "fraction whose PyTorch top-1 is in the target's top-5 (0..1)",
+    "min_cosine": "minimum per-input cosine similarity with PyTorch's output",
+    "max_abs_error": "largest absolute difference from PyTorch's output",
+    "max_top1_drop": "labelled top-1 drop vs PyTorch, as a fraction (0.01 = 1 point)",
+    "min_top1": "labelled top-1 accuracy (0..1)",
+}
+BUDGET_KEYS = ("median_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")
+_LABELLED = ("max_top1_drop", "min_top1")
+
+_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "model": {"name": (str,), "weights": (str,), "num_classes": (int,), "input_size": (int, list), "seed": (int,)},
+    "export": {"batch": (int,), "opset": (int,), "output": (str,), "input_format": (str,)},
+    "data": {"calib": (str,), "calib_size": (int,), "eval": (str,), "eval_size": (int,), "eval_count": (int,),
+             "class_index": (str,), "on_bad_image": (str,)},
+    "latency": {"threads": (int,), "warmup": (int,), "iterations": (int,), "min_seconds": (int, float),
+                "batch_sweep": (list,)},
+}
+_TARGET_KEYS = ("options", "thresholds", "latency_budget")
+
+
+@dataclass
+class TargetPlan:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    latency_budget: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Recipe:
+    path: Path
+    raw: dict[str, Any]
+    targets: list[TargetPlan]
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self.raw.get(name, {})
+
+    def thresholds(self) -> dict[str, dict]:
+        return {t.name: {"thresholds": t.thresholds, "latency_budget": t.latency_budget} for t in self.targets}
+
+
+def _err(path: Path, where: str, message: str) -> RecipeError:
+    return RecipeError(f"{path}: {where}: {message}")
+
+
+def _check_table(path: Path, name: str, table: Any, schema: dict[str, tuple[type, ...]]) -> None:
+    if not isinstance(table, dict):
+        raise _err(path, f"[{name}]", "must be a table")
+    for key, value in table.items():
+        if key not in schema:
+            import difflib
+
+            close = difflib.get_close_matches(key, schema, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise _err(path, f"[{name}] {key}", f"unknown key{hint}; allowed: {', '.join(schema)}")
+        types = schema[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = " or ".join(t.__name__ for t in types)
+            raise _err(path, f"[{name}] {key}", f"must be {want}, got {type(value).__name__} {value!r}")
+
+
+def _number(path: Path, where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _err(path, where, f"must be a number, got {value!r}")
+    return float(value)
+
+
+def _budget(path: Path, target: str, table: Any) -> dict[str, float]:
+    where = f"[targets.{target}.latency_budget]"
+    if not isinstance(table, dict):
+        raise _err(path, where, "must be a table like { median_ms = 25.0 }")
+    out = {}
+    for key, value in table.items():
+        if key not in BUDGET_KEYS:
+            raise _err(path, f"{where} {key}", f"unknown budget; budgets are in milliseconds and named "
+                                              f"{', '.join(BUDGET_KEYS)} (e.g. median_ms = 25.0, not median = \"25ms\")")
+        if isinstance(value, str):
+            raise _err(path, f"{where} {key}", f"must be a number of milliseconds, got the string {value!r}; "
+                                              f"write {key} = 25.0")
+        number = _number(path, f"{where} {key}", value)
+        if number <= 0:
+            raise _err(path, f"{where} {key}", f"must be a positive number of milliseconds, got {value!r}")
+        out[key] = number
+    return out
+
+
+def _thresholds(path: Path, target: str, table: Any) -> dict[str, float]:
+    where = f"[targets.{target}.thresholds]"
+    if not isinstance(table, dict):
+        raise _err(path, where, "must be a table like { min_top1_agreement = 0.99 }")
+    out = {}
+    for key, value in table.items():
+        if key not in THRESHOLD_KEYS:
+            raise _err(path, f"{where} {key}", f"unknown threshold; allowed: {', '.join(THRESHOLD_KEYS)}")
+        number = _number(path, f"{where} {key}", value)
+        if key != "max_abs_error" and not 0 <= number <= 1:
+            raise _err(path, f"{where} {key}", f"is a fraction between 0 and 1 ({THRESHOLD_KEYS[key]}), got {value!r}")
+        out[key] = number
+    return out
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and check a recipe; nothing is built."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RecipeError(f"recipe '{path}' does not exist; see recipes/ for examples") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"recipe '{path}' cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"recipe '{path}' is not valid TOML: {exc}") from None
+    allowed = set(_SCHEMA) | {"targets"}
+    for key in raw:
+        if key not in allowed:
+            raise _err(path, key, f"unknown table or key; allowed: {', '.join(sorted(allowed))}")
+    for name, schema in _SCHEMA.items():
+        if name in raw:
+            _check_table(path, name, raw[name], schema)
+    if "name" not in raw.get("model", {}):
+        raise _err(path, "[model] name", "is required (a name from 'xcit-export list-models')")
+    targets_raw = raw.get("targets")
+    if not isinstance(targets_raw, dict) or not targets_raw:
+        raise _err(path, "[targets]", "list at least one target as a [targets.<name>] table")
+
+    from .targets import get_target
+
+    plans = []
+    for name, body in targets_raw.items():
+        if not isinstance(body, dict):
+            raise _err(path, f"[targets.{name}]", "must be a table")
+        for key in body:
+            if key not in _TARGET_KEYS:
+                raise _err(path, f"[targets.{name}] {key}", f"unknown key; allowed: {', '.join(_TARGET_KEYS)}")
+        try:
+            target = get_target(name)
+            options = body.get("options", {})
+            if not isinstance(options, dict):
+                raise _err(path, f"[targets.{name}] options", "must be a table")
+            target.check_options(options)
+        except RecipeError:
+            raise
+        except XcitExportError as exc:
+            raise _err(path, f"[targets.{name}]", str(exc)) from None
+        plans.append(TargetPlan(name, dict(options), _thresholds(path, name, body.get("thresholds", {})),
+                                _budget(path, name, body.get("latency_budget", {}))))
+    recipe = Recipe(path=path, raw=raw, targets=plans)
+    _check_combinations(recipe)
+    return recipe
+
+
+def _check_combinations(recipe: Recipe) -> None:
+    from .targets import get_target
+
+    path = recipe.path
+    data = recipe.section("data")
+    export = recipe.section("export")
+    labelled = "eval" in data
+    classifies = export.get("output", "logits") == "logits" and recipe.section("model").get("num_classes", 1) != 0
+    for plan in recipe.targets:
+        if get_target(plan.name).needs_calibration and "calib" not in data:
+            raise _err(path, f"[targets.{plan.name}]", "needs calibration images; set [data] calib")
+        for key in plan.thresholds:
+            if key in _LABELLED and not labelled:
+                raise _err(path, f"[targets.{plan.name}.thresholds] {key}",
+                           "needs a labelled evaluation set; set [data] eval")
+            if key.endswith("agreement") or key in _LABELLED:
+                if not classifies:
+                    raise _err(path, f"[targets.{plan.name}.thresholds] {key}",
+                               "needs class scores, but the recipe exports no logits; use min_cosine")
+    sweep = recipe.section("latency").get("batch_sweep", [])
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sweep):
+        raise _err(path, "[latency] batch_sweep", f"must be a list of positive integers, got {sweep!r}")
+    if sweep and "batch" in export and any(b != export["batch"] for b in sweep):
+        raise _err(path, "[latency] batch_sweep", f"sweeps batch sizes {sweep}, but [export] batch = "
+                                                  f"{export['batch']} is static; drop the sweep or the static batch")
+
+
+def _resolve(recipe: Recipe, value: str | None, keywords: tuple[str, ...] = ()) -> str | None:
+    """Paths in a recipe are relative to the recipe's folder (keywords like 'demo' stay as they are)."""
+    if value is None or value in keywords or value.split(":")[0] in keywords:
+        return value
+    p = Path(value)
+    return str(p if p.is_absolute() else (recipe.path.parent / p))
+
+
+def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = False):
+    """The :class:`~xcit_export.pipeline.RunConfig` a recipe describes."""
+    from .pipeline import RunConfig
+    from .validate import LatencyOptions
+
+    model, export, data, lat = (recipe.section(n) for n in ("model", "export", "data", "latency"))
+    size = model.get("input_size")
+    if isinstance(size, int):
+        size = (size, size)
+    elif isinstance(size, list):
+        if len(size) != 2 or not all(isinstance(v, int) for v in size):
+            raise _err(recipe.path, "[model] input_size", f"must be an integer or [height, width], got {size!r}")
+        size = tuple(size)
+    defaults = LatencyOptions()
+    return RunConfig(
+        model=model["name"], targets=[t.name for t in recipe.targets],
+        out_dir=out_dir or Path("out") / recipe.path.stem,
+        weights=_resolve(recipe, model.get("weights", "random"), ("random", "pretrained", "demo")),
+        seed=model.get("seed", 0), num_classes=model.get("num_classes"), input_size=size,
+        batch=export.get("batch"), opset=export.get("opset", 18), output=export.get("output", "logits"),
+        input_format=export.get("input_format", "nchw"),
+        threads=lat.get("threads"),
+        latency=LatencyOptions(warmup=lat.get("warmup", defaults.warmup),
+                               iterations=lat.get("iterations", defaults.iterations),
+                               min_seconds=float(lat.get("min_seconds", defaults.min_seconds))),
+        latency_batches=tuple(lat.get("batch_sweep", ())),
+        calib=_resolve(recipe, data.get("calib"), ("demo",)), calib_size=data.get("calib_size", 300),
+        eval=_resolve(recipe, data.get("eval"), ("demo",)), eval_size=data.get("eval_size"),
+        eval_count=data.get("eval_count", 32),
+        class_index=_resolve(recipe, data.get("class_index")), on_bad_image=data.get("on_bad_image", "fail"),
+        target_options={t.name: t.options for t in recipe.targets},
+        thresholds=recipe.thresholds(), rebuild=rebuild)
