@@ -175,7 +175,8 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
     profile = meta["profile"]
     input_shape = list(meta["input_shape"])
     workspace = int((meta.get("engine_info") or {}).get("workspace_mb", 1024))
-    trtexec = trtexec_command(meta["onnx"], precision, profile, input_shape, workspace_mb=workspace, static=static)
+    trtexec = trtexec_command(meta["onnx"], precision, profile, input_shape, workspace_mb=workspace, static=static,
+                              library=meta["library"])
     from .fingerprint import library_versions
 
     bundle_meta = {

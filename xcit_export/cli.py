@@ -186,16 +186,18 @@ def list_models():
 
 
 @main.command("list-targets")
-def list_targets():
-    """Every registered target, whether its libraries are installed, and where it was verified."""
+@click.option("--options", "show_options", is_flag=True, help="Also list each target's -O options.")
+def list_targets(show_options):
+    """Every registered target, whether its libraries are installed, and its description."""
     from .targets import all_targets
 
     for t in all_targets().values():
         missing = t.missing_requirements()
         state = "ready" if not missing else f"needs {', '.join(missing)}"
-        click.echo(f"{t.name:22s} {state:28s} {t.description}")
-        for key, help_text in t.options.items():
-            click.echo(f"{'':24s}-O {t.name}:{key}=...  {help_text}")
+        click.echo(f"{t.name:20s} {state:24s} {t.description}")
+        if show_options:
+            for key, help_text in t.options.items():
+                click.echo(f"{'':22s}-O {t.name}:{key}=...  {help_text}")
 
 
 @main.command("gate")

@@ -37,6 +37,7 @@ Jetson or an RTX machine (the README's targets table says the same).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib
 import json
@@ -533,8 +534,6 @@ class EngineRunner:
             nbytes = max(1, count * dtype.itemsize)
             dev = _check(cudart, cudart.cudaMalloc(nbytes), "cudaMalloc")
             host = _check(cudart, cudart.cudaMallocHost(nbytes), "cudaMallocHost")
-            import ctypes
-
             view = np.ctypeslib.as_array(ctypes.cast(host, ctypes.POINTER(np.ctypeslib.as_ctypes_type(dtype))), (count,))
             self._buffers[name] = (int(dev), int(host), view)
             self.context.set_tensor_address(name, int(dev))
@@ -848,7 +847,7 @@ def _load(artifact: Artifact, threads: int | None = None, cuda_graph=False, **_o
 
 
 def trtexec_command(onnx_name: str, precision: str, profile: dict, input_shape, input_name: str = "input",
-                    workspace_mb: int = DEFAULT_WORKSPACE_MB, static: bool = False) -> str:
+                    workspace_mb: int = DEFAULT_WORKSPACE_MB, static: bool = False, library: str = "tensorrt") -> str:
     """The equivalent ``trtexec`` command line (TensorRT 10.x on the device), plus the 8.6 variant."""
     shape = "x".join(str(d) for d in input_shape)
     parts = ["trtexec", f"--onnx={onnx_name}", "--stronglyTyped"]
@@ -856,13 +855,20 @@ def trtexec_command(onnx_name: str, precision: str, profile: dict, input_shape, 
         parts += [f"--minShapes={input_name}:{profile['min']}x{shape}",
                   f"--optShapes={input_name}:{profile['opt']}x{shape}",
                   f"--maxShapes={input_name}:{profile['max']}x{shape}"]
+    if precision == "fp32":
+        parts.append("--noTF32")  # as build_engine: an FP32 engine computes in FP32
     parts += [f"--memPoolSize=workspace:{workspace_mb}", "--timingCacheFile=timing.cache",
               "--saveEngine=model.engine"]
     legacy = [p for p in parts if p != "--stronglyTyped"]
     legacy += {"fp32": [], "fp16": ["--fp16"], "int8": ["--fp16", "--int8"]}[precision]
     legacy = [p.replace("--memPoolSize=workspace:", "--workspace=") for p in legacy]
-    return (" ".join(parts) + "\n"
-            + "# TensorRT 8.6 (JetPack 5), which has no strongly typed networks:\n# " + " ".join(legacy) + "\n")
+    text = (" ".join(parts) + "\n"
+            + "# TensorRT 8.6 (JetPack 5), which has no strongly typed networks (FP32 layers are then not pinned):\n# "
+            + " ".join(legacy) + "\n")
+    if library == "tensorrt_rtx":
+        text += ("# This bundle targets TensorRT-RTX: trtexec above is for TensorRT 10.x; for TensorRT-RTX use\n"
+                 "# xcit-export device-check (same build settings through the tensorrt_rtx Python API).\n")
+    return text
 
 
 def _register(family: str, precision: str) -> None:
