@@ -177,7 +177,7 @@ def _scatter_svg(rows: list[dict]) -> str:
     for k in range(6):
         xv, yv = x_hi * k / 5, y_lo + (y_hi - y_lo) * k / 5
         parts.append(f'<text x="{X(xv):.1f}" y="{height - bottom + 16}" text-anchor="middle" font-size="11">{xv:.1f}</text>')
-        parts.append(f'<text x="{left - 6}" y="{Y(yv) + 4:.1f}" text-anchor="end" font-size="11">{yv:.4f}</text>')
+        parts.append(f'<text x="{left - 6}" y="{Y(yv) + 4:.1f}" text-anchor="end" font-size="11">{yv:.6g}</text>')
     parts.append(f'<text x="{(width + left) / 2}" y="{height - 10}" text-anchor="middle" font-size="12">median latency (ms)</text>')
     parts.append(f'<text x="14" y="{height / 2}" font-size="12" transform="rotate(-90 14 {height / 2})" '
                  f'text-anchor="middle">{_esc(metric)}</text>')
@@ -185,7 +185,9 @@ def _scatter_svg(rows: list[dict]) -> str:
         color = _PALETTE[i % len(_PALETTE)]
         parts.append(f'<circle cx="{X(xv):.1f}" cy="{Y(yv):.1f}" r="5" fill="{color}"><title>{_esc(label)}: '
                      f'{xv:.2f} ms, {metric} {yv:.4f}</title></circle>')
-        parts.append(f'<text x="{X(xv) + 8:.1f}" y="{Y(yv) - 6:.1f}" font-size="11">{_esc(label)}</text>')
+        right_half = X(xv) > (width + left) / 2  # label on the side with room, so it is never clipped
+        parts.append(f'<text x="{X(xv) + (-8 if right_half else 8):.1f}" y="{Y(yv) - 6:.1f}" font-size="11" '
+                     f'text-anchor="{"end" if right_half else "start"}">{_esc(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
