@@ -85,6 +85,8 @@ def test_int8_is_explicit_qdq_the_parser_accepts_and_agrees_with_fp32(eval_x, fp
     for node in model.graph.node:
         if node.op_type == "DequantizeLinear":
             assert producers[node.input[0]].op_type == "QuantizeLinear", node.name
+        if node.op_type == "Add":  # the residual stream stays unquantized (precision.INT8_DEFAULT_...)
+            assert all(producers.get(i) is None or producers[i].op_type != "DequantizeLinear" for i in node.input)
         if node.op_type in ("Gemm", "Conv") and len(node.input) > 2:
             bias = producers.get(node.input[2])
             assert bias is None or bias.op_type != "DequantizeLinear", f"{node.name} has a quantized bias"

@@ -255,6 +255,9 @@ def verify_bundle(bundle: Path) -> dict:
         files = manifest["files"]
     except (ValueError, KeyError, TypeError):
         raise ArtifactError(f"{manifest_path} is not a valid manifest; re-create the bundle") from None
+    odd = [name for name in files if Path(name).name != name or name.startswith(".")]
+    if odd:
+        raise ArtifactError(f"{manifest_path} lists paths outside the bundle ({', '.join(odd)}); refusing it")
     for required in (BUNDLE_META, GOLDEN, THRESHOLDS):
         if required not in files:
             raise ArtifactError(f"{manifest_path} does not list {required}; the bundle is incomplete: re-create it")

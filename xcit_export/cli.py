@@ -262,5 +262,11 @@ def report_merge(reports, out, labels):
     click.echo(merged_markdown(merged))
 
 
+from .cli_device import bundle as _bundle_cmd, device_check as _device_check_cmd  # noqa: E402
+
+main.add_command(_bundle_cmd)
+main.add_command(_device_check_cmd)
+
+
 if __name__ == "__main__":
     main()

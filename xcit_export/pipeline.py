@@ -297,7 +297,7 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
                 ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=tmp, batch=config.batch,
                                    input_shape=input_shape, calibration=calib,
                                    calibration_id=config.calib_id, options=options, threads=threads,
-                                   evaluation=config.eval_data)
+                                   evaluation=(x_eval, labels))
                 built = target.build(ctx)
                 built.metadata["build_key"] = key
                 built.metadata["build_seconds"] = round(time.perf_counter() - t0, 2)

@@ -22,10 +22,10 @@ What stays in FP32, and why (XCiT-specific; see :data:`FP16_KEEP_OP_TYPES`):
 AutoCast's defaults alone are not enough: run on our graph with random inputs it converts 100% of
 the nodes to FP16 (no tensor exceeds 512 on noise), L2 norms and LayerNorms included.
 
-INT8 follows TensorRT's explicit-quantization rules (ModelOpt's placement): Q/DQ on the inputs of
-Conv/MatMul/Gemm (weights per channel, activations per tensor, symmetric, no zero point), never
-on biases or on outputs, so TensorRT fuses ``DQ -> Conv/MatMul -> bias -> activation`` into one
-INT8 kernel. onnxruntime's default ``quantize_static`` QDQ output instead quantizes the qkv bias
+INT8 follows TensorRT's explicit-quantization rules (ModelOpt's placement): Q/DQ pairs on the inputs
+of Conv/MatMul/Gemm (weights per channel, activations per tensor, symmetric, no zero point) and of
+the residual Adds and BatchNorms TensorRT fuses with them, never on biases, so TensorRT fuses
+``DQ -> Conv/MatMul/Gemm (+ bias) -> ...`` into INT8 kernels. onnxruntime's default ``quantize_static`` QDQ output instead quantizes the qkv bias
 to INT32 (``DequantizeLinear`` with an int32 input), which NVIDIA's ONNX parser rejects; ModelOpt
 never emits that (it sets ``QDQDisableWeightAdjustForInt32Bias`` and leaves bias ``Add``s in
 float), and :func:`int32_dequantize_nodes` checks the output for it anyway.
@@ -61,9 +61,13 @@ FP16_DATA_MAX = 512.0
 FP16_MAX_REFERENCE_IMAGES = 16
 
 INT8_METHODS = ("entropy", "max")
-# Op types left unquantized by default: none beyond ModelOpt's own rules, which already keep
-# LayerNorm, Softmax, ReduceL2 and element-wise ops in the high precision. Options add more.
-INT8_DEFAULT_EXCLUDE_OP_TYPES: tuple[str, ...] = ()
+# Op types left unquantized by default (options add more). ModelOpt quantizes the inputs of Add
+# for TensorRT's Conv + residual fusion, a CNN pattern; in XCiT every such Add is the transformer's
+# residual stream, whose per-tensor range is set by a few outlier channels. On the trained demo
+# fixture, quantizing them took top-1 agreement with FP32 down to 11% (200 eval images);
+# excluding them gives 98% with an unchanged labelled top-1. ModelOpt already keeps LayerNorm,
+# Softmax, ReduceL2 and the other element-wise ops unquantized.
+INT8_DEFAULT_EXCLUDE_OP_TYPES: tuple[str, ...] = ("Add",)
 # High-precision type of everything not quantized in the INT8 model. FP16 is what TensorRT runs
 # an INT8 network at (INT8 + FP16 kernels); FP32 is the fallback for an accuracy problem.
 INT8_HIGH_PRECISION = ("fp16", "fp32")

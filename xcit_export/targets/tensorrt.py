@@ -88,7 +88,8 @@ _FP16_OPTIONS = {
 }
 _INT8_OPTIONS = {
     "calibration_method": "entropy (default) or max",
-    "exclude_op_types": "op types left unquantized, comma-separated (e.g. Gemm)",
+    "exclude_op_types": "op types left unquantized besides the residual Adds (default), comma-separated, "
+                        "e.g. BatchNormalization; 'none' quantizes the Adds too",
     "exclude_nodes": "node names left unquantized (regular expressions, comma-separated)",
     "high_precision": "type of the unquantized rest: fp16 (default, as TensorRT runs INT8) or fp32",
 }
@@ -208,6 +209,16 @@ def _as_int(options: dict, key: str, default: int | None) -> int | None:
     if out < 1:
         raise XcitExportError(f"option {key}={out} must be >= 1")
     return out
+
+
+def _exclude_op_types(value) -> list[str]:
+    """INT8 op types left unquantized: the defaults (residual Adds) plus the option's; 'none' clears."""
+    from ..precision import INT8_DEFAULT_EXCLUDE_OP_TYPES
+
+    given = _as_list(value)
+    if [v.lower() for v in given] == ["none"]:
+        return []
+    return list(dict.fromkeys([*INT8_DEFAULT_EXCLUDE_OP_TYPES, *given]))
 
 
 def _as_bool(value) -> bool:
@@ -785,7 +796,7 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
             raise XcitExportError(f"target {name} needs calibration images: pass --calib")
         summary = prec.to_int8(ctx.onnx_path, onnx_out, ctx.calibration,
                                method=str(options.get("calibration_method", "entropy")),
-                               exclude_op_types=_as_list(options.get("exclude_op_types")),
+                               exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
                                exclude_nodes=_as_list(options.get("exclude_nodes")),
                                high_precision=str(options.get("high_precision", "fp16")))
 
