@@ -248,3 +248,19 @@ def test_pipeline_static_batch_fp32_and_int8(setup, tmp_path):
     with pytest.raises(ArtifactError, match=r"static batch 1; got a batch of 2.*--batch 2"):
         runner.infer(setup["x"][:2])
     runner.close()
+
+
+def test_static_onnx_is_never_made_dynamic(setup, tmp_path):
+    """A static-batch graph keeps the batch in its Reshape constants: reshaping it to a dynamic batch
+    compiles but fails at run time, so the build refuses it and says which --batch to pass."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["input"], ["logits"])], "static",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, *INPUT_SHAPE])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, *INPUT_SHAPE])])
+    path = tmp_path / "static.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    ctx = BuildContext(spec=setup["spec"], onnx_path=path, out_dir=tmp_path, batch=None, input_shape=INPUT_SHAPE)
+    with pytest.raises(ArtifactError, match=r"static batch 1 but no --batch was given.*pass --batch 1"):
+        get_target("openvino-fp32").build(ctx)

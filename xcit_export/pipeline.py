@@ -325,6 +325,8 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
                 entry["outputs"] = per_output
             entry["threads"] = runner.threads
             entry["device"] = runner.device
+            if getattr(runner, "inference_precision", None):
+                entry["inference_precision"] = runner.inference_precision
             if getattr(runner, "measures_latency", True):
                 progress(f"{target.name}: measuring latency")
                 lat = measure_latency(runner.infer, np.ascontiguousarray(x_lat), config.latency)

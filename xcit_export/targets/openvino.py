@@ -15,7 +15,17 @@ Runtime precision. OpenVINO's CPU plugin runs FP32 IRs in **bf16** by default on
 AVX512_BF16 or AMX (``INFERENCE_PRECISION_HINT`` defaults to bf16 there, this Zen 4 included).
 ``openvino-fp32`` therefore compiles with ``INFERENCE_PRECISION_HINT=f32`` so that it really
 runs in FP32; ``openvino-fp16`` and ``openvino-int8`` keep the device's default (what a deployment
-gets). ``-O <target>:inference_precision=f32|bf16|f16|default`` overrides either choice.
+gets). ``-O <target>:inference_precision=f32|bf16|f16|default`` overrides either choice; the
+runner's ``inference_precision`` attribute is what the device actually chose (a CPU without FP16
+support runs ``f16`` requests in bf16 or f32).
+
+Runner. ``compile_model`` with ``PERFORMANCE_HINT`` (``--hint``, latency by default),
+``INFERENCE_NUM_THREADS`` when threads are given (CPU only) and the precision above; one reused
+``InferRequest`` runs synchronously, which is what ``benchmark_app -hint latency`` does too. With
+``--hint throughput`` the compiled model gets several CPU streams, which only an application
+running requests in parallel (``AsyncInferQueue``) benefits from; the runner still times one
+request at a time. ``--device`` must exist here to validate (``Core().available_devices``); the
+IR itself is device-independent and is built regardless.
 
 Static vs dynamic batch. With ``--batch N`` the pipeline's ONNX has a static batch and so does
 the IR (an OpenVINO CPU model with static shapes is markedly faster at batch 1). Without it the
