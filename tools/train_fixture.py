@@ -61,6 +61,8 @@ def load_split(root: Path, split: str, pps: list, limit: int | None = None
         raise SystemExit(f"{root / split}: class folders {names} != {CLASSES}")
     # Interleave classes (file i of every class, then i+1, ...) so any prefix is balanced.
     order = sorted(range(len(paths)), key=lambda i: (paths[i].name, labels[i]))[:limit]
+    if not pps:
+        return [], torch.tensor([labels[i] for i in order])
     xs = [np.empty((len(order), 3, *pp.input_size), dtype=np.float32) for pp in pps]
     for row, i in enumerate(order):
         with Image.open(paths[i]) as img:
@@ -127,9 +129,9 @@ def run_phase(model, opt, sched, x, y, epochs, batch, gen, label_smoothing, x_ev
 
 
 def parse_phases(text: str) -> list[tuple[int, int]]:
-    """``"64:5,128:1"`` -> [(64, 5), (128, 1)]: resolution and epochs per phase."""
+    """``"64:5,128:1"`` -> [(64, 5), (128, 1)]: resolution and epochs per phase ("" -> none)."""
     phases = []
-    for part in text.split(","):
+    for part in filter(None, text.split(",")):
         res, _, epochs = part.partition(":")
         phases.append((int(res), int(epochs)))
     return phases
@@ -168,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"data in {root}")
     x_train, y_train = load_split(root, "train", pps)
     x_eval_low, y_monitor = load_split(root, "eval", pps, limit=args.monitor)
-    log(f"preprocessed {len(y_train)} train + {len(y_monitor)} eval images at {[r for r, _ in phases]}")
+    if phases:
+        log(f"preprocessed {len(y_train)} train + {len(y_monitor)} eval images at {[r for r, _ in phases]}")
 
     if args.init is not None:
         meta = json.loads(args.init.with_suffix(".json").read_text(encoding="utf-8"))
