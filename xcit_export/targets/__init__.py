@@ -28,9 +28,10 @@ def register(target: Target) -> Target:
 
 
 def _load_backends() -> None:
-    if not TARGETS:
-        for mod in _BACKENDS:
-            importlib.import_module(f"{__name__}.{mod}")
+    # Every backend, every time: importing is idempotent, and a backend module imported directly
+    # elsewhere (a test, a plugin) must not hide the others.
+    for mod in _BACKENDS:
+        importlib.import_module(f"{__name__}.{mod}")
 
 
 def all_targets() -> dict[str, Target]:
