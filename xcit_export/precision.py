@@ -201,11 +201,17 @@ def _input_meta(model: onnx.ModelProto) -> tuple[str, list[int | str]]:
     return inp.name, dims
 
 
-def _check_calibration(calibration: np.ndarray, dims: Sequence, what: str) -> np.ndarray:
+def _input_dtype(model: onnx.ModelProto) -> np.dtype:
+    """NumPy dtype of the graph input: float32, or uint8 for ``--input-format nhwc-uint8``."""
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(model.graph.input[0].type.tensor_type.elem_type))
+
+
+def _check_calibration(calibration: np.ndarray, dims: Sequence, what: str,
+                       dtype: np.dtype = np.dtype(np.float32)) -> np.ndarray:
     calibration = np.asarray(calibration)
-    if calibration.ndim != 4 or calibration.dtype != np.float32 or len(calibration) == 0:
-        raise DataError(f"{what} must be a non-empty float32 array (N, 3, H, W); got "
-                        f"{calibration.dtype} {calibration.shape}")
+    if calibration.ndim != len(dims) or calibration.dtype != dtype or len(calibration) == 0:
+        raise DataError(f"{what} must be a non-empty {dtype} array shaped like the model input "
+                        f"(N, {', '.join(str(d) for d in dims[1:])}); got {calibration.dtype} {calibration.shape}")
     expected = [d for d in dims[1:]]
     if all(isinstance(d, int) and d > 0 for d in expected) and list(calibration.shape[1:]) != expected:
         raise DataError(f"{what} has images of shape {tuple(calibration.shape[1:])} but the model takes "
@@ -227,7 +233,7 @@ def _autocast(onnx_in: Path, calibration: np.ndarray | None, keep_op_types: Sequ
     with tempfile.TemporaryDirectory(prefix="xcit-fp16-") as tmp, _quiet_modelopt():
         calib_path, used = None, 0
         if calibration is not None:
-            calibration = _check_calibration(calibration, dims, "the FP16 reference images")
+            calibration = _check_calibration(calibration, dims, "the FP16 reference images", _input_dtype(model))
             sample = calibration[:max_reference_images]
             if isinstance(dims[0], int) and dims[0] > 0:  # static batch: whole batches only
                 sample = np.resize(sample, (-(-len(sample) // dims[0]) * dims[0], *sample.shape[1:]))
@@ -316,8 +322,9 @@ def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: s
     if high_precision not in INT8_HIGH_PRECISION:
         raise ExportError(f"INT8 high_precision '{high_precision}' is not one of {', '.join(INT8_HIGH_PRECISION)}")
     onnx_in, onnx_out = Path(onnx_in), Path(onnx_out)
-    _, dims = _input_meta(onnx.load(str(onnx_in), load_external_data=False))
-    calibration = _check_calibration(calibration, dims, "the INT8 calibration set")
+    model_in = onnx.load(str(onnx_in), load_external_data=False)
+    _, dims = _input_meta(model_in)
+    calibration = _check_calibration(calibration, dims, "the INT8 calibration set", _input_dtype(model_in))
     kwargs = {"method": method, "exclude_op_types": list(exclude_op_types), "exclude_nodes": list(exclude_nodes),
               "high_precision": high_precision, "keep_op_types": list(keep_op_types),
               "calibration_batch": int(calibration_batch), "data_max": float(data_max)}
@@ -374,7 +381,7 @@ def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: 
 
     model = onnx.load(str(onnx_in), load_external_data=False)
     input_name, dims = _input_meta(model)
-    calibration = np.ascontiguousarray(calibration, dtype=np.float32)
+    calibration = np.ascontiguousarray(calibration, dtype=_input_dtype(model))
     static_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
     step = static_batch or max(1, min(calibration_batch, len(calibration)))
     calib = calibration
@@ -435,7 +442,9 @@ def run_onnxruntime(onnx_path: Path, x: np.ndarray, threads: int | None = None) 
         opts.intra_op_num_threads = threads
     try:
         sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        return sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        inp = sess.get_inputs()[0]
+        dtype = np.uint8 if inp.type == "tensor(uint8)" else np.float32
+        return sess.run(None, {inp.name: np.ascontiguousarray(x, dtype=dtype)})[0]
     except Exception as exc:
         raise ExportError(f"onnxruntime (CPU) cannot run '{onnx_path}': {str(exc).splitlines()[0][:400]}") from None
 

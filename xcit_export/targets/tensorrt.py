@@ -674,17 +674,11 @@ def open_engine_or_standin(folder: Path, onnx_path: Path, engine_name: str | Non
 # --------------------------------------------------------------------------------------------
 
 def _ort_outputs(path: Path, x: np.ndarray, batch: int | None, threads: int | None) -> np.ndarray:
+    from ..validate import run_in_batches
+
     runner = OnnxRuntimeRunner(path, threads=threads)
     try:
-        step = batch or 16
-        outs = []
-        for i in range(0, len(x), step):
-            chunk = x[i:i + step]
-            n = len(chunk)
-            if batch and n < batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-            outs.append(runner.infer(np.ascontiguousarray(chunk))[0][:n])
-        return np.concatenate(outs)
+        return run_in_batches(runner.infer, x, batch or 16)[0]
     finally:
         runner.close()
 
@@ -703,16 +697,27 @@ def agreement(output: np.ndarray, reference: np.ndarray) -> dict:
     return out
 
 
+def _graph_input_dtype(path: Path) -> np.dtype:
+    import onnx
+
+    elem = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.elem_type
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+
+
 def write_golden(ctx: BuildContext, precision_onnx: Path, count: int) -> dict:
     """Golden inputs (evaluation set, else seeded), the FP32 ONNX's outputs as the reference and the
     precision ONNX's outputs, in ``golden.npz``; returns the ONNX-level agreement."""
     if ctx.evaluation is not None and len(ctx.evaluation[0]):
         x_all, labels_all = ctx.evaluation
-        x = np.asarray(x_all[:count], dtype=np.float32)
+        x = np.asarray(x_all[:count])  # already in the graph's input format (float32 or uint8)
         labels = None if labels_all is None else np.asarray(labels_all[:count])
         source = "evaluation set"
     else:
-        x = np.random.default_rng(20240607).standard_normal((count, *ctx.input_shape), dtype=np.float32)
+        rng = np.random.default_rng(20240607)
+        if _graph_input_dtype(ctx.onnx_path) == np.uint8:
+            x = rng.integers(0, 256, (count, *ctx.input_shape), dtype=np.uint8)
+        else:
+            x = rng.standard_normal((count, *ctx.input_shape), dtype=np.float32)
         labels, source = None, "seeded random inputs (seed 20240607)"
     if ctx.batch and len(x) % ctx.batch:  # a static-batch ONNX takes whole batches only
         keep = max(ctx.batch, len(x) // ctx.batch * ctx.batch)
@@ -739,7 +744,7 @@ def _calibration_provenance(ctx: BuildContext, precision: str, options: dict) ->
         return None
     from ..precision import FP16_MAX_REFERENCE_IMAGES
 
-    arr = np.ascontiguousarray(ctx.calibration, dtype=np.float32)
+    arr = np.ascontiguousarray(ctx.calibration)
     if precision == "int8":
         use = f"INT8 activation scales ({options.get('calibration_method', 'entropy')})"
         if str(options.get("high_precision", "fp16")) == "fp16":
