@@ -1,0 +1,61 @@
+"""On the trained fixture, a clean run passes the gate and deliberately broken ones trip it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xcit_export.data import demo_dataset
+from xcit_export.gate import gate
+from xcit_export.pipeline import RunConfig, run
+from xcit_export.validate import LatencyOptions
+from xcit_export.zoo import IMAGENET_MEAN, IMAGENET_STD
+
+FAST = LatencyOptions(warmup=1, iterations=3)
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean")
+    config = RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["onnxruntime-fp32", "tensorrt-int8"],
+                       out_dir=out, eval="demo", eval_size=200, calib="demo", calib_size=64, batch=1, latency=FAST,
+                       thresholds={"tensorrt-int8": {"thresholds": {"max_top1_drop": 0.01}}})
+    return run(config), config
+
+
+def test_clean_run_passes(clean):
+    report, _ = clean
+    assert report["reference"]["accuracy"]["top1"] >= 0.85  # the fixture really classifies
+    assert all(t["status"] == "ok" for t in report["targets"])
+    checks = gate(report, report)
+    assert checks and all(c.ok for c in checks)
+
+
+def test_wrong_normalisation_trips_the_gate(clean, tmp_path):
+    report, config = clean
+    x, labels = config.eval_data
+    # The classic deployment bug: feeding [0, 1] pixels to a model that expects mean/std-normalised input.
+    mean, std = np.array(IMAGENET_MEAN, np.float32)[:, None, None], np.array(IMAGENET_STD, np.float32)[:, None, None]
+    broken = run(RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["onnxruntime-fp32"],
+                           out_dir=tmp_path, eval_data=(x * std + mean, labels), batch=1, latency=FAST))
+    failed = [c for c in gate(broken, report) if not c.ok]
+    assert any(c.target == "onnxruntime-fp32" and c.metric == "top1" for c in failed)
+    assert any(c.target == "tensorrt-int8" and c.metric == "present" for c in failed)
+
+
+def test_int8_without_exclusions_trips_the_threshold(clean, tmp_path):
+    _, config = clean
+    # ModelOpt's default quantizes XCiT's residual Adds; our default keeps them unquantized.
+    broken = run(RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["tensorrt-int8"], out_dir=tmp_path,
+                           eval_data=config.eval_data, calib_data=config.calib_data, batch=1, latency=FAST,
+                           target_options={"tensorrt-int8": {"exclude_op_types": "none"}},
+                           thresholds={"tensorrt-int8": {"thresholds": {"max_top1_drop": 0.01}}}))
+    (entry,) = broken["targets"]
+    assert entry["status"] == "ok" and entry["passed"] is False
+    assert [c["metric"] for c in entry["checks"] if not c["ok"]] == ["top1 drop vs PyTorch"]
+
+
+def test_demo_eval_split_is_labelled_and_disjoint_from_calib():
+    ev, cal = demo_dataset("eval"), demo_dataset("calib", option="--calib")
+    assert ev.labelled and len(ev) >= 1000 and len(cal) >= 256
+    assert not set(ev.item_hashes()) & set(cal.item_hashes())
