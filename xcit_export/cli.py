@@ -6,28 +6,17 @@ Errors derived from :class:`XcitExportError` are printed as one line (no traceba
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
 import click
 from rich.console import Console
 
-from .errors import XcitExportError
+from .cli_device import _fail_cleanly  # one error printer for every command
+from .cli_device import bundle as _bundle_cmd
+from .cli_device import device_check as _device_check_cmd
 
 console = Console(stderr=True, log_path=False)
-
-
-def _fail_cleanly(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except XcitExportError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            sys.exit(1)
-
-    return wrapper
 
 
 def _parse_size(value: str | None) -> tuple[int, int] | None:
@@ -261,8 +250,6 @@ def report_merge(reports, out, labels):
     write_html(merged, out / "merged.html")
     click.echo(merged_markdown(merged))
 
-
-from .cli_device import bundle as _bundle_cmd, device_check as _device_check_cmd  # noqa: E402
 
 main.add_command(_bundle_cmd)
 main.add_command(_device_check_cmd)
