@@ -38,6 +38,7 @@ def build_report(*, config, spec, onnx_meta, reference, targets, evaluation, fin
 
 
 def _fmt(value, spec: str, default: str = "-") -> str:
+    """``value`` formatted, or ``default`` when it was not measured."""
     return default if value is None else format(value, spec)
 
 
@@ -65,7 +66,7 @@ def markdown_table(report: dict) -> str:
             f"| {t['target']} | {t['status']} | {_fmt(size and size / 1e6, '.2f')} | {_fmt(acc.get('top1'), '.2%')} | "
             f"{_fmt(acc.get('top1_agreement'), '.2%')} | {_fmt(acc.get('cosine_min'), '.6f')} | "
             f"{_fmt(acc.get('max_abs_error'), '.2e')} | {_fmt(lat.get('median_ms'), '.2f')} | "
-            f"{_fmt(lat.get('p90_ms'), '.2f')} | {_fmt(t.get('speedup_vs_pytorch'), '.2f')}x |")
+            f"{_fmt(lat.get('p90_ms'), '.2f')} | {_fmt(t.get('speedup_vs_pytorch'), '.2f') + 'x' if t.get('speedup_vs_pytorch') else '-'} |")
     failures = [t for t in report["targets"] if t.get("error") or t.get("note")]
     if failures:
         lines += ["", "## Notes", ""]
@@ -244,5 +245,5 @@ def merged_markdown(merged: dict) -> str:
             acc, lat = t.get("accuracy", {}), t.get("latency", {})
             lines.append(f"| {r['device_label']} | {t['target']} | {t['status']} | {_fmt(acc.get('top1'), '.2%')} | "
                          f"{_fmt(acc.get('top1_agreement'), '.2%')} | {_fmt(lat.get('median_ms'), '.2f')} | "
-                         f"{_fmt(t.get('speedup_vs_pytorch'), '.2f')}x |")
+                         f"{_fmt(t.get('speedup_vs_pytorch'), '.2f') + 'x' if t.get('speedup_vs_pytorch') else '-'} |")
     return "\n".join(lines) + "\n"
