@@ -43,6 +43,7 @@ import numpy as np
 from . import __version__
 from .errors import ArtifactError, BackendUnavailableError, XcitExportError
 from .io import atomic_dir, atomic_path, sha256_file, write_json_atomic, write_text_atomic
+from .validate import compare_outputs
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -142,7 +143,7 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
                   thresholds: dict | None = None, tarball: bool = True, progress: Progress = lambda m: None) -> Path:
     """Write a bundle folder (and ``<folder>.tar.gz``) from a built tensorrt target folder."""
     from .targets.base import Artifact
-    from .targets.tensorrt import agreement, trtexec_command
+    from .targets.tensorrt import trtexec_command
 
     artifact = Artifact.from_dir(Path(artifact_dir))
     meta = artifact.metadata
@@ -164,7 +165,7 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
                                   f"golden inputs; rebuild it with -O golden_count=N for more)")
         golden = {k: v[:golden_count] for k, v in golden.items()}
     precision = meta["precision"]
-    onnx_check = agreement(golden["onnx_output"], golden["reference"])
+    onnx_check = compare_outputs(golden["onnx_output"], golden["reference"])
     onnx_check["source"] = (meta.get("onnx_check") or {}).get("source", "unknown")
     limits = default_thresholds(precision, onnx_check)
     for key, value in (thresholds or {}).items():
@@ -359,7 +360,6 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
 
     ``report["passed"]`` is False when a threshold fails; errors in the bundle raise ArtifactError.
     """
-    from .targets.tensorrt import agreement
     from .validate import LatencyOptions, measure_latency
 
     bundle = Path(bundle)
@@ -384,8 +384,8 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
             t0 = time.perf_counter()
             outputs = _run_batches(runner, golden["x"], meta.get("batch"))
             run_seconds = time.perf_counter() - t0
-            accuracy = agreement(outputs, golden["reference"])
-            vs_host = agreement(outputs, golden["onnx_output"])
+            accuracy = compare_outputs(outputs, golden["reference"])
+            vs_host = compare_outputs(outputs, golden["onnx_output"])
             if "labels" in golden and outputs.ndim == 2:
                 accuracy["top1"] = float((outputs.argmax(1) == golden["labels"]).mean())
                 accuracy["reference_top1"] = float((golden["reference"].argmax(1) == golden["labels"]).mean())

@@ -253,8 +253,9 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
 
     results = []
     for target in targets:
-        entry = _run_target(target, config, spec, onnx_path, input_shape, x_eval, labels, reference, x_lat, calib,
-                            torch_latency.median_ms, threads, progress, output_names=model.output_names)
+        entry = _run_target(target, config, spec, onnx_path, onnx_meta["build_key"], input_shape, x_eval, labels,
+                            reference, x_lat, calib, torch_latency.median_ms, threads, progress,
+                            output_names=model.output_names)
         limits = config.thresholds.get(target.name)
         if limits:
             checks = threshold_checks(entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
@@ -271,7 +272,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     return report
 
 
-def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x_eval, labels, reference,
+def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str, input_shape, x_eval, labels, reference,
                 x_lat, calib, torch_median_ms: float, threads: int, progress: Progress,
                 output_names: list[str]) -> dict:
     entry: dict[str, Any] = {"target": target.name, "backend": target.backend, "precision": target.precision}
@@ -282,7 +283,7 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, input_shape, x
             raise BackendUnavailableError(
                 f"target {target.name} needs {', '.join(missing)}, which is not installed; install the "
                 f"project's extras (see README) or pick another target")
-        key = _key({"stage": target.name, "onnx": onnx_meta_key(onnx_path), "options": options,
+        key = _key({"stage": target.name, "onnx": onnx_key, "options": options,
                     "calib": config.calib_id if target.needs_calibration else None,
                     "libs": library_versions()})
         folder = config.out_dir / target.name
@@ -358,9 +359,3 @@ def _sweep(infer, x_eval, config: RunConfig, progress: Progress, label: str) -> 
         xb = np.ascontiguousarray(np.resize(x_eval, (b, *x_eval.shape[1:])))
         rows.append(measure_latency(infer, xb, config.latency).to_dict())
     return rows
-
-
-def onnx_meta_key(onnx_path: Path) -> str:
-    meta = json.loads((onnx_path.parent / ARTIFACT_META).read_text())
-    return meta["build_key"]
-

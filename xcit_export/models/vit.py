@@ -17,7 +17,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .xcit import Mlp
+from .xcit import Mlp, init_linear_
 
 
 class Attention(nn.Module):
@@ -81,11 +81,7 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_linear_(self)
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x, grid = self.patch_embed(x)

@@ -26,6 +26,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def init_linear_(model: nn.Module) -> None:
+    """timm's and the official init for every Linear: truncated normal (std .02), zero bias."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
 class PositionalEncodingFourier(nn.Module):
     """Sinusoidal 2-D positional encoding projected to ``dim`` channels (paper, section 3.3)."""
 
@@ -269,11 +278,7 @@ class Xcit(nn.Module):
     def _init_weights(self) -> None:
         # Same scheme as timm/official: truncated normal (std .02) for Linear and cls token.
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        init_linear_(self)
 
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x, (Hp, Wp) = self.patch_embed(x)

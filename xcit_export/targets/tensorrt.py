@@ -51,6 +51,7 @@ import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailableError, ExportError, XcitExportError
 from ..io import atomic_path, sha256_file, write_json_atomic
+from ..validate import compare_outputs, run_in_batches
 from . import register
 from .base import Artifact, BuildContext, Target
 from .onnxruntime import OnnxRuntimeRunner
@@ -674,27 +675,12 @@ def open_engine_or_standin(folder: Path, onnx_path: Path, engine_name: str | Non
 # --------------------------------------------------------------------------------------------
 
 def _ort_outputs(path: Path, x: np.ndarray, batch: int | None, threads: int | None) -> np.ndarray:
-    from ..validate import run_in_batches
 
     runner = OnnxRuntimeRunner(path, threads=threads)
     try:
         return run_in_batches(runner.infer, x, batch or 16)[0]
     finally:
         runner.close()
-
-
-def agreement(output: np.ndarray, reference: np.ndarray) -> dict:
-    """Cosine (per sample) and top-1 agreement of ``output`` with ``reference`` (numpy only)."""
-    t = output.astype(np.float64).reshape(len(output), -1)
-    r = reference.astype(np.float64).reshape(len(reference), -1)
-    denom = np.linalg.norm(t, axis=1) * np.linalg.norm(r, axis=1)
-    cos = np.where(denom > 0, (t * r).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
-    out = {"count": int(len(t)), "finite": bool(np.isfinite(t).all()),
-           "max_abs_error": float(np.abs(t - r).max()) if t.size else 0.0,
-           "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
-    if output.ndim == 2 and output.shape[1] > 1:
-        out["top1_agreement"] = float((output.argmax(1) == reference.argmax(1)).mean())
-    return out
 
 
 def _graph_input_dtype(path: Path) -> np.dtype:
@@ -725,7 +711,7 @@ def write_golden(ctx: BuildContext, precision_onnx: Path, count: int) -> dict:
         labels = None if labels is None else np.resize(labels, keep)
     reference = _ort_outputs(ctx.onnx_path, x, ctx.batch, ctx.threads)
     output = _ort_outputs(precision_onnx, x, ctx.batch, ctx.threads)
-    result = agreement(output, reference)
+    result = compare_outputs(output, reference)
     if not result["finite"]:
         raise ExportError(f"the precision-ready ONNX '{precision_onnx.name}' gives non-finite outputs on "
                           f"onnxruntime CPU: an FP16 overflow; keep more nodes in FP32 (-O keep_fp32_nodes=...)")
