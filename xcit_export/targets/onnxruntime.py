@@ -6,7 +6,7 @@ figures are reproducible and comparable with PyTorch at the same thread count.
 
 ``onnxruntime-int8``: onnxruntime's own static post-training quantization (QDQ format, per-channel
 symmetric INT8 weights, asymmetric UINT8 activations calibrated on ``--calib``: U8S8 is the fast
-VNNI/AVX2 path of onnxruntime's x86 kernels; S8S8 measured 3x slower here). Only MatMul/Gemm/Conv
+VNNI/AVX2 path of onnxruntime's x86 kernels; S8S8 measured 1.5-3x slower here, BENCHMARKS.md). Only MatMul/Gemm/Conv
 with a weight operand are quantized: LayerNorm, Softmax, GELU, XCiT's L2 normalisation and the
 activation-by-activation attention products stay FP32. Quantizing those attention products too
 (``-O quantize_attention=true``) lowered the fixture's minimum cosine from 0.988 to 0.955. This graph is for ONNX Runtime's CPU kernels; TensorRT's
