@@ -1,0 +1,273 @@
+"""TensorRT targets: precision-ready ONNX (host) -> engine (where a TensorRT library is importable).
+
+Targets ``tensorrt-{fp32,fp16,int8}`` use NVIDIA's ``tensorrt`` (Jetson/JetPack, data-centre and
+desktop GPUs); ``tensorrt-rtx-{fp32,fp16,int8}`` use ``tensorrt_rtx`` (TensorRT for RTX PCs).
+
+Build, in order:
+
+1. **Precision-ready ONNX** (:mod:`xcit_export.precision`): FP32 is the simplified ONNX; FP16 is
+   ModelOpt AutoCast with XCiT's overflow-prone ops kept in FP32; INT8 is ModelOpt PTQ (explicit
+   Q/DQ) calibrated on the calibration set. Every tensor's type is in the graph, so the engine is
+   built as a *strongly typed* network (TensorRT 10.x/11, TensorRT-RTX) and the same file serves
+   JetPack 6, TensorRT 11 and RTX.
+2. **Host check**: the precision-ready ONNX runs on onnxruntime's CPU provider against the FP32
+   ONNX on the golden inputs (``golden.npz``, kept for the device bundle); the agreement is stored
+   in the artifact's metadata, so the host knows the ONNX-level accuracy before any engine exists.
+3. **Engine**, when the target's library is importable: parse (a rejected node is reported with
+   the parser's node name, operator and message), one optimisation profile for the batch range,
+   a workspace limit, a persisted timing cache (``tensorrt``; TensorRT-RTX made it a no-op and
+   uses a runtime JIT cache instead), and ``engine.json`` beside the engine: library and version,
+   GPU and compute capability (or the ahead-of-time targets), typing, profile, hashes.
+   ``tensorrt`` needs a CUDA GPU to build; ``tensorrt_rtx`` builds *ahead of time* on a CPU-only
+   machine for the compute capabilities named by ``-O compute_capability=8.6`` (default: TensorRT-
+   RTX's portable set). TensorRT 8.6 (no strongly typed networks) falls back to builder flags
+   (FP16, INT8 + FP16) with the ONNX's FP32 layers pinned to FP32; ``engine.json`` says so.
+
+Load: if the engine exists and its library, a CUDA GPU and ``cuda-python`` are present, the
+engine runner (after refusing an engine built by another library version or for another GPU);
+otherwise an onnxruntime CPU runner over the precision-ready ONNX, marked ``measures_latency =
+False`` with a ``device`` that says it is a stand-in, so the host reports ONNX-level accuracy and
+no misleading latency.
+
+Modules, one per job: :mod:`.precision_onnx` (precision-ready ONNX, golden data), :mod:`.engine`
+(engine build, ``engine.json``, ``trtexec`` line), :mod:`.runner` (the engine runner, readable
+alone on the device), :mod:`.device` (TensorRT library, cuda-python, GPU detection),
+:mod:`.options` (target options); this module registers the targets.
+
+The engine runner (:class:`EngineRunner`) is written against the API shared by ``tensorrt`` 10.x
+and ``tensorrt_rtx`` and checked against their documentation, but it has NOT been run on a GPU
+yet: nothing here has one. Treat its figures as unverified until it has been exercised on a
+Jetson or an RTX machine (the README's targets table says the same).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ...errors import ArtifactError, BackendUnavailableError, XcitExportError
+from ...io import sha256_file
+from .. import register
+from ..base import Artifact, BuildContext, Target
+from ..onnxruntime import OnnxRuntimeRunner
+from .device import _cudart, gpu_info, import_library, library_version
+from .engine import (ENGINE_FILE, ENGINE_META, RTX_PORTABLE, build_engine, cache_dir, check_engine_metadata,
+                     parse_onnx, trtexec_command)
+from .options import (DEFAULT_GOLDEN, DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, _as_bool, _as_int, _as_list,
+                      _cc_text, _exclude_op_types, batch_profile, compute_capabilities)
+from .precision_onnx import GOLDEN_FILE, _calibration_provenance, write_golden
+from .runner import EngineRunner
+
+LIBRARIES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
+ENGINE_MODES = ("auto", "required", "skip")
+
+_COMMON_OPTIONS = {
+    "engine": "auto (default): build the engine when the library is importable and can build here; "
+              "required: fail if no engine can be built; skip: precision-ready ONNX only",
+    "min_batch": "optimisation profile: smallest batch (default 1; dynamic-batch exports only)",
+    "opt_batch": "optimisation profile: batch the kernels are tuned for (default 1)",
+    "max_batch": f"optimisation profile: largest batch (default {DEFAULT_MAX_BATCH})",
+    "workspace_mb": f"builder workspace limit in MiB (default {DEFAULT_WORKSPACE_MB})",
+    "golden_count": f"golden inputs kept for the device bundle (default {DEFAULT_GOLDEN})",
+    "cuda_graph": "runner: replay inference as a CUDA graph (default false)",
+}
+_TRT_OPTIONS = {
+    "timing_cache": "timing cache file (default: $XCIT_EXPORT_CACHE/tensorrt/<version>-<gpu>.timing-cache)",
+}
+_RTX_OPTIONS = {
+    "compute_capability": "ahead-of-time target(s), e.g. 8.6 or 8.6,8.9,12.0 or current "
+                          "(default: TensorRT-RTX's portable set)",
+}
+_FP16_OPTIONS = {
+    "keep_fp32_nodes": "extra node names (regular expressions, comma-separated) to keep in FP32",
+}
+_INT8_OPTIONS = {
+    "calibration_method": "entropy (default) or max",
+    "exclude_op_types": "op types left unquantized besides the residual Adds (default), comma-separated, "
+                        "e.g. BatchNormalization; 'none' quantizes the Adds too",
+    "exclude_nodes": "node names left unquantized (regular expressions, comma-separated)",
+    "high_precision": "type of the unquantized rest: fp16 (default, as TensorRT runs INT8) or fp32",
+}
+
+
+class CpuStandInRunner(OnnxRuntimeRunner):
+    """The precision-ready ONNX on onnxruntime CPU, standing in for an engine that cannot run here.
+
+    Its accuracy is the ONNX-level accuracy; its timings say nothing about the engine, so
+    ``measures_latency`` is False.
+    """
+
+    measures_latency = False
+
+    def __init__(self, path: Path, threads: int | None, reason: str):
+        super().__init__(path, threads=threads)
+        self.device = f"CPU (onnxruntime on the precision-ready ONNX, standing in for the engine: {reason})"
+
+
+def open_engine_or_standin(folder: Path, onnx_path: Path, engine_name: str | None, library: str,
+                           threads: int | None = None, cuda_graph: bool = False):
+    """The engine runner when it can run here, else the CPU stand-in (with the reason in ``device``).
+
+    An engine built by another library version, or for another GPU, is refused (ArtifactError),
+    not silently replaced by the stand-in.
+    """
+    engine = folder / engine_name if engine_name else None
+    if engine is None or not engine.exists():
+        return CpuStandInRunner(onnx_path, threads, "no engine was built")
+    trt = import_library(library)
+    if trt is None:
+        return CpuStandInRunner(onnx_path, threads, f"{library} is not installed here")
+    meta_path = folder / ENGINE_META
+    if not meta_path.exists():
+        raise ArtifactError(f"engine '{engine}' has no {ENGINE_META} beside it; rebuild the target")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("engine_sha256") and meta["engine_sha256"] != sha256_file(engine):
+        raise ArtifactError(f"engine '{engine}' does not match the hash in {ENGINE_META} (changed or truncated); "
+                            f"rebuild the target")
+    gpu = gpu_info()
+    check_engine_metadata(meta, trt, gpu, engine)
+    if gpu is None:
+        return CpuStandInRunner(onnx_path, threads, "no CUDA GPU here")
+    if _cudart() is None:
+        return CpuStandInRunner(onnx_path, threads, "cuda-python is not installed (pip install cuda-python)")
+    return EngineRunner(engine, library, threads=threads, cuda_graph=cuda_graph)
+
+
+def _note_no_library(library: str) -> str:
+    other = "tensorrt_rtx" if library == "tensorrt" else "tensorrt"
+    if import_library(other) is None:
+        return ("no engine built: neither tensorrt nor tensorrt_rtx is installed; the precision-ready ONNX "
+                "was validated on onnxruntime CPU")
+    hint = "tensorrt-rtx-* targets" if other == "tensorrt_rtx" else "tensorrt-* targets"
+    return (f"no engine built: {library} is not installed ({other} is: the {hint} use it); the precision-ready "
+            f"ONNX was validated on onnxruntime CPU")
+
+
+def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
+    from ... import precision as prec
+
+    library = LIBRARIES[family]
+    name = f"{family}-{precision}"
+    options = dict(ctx.options)
+    mode = str(options.get("engine", "auto")).lower()
+    if mode not in ENGINE_MODES:
+        raise XcitExportError(f"option engine={mode!r} is not one of {', '.join(ENGINE_MODES)}")
+    trt = import_library(library) if mode != "skip" else None
+    if mode == "required" and trt is None:
+        raise BackendUnavailableError(
+            f"target {name} was asked for an engine (-O engine=required) but {library} is not installed; "
+            + ("install TensorRT-RTX (pip install tensorrt-rtx-cu13)" if library == "tensorrt_rtx" else
+               "install TensorRT (JetPack ships it; pip install tensorrt on x86-64)")
+            + ", or drop engine=required to get the precision-ready ONNX and a device bundle")
+    profile = batch_profile(ctx.batch, options)
+
+    # 1. precision-ready ONNX
+    onnx_out = ctx.out_dir / f"model.{precision}.onnx"
+    if precision == "fp32":
+        shutil.copyfile(ctx.onnx_path, onnx_out)
+        summary: dict[str, Any] = {"precision": "fp32"}
+    elif precision == "fp16":
+        summary = prec.to_fp16(ctx.onnx_path, onnx_out, ctx.calibration,
+                               keep_nodes=_as_list(options.get("keep_fp32_nodes")))
+    else:
+        if ctx.calibration is None:
+            raise XcitExportError(f"target {name} needs calibration images: pass --calib")
+        summary = prec.to_int8(ctx.onnx_path, onnx_out, ctx.calibration,
+                               method=str(options.get("calibration_method", "entropy")),
+                               exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
+                               exclude_nodes=_as_list(options.get("exclude_nodes")),
+                               high_precision=str(options.get("high_precision", "fp16")))
+
+    # 2. ONNX-level check on onnxruntime CPU + golden data for the device bundle
+    golden_count = _as_int(options, "golden_count", DEFAULT_GOLDEN)
+    onnx_check = write_golden(ctx, onnx_out, golden_count)
+
+    metadata: dict[str, Any] = {
+        "model": getattr(ctx.spec, "name", None), "library": library, "precision": precision,
+        "onnx": onnx_out.name, "golden": GOLDEN_FILE, "input_shape": list(ctx.input_shape),
+        "batch": ctx.batch or "dynamic", "profile": profile, "precision_conversion": summary,
+        "onnx_check": onnx_check, "calibration": _calibration_provenance(ctx, precision, options),
+        "engine": None,
+    }
+    files = [onnx_out]
+
+    # 3. engine
+    if mode == "skip":
+        metadata["note"] = ("no engine built (engine=skip); the precision-ready ONNX was validated on "
+                            "onnxruntime CPU")
+    elif trt is None:
+        metadata["note"] = _note_no_library(library)
+    else:
+        gpu = gpu_info()
+        if library == "tensorrt" and gpu is None:
+            msg = (f"no engine built: tensorrt {library_version(trt)} is installed but no CUDA GPU is usable here "
+                   f"(TensorRT builds for the GPU it runs on); the precision-ready ONNX was validated on "
+                   f"onnxruntime CPU: build on the device with xcit-export device-check")
+            if mode == "required":
+                raise BackendUnavailableError(msg.replace("no engine built: ", "cannot build the engine: "))
+            metadata["note"] = msg
+        else:
+            engine_path = ctx.out_dir / ENGINE_FILE
+            engine_meta = build_engine(
+                onnx_out, engine_path, library, precision, profile, tuple(ctx.input_shape),
+                workspace_mb=_as_int(options, "workspace_mb", DEFAULT_WORKSPACE_MB),
+                compute_capability=options.get("compute_capability"),
+                timing_cache=options.get("timing_cache"))
+            files += [engine_path, ctx.out_dir / ENGINE_META]
+            metadata["engine"] = ENGINE_FILE
+            metadata["engine_info"] = {k: engine_meta[k] for k in ("library", "version", "built_for", "strongly_typed",
+                                                                   "workspace_mb", "timing_cache", "build_seconds")}
+            if gpu is None:
+                metadata["note"] = (f"engine built with {library} {engine_meta['version']} ({engine_meta['built_for']}); "
+                                    f"no GPU here to run it: accuracy is the precision-ready ONNX on onnxruntime "
+                                    f"CPU and no latency is reported")
+    path = ctx.out_dir / ENGINE_FILE if metadata["engine"] else onnx_out
+    return Artifact(target=name, path=path, files=files, metadata=metadata)
+
+
+def _load(artifact: Artifact, threads: int | None = None, cuda_graph=False, **_options):
+    folder = artifact.path.parent
+    meta = artifact.metadata
+    onnx_name = meta.get("onnx")
+    if not onnx_name:
+        raise ArtifactError(f"'{folder}' holds no precision-ready ONNX record; rebuild the target")
+    return open_engine_or_standin(folder, folder / onnx_name, meta.get("engine"), meta.get("library", "tensorrt"),
+                                  threads=threads, cuda_graph=_as_bool(cuda_graph))
+
+
+def _register(family: str, precision: str) -> None:
+    library = LIBRARIES[family]
+    options = dict(_COMMON_OPTIONS)
+    options.update(_RTX_OPTIONS if family == "tensorrt-rtx" else _TRT_OPTIONS)
+    if precision == "fp16":
+        options.update(_FP16_OPTIONS)
+    if precision == "int8":
+        options.update(_INT8_OPTIONS)
+    where = ("Jetson (JetPack 6, TensorRT 10.x) and data-centre/desktop GPUs" if family == "tensorrt"
+             else "RTX PCs (TensorRT for RTX; builds ahead of time without a GPU)")
+    what = {"fp32": "FP32", "fp16": "FP16 (ModelOpt AutoCast, norms in FP32)",
+            "int8": "INT8 Q/DQ (ModelOpt PTQ) + FP16"}[precision]
+    requires = ("onnxruntime",) if precision == "fp32" else ("onnxruntime", "modelopt", "onnx_graphsurgeon")
+    verified = ("precision-ready ONNX: x86-64 CPU (onnxruntime); "
+                + ("engine: TensorRT-RTX 1.7 ahead-of-time build on a CPU-only x86-64 host; " if family == "tensorrt-rtx"
+                   else "engine build: not exercised (no tensorrt here); ")
+                + "engine runner: unverified on hardware")
+    register(Target(
+        name=f"{family}-{precision}", backend=family, precision=precision,
+        description=f"{what} engine for {where}; precision-ready ONNX validated on the host ({library})",
+        build=lambda ctx, f=family, p=precision: _build(ctx, f, p),
+        load=_load, requires=requires, needs_calibration=precision == "int8",
+        verified=verified, options=options))
+
+
+for _family in ("tensorrt", "tensorrt-rtx"):
+    for _precision in ("fp32", "fp16", "int8"):
+        _register(_family, _precision)
+
+
+__all__ = ["CpuStandInRunner", "ENGINE_FILE", "ENGINE_META", "EngineRunner", "GOLDEN_FILE", "LIBRARIES", "RTX_PORTABLE",
+           "batch_profile", "build_engine", "cache_dir", "check_engine_metadata", "compute_capabilities", "gpu_info",
+           "import_library", "library_version", "open_engine_or_standin", "parse_onnx", "trtexec_command",
+           "write_golden"]

@@ -1,0 +1,231 @@
+"""Engine build: precision-ready ONNX -> serialized TensorRT / TensorRT-RTX engine + ``engine.json``.
+
+Device side too (``device-check`` builds the engine on the Jetson): no torch, onnx or click.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ...errors import ArtifactError, BackendUnavailableError, ExportError, XcitExportError
+from ...io import atomic_path, sha256_file, write_json_atomic
+from .device import _clean, _make_logger, gpu_info, import_library, library_version
+from .options import DEFAULT_WORKSPACE_MB, _cc_text, compute_capabilities
+
+ENGINE_FILE = "model.engine"
+ENGINE_META = "engine.json"
+# What TensorRT-RTX targets when no compute capability is named (its documented default).
+RTX_PORTABLE = "portable ahead-of-time build (TensorRT-RTX default: compute capability 8.0, 8.6, 8.9, 12.0 and later)"
+
+
+def cache_dir() -> Path:
+    """``$XCIT_EXPORT_CACHE/tensorrt`` (``~/.cache/xcit-export/tensorrt``); not weights.cache_dir,
+    which would import torch, absent on a Jetson running device-check."""
+    base = Path(os.environ.get("XCIT_EXPORT_CACHE", Path.home() / ".cache" / "xcit-export"))
+    return base / "tensorrt"
+
+
+def parse_onnx(trt, onnx_path: Path, strongly_typed: bool = True):
+    """Parse ``onnx_path`` into a network; a rejection raises :class:`ExportError` naming the node.
+
+    Returns ``(builder, network, parser, logger, strongly_typed)``: the parser must outlive the
+    network (it owns the weights the network refers to).
+    """
+    logger = _make_logger(trt)
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise BackendUnavailableError(f"{trt.__name__} could not create a builder: {_clean(' '.join(logger.errors()))}")
+    flag_enum = trt.NetworkDefinitionCreationFlag
+    if strongly_typed and hasattr(flag_enum, "STRONGLY_TYPED"):
+        flags = 1 << int(flag_enum.STRONGLY_TYPED)
+    else:  # TensorRT 8.6: explicit batch, weak typing
+        strongly_typed = False
+        flags = 1 << int(flag_enum.EXPLICIT_BATCH) if hasattr(flag_enum, "EXPLICIT_BATCH") else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(onnx_path))
+    if not ok:
+        problems = []
+        for i in range(parser.num_errors):
+            err = parser.get_error(i)
+            node = err.node_name() if hasattr(err, "node_name") else ""
+            op = err.node_operator() if hasattr(err, "node_operator") else ""
+            where = f"node {err.node()} '{node}' ({op})" if node or op else f"node {err.node()}"
+            problems.append(f"{where}: {_clean(err.desc())}")
+        detail = "; ".join(problems) or _clean(" ".join(logger.errors())) or "no detail given"
+        raise ExportError(f"the {trt.__name__} {library_version(trt)} ONNX parser rejected '{onnx_path}': {detail}")
+    return builder, network, parser, logger, strongly_typed
+
+
+def _pin_fp32_layers(trt, network) -> int:
+    """Weakly typed fallback: keep the layers whose outputs the ONNX types as FP32 in FP32."""
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type in (trt.LayerType.CONSTANT, trt.LayerType.SHUFFLE) or layer.num_outputs == 0:
+            continue
+        if str(getattr(layer.type, "name", layer.type)).upper().endswith("CAST"):
+            continue
+        if all(layer.get_output(j).dtype == trt.float32 for j in range(layer.num_outputs)):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                layer.set_output_type(j, trt.float32)
+            pinned += 1
+    return pinned
+
+
+def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: str, profile: dict,
+                 input_shape: tuple[int, ...], workspace_mb: int = DEFAULT_WORKSPACE_MB,
+                 compute_capability=None, timing_cache: Path | None = None) -> dict:
+    """Build ``engine_path`` from ``onnx_path`` with ``library`` and write ``engine.json`` beside it.
+
+    Returns the engine metadata. ``tensorrt`` needs a CUDA GPU; ``tensorrt_rtx`` builds ahead of
+    time without one for ``compute_capability`` (None: its portable default).
+    """
+    trt = import_library(library)
+    if trt is None:
+        raise BackendUnavailableError(f"{library} is not installed; install it to build engines "
+                                      f"({'pip install tensorrt-rtx-cu13' if library == 'tensorrt_rtx' else 'JetPack ships it; pip install tensorrt on x86-64'})")
+    t0 = time.perf_counter()
+    rtx = library == "tensorrt_rtx"
+    ccs = compute_capabilities(trt, compute_capability) if rtx else []
+    if compute_capability not in (None, "") and not rtx:
+        raise XcitExportError("compute_capability applies to TensorRT-RTX only: TensorRT builds for the GPU it runs on")
+    gpu = gpu_info()
+    builder, network, parser, logger, strongly_typed = parse_onnx(trt, onnx_path)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    tf32_flag = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32_flag is not None and precision == "fp32":
+        # TensorRT allows TF32 matmuls/convolutions by default (10-bit mantissa on Ampere and later):
+        # an "fp32" engine should compute in FP32, as the ONNX it is compared with does.
+        config.clear_flag(tf32_flag)
+    tf32 = bool(config.get_flag(tf32_flag)) if tf32_flag is not None else None
+    if not strongly_typed:
+        # TensorRT 8.6: no strongly typed networks, so precision comes from builder flags, and the
+        # layers the ONNX keeps in FP32 (LayerNorm, L2 norms) are pinned with precision constraints.
+        if precision in ("fp16", "int8"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+        if precision != "fp32":
+            _pin_fp32_layers(trt, network)
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    inp = network.get_input(0)
+    dims = tuple(inp.shape)
+    if dims and dims[0] == -1:
+        opt_profile = builder.create_optimization_profile()
+        opt_profile.set_shape(inp.name, (profile["min"], *input_shape), (profile["opt"], *input_shape),
+                              (profile["max"], *input_shape))
+        config.add_optimization_profile(opt_profile)
+    if ccs:
+        config.num_compute_capabilities = len(ccs)
+        for i, cc in enumerate(ccs):
+            config.set_compute_capability(cc, i)
+    cache_note = None
+    cache_obj = None
+    if rtx:
+        cache_note = "not used: TensorRT-RTX made timing caches a no-op (it caches JIT kernels at runtime)"
+    else:
+        timing_cache = Path(timing_cache) if timing_cache else (
+            cache_dir() / f"{library_version(trt)}-{(gpu or {}).get('name', 'gpu').replace(' ', '_')}.timing-cache")
+        data = timing_cache.read_bytes() if timing_cache.exists() else b""
+        cache_obj = config.create_timing_cache(data)
+        config.set_timing_cache(cache_obj, False)
+        cache_note = str(timing_cache)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"{library} {library_version(trt)} could not build an engine from '{onnx_path}': "
+                          f"{_clean(' | '.join(logger.errors())) or 'no error message'}")
+    with atomic_path(engine_path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(memoryview(serialized))
+    if cache_obj is not None and timing_cache is not None:
+        try:
+            timing_cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(timing_cache) as tmp:
+                tmp.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
+        except OSError:
+            cache_note = f"{timing_cache} (could not be written)"
+    if rtx:
+        target = ("ahead-of-time for " + ", ".join(_cc_text(c) for c in ccs)) if ccs else RTX_PORTABLE
+    else:
+        target = f"GPU {gpu['name']} (compute capability {gpu['compute_capability']})" if gpu else "the GPU of the build machine"
+    meta = {
+        "library": library,
+        "version": library_version(trt),
+        "precision": precision,
+        "strongly_typed": strongly_typed,
+        "tf32": tf32,
+        "typing": ("strongly typed network: precisions are the ONNX's" if strongly_typed else
+                   "weakly typed (TensorRT < 10): builder flags FP16" + (" + INT8" if precision == "int8" else "")
+                   + " with the ONNX's FP32 layers pinned to FP32"),
+        "built_for": target,
+        "compute_capabilities": [_cc_text(c) for c in ccs] or None,
+        "built_on": {"gpu": gpu["name"] if gpu else None,
+                     "compute_capability": gpu["compute_capability"] if gpu else None},
+        "profile": {"input": inp.name, "min": [profile["min"], *input_shape], "opt": [profile["opt"], *input_shape],
+                    "max": [profile["max"], *input_shape]},
+        "workspace_mb": int(workspace_mb),
+        "timing_cache": cache_note,
+        "onnx": Path(onnx_path).name,
+        "onnx_sha256": sha256_file(onnx_path),
+        "engine_sha256": sha256_file(engine_path),
+        "build_seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_json_atomic(Path(engine_path).parent / ENGINE_META, meta)
+    del parser
+    return meta
+
+
+def check_engine_metadata(meta: dict, trt, gpu: dict | None, engine_path: Path) -> None:
+    """Refuse an engine built by another library version, or for a GPU other than ``gpu``."""
+    version = library_version(trt)
+    if meta.get("version") != version:
+        raise ArtifactError(
+            f"engine '{engine_path}' was built with {meta.get('library')} {meta.get('version')} but this machine "
+            f"has {trt.__name__} {version}; engines only load in the version that built them: rebuild it here "
+            f"(xcit-export --rebuild, or xcit-export device-check on the bundle)")
+    if gpu is None:
+        return
+    cc = gpu.get("compute_capability")
+    if meta.get("library") == "tensorrt_rtx":
+        wanted = meta.get("compute_capabilities")
+        if wanted and f"sm_{str(cc).replace('.', '')}" not in wanted and "current GPU" not in wanted:
+            raise ArtifactError(
+                f"engine '{engine_path}' was built ahead-of-time for {', '.join(wanted)} but this GPU "
+                f"({gpu.get('name')}) has compute capability {cc}; rebuild with -O compute_capability={cc}")
+        return
+    built = meta.get("built_on") or {}
+    if built.get("gpu") and (built.get("gpu") != gpu.get("name") or built.get("compute_capability") != cc):
+        raise ArtifactError(
+            f"engine '{engine_path}' was built for {built.get('gpu')} (compute capability "
+            f"{built.get('compute_capability')}) but this GPU is {gpu.get('name')} (compute capability {cc}); "
+            f"TensorRT engines are specific to the GPU: rebuild it on this device")
+
+
+def trtexec_command(onnx_name: str, precision: str, profile: dict, input_shape, input_name: str = "input",
+                    workspace_mb: int = DEFAULT_WORKSPACE_MB, static: bool = False, library: str = "tensorrt") -> str:
+    """The equivalent ``trtexec`` command line (TensorRT 10.x on the device), plus the 8.6 variant."""
+    shape = "x".join(str(d) for d in input_shape)
+    parts = ["trtexec", f"--onnx={onnx_name}", "--stronglyTyped"]
+    if not static:
+        parts += [f"--minShapes={input_name}:{profile['min']}x{shape}",
+                  f"--optShapes={input_name}:{profile['opt']}x{shape}",
+                  f"--maxShapes={input_name}:{profile['max']}x{shape}"]
+    if precision == "fp32":
+        parts.append("--noTF32")  # as build_engine: an FP32 engine computes in FP32
+    parts += [f"--memPoolSize=workspace:{workspace_mb}", "--timingCacheFile=timing.cache",
+              "--saveEngine=model.engine"]
+    legacy = [p for p in parts if p != "--stronglyTyped"]
+    legacy += {"fp32": [], "fp16": ["--fp16"], "int8": ["--fp16", "--int8"]}[precision]
+    legacy = [p.replace("--memPoolSize=workspace:", "--workspace=") for p in legacy]
+    text = (" ".join(parts) + "\n"
+            + "# TensorRT 8.6 (JetPack 5), which has no strongly typed networks (FP32 layers are then not pinned):\n# "
+            + " ".join(legacy) + "\n")
+    if library == "tensorrt_rtx":
+        text += ("# This bundle targets TensorRT-RTX: trtexec above is for TensorRT 10.x; for TensorRT-RTX use\n"
+                 "# xcit-export device-check (same build settings through the tensorrt_rtx Python API).\n")
+    return text

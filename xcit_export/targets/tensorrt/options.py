@@ -1,0 +1,92 @@
+"""Target options of the TensorRT targets: parsing, the optimisation profile, compute capabilities."""
+
+from __future__ import annotations
+
+from ...errors import XcitExportError
+from .device import library_version
+
+DEFAULT_WORKSPACE_MB = 1024
+DEFAULT_MAX_BATCH = 16  # the pipeline validates in batches of 16
+DEFAULT_GOLDEN = 16
+
+
+def _as_list(value) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v.strip() for v in str(value).split(",") if v.strip()]
+
+
+def _as_int(options: dict, key: str, default: int | None) -> int | None:
+    value = options.get(key, default)
+    if value is None:
+        return None
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise XcitExportError(f"option {key}={value!r} is not an integer") from None
+    if out < 1:
+        raise XcitExportError(f"option {key}={out} must be >= 1")
+    return out
+
+
+def _exclude_op_types(value) -> list[str]:
+    """INT8 op types left unquantized: the defaults (residual Adds) plus the option's; 'none' clears."""
+    from ...precision import INT8_DEFAULT_EXCLUDE_OP_TYPES
+
+    given = _as_list(value)
+    if [v.lower() for v in given] == ["none"]:
+        return []
+    return list(dict.fromkeys([*INT8_DEFAULT_EXCLUDE_OP_TYPES, *given]))
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def batch_profile(static_batch: int | None, options: dict) -> dict:
+    """min/opt/max batch of the optimisation profile (all equal to a static export batch)."""
+    if static_batch is not None:
+        given = {k: options[k] for k in ("min_batch", "opt_batch", "max_batch") if k in options}
+        if any(int(v) != static_batch for v in given.values()):
+            raise XcitExportError(f"the ONNX was exported with a static batch {static_batch} (--batch), so "
+                                  f"{', '.join(f'{k}={v}' for k, v in given.items())} cannot apply; drop them "
+                                  f"or export with a dynamic batch")
+        return {"min": static_batch, "opt": static_batch, "max": static_batch}
+    lo = _as_int(options, "min_batch", 1)
+    opt = _as_int(options, "opt_batch", max(lo, 1))
+    hi = _as_int(options, "max_batch", max(DEFAULT_MAX_BATCH, opt))
+    if not lo <= opt <= hi:
+        raise XcitExportError(f"optimisation profile needs min_batch <= opt_batch <= max_batch; got "
+                              f"{lo} <= {opt} <= {hi}")
+    return {"min": lo, "opt": opt, "max": hi}
+
+
+def compute_capabilities(trt, value) -> list:
+    """``-O compute_capability=8.6,8.9`` -> TensorRT-RTX ``ComputeCapability`` members ([] = default)."""
+    names = _as_list(value)
+    if not names or names in (["portable"], ["default"]):
+        return []
+    enum = getattr(trt, "ComputeCapability", None)
+    if enum is None:
+        raise XcitExportError("compute_capability is a TensorRT-RTX option; this library cannot target "
+                              "compute capabilities ahead of time")
+    known = [m for m in enum.__members__ if m.startswith("SM")]
+    out = []
+    for name in names:
+        key = name.lower().replace("sm_", "").replace("sm", "").replace(".", "").strip()
+        member = "CURRENT" if key == "current" else f"SM{key}"
+        if member not in enum.__members__:
+            readable = ", ".join(f"{m[2:-1]}.{m[-1]}" for m in known)
+            raise XcitExportError(f"compute_capability '{name}' is not one {trt.__name__} "
+                                  f"{library_version(trt)} can target (it knows {readable}, or 'current')")
+        out.append(getattr(enum, member))
+    return out
+
+
+def _cc_text(member) -> str:
+    name = str(member).split(".")[-1]
+    return "current GPU" if name == "CURRENT" else f"sm_{name[2:]}"

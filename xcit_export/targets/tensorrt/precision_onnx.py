@@ -1,0 +1,87 @@
+"""Precision-ready ONNX: the FP16/INT8 conversion call, the golden data and the ONNX-level check.
+
+Host side (onnx, onnxruntime, ModelOpt are imported inside the functions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import ExportError
+from ...io import atomic_path
+from ...validate import compare_outputs, run_in_batches
+from ..base import BuildContext
+from ..onnxruntime import OnnxRuntimeRunner
+
+GOLDEN_FILE = "golden.npz"
+
+
+def _ort_outputs(path: Path, x: np.ndarray, batch: int | None, threads: int | None) -> np.ndarray:
+
+    runner = OnnxRuntimeRunner(path, threads=threads)
+    try:
+        return run_in_batches(runner.infer, x, batch or 16)[0]
+    finally:
+        runner.close()
+
+
+def _graph_input_dtype(path: Path) -> np.dtype:
+    import onnx
+
+    elem = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.elem_type
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+
+
+def write_golden(ctx: BuildContext, precision_onnx: Path, count: int) -> dict:
+    """Golden inputs (evaluation set, else seeded), the FP32 ONNX's outputs as the reference and the
+    precision ONNX's outputs, in ``golden.npz``; returns the ONNX-level agreement."""
+    if ctx.evaluation is not None and len(ctx.evaluation[0]):
+        x_all, labels_all = ctx.evaluation
+        x = np.asarray(x_all[:count])  # already in the graph's input format (float32 or uint8)
+        labels = None if labels_all is None else np.asarray(labels_all[:count])
+        source = "evaluation set"
+    else:
+        rng = np.random.default_rng(20240607)
+        if _graph_input_dtype(ctx.onnx_path) == np.uint8:
+            x = rng.integers(0, 256, (count, *ctx.input_shape), dtype=np.uint8)
+        else:
+            x = rng.standard_normal((count, *ctx.input_shape), dtype=np.float32)
+        labels, source = None, "seeded random inputs (seed 20240607)"
+    if ctx.batch and len(x) % ctx.batch:  # a static-batch ONNX takes whole batches only
+        keep = max(ctx.batch, len(x) // ctx.batch * ctx.batch)
+        x = np.resize(x, (keep, *x.shape[1:]))
+        labels = None if labels is None else np.resize(labels, keep)
+    reference = _ort_outputs(ctx.onnx_path, x, ctx.batch, ctx.threads)
+    output = _ort_outputs(precision_onnx, x, ctx.batch, ctx.threads)
+    result = compare_outputs(output, reference)
+    if not result["finite"]:
+        raise ExportError(f"the precision-ready ONNX '{precision_onnx.name}' gives non-finite outputs on "
+                          f"onnxruntime CPU: an FP16 overflow; keep more nodes in FP32 (-O keep_fp32_nodes=...)")
+    arrays = {"x": x, "reference": reference, "onnx_output": output}
+    if labels is not None:
+        arrays["labels"] = labels
+    with atomic_path(ctx.out_dir / GOLDEN_FILE) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return {"source": source, **result}
+
+
+def _calibration_provenance(ctx: BuildContext, precision: str, options: dict) -> dict | None:
+    """Which images calibrated the precision-ready ONNX (INT8 scales; FP16's FP32-keep ranges)."""
+    if ctx.calibration is None or precision == "fp32":
+        return None
+    from ...precision import FP16_MAX_REFERENCE_IMAGES
+
+    arr = np.ascontiguousarray(ctx.calibration)
+    if precision == "int8":
+        use = f"INT8 activation scales ({options.get('calibration_method', 'entropy')})"
+        if str(options.get("high_precision", "fp16")) == "fp16":
+            use += f"; FP16 range check on the first {min(len(arr), FP16_MAX_REFERENCE_IMAGES)}"
+    else:
+        use = f"FP16 range check (AutoCast data_max) on the first {min(len(arr), FP16_MAX_REFERENCE_IMAGES)}"
+    return {"id": ctx.calibration_id, "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),
+            "count": int(len(arr)), "shape": list(arr.shape[1:]), "used_for": use,
+            "method": options.get("calibration_method", "entropy") if precision == "int8" else "autocast"}
