@@ -56,7 +56,7 @@ def test_target_without_tensorrt_keeps_the_onnx_and_says_no_engine_was_built(art
 def test_bundle_moved_elsewhere_passes_device_check(made_bundle, tmp_path):
     files = json.loads((made_bundle / bundle_mod.MANIFEST).read_text())["files"]
     assert set(files) == {"model.fp32.onnx", "golden.npz", "thresholds.json", "calibration.json", "trtexec.txt",
-                          "bundle.json", "README.md"}
+                          "bundle.json", "README.md", "device_check.pyz"}
     assert "--stronglyTyped" in (made_bundle / "trtexec.txt").read_text()
     tarball = made_bundle.parent / "nano-bundle.tar.gz"
     with tarfile.open(tarball) as tar:
@@ -139,3 +139,106 @@ def test_device_check_needs_no_torch(made_bundle):
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_bundle_records_the_onnx_output_names(made_bundle):
+    meta = json.loads((made_bundle / bundle_mod.BUNDLE_META).read_text())
+    assert meta["input_name"] == "input" and meta["output_names"] == ["logits"]
+
+
+def test_truncated_tarball_is_named_as_truncated(made_bundle, tmp_path):
+    tarball = made_bundle.parent / "nano-bundle.tar.gz"
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(tarball.read_bytes()[: tarball.stat().st_size // 2])
+    with pytest.raises(ArtifactError, match=r"cut\.tar\.gz' is incomplete or truncated .* copy it again"):
+        bundle_mod.device_check(cut)
+    result = CliRunner().invoke(device_check_cmd, [str(cut)])
+    assert result.exit_code == 1 and "Aborted" not in result.output
+    assert "is incomplete or truncated" in result.output and len(result.output.strip().splitlines()) <= 2
+
+
+def test_engine_is_reused_only_for_the_same_onnx_and_profile(tmp_path):
+    from xcit_export.io import sha256_file
+    from xcit_export.targets.tensorrt.engine import profile_record
+
+    engine, meta_path = tmp_path / "model.engine", tmp_path / "engine.json"
+    engine.write_bytes(b"engine")
+    wanted = {"onnx_sha256": "abc", "precision": "int8", "workspace_mb": 1024,
+              "profile": profile_record("input", {"min": 1, "opt": 1, "max": 16}, [3, 224, 224])}
+    meta_path.write_text(json.dumps({**wanted, "engine_sha256": sha256_file(engine)}))
+    assert bundle_mod.engine_reusable(engine, meta_path, wanted)
+    other = dict(wanted, profile=profile_record("input", {"min": 1, "opt": 8, "max": 32}, [3, 224, 224]))
+    assert not bundle_mod.engine_reusable(engine, meta_path, other)
+    engine.write_bytes(b"changed")
+    assert not bundle_mod.engine_reusable(engine, meta_path, wanted)
+
+
+# --------------------------------------------------------------------------------------------
+# device_check.pyz in a fresh virtual environment: numpy (+ onnxruntime), no xcit-export/torch/onnx/click
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def bare_python(tmp_path_factory):
+    """A fresh venv (no pip, no system site-packages) and two PYTHONPATH folders of symlinks into the
+    test interpreter's site-packages: numpy only, and numpy + onnxruntime (no network, ~1 s)."""
+    import importlib.util
+
+    root = tmp_path_factory.mktemp("bare-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], check=True)
+    paths = {}
+    for name, mods in (("numpy", ["numpy"]), ("numpy+onnxruntime", ["numpy", "onnxruntime"])):
+        shim = root / name
+        shim.mkdir()
+        for mod in mods:
+            location = Path(importlib.util.find_spec(mod).submodule_search_locations[0])
+            for path in [location, location.parent / f"{mod}.libs"]:
+                if path.exists():
+                    (shim / path.name).symlink_to(path)
+        paths[name] = str(shim)
+    python = root / "venv" / "bin" / "python"
+
+    def run(args, pythonpath, cwd):
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(root), "PYTHONPATH": paths[pythonpath], "LC_ALL": "C.UTF-8"}
+        return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+    probe = run(["-c", "import importlib.util as u; print([m for m in ('xcit_export', 'torch', 'onnx', 'click', "
+                       "'tensorrt', 'cuda') if u.find_spec(m)])"], "numpy+onnxruntime", root)
+    assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr  # none of these is there
+    return run
+
+
+def test_device_check_pyz_runs_with_numpy_and_onnxruntime_only(made_bundle, bare_python):
+    tarball = made_bundle.parent / "nano-bundle.tar.gz"
+    device = made_bundle.parent / "device"
+    device.mkdir()
+    with tarfile.open(tarball) as tar:
+        tar.extractall(device)
+    folder = device / "nano-bundle"
+    proc = bare_python(["device_check.pyz", ".", "--warmup", "0", "--iterations", "2"], "numpy+onnxruntime", folder)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASSED" in proc.stdout and "no engine built" in proc.stdout
+    report = json.loads((folder / "device-check" / "report.json").read_text())
+    assert report["passed"] is True and report["engine"]["status"] == "not built"
+    assert "standing in for the engine" in report["runner"]
+    # the report merges with the host's report.json of the same model (xcit-export report merge)
+    from xcit_export.gate import read_report
+    from xcit_export.report import html_page, merge_reports, merged_markdown
+
+    assert report["model"] == {"name": "xcit_nano_12_p16_224", "num_classes": 1000, "input_size": [224, 224]}
+    merged = merge_reports([read_report(folder / "device-check" / "report.json")] * 2, ["host", "jetson"])
+    assert "| jetson | tensorrt-fp32 | ok |" in merged_markdown(merged) and "jetson" in html_page(merged)
+
+    # tampered: refused before anything runs, today's message, non-zero exit
+    golden = folder / "golden.npz"
+    golden.write_bytes(golden.read_bytes()[:-10] + b"0123456789")
+    proc = bare_python(["device_check.pyz", "."], "numpy+onnxruntime", folder)
+    assert proc.returncode == 1 and "golden.npz' does not match its manifest" in proc.stderr, proc.stderr
+
+
+def test_device_check_pyz_without_any_runtime_names_what_to_install(made_bundle, bare_python):
+    proc = bare_python([str(made_bundle / "device_check.pyz"), str(made_bundle)], "numpy", made_bundle.parent)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: the bundle matches its manifest, but nothing here can run it")
+    assert "sudo apt install python3-libnvinfer" in message and "cuda-python==12.6.*" in message
+    assert "pip install onnxruntime" in message and "Traceback" not in proc.stderr

@@ -49,6 +49,10 @@ def test_fp32_engine_builds_ahead_of_time_for_a_named_compute_capability(fp32_ar
     assert meta["library"] == "tensorrt_rtx" and meta["strongly_typed"] is True
     assert meta["built_for"] == "ahead-of-time for sm_86" and meta["compute_capabilities"] == ["sm_86"]
     assert meta["profile"]["max"] == [8, 3, 224, 224] and meta["tf32"] is False
+    # output names recorded at build time, in the ONNX's order, in engine.json and the artifact
+    assert meta["output_names"] == ["logits"] == fp32_artifact.metadata["output_names"]
+    assert trtmod.onnx_io_names(folder / fp32_artifact.metadata["onnx"]) == ("input", ["logits"])
+    assert meta["engine_sha256"] == trtmod.engine.sha256_file(fp32_artifact.path)
     assert "no GPU here" in fp32_artifact.metadata["note"]
     # No GPU here: load() falls back to the precision-ready ONNX on onnxruntime CPU, flagged as such.
     runner = get_target("tensorrt-rtx-fp32").load(fp32_artifact, threads=2)
@@ -67,6 +71,61 @@ def test_fp16_and_int8_engines_build_ahead_of_time(precision, tmp_path):
     assert (tmp_path / trtmod.ENGINE_FILE).stat().st_size > 1_000_000
     assert meta["strongly_typed"] is True and meta["built_for"].startswith("portable ahead-of-time")
     assert _engine_meta(tmp_path)["onnx_sha256"] == meta["onnx_sha256"]
+    assert meta["output_names"] == trtmod.onnx_io_names(onnx_path)[1] == ["logits"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_features_engines_build_and_record_the_onnx_output_order(precision, tmp_path):
+    """--output features has four outputs; the runner returns them by the names recorded here."""
+    onnx_path = trt_models.features_onnx(precision)
+    size = trt_models.FEATURES_SIZE
+    meta = trtmod.build_engine(onnx_path, tmp_path / trtmod.ENGINE_FILE, "tensorrt_rtx", precision,
+                               {"min": 1, "opt": 1, "max": 2}, (3, size, size), compute_capability="8.6")
+    names = trtmod.onnx_io_names(onnx_path)[1]
+    assert names == ["features_s4", "features_s8", "features_s16", "features_s32"]
+    assert meta["output_names"] == names == _engine_meta(tmp_path)["output_names"]
+    assert meta["profile"] == {"input": "input", "min": [1, 3, size, size], "opt": [1, 3, size, size],
+                               "max": [2, 3, size, size]}
+
+
+def test_a_refused_compute_capability_is_an_error_not_metadata(tmp_path):
+    onnx_path = _tiny_onnx(tmp_path)
+    with pytest.raises(XcitExportError, match=r"refused compute_capability current GPU \(position 0\)"):
+        trtmod.build_engine(onnx_path, tmp_path / "m.engine", "tensorrt_rtx", "fp32", PROFILE, (4,),
+                            compute_capability="current,8.6")
+    if trtmod.gpu_info() is None:
+        with pytest.raises(ExportError, match="'current' needs a usable CUDA GPU here"):
+            trtmod.build_engine(onnx_path, tmp_path / "m.engine", "tensorrt_rtx", "fp32", PROFILE, (4,),
+                                compute_capability="current")
+    assert not (tmp_path / "m.engine").exists() and not (tmp_path / trtmod.ENGINE_META).exists()
+    # two outputs whose ONNX order is not alphabetical come back in the ONNX's order
+    meta = trtmod.build_engine(onnx_path, tmp_path / "m.engine", "tensorrt_rtx", "fp32", PROFILE, (4,),
+                               compute_capability="8.6")
+    assert meta["output_names"] == ["b_out", "a_out"] and meta["compute_capabilities"] == ["sm_86"]
+
+
+def test_host_buffer_types_for_tensorrt_rtx_data_types():
+    from xcit_export.targets.tensorrt.runner import host_dtype
+
+    trt = trtmod.import_library("tensorrt_rtx")
+    assert host_dtype(trt, trt.DataType.FLOAT) == np.float32 and host_dtype(trt, trt.DataType.HALF) == np.float16
+    assert host_dtype(trt, trt.DataType.UINT8) == np.uint8 and host_dtype(trt, trt.DataType.BF16) == np.uint16
+    with pytest.raises(ArtifactError, match="FP8 has no numpy equivalent"):
+        host_dtype(trt, trt.DataType.FP8)
+
+
+def _tiny_onnx(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["mm"]), helper.make_node("Relu", ["mm"], ["b_out"]),
+         helper.make_node("Sigmoid", ["mm"], ["a_out"])], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("b_out", TensorProto.FLOAT, ["batch", 4]),
+         helper.make_tensor_value_info("a_out", TensorProto.FLOAT, ["batch", 4])],
+        [numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")])
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString())
+    return path
 
 
 def test_parser_rejection_names_the_node_and_the_parsers_message(tmp_path):

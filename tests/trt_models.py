@@ -77,3 +77,31 @@ def scratch(name: str) -> Path:
     path = _ROOT / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+FEATURES_SIZE = 64  # 4x4 patches: the features head at a size that keeps conversions and builds short
+
+
+@functools.lru_cache(maxsize=None)
+def features_onnx(precision: str = "fp32") -> Path:
+    """``--output features`` (four outputs) of the nano model at 64x64, FP32 or converted to ``precision``."""
+    import dataclasses
+
+    from xcit_export import precision as prec
+    from xcit_export.models.deploy import DeployModel
+
+    if precision != "fp32":
+        src = features_onnx("fp32")
+        out = _ROOT / f"features.{precision}.onnx"
+        calib = np.random.default_rng(12).standard_normal((4, 3, FEATURES_SIZE, FEATURES_SIZE), dtype=np.float32)
+        if precision == "fp16":
+            prec.to_fp16(src, out, calib)
+        else:
+            prec.to_int8(src, out, calib, method="max")
+        return out
+    pre = dataclasses.replace(spec().preprocessing, input_size=(FEATURES_SIZE, FEATURES_SIZE))
+    model = DeployModel(load_model(spec(), "random", 0), pre, output="features").eval()
+    folder = _ROOT / "features"
+    folder.mkdir()
+    raw = export_mod.export_onnx(model, (3, FEATURES_SIZE, FEATURES_SIZE), folder / "model.raw.onnx")
+    return export_mod.simplify_onnx(raw, folder / "model.onnx")

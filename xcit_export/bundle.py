@@ -13,6 +13,7 @@ A bundle is made on the host from a built ``tensorrt-*`` / ``tensorrt-rtx-*`` ta
       trtexec.txt              the equivalent trtexec command line
       bundle.json              model, target, library, precision, input, profile, host results
       README.md                how to use it
+      device_check.pyz         the device runner (python3 device_check.pyz .), see device_app.py
       manifest.json            sha256 and size of every file above
     <bundle>.tar.gz            the same folder, for copying to the device
 
@@ -22,8 +23,9 @@ runs), builds the engine when a TensorRT library and a CUDA GPU are present (cac
 latency and writes ``device-check/report.json``. Without a TensorRT library or GPU (a host) it
 runs the precision-ready ONNX on onnxruntime CPU instead and says plainly that no engine was built.
 
-This module imports neither torch nor onnx: a Jetson needs numpy, click and TensorRT (plus
-cuda-python for the runner) to run device-check.
+This module imports neither torch, onnx nor click at module level and stays Python 3.8
+compatible: it is packed into the bundle's ``device_check.pyz`` (:mod:`xcit_export.device_app`),
+which a Jetson runs with numpy, TensorRT and cuda-python alone.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,6 +58,7 @@ TRTEXEC = "trtexec.txt"
 README = "README.md"
 WORK_DIR = "device-check"
 REPORT = "report.json"
+REPORT_SCHEMA_VERSION = 1  # report.SCHEMA_VERSION (report.py is host side: not imported here)
 
 # Engine vs FP32 reference on the golden inputs: cosine floor, margin below the host's ONNX-level
 # cosine, and top-1 flips allowed beyond the host's (kernels differ between onnxruntime and
@@ -99,6 +103,8 @@ def default_thresholds(precision: str, onnx_check: dict) -> dict:
 
 
 def _readme(meta: dict, thresholds: dict, trtexec: str) -> str:
+    from .targets.tensorrt.device import CUDA_PYTHON_HINT
+
     prof = meta["profile"]
     lines = [
         f"# Device bundle: {meta['model']} / {meta['target']}",
@@ -110,14 +116,18 @@ def _readme(meta: dict, thresholds: dict, trtexec: str) -> str:
         "## On the device",
         "",
         "```",
-        "xcit-export device-check <this folder, or its .tar.gz>",
+        "tar xzf BUNDLE.tar.gz && cd BUNDLE   # when it came as a tarball; BUNDLE is this folder's name",
+        "python3 device_check.pyz .",
         "```",
         "",
-        "checks every file against `manifest.json`, builds the engine (strongly typed network, profile "
+        "(`xcit-export device-check <this folder, or its .tar.gz>` does the same where xcit-export is installed.) "
+        "It checks every file against `manifest.json`, builds the engine (strongly typed network, profile "
         f"batch {prof['min']}/{prof['opt']}/{prof['max']}, cached in `device-check/`), runs the golden inputs, "
         "compares them with `thresholds.json`, measures latency, writes `device-check/report.json` and exits "
-        "non-zero if anything fails. It needs numpy, click, TensorRT and cuda-python "
-        "(`pip install cuda-python` matching the CUDA major of JetPack), not PyTorch.",
+        "non-zero if anything fails. `device_check.pyz` needs Python 3.8 or newer, numpy, TensorRT's Python "
+        f"bindings (JetPack: `sudo apt install python3-libnvinfer python3-numpy`) and the {CUDA_PYTHON_HINT}; "
+        "not PyTorch, not xcit-export. Copy `device-check/report.json` back and merge it on the host with "
+        "`xcit-export report merge`.",
         "",
         "Without TensorRT the same command runs the ONNX on onnxruntime CPU and says that no engine was built.",
         "",
@@ -142,6 +152,7 @@ def _readme(meta: dict, thresholds: dict, trtexec: str) -> str:
 def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_count: int | None = None,
                   thresholds: dict | None = None, tarball: bool = True, progress: Progress = lambda m: None) -> Path:
     """Write a bundle folder (and ``<folder>.tar.gz``) from a built tensorrt target folder."""
+    from .device_app import PYZ_NAME, build_pyz
     from .targets.base import Artifact
     from .targets.tensorrt import trtexec_command
 
@@ -179,10 +190,12 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
     trtexec = trtexec_command(meta["onnx"], precision, profile, input_shape, workspace_mb=workspace, static=static,
                               library=meta["library"])
     from .fingerprint import library_versions
+    from .targets.tensorrt import onnx_io_names
 
+    input_name, output_names = onnx_io_names(onnx_path)
     bundle_meta = {
         "format": FORMAT, "model": meta.get("model"), "target": artifact.target, "library": meta["library"],
-        "precision": precision, "onnx": meta["onnx"], "input_name": "input", "output_names": ["logits"],
+        "precision": precision, "onnx": meta["onnx"], "input_name": input_name, "output_names": output_names,
         "input_shape": input_shape, "batch": batch, "profile": profile, "workspace_mb": workspace,
         "golden": {"file": GOLDEN, "count": int(len(golden["x"])), "source": onnx_check["source"],
                    "labelled": "labels" in golden},
@@ -205,7 +218,8 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
         write_text_atomic(tmp / TRTEXEC, trtexec)
         write_json_atomic(tmp / BUNDLE_META, bundle_meta)
         write_text_atomic(tmp / README, _readme(bundle_meta, limits, trtexec))
-        names = [meta["onnx"], GOLDEN, THRESHOLDS, CALIBRATION, TRTEXEC, BUNDLE_META, README]
+        build_pyz(tmp / PYZ_NAME)  # the device runner, from this package's device-side modules
+        names = [meta["onnx"], GOLDEN, THRESHOLDS, CALIBRATION, TRTEXEC, BUNDLE_META, README, PYZ_NAME]
         write_json_atomic(tmp / MANIFEST, {
             "format": FORMAT, "algorithm": "sha256",
             "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}})
@@ -229,13 +243,18 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
 # --------------------------------------------------------------------------------------------
 
 def _extract(tar_path: Path, dest: Path) -> Path:
-    with tarfile.open(tar_path, "r:*") as tar:
-        members = tar.getmembers()
-        for m in members:
-            target = (dest / m.name).resolve()
-            if not str(target).startswith(str(dest.resolve()) + os.sep) or not (m.isfile() or m.isdir()):
-                raise ArtifactError(f"'{tar_path}' holds an unsafe entry '{m.name}'; refusing to extract it")
-        tar.extractall(dest)  # entries checked above: plain files and folders inside dest only
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                target = (dest / m.name).resolve()
+                if not str(target).startswith(str(dest.resolve()) + os.sep) or not (m.isfile() or m.isdir()):
+                    raise ArtifactError(f"'{tar_path}' holds an unsafe entry '{m.name}'; refusing to extract it")
+            tar.extractall(dest)  # entries checked above: plain files and folders inside dest only
+    except (EOFError, tarfile.ReadError, zlib.error) as exc:
+        # A cut gzip stream raises EOFError (which click would print as a bare "Aborted!").
+        raise ArtifactError(f"bundle tarball '{tar_path}' is incomplete or truncated ({type(exc).__name__}: "
+                            f"{exc or 'unexpected end of data'}); nothing was run: copy it again, whole") from None
     tops = {Path(m.name).parts[0] for m in members if m.name}
     if len(tops) != 1:
         raise ArtifactError(f"'{tar_path}' is not a bundle tarball (expected one top-level folder)")
@@ -285,57 +304,82 @@ def verify_bundle(bundle: Path) -> dict:
 # device-check
 # --------------------------------------------------------------------------------------------
 
+def engine_reusable(engine_path: Path, meta_path: Path, wanted: dict) -> bool:
+    """True when ``engine_path`` was built with exactly ``wanted`` (ONNX hash, precision, profile,
+    workspace: the keys of ``engine.json``) and still matches its recorded hash."""
+    if not (engine_path.exists() and meta_path.exists()):
+        return False
+    try:
+        emeta = json.loads(meta_path.read_text())
+    except ValueError:
+        return False
+    return all(emeta.get(k) == v for k, v in wanted.items()) and emeta.get("engine_sha256") == sha256_file(engine_path)
+
+
 def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, threads: int | None,
                    cuda_graph: bool, progress: Progress) -> tuple[Any, dict]:
     """The engine runner (building the engine into ``work`` if needed), or the onnxruntime stand-in."""
-    from .targets import tensorrt as trtmod
+    from .targets.tensorrt import device as trtdev
+    from .targets.tensorrt import engine as trteng
 
     library = meta["library"]
     onnx_path = bundle / meta["onnx"]
-    trt = trtmod.import_library(library)
-    gpu = trtmod.gpu_info() if trt is not None else None
-    cudart = trtmod._cudart()
-    if trt is not None and gpu is not None and cudart is not None:
-        version = trtmod.library_version(trt)
+    trt = trtdev.import_library(library)
+    gpu, problem = trtdev.gpu_status() if trt is not None else (None, None)
+    cudart = trtdev._cudart()
+    if trt is not None and gpu is not None and cudart is not None and not problem:
+        from .targets.tensorrt.runner import EngineRunner
+
+        version = trtdev.library_version(trt)
         tag = f"{library}-{version}-{gpu['name']}-cc{gpu['compute_capability']}".replace(" ", "_").replace("/", "_")
-        engine_path = work / tag / trtmod.ENGINE_FILE
-        meta_path = engine_path.parent / trtmod.ENGINE_META
-        reuse = False
-        if engine_path.exists() and meta_path.exists():
-            emeta = json.loads(meta_path.read_text())
-            reuse = (emeta.get("onnx_sha256") == sha256_file(onnx_path)
-                     and emeta.get("engine_sha256") == sha256_file(engine_path))
-        if reuse:
+        engine_path = work / tag / trteng.ENGINE_FILE
+        meta_path = engine_path.parent / trteng.ENGINE_META
+        # An engine is reused only when it was built from this ONNX with these settings: a bundle
+        # re-made with another profile (or precision, workspace) needs a new engine.
+        wanted = {"onnx_sha256": sha256_file(onnx_path), "precision": meta["precision"],
+                  "profile": trteng.profile_record(meta["input_name"], meta["profile"], meta["input_shape"]),
+                  "workspace_mb": int(meta.get("workspace_mb", 1024))}
+        if engine_reusable(engine_path, meta_path, wanted):
             progress(f"device-check: reusing engine {engine_path}")
             status = "reused"
         else:
             progress(f"device-check: building the engine with {library} {version} on {gpu['name']}")
             engine_path.parent.mkdir(parents=True, exist_ok=True)
-            trtmod.build_engine(onnx_path, engine_path, library, meta["precision"], meta["profile"],
-                                tuple(meta["input_shape"]), workspace_mb=meta.get("workspace_mb", 1024),
+            # TensorRT-RTX's default set of compute capabilities starts at Ampere; on the device,
+            # build for the GPU that is here ('current'), which also covers Turing (sm_75).
+            trteng.build_engine(onnx_path, engine_path, library, meta["precision"], meta["profile"],
+                                tuple(meta["input_shape"]), workspace_mb=wanted["workspace_mb"],
+                                compute_capability="current" if library == "tensorrt_rtx" else None,
                                 timing_cache=engine_path.parent / "timing.cache" if library == "tensorrt" else None)
             status = "built"
         emeta = json.loads(meta_path.read_text())
-        trtmod.check_engine_metadata(emeta, trt, gpu, engine_path)
-        runner = trtmod.EngineRunner(engine_path, library, threads=threads, cuda_graph=cuda_graph)
+        trteng.check_engine_metadata(emeta, trt, gpu, engine_path)
+        runner = EngineRunner(engine_path, library, threads=threads, cuda_graph=cuda_graph,
+                              output_names=meta.get("output_names"))
         return runner, {"status": status, "path": str(engine_path), **{k: emeta.get(k) for k in (
             "library", "version", "built_for", "typing", "build_seconds")}}
     if trt is None:
         why = f"{library} is not installed"
+    elif problem:
+        why = problem
     elif gpu is None:
-        why = f"no CUDA GPU here ({library} {trtmod.library_version(trt)} is installed)"
+        why = f"no CUDA GPU here ({library} {trtdev.library_version(trt)} is installed)"
     else:
-        why = "cuda-python is not installed (pip install cuda-python)"
+        why = f"cuda-python is not installed (install the {trtdev.CUDA_PYTHON_HINT})"
     if require_engine:
         raise BackendUnavailableError(
             f"device-check was asked for an engine (--require-engine) but {why}; on a Jetson, TensorRT comes with "
-            f"JetPack (python3-libnvinfer) and the runner needs cuda-python")
+            f"JetPack (python3-libnvinfer) and the runner needs the {trtdev.CUDA_PYTHON_HINT}")
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is None:
-        raise BackendUnavailableError(f"no engine can be built ({why}) and onnxruntime is not installed for the "
-                                      f"CPU fallback; install TensorRT + cuda-python (device) or onnxruntime (host)")
-    runner = trtmod.CpuStandInRunner(onnx_path, threads, why)
+        raise BackendUnavailableError(
+            f"the bundle matches its manifest, but nothing here can run it ({why}, and onnxruntime is not installed "
+            f"for the CPU stand-in): install TensorRT's Python bindings (JetPack: sudo apt install python3-libnvinfer) "
+            f"and the {trtdev.CUDA_PYTHON_HINT}, or pip install onnxruntime on a host")
+    from .targets.tensorrt import CpuStandInRunner
+
+    runner = CpuStandInRunner(onnx_path, threads, why)
     return runner, {"status": "not built", "reason": why,
                     "note": f"no engine built: {why}; the golden inputs ran on onnxruntime CPU over the "
                             f"precision-ready ONNX, so accuracy is the ONNX's and latency is not the engine's"}
@@ -412,23 +456,32 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
             if max_ms is not None and runner.measures_latency:
                 checks.append({"check": "max_latency_ms", "value": lat.median_ms, "threshold": max_ms,
                                "passed": lat.median_ms <= max_ms})
-            device = runner.device
+            device, runner_measures = runner.device, runner.measures_latency
         finally:
             runner.close()
         from .fingerprint import device_fingerprint
 
         passed = all(c["passed"] for c in checks)
+        fingerprint = device_fingerprint()
         report = {
+            # schema_version/tool/model/device/targets: what `xcit-export report merge` reads, so the
+            # device's report merges with the host's report.json of the same model.
+            "schema_version": REPORT_SCHEMA_VERSION, "kind": "device-check",
+            "tool": {"name": "xcit-export", "version": __version__},
             "passed": passed,
             "bundle": str(bundle if tmp_holder is None else source),
-            "model": meta.get("model"), "target": meta.get("target"), "precision": meta.get("precision"),
-            "library": meta.get("library"), "device": device, "engine": engine,
+            "model": _model_record(meta, golden), "target": meta.get("target"), "precision": meta.get("precision"),
+            "library": meta.get("library"), "runner": device, "engine": engine,
+            "device": fingerprint,
+            "targets": [{"target": meta.get("target"), "status": "ok" if passed else "failed", "device": device,
+                         "accuracy": accuracy,
+                         "latency": lat.to_dict() if runner_measures else {},
+                         "checks": checks, "note": engine.get("note")}],
             "note": engine.get("note"),
             "golden_count": int(len(golden["x"])), "run_seconds": round(run_seconds, 3),
             "accuracy_vs_fp32_reference": accuracy, "agreement_with_host_onnx": vs_host,
             "thresholds": thresholds, "checks": checks, "latency": latency,
             "host_onnx_check": meta.get("host_onnx_check"),
-            "fingerprint": device_fingerprint(),
             "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         report_path = Path(report_path) if report_path else work / REPORT
@@ -440,9 +493,18 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
             tmp_holder.cleanup()
 
 
+def _model_record(meta: dict, golden: dict) -> dict:
+    """The host report's ``model`` keys that ``report merge`` matches: name, classes, input (H, W)."""
+    shape = list(meta.get("input_shape") or [])
+    size = shape[1:3] if shape[:1] == [3] else shape[:2]  # nchw, or nhwc formats
+    reference = golden["reference"]
+    classes = int(reference.shape[1]) if meta.get("output_names") == ["logits"] and reference.ndim == 2 else None
+    return {"name": meta.get("model"), "num_classes": classes, "input_size": size}
+
+
 def summary_lines(report: dict) -> list[str]:
     """A few human lines for the CLI."""
-    lines = [f"{report['model']} / {report['target']} on {report['device']}"]
+    lines = [f"{report['model']['name']} / {report['target']} on {report['runner']}"]
     if report.get("note"):
         lines.append(f"note: {report['note']}")
     for c in report["checks"]:

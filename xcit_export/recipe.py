@@ -20,12 +20,16 @@ Layout (every table optional except ``model`` and ``targets``)::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError, XcitExportError
+
+try:
+    import tomllib  # novermin: tomli below where it is missing (Python 3.10)
+except ImportError:  # Python 3.10: the same parser as the tomli package (a dependency there)
+    import tomli as tomllib  # type: ignore[no-redef]
 
 THRESHOLD_KEYS = {
     "min_top1_agreement": "fraction of inputs whose top-1 class equals PyTorch's (0..1)",

@@ -47,12 +47,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ...errors import ArtifactError, BackendUnavailableError, XcitExportError
+from ...errors import ArtifactError, BackendUnavailableError, ExportError, XcitExportError
 from ...io import sha256_file
 from .. import register
 from ..base import Artifact, BuildContext, Target
 from ..onnxruntime import OnnxRuntimeRunner
-from .device import _cudart, gpu_info, import_library, library_version
+from .device import CUDA_PYTHON_HINT, _cudart, gpu_info, gpu_status, import_library, library_version
 from .engine import (ENGINE_FILE, ENGINE_META, RTX_PORTABLE, build_engine, cache_dir, check_engine_metadata,
                      parse_onnx, trtexec_command)
 from .options import (DEFAULT_GOLDEN, DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, _as_bool, _as_int, _as_list,
@@ -126,13 +126,26 @@ def open_engine_or_standin(folder: Path, onnx_path: Path, engine_name: str | Non
     if meta.get("engine_sha256") and meta["engine_sha256"] != sha256_file(engine):
         raise ArtifactError(f"engine '{engine}' does not match the hash in {ENGINE_META} (changed or truncated); "
                             f"rebuild the target")
-    gpu = gpu_info()
+    gpu, problem = gpu_status()
     check_engine_metadata(meta, trt, gpu, engine)
+    if gpu is not None and problem:
+        raise BackendUnavailableError(f"a CUDA GPU ({gpu['name']}) is here but cuda-python cannot use it: {problem}")
     if gpu is None:
-        return CpuStandInRunner(onnx_path, threads, "no CUDA GPU here")
+        return CpuStandInRunner(onnx_path, threads, problem or "no CUDA GPU here")
     if _cudart() is None:
-        return CpuStandInRunner(onnx_path, threads, "cuda-python is not installed (pip install cuda-python)")
-    return EngineRunner(engine, library, threads=threads, cuda_graph=cuda_graph)
+        return CpuStandInRunner(onnx_path, threads, f"cuda-python is not installed ({CUDA_PYTHON_HINT})")
+    return EngineRunner(engine, library, threads=threads, cuda_graph=cuda_graph,
+                        output_names=meta.get("output_names"))
+
+
+def onnx_io_names(path: Path) -> tuple:
+    """``(input_name, output_names)`` of an ONNX file, in the graph's order (host side: needs onnx)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    return inputs[0], [o.name for o in graph.output]
 
 
 def _note_no_library(library: str) -> str:
@@ -183,13 +196,14 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
     # 2. ONNX-level check on onnxruntime CPU + golden data for the device bundle
     golden_count = _as_int(options, "golden_count", DEFAULT_GOLDEN)
     onnx_check = write_golden(ctx, onnx_out, golden_count)
+    input_name, output_names = onnx_io_names(onnx_out)
 
     metadata: dict[str, Any] = {
         "model": getattr(ctx.spec, "name", None), "library": library, "precision": precision,
         "onnx": onnx_out.name, "golden": GOLDEN_FILE, "input_shape": list(ctx.input_shape),
         "batch": ctx.batch or "dynamic", "profile": profile, "precision_conversion": summary,
         "onnx_check": onnx_check, "calibration": _calibration_provenance(ctx, precision, options),
-        "engine": None,
+        "engine": None, "input_name": input_name, "output_names": output_names,
     }
     files = [onnx_out]
 
@@ -215,6 +229,9 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
                 workspace_mb=_as_int(options, "workspace_mb", DEFAULT_WORKSPACE_MB),
                 compute_capability=options.get("compute_capability"),
                 timing_cache=options.get("timing_cache"))
+            if engine_meta["output_names"] != output_names:
+                raise ExportError(f"the {library} engine's outputs {engine_meta['output_names']} are not the ONNX's "
+                                  f"{output_names} (in order); the runner could not return them by name")
             files += [engine_path, ctx.out_dir / ENGINE_META]
             metadata["engine"] = ENGINE_FILE
             metadata["engine_info"] = {k: engine_meta[k] for k in ("library", "version", "built_for", "strongly_typed",

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import importlib
 
+# The cuda-python that matches the device's CUDA: its major version must not be newer than the
+# driver's CUDA (cuda-python 13.x needs a CUDA 13 driver; JetPack 6 ships CUDA 12.6).
+CUDA_PYTHON_HINT = ("cuda-python matching the device's CUDA: JetPack 6 (CUDA 12.6): pip install 'cuda-python==12.6.*'; "
+                    "JetPack 7 (CUDA 13.0): pip install 'cuda-python==13.0.*'; other machines: the CUDA version "
+                    "nvidia-smi reports")
+
+
 def import_library(module: str):
     """The TensorRT module, or None when it is not installed or its native libraries do not load."""
     try:
@@ -35,33 +42,61 @@ def _cudart():
         return None
 
 
-def gpu_info(device: int = 0) -> dict | None:
-    """Name and compute capability of CUDA device ``device``, or None when there is none usable.
+def cuda_python_version() -> str | None:
+    """The installed cuda-python (or cuda-bindings) version, for messages."""
+    from importlib import metadata
 
-    Uses cuda-python (the runner needs it anyway); without it, ``nvidia-smi`` (absent on older
-    Jetsons, where the answer is then None).
+    for dist in ("cuda-python", "cuda-bindings"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def gpu_status(device: int = 0) -> tuple:
+    """``(gpu, problem)``: name and compute capability of CUDA device ``device`` (or None), and what
+    stops cuda-python from using it (None when nothing does).
+
+    cuda-python first (the runner needs it anyway). Its failure is kept, not turned into "no GPU":
+    a cuda-python built for a newer CUDA than the driver's returns ``cudaErrorInsufficientDriver``
+    from ``cudaGetDeviceCount`` (cuda-python 13.x on JetPack 6's CUDA 12.6). ``nvidia-smi`` is then
+    asked, as it is when cuda-python is missing (on Jetsons before JetPack 6 it may be absent too).
     """
+    problem = None
     cudart = _cudart()
     if cudart is not None:
+        version = cuda_python_version() or "?"
         try:
             err, count = cudart.cudaGetDeviceCount()
-            if err != cudart.cudaError_t.cudaSuccess or count <= device:
-                return None
-            err, prop = cudart.cudaGetDeviceProperties(device)
             if err != cudart.cudaError_t.cudaSuccess:
-                return None
-            name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
-            return {"name": name, "compute_capability": f"{prop.major}.{prop.minor}"}
-        except Exception:
-            return None
+                name = getattr(err, "name", str(err))
+                problem = f"cuda-python {version}: cudaGetDeviceCount() returned {name}"
+                if "InsufficientDriver" in name or "CompatNotSupported" in name:
+                    problem += (f" (this cuda-python needs a newer CUDA driver than the device has; install "
+                                f"the {CUDA_PYTHON_HINT})")
+            elif count > device:
+                err, prop = cudart.cudaGetDeviceProperties(device)
+                if err == cudart.cudaError_t.cudaSuccess:
+                    raw = prop.name
+                    name = raw.decode(errors="replace").rstrip("\x00") if isinstance(raw, bytes) else str(raw)
+                    return {"name": name, "compute_capability": f"{prop.major}.{prop.minor}"}, None
+                problem = f"cuda-python {version}: cudaGetDeviceProperties({device}) returned {getattr(err, 'name', err)}"
+        except Exception as exc:  # a broken binding must not read as "no GPU"
+            problem = f"cuda-python {version} failed: {type(exc).__name__}: {exc}"
     from ...fingerprint import _gpus
 
     rows = _gpus()
     if len(rows) > device:
         parts = [p.strip() for p in rows[device].split(",")]
         if len(parts) >= 2:
-            return {"name": parts[0], "compute_capability": parts[1]}
-    return None
+            return {"name": parts[0], "compute_capability": parts[1]}, problem
+    return None, problem
+
+
+def gpu_info(device: int = 0) -> dict | None:
+    """Name and compute capability of CUDA device ``device``, or None (see :func:`gpu_status`)."""
+    return gpu_status(device)[0]
 
 
 def _make_logger(trt):

@@ -5,12 +5,13 @@ Device side too (``device-check`` builds the engine on the Jetson): no torch, on
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
 from ...errors import ArtifactError, BackendUnavailableError, ExportError, XcitExportError
-from ...io import atomic_path, sha256_file, write_json_atomic
+from ...io import atomic_path, sha256_file
 from .device import _clean, _make_logger, gpu_info, import_library, library_version
 from .options import DEFAULT_WORKSPACE_MB, _cc_text, compute_capabilities
 
@@ -123,36 +124,35 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
     if ccs:
         config.num_compute_capabilities = len(ccs)
         for i, cc in enumerate(ccs):
-            config.set_compute_capability(cc, i)
-    cache_note = None
-    cache_obj = None
+            # set_compute_capability returns False for a refused one (e.g. CURRENT with others, or
+            # CURRENT on a machine without a GPU): it must not appear in engine.json as a target.
+            if not config.set_compute_capability(cc, i):
+                raise XcitExportError(
+                    f"{library} {library_version(trt)} refused compute_capability {_cc_text(cc)} (position {i}): "
+                    f"'current' needs a GPU here and must be the only one; "
+                    f"{_clean(' | '.join(logger.errors())) or 'no error message'}")
+    cache_note, cache_path = None, None
     if rtx:
         cache_note = "not used: TensorRT-RTX made timing caches a no-op (it caches JIT kernels at runtime)"
     else:
-        timing_cache = Path(timing_cache) if timing_cache else (
+        cache_path = Path(timing_cache) if timing_cache else (
             cache_dir() / f"{library_version(trt)}-{(gpu or {}).get('name', 'gpu').replace(' ', '_')}.timing-cache")
-        data = timing_cache.read_bytes() if timing_cache.exists() else b""
-        cache_obj = config.create_timing_cache(data)
-        config.set_timing_cache(cache_obj, False)
-        cache_note = str(timing_cache)
+        cache_note = _attach_timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ExportError(f"{library} {library_version(trt)} could not build an engine from '{onnx_path}': "
-                          f"{_clean(' | '.join(logger.errors())) or 'no error message'}")
-    with atomic_path(engine_path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(memoryview(serialized))
-    if cache_obj is not None and timing_cache is not None:
-        try:
-            timing_cache.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(timing_cache) as tmp:
-                tmp.write_bytes(bytes(memoryview(config.get_timing_cache().serialize())))
-        except OSError:
-            cache_note = f"{timing_cache} (could not be written)"
+        detail = _clean(' | '.join(logger.errors())) or "no error message"
+        if gpu is None and any(_cc_text(c) == "current GPU" for c in ccs):
+            detail = "compute_capability 'current' needs a usable CUDA GPU here; name the target, e.g. 8.6"
+        raise ExportError(f"{library} {library_version(trt)} could not build an engine from '{onnx_path}': {detail}")
+    if cache_path is not None:
+        cache_note = _save_timing_cache(config, cache_path, cache_note)
     if rtx:
         target = ("ahead-of-time for " + ", ".join(_cc_text(c) for c in ccs)) if ccs else RTX_PORTABLE
     else:
         target = f"GPU {gpu['name']} (compute capability {gpu['compute_capability']})" if gpu else "the GPU of the build machine"
+    # The network's outputs are marked by the ONNX parser in the ONNX graph's output order; the
+    # runner returns outputs in this order, by name (the engine's own I/O order is not promised).
+    output_names = [network.get_output(k).name for k in range(network.num_outputs)]
     meta = {
         "library": library,
         "version": library_version(trt),
@@ -166,18 +166,68 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
         "compute_capabilities": [_cc_text(c) for c in ccs] or None,
         "built_on": {"gpu": gpu["name"] if gpu else None,
                      "compute_capability": gpu["compute_capability"] if gpu else None},
-        "profile": {"input": inp.name, "min": [profile["min"], *input_shape], "opt": [profile["opt"], *input_shape],
-                    "max": [profile["max"], *input_shape]},
+        "input_name": inp.name,
+        "output_names": output_names,
+        "profile": profile_record(inp.name, profile, input_shape),
         "workspace_mb": int(workspace_mb),
         "timing_cache": cache_note,
         "onnx": Path(onnx_path).name,
         "onnx_sha256": sha256_file(onnx_path),
-        "engine_sha256": sha256_file(engine_path),
+        "engine_sha256": None,
         "build_seconds": round(time.perf_counter() - t0, 2),
     }
-    write_json_atomic(Path(engine_path).parent / ENGINE_META, meta)
+    # model.engine and engine.json are replaced together, engine.json first: a crash between the
+    # two renames leaves a json whose engine_sha256 does not match, which loading refuses.
+    engine_path = Path(engine_path)
+    with atomic_path(engine_path) as tmp_engine, atomic_path(engine_path.parent / ENGINE_META) as tmp_meta:
+        with open(tmp_engine, "wb") as fh:
+            fh.write(memoryview(serialized))
+        meta["engine_sha256"] = sha256_file(tmp_engine)
+        tmp_meta.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     del parser
     return meta
+
+
+def profile_record(input_name: str, profile: dict, input_shape) -> dict:
+    """The optimisation profile as ``engine.json`` records it (and engine reuse compares it)."""
+    return {"input": input_name, "min": [int(profile["min"]), *input_shape], "opt": [int(profile["opt"]), *input_shape],
+            "max": [int(profile["max"]), *input_shape]}
+
+
+def _attach_timing_cache(config, path: Path) -> str:
+    """Load ``path`` into the builder's timing cache; one the library refuses is replaced by an empty one.
+
+    ``set_timing_cache(cache, ignore_mismatch=False)`` returns False for a cache made on another
+    GPU or TensorRT version (TensorRT Python API, ``IBuilderConfig.set_timing_cache``).
+    """
+    data = b""
+    note = str(path)
+    if path.exists():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            note = f"{path} (unreadable: {exc.strerror or exc}; started empty)"
+    cache = config.create_timing_cache(data)
+    if cache is None or not config.set_timing_cache(cache, False):
+        note = f"{path} (made on another GPU or TensorRT version: ignored, started empty)"
+        cache = config.create_timing_cache(b"")
+        if cache is None or not config.set_timing_cache(cache, False):
+            return "not used: the builder refused an empty timing cache"
+    return note
+
+
+def _save_timing_cache(config, path: Path, note: str) -> str:
+    """Write the builder's timing cache back; ``get_timing_cache()`` is None when none was attached."""
+    cache = config.get_timing_cache()
+    if cache is None:
+        return note if note.startswith("not used") else f"{path} (no timing cache attached: not written)"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(bytes(memoryview(cache.serialize())))
+    except OSError as exc:
+        return f"{path} (could not be written: {exc.strerror or exc})"
+    return note
 
 
 def check_engine_metadata(meta: dict, trt, gpu: dict | None, engine_path: Path) -> None:
