@@ -226,7 +226,8 @@ def test_device_check_pyz_runs_with_numpy_and_onnxruntime_only(made_bundle, bare
 
     assert report["model"] == {"name": "xcit_nano_12_p16_224", "num_classes": 1000, "input_size": [224, 224]}
     merged = merge_reports([read_report(folder / "device-check" / "report.json")] * 2, ["host", "jetson"])
-    assert "| jetson | tensorrt-fp32 | ok |" in merged_markdown(merged) and "jetson" in html_page(merged)
+    assert "| jetson | tensorrt-fp32 | ok | " in merged_markdown(merged)
+    assert "device-check: xcit_nano_12_p16_224 / tensorrt-fp32" in html_page(merged)
 
     # tampered: refused before anything runs, today's message, non-zero exit
     golden = folder / "golden.npz"

@@ -106,10 +106,11 @@ def _rows(report: dict) -> list[dict]:
     """One row per (device, target) incl. the PyTorch reference; merged reports have many devices."""
     rows = []
     for dev_i, (dev_name, rep) in enumerate(_devices(report)):
-        ref = rep["reference"]
-        rows.append({"label": f"pytorch-eager @ {dev_name}", "latency": ref.get("latency"),
-                     "accuracy": {"top1": ref.get("accuracy", {}).get("top1"), "top1_agreement": 1.0,
-                                  "cosine_min": 1.0}, "device": dev_i})
+        ref = rep.get("reference")  # None in a device-check report (no PyTorch on the device)
+        if ref is not None:
+            rows.append({"label": f"pytorch-eager @ {dev_name}", "latency": ref.get("latency"),
+                         "accuracy": {"top1": ref.get("accuracy", {}).get("top1"), "top1_agreement": 1.0,
+                                      "cosine_min": 1.0}, "device": dev_i})
         for t in rep["targets"]:
             rows.append({"label": f"{t['target']} @ {dev_name}", "latency": t.get("latency"),
                          "accuracy": t.get("accuracy", {}), "device": dev_i, "status": t["status"]})
@@ -193,12 +194,21 @@ def _scatter_svg(rows: list[dict]) -> str:
     return "".join(parts)
 
 
+def _device_check_table(report: dict) -> str:
+    """A device-check report (bundle.device_check: checks, no PyTorch reference) as text."""
+    lines = [f"# device-check: {report['model']['name']} / {report['target']} on {report.get('runner')}",
+             f"- {'PASSED' if report.get('passed') else 'FAILED'}; engine: {(report.get('engine') or {}).get('status')}"]
+    lines += [f"- {c['check']}: {c['value']} (threshold {c['threshold']}) {'ok' if c['passed'] else 'FAIL'}"
+              for c in report.get("checks", [])]
+    return "\n".join(lines) + "\n"
+
+
 def html_page(report: dict) -> str:
     """The report as one HTML file that opens offline (nothing is fetched)."""
     rows = _rows(report)
     sections = []
     for _, rep in _devices(report):
-        table = markdown_table(rep)
+        table = markdown_table(rep) if rep.get("kind") != "device-check" else _device_check_table(rep)
         sections.append("<pre>" + _esc(table) + "</pre>")
     title = f"xcit-export report: {report['model']['name']}"
     return f"""<!DOCTYPE html>
