@@ -4,7 +4,12 @@ On the host, after ``xcit-export --model M --target tensorrt-int8 --calib ...``:
 
     xcit-export bundle out/M/tensorrt-int8            # -> out/M/bundles/M-tensorrt-int8{,.tar.gz}
 
-On the device (numpy, click, TensorRT and cuda-python; no PyTorch)::
+On the device, without installing xcit-export (numpy, TensorRT and cuda-python only), the bundle's
+own zipapp (:mod:`xcit_export.device_app`)::
+
+    tar xzf M-tensorrt-int8.tar.gz && cd M-tensorrt-int8 && python3 device_check.pyz .
+
+or, where xcit-export is installed::
 
     xcit-export device-check M-tensorrt-int8.tar.gz   # exit status 0 only if every check passed
 
