@@ -73,8 +73,8 @@ def gpu_status(device: int = 0) -> tuple:
                 name = getattr(err, "name", str(err))
                 problem = f"cuda-python {version}: cudaGetDeviceCount() returned {name}"
                 if "InsufficientDriver" in name or "CompatNotSupported" in name:
-                    problem += (f" (this cuda-python needs a newer CUDA driver than the device has; install "
-                                f"the {CUDA_PYTHON_HINT})")
+                    problem += (f" (no CUDA driver here, or one older than this cuda-python needs; on a GPU "
+                                f"machine install the {CUDA_PYTHON_HINT})")
             elif count > device:
                 err, prop = cudart.cudaGetDeviceProperties(device)
                 if err == cudart.cudaError_t.cudaSuccess:
