@@ -180,3 +180,23 @@ def test_unknown_compute_capability_lists_the_known_ones():
     with pytest.raises(XcitExportError, match=r"compute_capability '8\.7' is not one tensorrt_rtx .* knows .*8\.6"):
         trtmod.compute_capabilities(trt, "8.7")
     assert [trtmod._cc_text(c) for c in trtmod.compute_capabilities(trt, "8.6,sm_120")] == ["sm_86", "sm_120"]
+
+
+def test_engine_and_engine_json_are_replaced_together(tmp_path, monkeypatch):
+    """A failure after the engine is serialized leaves the previous pair, never a new engine with an old json."""
+    onnx_path = _tiny_onnx(tmp_path)
+    engine_path = tmp_path / "out" / trtmod.ENGINE_FILE
+    trtmod.build_engine(onnx_path, engine_path, "tensorrt_rtx", "fp32", PROFILE, (4,), compute_capability="8.6")
+    before = engine_path.read_bytes(), (engine_path.parent / trtmod.ENGINE_META).read_text()
+
+    def broken_dumps(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trtmod.engine.json, "dumps", broken_dumps)
+    with pytest.raises(OSError, match="disk full"):
+        trtmod.build_engine(onnx_path, engine_path, "tensorrt_rtx", "fp32", {"min": 1, "opt": 1, "max": 2}, (4,),
+                            compute_capability="8.6")
+    monkeypatch.undo()
+    assert (engine_path.read_bytes(), (engine_path.parent / trtmod.ENGINE_META).read_text()) == before
+    assert sorted(p.name for p in engine_path.parent.iterdir()) == [trtmod.ENGINE_META, trtmod.ENGINE_FILE]
+    assert json.loads(before[1])["engine_sha256"] == trtmod.engine.sha256_file(engine_path)

@@ -183,7 +183,7 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
         with open(tmp_engine, "wb") as fh:
             fh.write(memoryview(serialized))
         meta["engine_sha256"] = sha256_file(tmp_engine)
-        tmp_meta.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        tmp_meta.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
     del parser
     return meta
 
