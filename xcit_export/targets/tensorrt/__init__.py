@@ -43,7 +43,6 @@ Jetson or an RTX machine (the README's targets table says the same).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +54,9 @@ from ..onnxruntime import OnnxRuntimeRunner
 from .device import CUDA_PYTHON_HINT, _cudart, gpu_info, gpu_status, import_library, library_version
 from .engine import (ENGINE_FILE, ENGINE_META, RTX_PORTABLE, build_engine, cache_dir, check_engine_metadata,
                      parse_onnx, trtexec_command)
-from .options import (DEFAULT_GOLDEN, DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, _as_bool, _as_int, _as_list,
-                      _cc_text, _exclude_op_types, batch_profile, compute_capabilities)
-from .precision_onnx import GOLDEN_FILE, _calibration_provenance, write_golden
+from .options import (DEFAULT_GOLDEN, DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, _as_bool, _as_int, _cc_text,
+                      batch_profile, compute_capabilities)
+from .precision_onnx import GOLDEN_FILE, _calibration_provenance, make_precision_onnx, write_golden
 from .runner import EngineRunner
 
 LIBRARIES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
@@ -159,8 +158,6 @@ def _note_no_library(library: str) -> str:
 
 
 def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
-    from ... import precision as prec
-
     library = LIBRARIES[family]
     name = f"{family}-{precision}"
     options = dict(ctx.options)
@@ -178,20 +175,7 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
 
     # 1. precision-ready ONNX
     onnx_out = ctx.out_dir / f"model.{precision}.onnx"
-    if precision == "fp32":
-        shutil.copyfile(ctx.onnx_path, onnx_out)
-        summary: dict[str, Any] = {"precision": "fp32"}
-    elif precision == "fp16":
-        summary = prec.to_fp16(ctx.onnx_path, onnx_out, ctx.calibration,
-                               keep_nodes=_as_list(options.get("keep_fp32_nodes")))
-    else:
-        if ctx.calibration is None:
-            raise XcitExportError(f"target {name} needs calibration images: pass --calib")
-        summary = prec.to_int8(ctx.onnx_path, onnx_out, ctx.calibration,
-                               method=str(options.get("calibration_method", "entropy")),
-                               exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
-                               exclude_nodes=_as_list(options.get("exclude_nodes")),
-                               high_precision=str(options.get("high_precision", "fp16")))
+    summary = make_precision_onnx(ctx, name, precision, options, onnx_out)
 
     # 2. ONNX-level check on onnxruntime CPU + golden data for the device bundle
     golden_count = _as_int(options, "golden_count", DEFAULT_GOLDEN)

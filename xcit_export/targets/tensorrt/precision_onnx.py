@@ -6,17 +6,42 @@ Host side (onnx, onnxruntime, ModelOpt are imported inside the functions).
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import ExportError
+from ...errors import ExportError, XcitExportError
 from ...io import atomic_path
 from ...validate import compare_outputs, run_in_batches
 from ..base import BuildContext
 from ..onnxruntime import OnnxRuntimeRunner
 
 GOLDEN_FILE = "golden.npz"
+
+
+def make_precision_onnx(ctx: BuildContext, name: str, precision: str, options: dict, onnx_out: Path) -> dict:
+    """Write the precision-ready ONNX ``onnx_out`` for ``precision``; return the conversion summary.
+
+    FP32: the simplified ONNX as is; FP16: ModelOpt AutoCast with XCiT's overflow-prone ops in FP32;
+    INT8: ModelOpt PTQ (explicit Q/DQ) calibrated on ``ctx.calibration`` (see :mod:`xcit_export.precision`).
+    """
+    from ... import precision as prec
+    from .options import _as_list, _exclude_op_types
+
+    if precision == "fp32":
+        shutil.copyfile(ctx.onnx_path, onnx_out)
+        return {"precision": "fp32"}
+    if precision == "fp16":
+        return prec.to_fp16(ctx.onnx_path, onnx_out, ctx.calibration,
+                            keep_nodes=_as_list(options.get("keep_fp32_nodes")))
+    if ctx.calibration is None:
+        raise XcitExportError(f"target {name} needs calibration images: pass --calib")
+    return prec.to_int8(ctx.onnx_path, onnx_out, ctx.calibration,
+                        method=str(options.get("calibration_method", "entropy")),
+                        exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
+                        exclude_nodes=_as_list(options.get("exclude_nodes")),
+                        high_precision=str(options.get("high_precision", "fp16")))
 
 
 def _ort_outputs(path: Path, x: np.ndarray, batch: int | None, threads: int | None) -> np.ndarray:
