@@ -34,7 +34,6 @@ from .errors import OutputDirBusyError, OutputDirError
 from .io import ensure_writable_dir, is_atomic_temp
 
 LOCK_FILE = ".xcit-export.lock"
-_WRITE_TEST_PREFIX = ".write-test-"  # io.ensure_writable_dir's probe, left only by a kill in its instant
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 
@@ -56,7 +55,9 @@ def remove_dead_temps(folder: Path) -> List[str]:
     removed = []
     for entry in sorted(Path(folder).iterdir()):
         name = entry.name
-        if not (is_atomic_temp(name) or name.startswith(_WRITE_TEST_PREFIX)):
+        # Not io.ensure_writable_dir's ".write-test-*" probe: a run about to wait for the lock
+        # makes one, and deleting it under that run would fail its check.
+        if not is_atomic_temp(name):
             continue
         try:
             if entry.is_dir() and not entry.is_symlink():
