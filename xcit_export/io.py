@@ -14,8 +14,8 @@ import json
 import os
 import re
 import shutil
-import threading
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
