@@ -4,7 +4,9 @@ for the engine and says so), and refuse tampered or incomplete bundles before ru
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -60,7 +62,8 @@ def test_bundle_moved_elsewhere_passes_device_check(made_bundle, tmp_path):
     assert "--stronglyTyped" in (made_bundle / "trtexec.txt").read_text()
     tarball = made_bundle.parent / "nano-bundle.tar.gz"
     with tarfile.open(tarball) as tar:
-        assert sorted(m.name for m in tar.getmembers()) == sorted(f"nano-bundle/{n}" for n in [*files, "manifest.json"])
+        assert sorted(m.name for m in tar.getmembers()) == sorted(
+            ["nano-bundle", *(f"nano-bundle/{n}" for n in [*files, "manifest.json"])])
 
     moved = tmp_path / "elsewhere" / "device"
     moved.parent.mkdir()
@@ -80,6 +83,25 @@ def test_bundle_moved_elsewhere_passes_device_check(made_bundle, tmp_path):
     result = CliRunner().invoke(device_check_cmd, [str(other / tarball.name), "--iterations", "2", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     assert "PASSED" in result.output and (other / "nano-bundle.device-check" / "report.json").exists()
+
+
+@pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)],
+                         ids=["umask-0022", "umask-0077"])
+def test_bundle_files_and_tarball_members_follow_the_umask(artifact_dir, tmp_path, mask, file_mode, dir_mode):
+    """Under umask 0022 another account on the device can read the bundle; under 0077 nobody else can."""
+    old = os.umask(mask)
+    try:
+        made = bundle_mod.create_bundle(artifact_dir, tmp_path / "nano-bundle")
+    finally:
+        os.umask(old)
+    tarball = tmp_path / "nano-bundle.tar.gz"
+    assert stat.S_IMODE(made.stat().st_mode) == dir_mode
+    assert {stat.S_IMODE(p.stat().st_mode) for p in made.iterdir()} == {file_mode}
+    assert stat.S_IMODE(tarball.stat().st_mode) == file_mode
+    with tarfile.open(tarball) as tar:
+        members = tar.getmembers()
+    assert {m.mode for m in members if m.isfile()} == {file_mode} and len(members) == 9
+    assert [m.mode for m in members if m.isdir()] == [dir_mode]
 
 
 def test_tampered_onnx_is_refused_before_anything_runs(made_bundle):

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
+from xcit_export import __version__
 from xcit_export.cli import main
 
 FAST = ["--eval-count", "4", "--warmup", "1", "--iterations", "3"]
@@ -95,3 +96,35 @@ def test_checkpoint_with_wrong_class_count(tmp_path):
     res = invoke("--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--weights", str(path),
                  "--out", str(tmp_path / "o"))
     assert res.exit_code == 1 and "pass --num-classes 10" in res.output
+
+
+def test_version():
+    res = invoke("--version")
+    assert res.exit_code == 0 and res.output.strip() == f"xcit-export {__version__}"
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_threads_must_be_positive(tmp_path, value):
+    res = CliRunner().invoke(main, ["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32",
+                                    "--threads", value, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "Invalid value for '--threads'" in res.output and ">=1" in res.output
+    assert not (tmp_path / "o").exists()
+    from xcit_export.errors import XcitExportError
+    from xcit_export.pipeline import RunConfig, run
+
+    with pytest.raises(XcitExportError, match=f"threads must be 1 or more, got {value}"):
+        run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32"], out_dir=tmp_path / "o",
+                      threads=int(value)))
+
+
+@pytest.mark.parametrize("weights", ["checkpoint", "pretrained"])
+def test_int8_for_real_weights_needs_calibration_images(tmp_path, weights):
+    if weights == "checkpoint":
+        weights = str(tmp_path / "mine.pth")  # refused before it is read: its kind is enough
+        (tmp_path / "mine.pth").write_bytes(b"checkpoint")
+    res = invoke("--model", "xcit_nano_12_p16_224", "--target", "tensorrt-int8", "--weights", weights,
+                 "--out", str(tmp_path / "o"))
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "target tensorrt-int8 needs calibration images: pass --calib FOLDER" in res.output
+    assert f"--weights {weights}" in res.output
+    assert not (tmp_path / "o" / "onnx").exists()

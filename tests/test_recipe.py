@@ -35,7 +35,9 @@ BASE = '[model]\nname = "xcit_nano_12_p16_224"\n'
     (BASE + '[targets.onnxruntime-fp32]\nlatency_budget = { median = "25ms" }\n', r"budgets are in milliseconds"),
     (BASE + '[targets.onnxruntime-fp32]\nlatency_budget = { median_ms = "25ms" }\n', r"must be a number of milliseconds, got the string '25ms'"),
     (BASE + '[targets.onnxruntime-fp32]\nthresholds = { min_top1_agreement = 99.5 }\n', r"is a fraction between 0 and 1"),
-    (BASE + '[targets.onnxruntime-int8]\n', r"needs calibration images; set \[data\] calib"),
+    (BASE + 'weights = "pretrained"\n[targets.onnxruntime-int8]\n',
+     r"\[targets.onnxruntime-int8\]: needs calibration images for weights 'pretrained'; set \[data\] calib"),
+    (BASE + '[latency]\nthreads = 0\n[targets.onnxruntime-fp32]\n', r"\[latency\] threads: must be 1 or more"),
     (BASE + '[targets.onnxruntime-fp32]\nthresholds = { max_top1_drop = 0.01 }\n', r"needs a labelled evaluation set"),
     (BASE + '[export]\noutput = "tokens"\n[targets.onnxruntime-fp32]\nthresholds = { min_top1_agreement = 0.9 }\n',
      r"exports no logits; use min_cosine"),
@@ -52,6 +54,11 @@ def test_bad_recipes_name_file_and_key(tmp_path, body, message):
     with pytest.raises(RecipeError, match=message) as info:
         load_recipe(path)
     assert str(path) in str(info.value)
+
+
+def test_int8_recipe_with_random_weights_calibrates_on_the_demo_set_by_default(tmp_path):
+    config = to_run_config(load_recipe(write(tmp_path, BASE + '[targets.onnxruntime-int8]\n')))
+    assert config.weights == "random" and config.calib is None  # pipeline.run falls back to 'demo' and says so
 
 
 def test_missing_recipe(tmp_path):

@@ -223,17 +223,15 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
         write_json_atomic(tmp / MANIFEST, {
             "format": FORMAT, "algorithm": "sha256",
             "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}})
-    # Readable by whoever runs device-check on the device (the atomic writers create owner-only files).
-    os.chmod(out_dir, 0o755)
-    for path in out_dir.iterdir():
-        os.chmod(path, 0o644)
+    # Files and folder have the modes open()/mkdir() give under the umask (io.atomic_*), and tar
+    # records each member's mode as it is on disk: 0644/0755 under umask 0022, private under 0077.
     if tarball:
         tar_path = out_dir.parent / f"{out_dir.name}.tar.gz"
         with atomic_path(tar_path) as tmp_tar:
             with tarfile.open(tmp_tar, "w:gz") as tar:
+                tar.add(out_dir, arcname=out_dir.name, recursive=False)
                 for path in sorted(out_dir.iterdir()):
                     tar.add(path, arcname=f"{out_dir.name}/{path.name}", recursive=False)
-        os.chmod(tar_path, 0o644)
         progress(f"bundle: wrote {tar_path}")
     return out_dir
 

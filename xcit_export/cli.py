@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from . import __version__
 from .cli_device import _fail_cleanly  # one error printer for every command
 from .cli_device import bundle as _bundle_cmd
 from .cli_device import device_check as _device_check_cmd
@@ -70,6 +71,7 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="xcit-export", message="%(prog)s %(version)s")
 @click.option("--model", "-m", help="Zoo model name, e.g. xcit_nano_12_p16_224 (see list-models).")
 @click.option("--target", "-t", "targets", multiple=True,
               help="Target(s): repeat or comma-separate; 'all' for every registered target.")
@@ -89,7 +91,8 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
                    "float NHWC in [-1, 1] (TF Hub convention).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 18; >= 17).")
 @click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (default: out/<model>).")
-@click.option("--threads", type=int, help="Threads for every runner and PyTorch (default: all cores).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Threads for every runner and PyTorch, 1 or more (default: all cores).")
 @click.option("--calib", help="Calibration images: ImageFolder/flat folder, .txt list, .npy/.npz, or 'demo'.")
 @click.option("--calib-size", default=300, show_default=True, help="Calibration images drawn (seeded) from --calib.")
 @click.option("--eval", "eval_source", help="Labelled evaluation images: ImageFolder tree, .npz with x/y, or 'demo'.")
@@ -107,13 +110,16 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--option", "-O", "raw_options", multiple=True, metavar="[TARGET:]KEY=VALUE",
               help="A target option, e.g. -O openvino-int8:preset=mixed; see list-targets for each target's.")
 @click.option("--recipe", type=click.Path(path_type=Path),
-              help="Run a recipe (recipes/*.toml): model, data, targets, thresholds. Only --out and --rebuild combine with it.")
+              help="Run a recipe (recipes/*.toml): model, data, targets, thresholds. Only --out, --rebuild and --no-wait "
+                   "combine with it.")
 @click.option("--rebuild", is_flag=True, help="Rebuild artifacts even when an identical one exists.")
+@click.option("--no-wait", is_flag=True,
+              help="Fail at once if another run is writing to the output folder (default: wait for it).")
 @click.pass_context
 @_fail_cleanly
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
-         warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild):
+         warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild, no_wait):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
@@ -126,14 +132,16 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
     from .validate import LatencyOptions
 
     if recipe is not None:
-        given = [p for p in ctx.params if p not in ("recipe", "out", "rebuild")
+        given = [p for p in ctx.params if p not in ("recipe", "out", "rebuild", "no_wait")
                  and ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--recipe sets the run; drop {', '.join('--' + g.replace('_', '-') for g in given)} "
                                    f"(or edit the recipe)")
         from .recipe import load_recipe, to_run_config
 
-        _run_and_print(to_run_config(load_recipe(recipe), out_dir=out, rebuild=rebuild), run, markdown_table)
+        config = to_run_config(load_recipe(recipe), out_dir=out, rebuild=rebuild)
+        config.wait_for_lock = not no_wait
+        _run_and_print(config, run, markdown_table)
         return
     if not model or not targets:
         raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
@@ -150,7 +158,8 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         opset=opset or export_mod.DEFAULT_OPSET, threads=threads, eval_count=eval_count,
         latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds),
         output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
-        eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image)
+        eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
+        wait_for_lock=not no_wait)
     _run_and_print(config, run, markdown_table)
 
 

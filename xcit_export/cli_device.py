@@ -73,7 +73,7 @@ def bundle(artifact, target, out_dir, golden_count, min_cosine, min_top1_agreeme
               help="Folder for the engine and the report (default: BUNDLE/device-check).")
 @click.option("--report", "report_path", type=click.Path(path_type=Path), help="Report file (default: <work>/report.json).")
 @click.option("--require-engine", is_flag=True, help="Fail unless a TensorRT engine is built and run (no CPU fallback).")
-@click.option("--threads", type=int, help="CPU threads for the onnxruntime fallback.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for the onnxruntime fallback (1 or more).")
 @click.option("--warmup", default=10, show_default=True, help="Untimed warm-up inferences.")
 @click.option("--iterations", default=50, show_default=True, help="Timed inferences.")
 @click.option("--cuda-graph", is_flag=True, help="Replay inference as a CUDA graph.")

@@ -204,7 +204,6 @@ def make_split(root: str | Path, split: str, count: int, seed: int = 0) -> Path:
                 img.save(folder / f"{split}_{i:05d}.png", format="PNG")
             else:
                 img.save(folder / f"{split}_{i:05d}.jpg", format="JPEG", quality=int(rng.integers(80, 96)))
-        out.chmod(0o755)  # the temporary folder is created private; the set is meant to be shared
         (out / SPLIT_MANIFEST).write_text(json.dumps(_split_meta(split, seed, count), indent=2) + "\n",
                                           encoding="utf-8")
     return final

@@ -61,3 +61,7 @@ class ReportError(XcitExportError):
 
 class GateFailure(XcitExportError):
     """An accuracy or latency gate did not hold."""
+
+
+class OutputDirBusyError(OutputDirError):
+    """Another run holds the output folder's lock (and ``--no-wait`` was given)."""

@@ -8,6 +8,7 @@ calibration set, tool versions): an unchanged key means the artifact on disk is 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from . import export as export_mod
 from .errors import BackendUnavailableError, XcitExportError
 from .fingerprint import device_fingerprint, library_versions
 from .io import atomic_dir, ensure_writable_dir, write_json_atomic
+from .outdir import locked_output_dir
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META
 from .models.deploy import DeployModel, to_input_format
@@ -33,6 +35,11 @@ from .weights import default_num_classes, load_model, weights_fingerprint
 from .zoo import get_spec
 
 Progress = Callable[[str], None]
+
+# INT8 targets with weights that are not a real model's calibrate on the bundled demo set by default.
+DEFAULT_CALIB = "demo"
+DEFAULT_CALIB_WEIGHTS = ("random", "demo")
+DEFAULT_CALIB_NOTE = "calibrated on the bundled demo set; pass --calib with your own images for real weights"
 
 
 @dataclass
@@ -70,6 +77,7 @@ class RunConfig:
     output: str = "logits"  # logits | embedding | tokens | features (models.deploy.OUTPUTS)
     input_format: str = "nchw"  # models.deploy.INPUT_FORMATS
     rebuild: bool = False
+    wait_for_lock: bool = True  # another run holds out_dir: wait for it (False: fail at once, --no-wait)
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -203,9 +211,11 @@ def _evaluation_inputs(config: RunConfig, spec) -> tuple[np.ndarray, np.ndarray 
 
 
 def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
-    """Run the whole pipeline and return the report (also written to ``out_dir``)."""
-    from . import report as report_mod
+    """Run the whole pipeline and return the report (also written to ``out_dir``).
 
+    Inputs are checked first; the building and writing then happen under ``out_dir``'s lock
+    (:func:`xcit_export.outdir.locked_output_dir`), so two runs never interleave in one folder.
+    """
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
     for target in targets:
         target.check_options(config.target_options.get(target.name, {}))
@@ -213,16 +223,48 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     if num_classes is None:
         num_classes = default_num_classes(config.weights, config.model)
     spec = get_spec(config.model).with_overrides(num_classes, config.input_size)
+    if config.threads is not None and config.threads < 1:
+        raise XcitExportError(f"threads must be 1 or more, got {config.threads}; leave --threads out for all cores")
     ensure_writable_dir(config.out_dir)
     threads = config.resolved_threads()
 
+    calib_default = _needs_default_calibration(config, targets)
+    if calib_default:
+        config = dataclasses.replace(config, calib=DEFAULT_CALIB)
     data_info = load_image_sets(config, spec, progress)
+    if calib_default:
+        data_info["calibration"].update(default=True, note=DEFAULT_CALIB_NOTE)
     if config.calib_data is not None and config.calib_id is None:
         config.calib_id = hashlib.sha256(np.ascontiguousarray(config.calib_data).tobytes()).hexdigest()
     for target in targets:
         if target.needs_calibration and config.calib_data is None:
             raise XcitExportError(f"target {target.name} needs calibration images: pass --calib FOLDER "
                                   f"(or --calib demo for the bundled set)")
+
+    # Everything below writes into out_dir: one run at a time there (outdir.py).
+    with locked_output_dir(config.out_dir, wait=config.wait_for_lock, progress=progress):
+        return _build_and_report(config, targets, spec, threads, data_info, progress)
+
+
+def _needs_default_calibration(config: RunConfig, targets) -> bool:
+    """True when an INT8 target has no calibration set and the weights allow the bundled one.
+
+    Random and demo weights calibrate on the demo set (say so in the report). Real weights
+    (a checkpoint, ``pretrained``) calibrated on synthetic shapes would be a trap: refuse.
+    """
+    needing = [t.name for t in targets if t.needs_calibration]
+    if not needing or config.calib is not None or config.calib_data is not None:
+        return False
+    if config.weights not in DEFAULT_CALIB_WEIGHTS:
+        raise XcitExportError(f"target {needing[0]} needs calibration images: pass --calib FOLDER with images like "
+                              f"those --weights {config.weights} will see (the bundled demo set is used by default "
+                              f"only for random or demo weights)")
+    return True
+
+
+def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info: dict, progress: Progress) -> dict:
+    """Model, ONNX, every target, the report: the part of :func:`run` that writes ``out_dir``."""
+    from . import report as report_mod
 
     progress(f"Model: building {spec.name} ({config.weights} weights)")
     model = DeployModel(load_model(spec, config.weights, config.seed), spec.preprocessing, config.output,
@@ -305,8 +347,7 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str,
                 built.save_metadata()
             artifact = Artifact.from_dir(folder)
             entry["reused"] = False
-        entry["artifact"] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes,
-                             **{k: v for k, v in artifact.metadata.items() if k != "build_key"}}
+        entry["artifact"] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes, **artifact.metadata}
         if not target.can_run():
             entry["status"] = "built"
             entry["note"] = artifact.metadata.get("note", "built here; this machine cannot run it")

@@ -2,8 +2,8 @@
 accuracy thresholds and latency budgets. Read with the standard library (``tomllib``).
 
 Everything is checked before any work starts: an unknown key, a wrong type, a latency budget
-without its unit, or a combination that cannot work (an INT8 target without calibration images,
-labelled thresholds without a labelled evaluation set) raises :class:`RecipeError` naming the
+without its unit, or a combination that cannot work (an INT8 target for real weights without
+calibration images, labelled thresholds without a labelled evaluation set) raises :class:`RecipeError` naming the
 file and the key. Relative paths resolve against the recipe's folder.
 
 Layout (every table optional except ``model`` and ``targets``)::
@@ -193,8 +193,11 @@ def _check_combinations(recipe: Recipe) -> None:
     labelled = "eval" in data
     classifies = export.get("output", "logits") == "logits" and recipe.section("model").get("num_classes", 1) != 0
     for plan in recipe.targets:
-        if get_target(plan.name).needs_calibration and "calib" not in data:
-            raise _err(path, f"[targets.{plan.name}]", "needs calibration images; set [data] calib")
+        weights = recipe.section("model").get("weights", "random")
+        if get_target(plan.name).needs_calibration and "calib" not in data and weights not in ("random", "demo"):
+            # random/demo weights calibrate on the bundled demo set by default (pipeline.py)
+            raise _err(path, f"[targets.{plan.name}]", f"needs calibration images for weights '{weights}'; "
+                                                       f"set [data] calib")
         for key in plan.thresholds:
             if key in _LABELLED and not labelled:
                 raise _err(path, f"[targets.{plan.name}.thresholds] {key}",
@@ -203,6 +206,9 @@ def _check_combinations(recipe: Recipe) -> None:
                 if not classifies:
                     raise _err(path, f"[targets.{plan.name}.thresholds] {key}",
                                "needs class scores, but the recipe exports no logits; use min_cosine")
+    threads = recipe.section("latency").get("threads")
+    if threads is not None and threads < 1:
+        raise _err(path, "[latency] threads", f"must be 1 or more, got {threads}; leave it out for all cores")
     sweep = recipe.section("latency").get("batch_sweep", [])
     if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sweep):
         raise _err(path, "[latency] batch_sweep", f"must be a list of positive integers, got {sweep!r}")

@@ -27,7 +27,7 @@ def build_report(*, config, spec, onnx_meta, reference, targets, evaluation, fin
                   "preprocessing": spec.preprocessing.to_dict(),
                   "weights": config.weights, "seed": config.seed},
         "export": {"batch": config.batch or "dynamic", "opset": config.opset,
-                   **{k: v for k, v in onnx_meta.items() if k != "build_key"}},
+                   **onnx_meta},
         "evaluation": evaluation,
         "latency_method": {"warmup": config.latency.warmup, "iterations": config.latency.iterations,
                            "min_seconds": config.latency.min_seconds, "threads": config.resolved_threads()},
@@ -42,6 +42,14 @@ def _fmt(value, spec: str, default: str = "-") -> str:
     return default if value is None else format(value, spec)
 
 
+def _calibration_line(calib: dict | None) -> list[str]:
+    """The calibration set as one line (none when nothing was calibrated); a default says so."""
+    if not calib:
+        return []
+    line = f"- calibration: {calib['source']} ({calib['count']} images)"
+    return [line + (f": {calib['note']}" if calib.get("note") else "")]
+
+
 def markdown_table(report: dict) -> str:
     m = report["model"]
     lines = [
@@ -50,6 +58,7 @@ def markdown_table(report: dict) -> str:
         f"- weights: {m['weights']}; classes: {m['num_classes']}; input: {m['input_size'][0]}x{m['input_size'][1]}; "
         f"export batch: {report['export']['batch']}",
         f"- evaluation: {report['evaluation']['description']} ({report['evaluation']['count']} inputs)",
+        *_calibration_line(report["evaluation"].get("calibration")),
         f"- device: {report['device']['cpu']} ({report['device']['cpu_count']} cores, flags: "
         f"{', '.join(report['device']['cpu_flags']) or 'none'}); {report['latency_method']['threads']} threads",
         f"- PyTorch eager median latency: {report['reference']['latency']['median_ms']:.2f} ms "

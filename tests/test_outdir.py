@@ -1,0 +1,254 @@
+"""The output folder: one run at a time (lock), ordinary file modes, leftovers of dead runs removed,
+and the headline INT8 command calibrating on the bundled demo set by default.
+
+One scenario with real processes, in the order a user meets them:
+
+1. a run dies by SIGKILL while holding the lock and exporting (a stand-in process that takes the
+   lock and leaves an ``.onnx.*.tmp/`` folder the way a killed export does);
+2. ``xcit-export --target onnxruntime-int8`` (no ``--calib``) in a subprocess under umask 0022,
+   with ``--no-wait``: the dead holder must not block it, and it cleans the leftovers;
+3. while it runs, a second run with ``--no-wait`` fails at once naming the folder and its pid, and
+   a second run that waits (library call, umask 0077) starts only after the first has finished;
+4. the final folder's report and artifacts come from the second run (build keys agree).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from xcit_export import io as io_mod
+from xcit_export.cli import main
+from xcit_export.errors import OutputDirBusyError
+from xcit_export.outdir import LOCK_FILE, locked_output_dir, remove_dead_temps
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "xcit_nano_12_p16_224"
+FAST = ["--input-size", "64", "--eval-count", "4", "--warmup", "1", "--iterations", "3"]
+NOTE = "calibrated on the bundled demo set; pass --calib with your own images for real weights"
+
+
+class umask:
+    """Set the process umask for a block (subprocesses started inside inherit it)."""
+
+    def __init__(self, mask: int):
+        self.mask = mask
+
+    def __enter__(self):
+        self.old = os.umask(self.mask)
+
+    def __exit__(self, *exc):
+        os.umask(self.old)
+
+
+def modes(folder: Path) -> dict[str, str]:
+    """Relative path -> octal permission bits, for every file and folder below ``folder``."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        out[str(p.relative_to(folder)) + ("/" if p.is_dir() else "")] = oct(stat.S_IMODE(p.stat().st_mode))
+    return out
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _wait_for(cond, proc: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        if proc.poll() is not None:
+            raise AssertionError(f"{what}: the process ended first (rc {proc.returncode}):\n{proc.stdout.read()}")
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{what}: timed out")
+        time.sleep(0.05)
+
+
+def _lock_is_free(folder: Path) -> bool:
+    import fcntl
+
+    fd = os.open(str(folder / LOCK_FILE), os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _dead_run(folder: Path) -> None:
+    """A process that holds the lock with an export half-written, then dies of SIGKILL."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from xcit_export.io import atomic_dir
+        from xcit_export.outdir import locked_output_dir
+        with locked_output_dir(Path({str(folder)!r})) as out, atomic_dir(out / "onnx") as tmp:
+            (tmp / "model.raw.onnx").write_bytes(b"half an export")
+            print("exporting", flush=True)
+            time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+    assert proc.stdout.readline().strip() == "exporting"
+    assert not _lock_is_free(folder)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    from xcit_export.pipeline import RunConfig, run
+    from xcit_export.validate import LatencyOptions
+
+    folder = tmp_path_factory.mktemp("shared") / "out"
+    # Module scope runs before conftest's per-test cache fixture: point the demo cache there too.
+    cache = tmp_path_factory.getbasetemp() / "xcit-export-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XCIT_EXPORT_CACHE", str(cache))
+        return _scenario(folder, RunConfig, run, LatencyOptions)
+
+
+def _scenario(folder: Path, RunConfig, run, LatencyOptions) -> dict:
+    _dead_run(folder)
+    leftovers = sorted(p.name for p in folder.iterdir() if io_mod.is_atomic_temp(p.name))
+    assert len(leftovers) == 1 and leftovers[0].startswith(".onnx.")
+    assert _lock_is_free(folder)  # the kernel dropped the dead process's lock
+    (folder / ".report.json.abc_1234.tmp").write_text("{")  # a report cut short the same way
+
+    # First run: the headline command (INT8, no --calib) as a user types it, in its own process.
+    with umask(0o022):
+        first = subprocess.Popen(
+            [sys.executable, "-m", "xcit_export.cli", "--model", MODEL, "--target", "onnxruntime-int8", *FAST,
+             "--calib-size", "16", "--out", str(folder), "--no-wait"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=ROOT)
+    lock = folder / LOCK_FILE
+    _wait_for(lambda: lock.read_text().strip() == str(first.pid), first, "first run taking the lock")
+    # Only the lock holder cleans, right after taking the lock (the dead holder did not block it).
+    _wait_for(lambda: not [p for p in folder.iterdir() if io_mod.is_atomic_temp(p.name)], first,
+              "first run removing the leftovers")
+
+    busy = CliRunner().invoke(main, ["--model", MODEL, "--target", "onnxruntime-fp32", *FAST, "--out", str(folder),
+                                     "--no-wait"])
+
+    # Second run (library use) waits, then calibrates on 8 images instead of 16: a new INT8 artifact.
+    seen: dict = {"messages": []}
+
+    def progress(msg: str) -> None:
+        if seen["messages"] and "waiting for it to finish" in seen["messages"][-1] and "after_wait" not in seen:
+            # The lock is ours now: the first run has finished. Look at what it left.
+            seen["after_wait"] = {"first_rc": first.poll(), "modes": modes(folder),
+                                  "report": json.loads((folder / "report.json").read_text()),
+                                  "report_md": (folder / "report.md").read_text(),
+                                  "report_html": (folder / "report.html").read_text()}
+        seen["messages"].append(msg)
+
+    config = RunConfig(model=MODEL, targets=["onnxruntime-int8"], out_dir=folder, input_size=(64, 64),
+                       calib_size=8, eval_count=4, latency=LatencyOptions(warmup=1, iterations=3))
+    with umask(0o077):
+        second = run(config, progress=progress)
+    first_out, _ = first.communicate(timeout=60)
+    return {"folder": folder, "first_rc": first.returncode, "first_out": first_out, "first_pid": first.pid,
+            "busy": busy, "second": second, **seen}
+
+
+def test_a_second_run_fails_at_once_with_no_wait(scenario):
+    busy = scenario["busy"]
+    assert busy.exit_code == 1
+    assert (f"output folder '{scenario['folder']}' is in use by another xcit-export run "
+            f"(pid {scenario['first_pid']})") in busy.output
+    assert "Traceback" not in busy.output
+
+
+def test_a_second_run_waits_for_the_first(scenario):
+    waits = [m for m in scenario["messages"] if "waiting for it to finish" in m]
+    assert len(waits) == 1
+    assert f"'{scenario['folder']}'" in waits[0] and f"(pid {scenario['first_pid']})" in waits[0]
+    # It went on only after the first run had ended (and had written its whole report).
+    assert scenario["after_wait"]["first_rc"] in (0, None)
+    assert scenario["first_rc"] == 0, scenario["first_out"]
+    assert scenario["after_wait"]["report"]["evaluation"]["calibration"]["count"] == 16
+
+
+def test_headline_int8_run_calibrates_on_the_demo_set_and_says_so(scenario):
+    first = scenario["after_wait"]
+    calib = first["report"]["evaluation"]["calibration"]
+    assert calib["source"] == "demo" and calib["default"] is True and calib["note"] == NOTE
+    (target,) = first["report"]["targets"]
+    assert target["status"] == "ok" and target["accuracy"]["cosine_min"] > 0.99
+    line = f"- calibration: demo (16 images): {NOTE}"
+    assert line in scenario["first_out"]  # the table printed on the terminal
+    assert line in first["report_md"]
+    assert NOTE in first["report_html"]
+
+
+def test_a_killed_runs_lock_and_leftovers_do_not_survive(scenario):
+    # The first run was not blocked by the SIGKILLed holder (it ran with --no-wait and succeeded)
+    # and removed the leftovers of the killed export (checked while it ran, in the fixture):
+    # nothing hidden but the lock file remains.
+    assert scenario["first_rc"] == 0, scenario["first_out"]
+    hidden = [name for name in scenario["after_wait"]["modes"] if name.startswith(".")]
+    assert hidden == [LOCK_FILE]
+
+
+def test_files_get_ordinary_modes_under_the_umask(scenario):
+    # First run under umask 0022: every file 0644, every folder 0755.
+    first = scenario["after_wait"]["modes"]
+    assert {"onnx/", "onnx/model.onnx", "onnxruntime-int8/model.int8.onnx", "report.html"} <= set(first)
+    assert {m for name, m in first.items() if name.endswith("/")} == {"0o755"}
+    assert {m for name, m in first.items() if not name.endswith("/")} == {"0o644"}
+    # Second run under umask 0077: what it wrote is private; the ONNX it reused keeps its modes.
+    second = modes(scenario["folder"])
+    assert second["onnxruntime-int8/"] == "0o700"
+    for name in ("onnxruntime-int8/model.int8.onnx", "onnxruntime-int8/artifact.json", "report.json",
+                 "report.md", "report.html"):
+        assert second[name] == "0o600", name
+    assert second["onnx/"] == "0o755" and second["onnx/model.onnx"] == "0o644"
+
+
+def test_final_folder_comes_from_one_run(scenario):
+    folder, report = scenario["folder"], json.loads((scenario["folder"] / "report.json").read_text())
+    assert report == json.loads(json.dumps(scenario["second"]))
+    assert report["evaluation"]["calibration"]["count"] == 8
+    onnx_meta = json.loads((folder / "onnx" / "artifact.json").read_text())
+    assert report["export"]["build_key"] == onnx_meta["build_key"]
+    (target,) = report["targets"]
+    assert target["reused"] is False
+    assert target["artifact"]["build_key"] == json.loads((folder / "onnxruntime-int8" / "artifact.json")
+                                                         .read_text())["build_key"]
+    assert target["artifact"]["build_key"] != scenario["after_wait"]["report"]["targets"][0]["artifact"]["build_key"]
+
+
+def test_atomic_writers_follow_an_unusual_umask(tmp_path):
+    with umask(0o027):
+        io_mod.write_text_atomic(tmp_path / "a.txt", "x")
+        with io_mod.atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("y")
+            io_mod.write_text_atomic(tmp / "g", "z")
+        assert io_mod.current_umask() == 0o027
+    assert modes(tmp_path) == {"a.txt": "0o640", "d/": "0o750", "d/f": "0o640", "d/g": "0o640"}
+
+
+def test_lock_refuses_at_once_without_waiting_and_cleans_only_temporaries(tmp_path):
+    keep = ["report.json", ".hidden", ".onnx.tmp", ".onnx.abcdefgh.tmp.bak"]
+    for name in keep:
+        (tmp_path / name).write_text("keep")
+    (tmp_path / ".onnx.abcdefgh.tmp").mkdir()
+    with locked_output_dir(tmp_path) as held:
+        assert held == tmp_path and (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
+        with pytest.raises(OutputDirBusyError, match=rf"'{tmp_path}' is in use by another xcit-export run "
+                                                     rf"\(pid {os.getpid()}\); wait for it to finish"):
+            with locked_output_dir(tmp_path, wait=False):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, LOCK_FILE])
+    assert remove_dead_temps(tmp_path) == []
