@@ -109,11 +109,22 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--recipe", type=click.Path(path_type=Path),
               help="Run a recipe (recipes/*.toml): model, data, targets, thresholds. Only --out and --rebuild combine with it.")
 @click.option("--rebuild", is_flag=True, help="Rebuild artifacts even when an identical one exists.")
+@click.option("--max-top1-drop", type=float, default=0.01, show_default=True,
+              help="--target auto: largest labelled top-1 drop vs PyTorch a candidate may have (0.01 = 1 point).")
+@click.option("--min-top1-agreement", type=float, default=0.97, show_default=True,
+              help="--target auto: smallest top-1 agreement with PyTorch a candidate may have.")
+@click.option("--min-cosine-mean", type=float, default=0.99, show_default=True,
+              help="--target auto: smallest mean cosine with PyTorch where it stands in (no labels/no logits).")
+@click.option("--require-winner", help="--target auto: exit 1 unless this candidate is recommended, "
+                                        "e.g. openvino-fp32@batch1.")
+@click.option("--profile/--no-profile", "op_profile", default=True, show_default=True,
+              help="Per-operator-type latency breakdown from each runtime's profiler (a separate pass).")
 @click.pass_context
 @_fail_cleanly
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
-         warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild):
+         warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild, max_top1_drop,
+         min_top1_agreement, min_cosine_mean, require_winner, op_profile):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
@@ -139,6 +150,20 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
 
     target_names = _split_targets(targets)
+    auto_budget = None
+    if "auto" in target_names:
+        from .auto import Budget, plan
+
+        if target_names != ["auto"]:
+            raise click.UsageError("--target auto picks among every target that runs here; give it alone")
+        auto_budget = Budget(max_top1_drop, min_top1_agreement, min_cosine_mean).check()
+        target_names = plan(None, calib is not None)[0]
+    else:
+        auto_flags = [f"--{p.replace('_', '-')}" for p in ("max_top1_drop", "min_top1_agreement", "min_cosine_mean",
+                                                            "require_winner")
+                      if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+        if auto_flags:
+            raise click.UsageError(f"{', '.join(auto_flags)} only apply to --target auto")
     general, specific = _parse_options(raw_options)
     if device:
         general["device"] = device
@@ -150,7 +175,10 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         opset=opset or export_mod.DEFAULT_OPSET, threads=threads, eval_count=eval_count,
         latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds),
         output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
-        eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image)
+        eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
+        auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner, profile=op_profile)
+    if config.auto:
+        config.targets = []  # every registered target: those that cannot run here are listed with the reason
     _run_and_print(config, run, markdown_table)
 
 
@@ -159,7 +187,11 @@ def _run_and_print(config, run, markdown_table) -> None:
         report = run(config, progress=lambda msg: (status.update(msg), console.log(msg)))
     click.echo(markdown_table(report))
     click.echo(f"report: {config.out_dir / 'report.json'} (also report.md, report.html)")
-    if any(t["status"] == "failed" or t.get("passed") is False for t in report["targets"]):
+    held = (report.get("recommendation") or {}).get("require_winner", {}).get("ok", True)
+    if not held:
+        click.echo(f"required winner {config.require_winner} was not recommended "
+                   f"({report['recommendation']['target'] or 'no candidate held the budget'})")
+    if any(t["status"] == "failed" or t.get("passed") is False for t in report["targets"]) or not held:
         sys.exit(1)
 
 
@@ -195,8 +227,9 @@ def list_targets(show_options):
               help="The accepted report.json to compare with.")
 @click.option("--recipe", type=click.Path(path_type=Path), help="Thresholds and latency budgets to apply too.")
 @click.option("--update-baseline", is_flag=True, help="Accept REPORT as the new baseline (deliberately) and exit 0.")
+@click.option("--require-winner", help="Fail unless the report's --target auto recommendation is this candidate.")
 @_fail_cleanly
-def gate_cmd(report_path, baseline, recipe, update_baseline):
+def gate_cmd(report_path, baseline, recipe, update_baseline, require_winner):
     """Exit 0 when every target holds against the baseline (and recipe); else one line per failure."""
     from .gate import gate, read_report
     from .io import write_json_atomic
@@ -210,8 +243,10 @@ def gate_cmd(report_path, baseline, recipe, update_baseline):
     if recipe is not None:
         from .recipe import load_recipe
 
-        thresholds = load_recipe(recipe).thresholds()
-    checks = gate(report, read_report(baseline), thresholds)
+        loaded = load_recipe(recipe)
+        thresholds = loaded.thresholds()
+        require_winner = require_winner or loaded.auto_settings().get("require_winner")
+    checks = gate(report, read_report(baseline), thresholds, require_winner=require_winner)
     failed = [c for c in checks if not c.ok]
     skipped = [c for c in checks if c.skipped]
     for c in skipped:
