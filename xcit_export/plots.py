@@ -10,6 +10,7 @@ they never overlap however close the points are.
 from __future__ import annotations
 
 import io
+import math
 import re
 from typing import Sequence
 
@@ -20,14 +21,18 @@ LABEL_PT = 8.5  # label font size (points)
 DPI = 72.0  # SVG units are points; 1 pt = 1 px at 72 dpi, which keeps the geometry below simple
 
 
-def spread_labels(positions: Sequence[float], gap: float, lo: float, hi: float) -> list[float]:
+def spread_labels(positions: Sequence[float], gap: float, lo: float, hi: float,
+                  tiebreak: Sequence[float] | None = None) -> list[float]:
     """Label positions as close as possible to ``positions`` with neighbours at least ``gap`` apart.
 
     A one-dimensional dodge: labels keep the order of their points, are pushed apart where they
     collide, and kept within ``[lo, hi]`` when they fit (when they do not, the column is centred
-    on the span and runs past it). Returns positions in the order given.
+    on the span and runs past it). Points at the same position are ordered by ``tiebreak``
+    (e.g. their x, so leader lines from a row of equal points do not cross). Returns positions in
+    the order given.
     """
-    order = sorted(range(len(positions)), key=lambda i: positions[i])
+    ties = tiebreak if tiebreak is not None else [0.0] * len(positions)
+    order = sorted(range(len(positions)), key=lambda i: (positions[i], ties[i]))
     want = [min(max(positions[i], lo), hi) for i in order]
     n = len(want)
     if not n:
@@ -64,10 +69,10 @@ def _svg(fig, name: str) -> str:
         fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight", pad_inches=0.08)
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
-    # Fixed width in pt -> as wide as drawn at most, narrower with the window; the viewBox keeps the ratio.
+    # Fixed width in pt -> as wide as drawn (1 pt = 4/3 CSS px) at most, narrower with the window; the viewBox keeps the ratio.
     svg = re.sub(r'<svg([^>]*?) width="([\d.]+)pt" height="[\d.]+pt"',
                  lambda m: f'<svg{m.group(1)} class="plot" data-plot="{name}" role="img" '
-                           f'style="width:100%;max-width:{float(m.group(2)):.0f}px;height:auto"', svg, count=1)
+                           f'style="width:100%;max-width:{float(m.group(2)) * 4 / 3:.0f}px;height:auto"', svg, count=1)
     return svg
 
 
@@ -90,7 +95,7 @@ def latency_distribution(rows: Sequence[dict]) -> str:
     fig = _figure(620, 40 + 22 * len(rows))
     ax = fig.add_subplot()
     data = [r["samples_ms"] for r in rows][::-1]  # first row at the top
-    ax.boxplot(data, vert=False, widths=0.6, showfliers=True, patch_artist=True,
+    ax.boxplot(data, orientation="horizontal", widths=0.6, showfliers=True, patch_artist=True,
                boxprops={"facecolor": "#cfe3f3", "edgecolor": PALETTE[0]}, medianprops={"color": "#D55E00"},
                flierprops={"marker": ".", "markersize": 3, "markeredgecolor": "#999999"})
     ax.set_yticks(range(1, len(rows) + 1), [r["label"] for r in rows][::-1], fontsize=LABEL_PT)
@@ -106,7 +111,7 @@ def accuracy_vs_latency(points: Sequence[dict], metric_label: str, percent: bool
     ``points``: ``{"label", "median_ms", "value", "kind"}`` with kind ``chosen`` (star), ``ok``
     or ``out`` (grey cross: outside the budget). ``budget`` draws the accuracy floor.
     """
-    from matplotlib.ticker import MaxNLocator, PercentFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     n = len(points)
     height = max(260.0, 40 + (LABEL_PT + 5) * n * 1.1)
@@ -118,9 +123,14 @@ def accuracy_vs_latency(points: Sequence[dict], metric_label: str, percent: bool
     ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlim(0, max(p["median_ms"] for p in points) * 1.12)
     _style(ax, "median latency (ms)", metric_label)
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
-    if percent:
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=None))
+    locator = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
+    ax.yaxis.set_major_locator(locator)
+    ticks = locator.tick_values(*ax.get_ylim())
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
+    # As few decimals as the tick step needs: 97%, 98%... or 99.5%, 99.6%..., never 0.90438.
+    decimals = max(0, math.ceil(-math.log10(step * (100 if percent else 1)) - 1e-9))
+    ax.yaxis.set_major_formatter(FuncFormatter(
+        (lambda v, _: f"{100 * v:.{decimals}f}%") if percent else (lambda v, _: f"{v:.{decimals}f}")))
     if budget is not None:
         ax.axhline(budget, color="#D55E00", linestyle="--", linewidth=1)
         ax.annotate(budget_label, xy=(0.005, budget), xycoords=("axes fraction", "data"), xytext=(0, 3),
@@ -128,7 +138,8 @@ def accuracy_vs_latency(points: Sequence[dict], metric_label: str, percent: bool
     y0, y1 = ax.get_ylim()
     frac = [(p["value"] - y0) / (y1 - y0) for p in points]
     axes_h_pt = height * 0.78
-    label_y = spread_labels(frac, gap=(LABEL_PT + 3.5) / axes_h_pt, lo=0.0, hi=1.0)
+    label_y = spread_labels(frac, gap=(LABEL_PT + 3.5) / axes_h_pt, lo=0.0, hi=1.0,
+                            tiebreak=[p["median_ms"] for p in points])
     for i, (p, ly) in enumerate(zip(points, label_y)):
         color = {"chosen": "#009E73", "out": "#999999"}.get(p.get("kind"), PALETTE[i % len(PALETTE)])
         marker = {"chosen": "*", "out": "x"}.get(p.get("kind"), "o")

@@ -30,8 +30,8 @@ h3{font-size:15px;margin:16px 0 6px}.sub{color:#555;margin:0 0 10px;font-size:13
 .verdict.ok{background:#e8f6ec;border-color:#2e8b57}.verdict.bad{background:#fdecea;border-color:#c0392b}
 .verdict.warn{background:#fff6e0;border-color:#d4a017}
 .verdict .head{font-size:18px;font-weight:650;margin-bottom:4px}.verdict p{margin:3px 0}
-table{border-collapse:collapse;margin:6px 0 10px;font-size:13px;display:block;overflow-x:auto;max-width:100%}
-th,td{border:1px solid #d9d9d9;padding:3px 7px;text-align:right;white-space:nowrap}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:12.5px;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #d9d9d9;padding:3px 6px;text-align:right;white-space:nowrap}
 th{background:#f3f4f6;font-weight:600}td.l,th.l{text-align:left}td.why{text-align:left;white-space:normal;min-width:260px}
 .pass{background:#dff3e4;color:#14532d;font-weight:600}.fail{background:#fadbd8;color:#7f1d1d;font-weight:600}
 .skip{background:#f1f1f1;color:#555}.chosen{background:#dff3e4;font-weight:650}
@@ -50,9 +50,11 @@ def _num(value, spec: str, default: str = "-") -> str:
     return default if value is None else format(value, spec)
 
 
-def _table(header: list[str], rows: list[list[str]], left: int = 1, cls: str = "") -> str:
-    """A real ``<table>``; cells are pre-escaped HTML, the first ``left`` columns align left."""
-    head = "".join(f'<th class="l">{h}</th>' if i < left else f"<th>{h}</th>" for i, h in enumerate(header))
+def _table(header: list, rows: list[list], left: int = 1, cls: str = "") -> str:
+    """A real ``<table>``; cells are pre-escaped HTML or ``(html, css class)``, the first ``left``
+    columns align left (and a header given as ``(text,)`` too)."""
+    head = "".join(f'<th class="l">{h[0] if isinstance(h, tuple) else h}</th>' if i < left or isinstance(h, tuple)
+                   else f"<th>{h}</th>" for i, h in enumerate(header))
     body = []
     for row in rows:
         cells = []
@@ -97,12 +99,13 @@ def verdict(rep: dict) -> str:
             body.append(f"<p><b>{_e(lines[-1])}</b></p>")
         box = f'<div class="verdict {klass}" id="verdict">{"".join(body)}</div>'
         rows = []
-        for c in rec["candidates"]:
+        order = {"chosen": 0, "slower": 1, "out": 2, "not run": 3}
+        for c in sorted(rec["candidates"], key=lambda c: (order[c["verdict"]], c.get("median_ms") or 0)):
             mark = {"chosen": ("chosen", "pass"), "slower": ("within budget, slower", "skip"),
                     "out": ("outside budget", "fail"), "not run": ("not run here", "skip")}[c["verdict"]]
             rows.append([(_e(c["target"]), "chosen" if c["verdict"] == "chosen" else ""),
                          (_e(mark[0]), mark[1]), _num(c.get("median_ms"), ".2f"), (_e(c["why"]), "why")])
-        return box + _table(["candidate", "verdict", "median (ms)", "why"], rows, left=2)
+        return box + _table(["candidate", "verdict", "median (ms)", ("why",)], rows, left=2)
     ran = [t for t in targets if t.get("status") == "ok"]
     if failed:
         head, klass = f"FAIL: {len(failed)} of {len(targets)} targets failed or missed a threshold", "bad"
@@ -157,12 +160,19 @@ def results_table(rep: dict) -> str:
 def plot_section(rep: dict) -> str:
     rec = rep.get("recommendation") or {}
     verdicts = {c["target"]: c["verdict"] for c in rec.get("candidates", [])}
-    lat_rows = [{"label": "pytorch-eager", "samples_ms": rep["reference"]["latency"].get("samples_ms")}]
-    lat_rows += [{"label": t["target"], "samples_ms": (t.get("latency") or {}).get("samples_ms")}
-                 for t in rep["targets"]]
-    parts = []
+    lat_rows = [{"label": t["target"], "samples_ms": (t.get("latency") or {}).get("samples_ms")}
+                for t in rep["targets"]]
+    slowest = max((t["latency"]["median_ms"] for t in rep["targets"] if t.get("latency")), default=None)
+    ref_ms = rep["reference"]["latency"].get("median_ms")
+    parts, note = [], ""
+    if slowest is not None and ref_ms is not None and ref_ms > 3 * slowest:
+        # A reference far slower than every target would squash the targets into one corner.
+        note = (f"<p class='sub'>PyTorch eager ({ref_ms:.1f} ms median) is left out of this plot to keep the "
+                f"targets readable; see the table.</p>")
+    else:
+        lat_rows.insert(0, {"label": "pytorch-eager", "samples_ms": rep["reference"]["latency"].get("samples_ms")})
     if any(r["samples_ms"] for r in lat_rows):
-        parts.append("<h3>Latency distribution</h3>" + plots.latency_distribution(lat_rows))
+        parts.append("<h3>Latency distribution</h3>" + plots.latency_distribution(lat_rows) + note)
     labelled = rep["evaluation"].get("labelled") and any((t.get("accuracy") or {}).get("top1") is not None
                                                          for t in rep["targets"])
     metric, label, percent = (("top1", "top-1 accuracy (labelled)", True) if labelled else
@@ -208,7 +218,7 @@ def profile_section(rep: dict) -> str:
             "latency figures above are untouched. TensorRT engines are profiled on the device "
             "(<code>device-check</code>).</p>" + chart
             + _table(["target", "profiler", "profiled (ms)", "measured median (ms)", "profiled / median",
-                      "largest op types (share of profiled time)"], rows))
+                      ("largest op types (share of profiled time)",)], rows, left=2))
 
 
 def device_section(rep: dict) -> str:
