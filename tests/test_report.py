@@ -67,7 +67,7 @@ def test_merge_two_devices(tmp_path, real_report):
     merged = json.loads((tmp_path / "m" / "merged.json").read_text())
     assert [r["device_label"] for r in merged["reports"]] == ["host", "orin"]
     assert "| orin | onnxruntime-fp32 | ok |" in (tmp_path / "m" / "merged.md").read_text()
-    assert "@ orin" in (tmp_path / "m" / "merged.html").read_text()
+    assert "Device: orin" in (tmp_path / "m" / "merged.html").read_text()
     vit = copy.deepcopy(report)
     vit["model"]["name"] = "vit_small_patch16_224"
     with pytest.raises(ReportError, match="different models"):

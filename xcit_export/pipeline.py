@@ -216,6 +216,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     if config.auto:
         from . import auto as auto_mod
 
+        config.budget = (config.budget or auto_mod.Budget()).check()  # a bad budget fails before any work
         config.targets, left_out = auto_mod.plan(config.targets, config.calib is not None
                                                  or config.calib_data is not None)
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
@@ -342,8 +343,7 @@ def _recommendation(config: RunConfig, results: list[dict], left_out: dict, labe
                     classifies: bool) -> dict:
     from . import auto as auto_mod
 
-    budget = (config.budget or auto_mod.Budget()).check()
-    rec = auto_mod.recommend(results, budget, left_out, labelled=labelled, classifies=classifies)
+    rec = auto_mod.recommend(results, config.budget, left_out, labelled=labelled, classifies=classifies)
     if config.require_winner:
         auto_mod.require_winner(rec, config.require_winner)
     return rec

@@ -58,12 +58,15 @@ def recommendation_markdown(report: dict) -> list[str]:
 
 def profile_markdown(report: dict) -> list[str]:
     """Per-op-type shares from each runtime's profiler (``op_profile``), one line per target."""
-    rows = [t for t in report["targets"] if t.get("op_profile")]
+    rows = [t for t in report["targets"] if t.get("op_profile") or t.get("op_profile_error")]
     if not rows:
         return []
     out = ["", "## Where the time goes (runtime profilers, separate pass)", ""]
     for t in rows:
-        p = t["op_profile"]
+        p = t.get("op_profile")
+        if p is None:
+            out.append(f"- {t['target']}: the profiler failed ({t['op_profile_error']})")
+            continue
         ops = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in p["ops"][:6])
         out.append(f"- {t['target']}: {p['total_ms']:.2f} ms profiled: {ops}")
     return out

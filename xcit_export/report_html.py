@@ -201,8 +201,10 @@ def profile_section(rep: dict) -> str:
     from .profiling import coverage
 
     profiled = [t for t in rep["targets"] if t.get("op_profile")]
+    failed = "".join(f"<p><b>{_e(t['target'])}</b>: the profiler failed ({_e(t['op_profile_error'])})</p>"
+                     for t in rep["targets"] if t.get("op_profile_error"))
     if not profiled:
-        return ""
+        return f"<h2>Where the time goes</h2>{failed}" if failed else ""
     rows = []
     for t in profiled:
         p = t["op_profile"]
@@ -218,7 +220,7 @@ def profile_section(rep: dict) -> str:
             "latency figures above are untouched. TensorRT engines are profiled on the device "
             "(<code>device-check</code>).</p>" + chart
             + _table(["target", "profiler", "profiled (ms)", "measured median (ms)", "profiled / median",
-                      ("largest op types (share of profiled time)",)], rows, left=2))
+                      ("largest op types (share of profiled time)",)], rows, left=2) + failed)
 
 
 def device_section(rep: dict) -> str:
