@@ -210,8 +210,9 @@ def profile_section(rep: dict) -> str:
         p = t["op_profile"]
         cov = coverage(t)
         top = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in p["ops"][:6])
+        own = p["total_ms"] / p["wall_ms"] if p.get("wall_ms") else None
         rows.append([_e(t["target"]), _e(p["source"].split(" (")[0]), _num(p["total_ms"], ".2f"),
-                     _num((t.get("latency") or {}).get("median_ms"), ".2f"), _num(cov, ".0%"),
+                     _num((t.get("latency") or {}).get("median_ms"), ".2f"), _num(cov, ".0%"), _num(own, ".0%"),
                      (_e(top), "why")])
     chart = plots.op_breakdown([{"label": t["target"], "ops": t["op_profile"]["ops"],
                                  "median_ms": (t.get("latency") or {}).get("median_ms")} for t in profiled])
@@ -219,7 +220,7 @@ def profile_section(rep: dict) -> str:
             "collected in a separate pass after the latency measurement (on a separately compiled model), so the "
             "latency figures above are untouched. TensorRT engines are profiled on the device "
             "(<code>device-check</code>).</p>" + chart
-            + _table(["target", "profiler", "profiled (ms)", "measured median (ms)", "profiled / median",
+            + _table(["target", "profiler", "profiled (ms)", "measured median (ms)", "profiled / median", "profiled / its runs' wall time",
                       ("largest op types (share of profiled time)",)], rows, left=2) + failed)
 
 
