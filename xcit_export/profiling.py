@@ -22,15 +22,16 @@ def breakdown(source: str, per_run: Sequence[Mapping[str, float]], wall_ms: Sequ
     """The report's ``op_profile`` entry: op types by time per inference, largest first.
 
     ``per_run`` holds, for each profiled inference, milliseconds per op type; ``wall_ms`` the
-    wall-clock time of each of those inferences. Per-type figures are taken from the run whose
-    op total is the median (one consistent inference, robust to a preempted run), and
-    ``wall_ms`` is the median wall time of the profiled runs, so ``total_ms / wall_ms`` says how
-    much of an inference the profiler accounts for. The ``top`` largest types are listed by name
-    and the rest summed into ``other`` so tables and bars stay short.
+    wall-clock time of each of those inferences. Each op type's figure is its median over the
+    runs, so a run preempted by another process inflates no single op type; ``wall_ms`` is the
+    median wall time of the profiled runs, so ``total_ms / wall_ms`` says how much of an
+    inference the profiler accounts for. The ``top`` largest types are listed by name and the
+    rest summed into ``other`` so tables and bars stay short.
     """
-    totals = [sum(r.values()) for r in per_run]
-    median_run = per_run[sorted(range(len(totals)), key=totals.__getitem__)[len(totals) // 2]]
-    items = sorted(((k, float(v)) for k, v in median_run.items() if v > 0), key=lambda kv: -kv[1])
+    types = {k for run in per_run for k in run}
+    items = sorted(((k, statistics.median(run.get(k, 0.0) for run in per_run)) for k in types),
+                   key=lambda kv: -kv[1])
+    items = [(k, v) for k, v in items if v > 0]
     total = sum(v for _, v in items)
     head, tail = items[:top], items[top:]
     if tail:
