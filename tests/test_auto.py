@@ -122,8 +122,10 @@ def test_profiles_come_from_the_runtimes_and_add_up(auto_run):
         assert abs(sum(o["ms"] for o in prof["ops"]) - prof["total_ms"]) < 1e-2
         assert abs(sum(o["share"] for o in prof["ops"]) - 1) < 1e-2
         assert {"MatMul", "FullyConnected"} & {o["op_type"] for o in prof["ops"]}
-        # The per-op times account for the profiled inferences' own wall time (the runtime's
-        # accounting is complete); coverage() is the same figure against the measured median.
+        # The profiler never accounts for more than the profiled inferences took (upper bound:
+        # 15%, as the issue asks of the breakdown). The lower bound is loose because on a
+        # machine shared with other jobs preemption lands between ops and in the wall time, not
+        # in the per-op medians. coverage() is the same figure against the measured median.
         assert 0.25 < prof["total_ms"] / prof["wall_ms"] < 1.15, (t["target"], prof)
         assert coverage(t) > 0
 
