@@ -72,7 +72,8 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--model", "-m", help="Zoo model name, e.g. xcit_nano_12_p16_224 (see list-models).")
 @click.option("--target", "-t", "targets", multiple=True,
-              help="Target(s): repeat or comma-separate; 'all' for every registered target.")
+              help="Target(s): repeat or comma-separate; 'all' for every registered target; 'auto' (alone) to "
+                   "try every target that runs here and recommend the fastest within the accuracy budget.")
 @click.option("--weights", "-w", default="random", show_default=True,
               help="'random' (seeded), 'pretrained' (timm hub download), or a checkpoint path (.pth/.safetensors, "
                    "timm or official facebookresearch/xcit format).")
