@@ -74,7 +74,8 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.version_option(__version__, "--version", prog_name="xcit-export", message="%(prog)s %(version)s")
 @click.option("--model", "-m", help="Zoo model name, e.g. xcit_nano_12_p16_224 (see list-models).")
 @click.option("--target", "-t", "targets", multiple=True,
-              help="Target(s): repeat or comma-separate; 'all' for every registered target.")
+              help="Target(s): repeat or comma-separate; 'all' for every registered target; 'auto' (alone) to "
+                   "try every target that runs here and recommend the fastest within the accuracy budget.")
 @click.option("--weights", "-w", default="random", show_default=True,
               help="'random' (seeded), 'pretrained' (timm hub download), or a checkpoint path (.pth/.safetensors, "
                    "timm or official facebookresearch/xcit format).")
@@ -115,11 +116,22 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--rebuild", is_flag=True, help="Rebuild artifacts even when an identical one exists.")
 @click.option("--no-wait", is_flag=True,
               help="Fail at once if another run is writing to the output folder (default: wait for it).")
+@click.option("--max-top1-drop", type=float, default=0.01, show_default=True,
+              help="--target auto: largest labelled top-1 drop vs PyTorch a candidate may have (0.01 = 1 point).")
+@click.option("--min-top1-agreement", type=float, default=0.97, show_default=True,
+              help="--target auto: smallest top-1 agreement with PyTorch a candidate may have.")
+@click.option("--min-cosine-mean", type=float, default=0.99, show_default=True,
+              help="--target auto: smallest mean cosine with PyTorch where it stands in (no labels/no logits).")
+@click.option("--require-winner", help="--target auto: exit 1 unless this candidate is recommended, "
+                                        "e.g. openvino-fp32@batch1.")
+@click.option("--profile/--no-profile", "op_profile", default=True, show_default=True,
+              help="Per-operator-type latency breakdown from each runtime's profiler (a separate pass).")
 @click.pass_context
 @_fail_cleanly
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
-         warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild, no_wait):
+         warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
+         min_top1_agreement, min_cosine_mean, require_winner, op_profile):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
@@ -127,7 +139,7 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
     if ctx.invoked_subcommand is not None:
         return
     from . import export as export_mod
-    from .pipeline import RunConfig, distribute_options, run
+    from .pipeline import DEFAULT_CALIB_WEIGHTS, RunConfig, distribute_options, run
     from .report import markdown_table
     from .validate import LatencyOptions
 
@@ -147,6 +159,20 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
 
     target_names = _split_targets(targets)
+    auto_budget = None
+    if "auto" in target_names:
+        from .auto import Budget, plan
+
+        if target_names != ["auto"]:
+            raise click.UsageError("--target auto picks among every target that runs here; give it alone")
+        auto_budget = Budget(max_top1_drop, min_top1_agreement, min_cosine_mean).check()
+        target_names = plan(None, calib is not None or weights in DEFAULT_CALIB_WEIGHTS)[0]
+    else:
+        auto_flags = [f"--{p.replace('_', '-')}" for p in ("max_top1_drop", "min_top1_agreement", "min_cosine_mean",
+                                                            "require_winner")
+                      if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+        if auto_flags:
+            raise click.UsageError(f"{', '.join(auto_flags)} only apply to --target auto")
     general, specific = _parse_options(raw_options)
     if device:
         general["device"] = device
@@ -159,7 +185,10 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds),
         output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
         eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
+        auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner, profile=op_profile,
         wait_for_lock=not no_wait)
+    if config.auto:
+        config.targets = []  # every registered target: those that cannot run here are listed with the reason
     _run_and_print(config, run, markdown_table)
 
 
@@ -168,7 +197,11 @@ def _run_and_print(config, run, markdown_table) -> None:
         report = run(config, progress=lambda msg: (status.update(msg), console.log(msg)))
     click.echo(markdown_table(report))
     click.echo(f"report: {config.out_dir / 'report.json'} (also report.md, report.html)")
-    if any(t["status"] == "failed" or t.get("passed") is False for t in report["targets"]):
+    held = (report.get("recommendation") or {}).get("require_winner", {}).get("ok", True)
+    if not held:
+        click.echo(f"required winner {config.require_winner} was not recommended "
+                   f"({report['recommendation']['target'] or 'no candidate held the budget'})")
+    if any(t["status"] == "failed" or t.get("passed") is False for t in report["targets"]) or not held:
         sys.exit(1)
 
 
@@ -204,8 +237,9 @@ def list_targets(show_options):
               help="The accepted report.json to compare with.")
 @click.option("--recipe", type=click.Path(path_type=Path), help="Thresholds and latency budgets to apply too.")
 @click.option("--update-baseline", is_flag=True, help="Accept REPORT as the new baseline (deliberately) and exit 0.")
+@click.option("--require-winner", help="Fail unless the report's --target auto recommendation is this candidate.")
 @_fail_cleanly
-def gate_cmd(report_path, baseline, recipe, update_baseline):
+def gate_cmd(report_path, baseline, recipe, update_baseline, require_winner):
     """Exit 0 when every target holds against the baseline (and recipe); else one line per failure."""
     from .gate import gate, read_report
     from .io import write_json_atomic
@@ -219,8 +253,10 @@ def gate_cmd(report_path, baseline, recipe, update_baseline):
     if recipe is not None:
         from .recipe import load_recipe
 
-        thresholds = load_recipe(recipe).thresholds()
-    checks = gate(report, read_report(baseline), thresholds)
+        loaded = load_recipe(recipe)
+        thresholds = loaded.thresholds()
+        require_winner = require_winner or loaded.auto_settings().get("require_winner")
+    checks = gate(report, read_report(baseline), thresholds, require_winner=require_winner)
     failed = [c for c in checks if not c.ok]
     skipped = [c for c in checks if c.skipped]
     for c in skipped:

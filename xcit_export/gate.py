@@ -114,8 +114,19 @@ def read_report(path: str | Path) -> dict:
     return report
 
 
+def winner_check(report: dict, required: str) -> Check:
+    """Is ``required`` the ``--target auto`` recommendation of ``report``? (CI notices a change.)"""
+    rec = report.get("recommendation")
+    if rec is None:
+        return Check("recommendation", "winner", None, required, False,
+                     "missing: the report is not from --target auto")
+    ok = rec.get("target") == required
+    return Check("recommendation", "winner", rec.get("target"), required, ok,
+                 "ok" if ok else "changed: the best choice on this device is now another candidate")
+
+
 def gate(report: dict, baseline: dict | None, thresholds: dict[str, dict] | None = None,
-         tolerances: dict[str, float] = DEFAULT_TOLERANCES) -> list[Check]:
+         tolerances: dict[str, float] = DEFAULT_TOLERANCES, require_winner: str | None = None) -> list[Check]:
     """Every check for every target; the gate holds when all are ``ok``."""
     if baseline is not None:
         for field in ("name", "num_classes", "input_size"):
@@ -144,6 +155,8 @@ def gate(report: dict, baseline: dict | None, thresholds: dict[str, dict] | None
         # Without a recipe the report's own stored thresholds (from the run's recipe) apply.
         for entry in report["targets"]:
             checks += [Check(**c) for c in entry.get("checks", [])]
+    if require_winner:
+        checks.append(winner_check(report, require_winner))
     return checks
 
 

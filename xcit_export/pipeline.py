@@ -78,6 +78,12 @@ class RunConfig:
     input_format: str = "nchw"  # models.deploy.INPUT_FORMATS
     rebuild: bool = False
     wait_for_lock: bool = True  # another run holds out_dir: wait for it (False: fail at once, --no-wait)
+    # --target auto (auto.py): ``targets`` are then the candidates (empty: every registered target),
+    # each also as a static batch-1 variant; the report gets a ``recommendation``.
+    auto: bool = False
+    budget: Any = None  # auto.Budget; None = its defaults
+    require_winner: str | None = None
+    profile: bool = True  # per-op-type breakdown from each runtime's profiler, in a separate pass
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -216,6 +222,12 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     Inputs are checked first; the building and writing then happen under ``out_dir``'s lock
     (:func:`xcit_export.outdir.locked_output_dir`), so two runs never interleave in one folder.
     """
+    left_out: dict[str, str] = {}
+    if config.auto:
+        from . import auto as auto_mod
+
+        config.budget = (config.budget or auto_mod.Budget()).check()  # a bad budget fails before any work
+        config.targets, left_out = auto_mod.plan(config.targets, calibration_available(config))
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
     for target in targets:
         target.check_options(config.target_options.get(target.name, {}))
@@ -244,6 +256,12 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     # Everything below writes into out_dir: one run at a time there (outdir.py).
     with locked_output_dir(config.out_dir, wait=config.wait_for_lock, progress=progress):
         return _build_and_report(config, targets, spec, threads, data_info, progress)
+
+
+def calibration_available(config: RunConfig) -> bool:
+    """Whether INT8 targets can calibrate: images were given, or the weights allow the bundled set."""
+    return (config.calib is not None or config.calib_data is not None
+            or config.weights in DEFAULT_CALIB_WEIGHTS)
 
 
 def _needs_default_calibration(config: RunConfig, targets) -> bool:
@@ -298,20 +316,84 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         entry = _run_target(target, config, spec, onnx_path, onnx_meta["build_key"], input_shape, x_eval, labels,
                             reference, x_lat, calib, torch_latency.median_ms, threads, progress,
                             output_names=model.output_names)
+        results.append(entry)
+    if config.auto and config.batch != 1:
+        results += _batch1_variants(config, model, spec, targets, x_eval, labels, reference, calib, threads,
+                                    torch_run, torch_latency, progress)
+    for target, entry in zip(targets + targets, results):
+        entry["export_batch"] = 1 if entry["target"] != target.name else (config.batch or "dynamic")
         limits = config.thresholds.get(target.name)
         if limits:
             checks = threshold_checks(entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
             entry["checks"] = checks_to_dicts(checks)
             entry["passed"] = all(c.ok for c in checks)
-        results.append(entry)
+    if config.profile:
+        _profile_pass(targets + targets, results, config, x_eval, threads, progress)
 
     report = report_mod.build_report(
         config=config, spec=spec, onnx_meta=onnx_meta, reference=ref_entry, targets=results,
         evaluation={"description": eval_desc, "count": int(len(x_eval)), "labelled": labels is not None,
                     **data_info},
         fingerprint=device_fingerprint())
+    if config.auto:
+        report["recommendation"] = _recommendation(config, results, left_out, labels is not None,
+                                                   config.output == "logits" and spec.num_classes > 0)
     report_mod.write_report(report, config.out_dir)
     return report
+
+
+def _batch1_variants(config: RunConfig, model, spec, targets, x_eval, labels, reference, calib, threads,
+                     torch_run, torch_latency, progress: Progress) -> list[dict]:
+    """``--target auto``: every candidate again from a static batch-1 export, for latency-bound use.
+
+    It lives in ``<out>/batch1/`` (its own ``onnx/`` and target folders, keyed like any other
+    build, so reruns reuse it) and its entries are named ``<target>@batch1``.
+    """
+    from dataclasses import replace
+
+    from .auto import BATCH1, variant_name
+
+    b1 = replace(config, batch=1, out_dir=config.out_dir / BATCH1, latency_batches=())
+    progress("auto: static batch-1 variants")
+    onnx_path, onnx_meta = prepare_onnx(b1, model, spec, progress)
+    x1 = np.ascontiguousarray(x_eval[:1])
+    torch_ms = torch_latency.median_ms if torch_latency.batch == 1 else \
+        measure_latency(torch_run, x1, config.latency).median_ms
+    entries = []
+    for target in targets:
+        entry = _run_target(target, b1, spec, onnx_path, onnx_meta["build_key"], model.input_shape, x_eval,
+                            labels, reference, x1, calib, torch_ms, threads,
+                            lambda msg, name=target.name: progress(msg.replace(name, variant_name(name, True), 1)),
+                            output_names=model.output_names)
+        entry["target"] = variant_name(target.name, True)
+        entries.append(entry)
+    return entries
+
+
+def _profile_pass(targets, results: list[dict], config: RunConfig, x_eval, threads: int, progress: Progress) -> None:
+    """Per-op-type breakdowns, after every latency figure is taken, on separately opened models."""
+    for target, entry in zip(targets, results):
+        if target.profile is None or entry.get("status") != "ok" or "latency" not in entry:
+            continue
+        progress(f"{entry['target']}: per-operator profile")
+        batch = entry["latency"]["batch"]
+        x = x_eval[:batch] if len(x_eval) >= batch else np.repeat(x_eval[:1], batch, 0)
+        try:
+            artifact = Artifact.from_dir(Path(entry["artifact"]["path"]).parent)
+            entry["op_profile"] = target.profile(artifact, np.ascontiguousarray(x), threads=threads,
+                                                 **config.target_options.get(target.name, {}))
+        except Exception as exc:  # a profiler failure costs the breakdown, never the target's result
+            entry["op_profile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def _recommendation(config: RunConfig, results: list[dict], left_out: dict, labelled: bool,
+                    classifies: bool) -> dict:
+    from . import auto as auto_mod
+
+    rec = auto_mod.recommend(results, config.budget, left_out, labelled=labelled, classifies=classifies)
+    if config.require_winner:
+        auto_mod.require_winner(rec, config.require_winner)
+    return rec
 
 
 def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str, input_shape, x_eval, labels, reference,

@@ -16,6 +16,12 @@ Layout (every table optional except ``model`` and ``targets``)::
     options        = { device = "CPU", ... }          # the target's own options
     thresholds     = { min_top1_agreement = 0.99, max_top1_drop = 0.01, min_cosine = 0.999 }
     latency_budget = { median_ms = 25.0, p99_ms = 40.0 }
+
+``--target auto`` (``auto.py``): ``[targets] auto = true`` makes every target that runs here a
+candidate (``[targets.<name>]`` tables may still give options and thresholds), and::
+
+    [auto]     max_top1_drop = 0.01, min_top1_agreement = 0.97, min_cosine_mean = 0.99,
+               require_winner = "openvino-fp32@batch1"   # a run (and `gate --recipe`) fails otherwise
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
              "class_index": (str,), "on_bad_image": (str,)},
     "latency": {"threads": (int,), "warmup": (int,), "iterations": (int,), "min_seconds": (int, float),
                 "batch_sweep": (list,)},
+    "auto": {"max_top1_drop": (int, float), "min_top1_agreement": (int, float), "min_cosine_mean": (int, float),
+             "require_winner": (str,)},
 }
 _TARGET_KEYS = ("options", "thresholds", "latency_budget")
 
@@ -72,6 +80,14 @@ class Recipe:
 
     def thresholds(self) -> dict[str, dict]:
         return {t.name: {"thresholds": t.thresholds, "latency_budget": t.latency_budget} for t in self.targets}
+
+    @property
+    def auto(self) -> bool:
+        return self.raw.get("targets", {}).get("auto") is True
+
+    def auto_settings(self) -> dict[str, Any]:
+        """The ``[auto]`` table (budget and required winner), empty unless ``[targets] auto = true``."""
+        return dict(self.section("auto")) if self.auto else {}
 
 
 def _err(path: Path, where: str, message: str) -> RecipeError:
@@ -157,6 +173,17 @@ def load_recipe(path: str | Path) -> Recipe:
     targets_raw = raw.get("targets")
     if not isinstance(targets_raw, dict) or not targets_raw:
         raise _err(path, "[targets]", "list at least one target as a [targets.<name>] table")
+    targets_raw = dict(targets_raw)
+    auto = targets_raw.pop("auto", None)
+    if auto is not None and not isinstance(auto, bool):
+        raise _err(path, "[targets] auto", f"must be true or false, got {auto!r}")
+    if "auto" in raw and not auto:
+        raise _err(path, "[auto]", "sets the --target auto budget; add auto = true under [targets]")
+    for key, value in raw.get("auto", {}).items():
+        if key != "require_winner" and not 0 <= value <= 1:
+            raise _err(path, f"[auto] {key}", f"is a fraction between 0 and 1, got {value!r}")
+    if not targets_raw and not auto:
+        raise _err(path, "[targets]", "list at least one target as a [targets.<name>] table, or set auto = true")
 
     from .targets import get_target
 
@@ -239,8 +266,15 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
             raise _err(recipe.path, "[model] input_size", f"must be an integer or [height, width], got {size!r}")
         size = tuple(size)
     defaults = LatencyOptions()
+    budget = None
+    if recipe.auto:
+        from .auto import Budget
+
+        settings = recipe.auto_settings()
+        budget = Budget(**{k: float(v) for k, v in settings.items() if k != "require_winner"})
     return RunConfig(
-        model=model["name"], targets=[t.name for t in recipe.targets],
+        auto=recipe.auto, budget=budget, require_winner=recipe.auto_settings().get("require_winner"),
+        model=model["name"], targets=[] if recipe.auto else [t.name for t in recipe.targets],
         out_dir=out_dir or Path("out") / recipe.path.stem,
         weights=_resolve(recipe, model.get("weights", "random"), ("random", "pretrained", "demo")),
         seed=model.get("seed", 0), num_classes=model.get("num_classes"), input_size=size,

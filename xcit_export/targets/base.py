@@ -103,6 +103,10 @@ class Target:
     # Target-specific options this target accepts (name -> help). Anything else is rejected
     # before work starts, so a misspelt or misplaced option never goes silently unused.
     options: dict[str, str] = field(default_factory=dict)
+    # Optional per-op-type latency breakdown from the runtime's own profiler:
+    # ``profile(artifact, x, threads=..., runs=..., **options) -> dict`` (xcit_export/profiling.py).
+    # It opens the artifact separately, so the runner and its latency figures are never touched.
+    profile: Callable[..., dict] | None = None
 
     def check_options(self, options: dict[str, Any]) -> None:
         unknown = sorted(set(options) - set(self.options))

@@ -137,6 +137,54 @@ def load(artifact: Artifact, threads: int | None = None, **_options) -> OnnxRunt
     return OnnxRuntimeRunner(artifact.path, threads=threads)
 
 
+def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs: int | None = None,
+            **_options) -> dict:
+    """Per-op-type time from onnxruntime's own profiler, on a second session opened for it.
+
+    ``SessionOptions.enable_profiling`` writes a Chrome-trace JSON; each executed node leaves a
+    ``"cat": "Node"`` event named ``<node>_kernel_time`` with its ``op_name`` and duration in
+    microseconds (https://onnxruntime.ai/docs/performance/tune-performance/profiling-tools.html).
+    """
+    import bisect
+    import json
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    from ..profiling import DEFAULT_RUNS, breakdown
+
+    runs = runs or DEFAULT_RUNS
+    with tempfile.TemporaryDirectory(prefix="xcit-ort-prof-") as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tmp, "ort")
+        session = ort.InferenceSession(str(artifact.path), opts, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.ascontiguousarray(x)}
+        session.run(None, feed)  # first run: allocations; its events are dropped below
+        for _ in range(runs):
+            session.run(None, feed)
+        with open(session.end_profiling()) as fh:
+            events = json.load(fh)
+    # Each inference is one "model_run" event; its nodes' kernel events fall inside its span.
+    model_runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                        key=lambda e: e["ts"])[1:]  # the first run (allocations) is dropped
+    per_run: list[dict[str, float]] = [{} for _ in model_runs]
+    starts = [r["ts"] for r in model_runs]
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+            i = bisect.bisect_right(starts, e["ts"]) - 1
+            if i >= 0 and e["ts"] <= starts[i] + model_runs[i]["dur"]:
+                op = e.get("args", {}).get("op_name", "?")
+                per_run[i][op] = per_run[i].get(op, 0.0) + e["dur"] / 1e3
+    return breakdown("onnxruntime profiler (SessionOptions.enable_profiling)", per_run,
+                     [r["dur"] / 1e3 for r in model_runs], len(x))
+
+
 register(Target(
     name="onnxruntime-fp32",
     backend="onnxruntime",
@@ -144,6 +192,7 @@ register(Target(
     description="Simplified FP32 ONNX on ONNX Runtime's CPU execution provider",
     build=_build_fp32,
     load=load,
+    profile=profile,
     requires=("onnxruntime",),
     verified="x86-64 CPU (AMD Zen 3, CI)",
 ))
@@ -156,6 +205,7 @@ register(Target(
     description="Static INT8 (QDQ, onnxruntime quantizer, calibrated) on ONNX Runtime's CPU execution provider",
     build=_build_int8,
     load=load,
+    profile=profile,
     requires=("onnxruntime",),
     needs_calibration=True,
     verified="x86-64 CPU (AMD Zen 4, AVX-512 VNNI; CI)",

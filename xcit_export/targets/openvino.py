@@ -532,6 +532,49 @@ def load(artifact: Artifact, threads: int | None = None, **options) -> OpenVINOR
                           inference_precision=options.get("inference_precision"))
 
 
+def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs: int | None = None,
+            **options) -> dict:
+    """Per-op-type time from OpenVINO's performance counters, on a model compiled for it.
+
+    ``PERF_COUNT`` is a compile-time property, so the IR is compiled a second time with the
+    runner's device, hint, precision and threads plus ``PERF_COUNT``; ``InferRequest.profiling_info``
+    then gives each executed node's ``real_time`` for the last inference
+    (https://docs.openvino.ai/2025/openvino-workflow/running-inference/optimize-inference/
+    general-optimizations.html, and benchmark_app's ``-pc``). Node types are the plugin's
+    (``FullyConnected``, ``Subgraph`` for fused element-wise code, ``Transpose``...).
+    """
+    import time
+
+    from ..profiling import DEFAULT_RUNS, breakdown
+
+    runs = runs or DEFAULT_RUNS
+    device = parse_device(options.get("device"))
+    check_device_available(device)
+    config: dict[str, Any] = {"PERFORMANCE_HINT": parse_hint(options.get("hint")), "PERF_COUNT": True}
+    precision_hint = parse_precision(options.get("inference_precision"), artifact.metadata.get("precision", "fp32"))
+    if precision_hint:
+        config["INFERENCE_PRECISION_HINT"] = precision_hint
+    if threads and device.startswith("CPU"):
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    core = _core()
+    compiled = core.compile_model(core.read_model(str(artifact.path)), device, config)
+    request = compiled.create_infer_request()
+    x = np.ascontiguousarray(x.astype(compiled.input(0).get_element_type().to_dtype(), copy=False))
+    request.infer({0: x})  # first run: allocations, not counted
+    per_run: list[dict[str, float]] = []
+    wall: list[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        request.infer({0: x})
+        wall.append((time.perf_counter() - t0) * 1e3)
+        ops: dict[str, float] = {}
+        for info in request.profiling_info:
+            if info.status == info.Status.EXECUTED:
+                ops[info.node_type] = ops.get(info.node_type, 0.0) + info.real_time.total_seconds() * 1e3
+        per_run.append(ops)
+    return breakdown("OpenVINO performance counters (PERF_COUNT)", per_run, wall, len(x))
+
+
 register(Target(
     name="openvino-fp32",
     backend="openvino",
@@ -539,6 +582,7 @@ register(Target(
     description="OpenVINO IR (FP32 weights, runs in FP32) for Intel CPU/GPU/NPU",
     build=lambda ctx: _build(ctx, "fp32"),
     load=load,
+    profile=profile,
     requires=("openvino",),
     verified=VERIFIED,
     options=dict(COMMON_OPTIONS),
@@ -551,6 +595,7 @@ register(Target(
     description="OpenVINO IR with FP16-compressed weights (GPU/NPU compute in FP16; CPU at its default)",
     build=lambda ctx: _build(ctx, "fp16"),
     load=load,
+    profile=profile,
     requires=("openvino",),
     verified=VERIFIED,
     options=dict(COMMON_OPTIONS),
@@ -563,6 +608,7 @@ register(Target(
     description="OpenVINO IR quantized to INT8 by NNCF post-training quantization (transformer preset)",
     build=lambda ctx: _build(ctx, "int8"),
     load=load,
+    profile=profile,
     requires=("openvino", "nncf"),
     needs_calibration=True,
     verified=VERIFIED,

@@ -1,0 +1,183 @@
+"""``--target auto``: candidate selection, the recommendation, the gate on it, and the report page."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from xcit_export.auto import Budget, recommend, require_winner
+from xcit_export.cli import main
+from xcit_export.errors import RecipeError
+from xcit_export.gate import gate
+from xcit_export.pipeline import RunConfig, run
+from xcit_export.plots import spread_labels
+from xcit_export.profiling import coverage
+from xcit_export.recipe import load_recipe, to_run_config
+from xcit_export.report import html_page, merge_reports
+from xcit_export.validate import LatencyOptions
+
+
+def _entry(name, median, top1=0.80, ref=0.80, agree=1.0, cos=1.0, status="ok"):
+    e = {"target": name, "status": status, "artifact": {"path": f"/out/{name}/model"},
+         "accuracy": {"top1": top1, "reference_top1": ref, "top1_agreement": agree, "cosine_mean": cos}}
+    if median is not None:
+        e["latency"] = {"median_ms": median, "p90_ms": median * 1.1, "p99_ms": median * 1.2, "batch": 1}
+    return e
+
+
+def test_winner_is_fastest_within_budget_and_losers_say_why():
+    entries = [_entry("onnxruntime-fp32", 10.0), _entry("openvino-fp32", 5.0),
+               _entry("openvino-int8", 2.0, top1=0.769),  # fastest, but 3.1 pt drop: 2.1 pt over a 1 pt budget
+               _entry("onnxruntime-int8", 3.0, agree=0.95),  # agreement below 97%
+               _entry("openvino-fp16", 5.2), _entry("tensorrt-fp16", None, status="built"),
+               {"target": "broken", "status": "failed", "error": "ArtifactError: boom\nmore"}]
+    rec = recommend(entries, Budget(), {"tensorrt-int8": "cannot run here: no TensorRT"}, labelled=True)
+    assert rec["target"] == "openvino-fp32" and rec["artifact"] == "/out/openvino-fp32/model"
+    assert rec["latency"]["median_ms"] == 5.0 and rec["accuracy"]["top1"] == 0.80
+    why = {c["target"]: c["why"] for c in rec["candidates"]}
+    assert why["openvino-int8"] == "2.1 pt over the budget (top-1 drop 3.1 pt > 1.0 pt)"
+    assert why["onnxruntime-int8"] == "top-1 agreement 95.0% < 97.0%"
+    assert why["openvino-fp16"] == "1.04x slower than openvino-fp32"
+    assert why["onnxruntime-fp32"] == "2.00x slower than openvino-fp32"
+    assert why["tensorrt-int8"] == "cannot run here: no TensorRT"
+    assert why["broken"] == "failed: ArtifactError: boom" and why["tensorrt-fp16"].startswith("built")
+    assert rec["lines"][0].startswith("Recommended: openvino-fp32 (5.00 ms median at batch 1")
+    assert "openvino-int8: 2.1 pt over the budget (top-1 drop 3.1 pt > 1.0 pt)" in rec["lines"]
+    # A looser budget lets the INT8 target win; none holding gives no recommendation.
+    assert recommend(entries, Budget(max_top1_drop=0.05), labelled=True)["target"] == "openvino-int8"
+    none = recommend([_entry("a", 1.0, agree=0.5)], Budget(), labelled=True)
+    assert none["target"] is None and none["lines"][0].startswith("No recommendation")
+
+
+def test_unlabelled_budget_uses_agreement_and_cosine():
+    entries = [_entry("a", 1.0, top1=None, ref=None, cos=0.98), _entry("b", 2.0, top1=None, ref=None)]
+    rec = recommend(entries, Budget(), labelled=False)
+    assert rec["target"] == "b" and "no labels" in rec["budget"]["basis"]
+    assert {c["target"]: c["why"] for c in rec["candidates"]}["a"] == "mean cosine 0.9800 < 0.9900"
+    assert require_winner(rec, "a")["require_winner"] == {"target": "a", "ok": False}
+    assert rec["lines"][-1] == "Required winner a: NOT held (the best choice changed)"
+    with pytest.raises(Exception, match="max_top1_drop=2 must be a fraction"):
+        Budget(max_top1_drop=2).check()
+
+
+def test_spread_labels_never_overlap():
+    gap = 0.05
+    for positions in ([0.5] * 6, [0.99, 0.98, 0.97, 0.1], [0.3, 0.31, 0.9, 0.29], [0.5] * 30):
+        placed = spread_labels(positions, gap, 0.0, 1.0, tiebreak=list(range(len(positions))))
+        ys = sorted(placed)
+        assert all(b - a >= gap - 1e-9 for a, b in zip(ys, ys[1:]))
+        if (len(positions) - 1) * gap < 1:
+            assert 0.0 <= ys[0] and ys[-1] <= 1.0
+        # Labels keep their points' order (ties by tiebreak), so leader lines do not cross.
+        order = sorted(range(len(positions)), key=lambda i: (positions[i], i))
+        assert [placed[i] for i in order] == ys
+    assert spread_labels([0.2, 0.8], gap, 0.0, 1.0) == [0.2, 0.8]  # room: untouched
+
+
+@pytest.fixture(scope="module")
+def auto_run(tmp_path_factory):
+    """A cheap real auto run: two candidates plus their batch-1 variants, labelled inputs."""
+    out = tmp_path_factory.mktemp("auto")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 64, 64)).astype(np.float32)
+    labels = rng.integers(0, 1000, 6)
+    report = run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32", "openvino-fp32", "tensorrt-fp16"],
+                           auto=True, out_dir=out, input_size=(64, 64), eval_data=(x, labels), threads=1,
+                           latency=LatencyOptions(warmup=2, iterations=8), require_winner="no-such-target"))
+    return report, out
+
+
+def test_auto_recommends_fastest_within_budget(auto_run):
+    report, out = auto_run
+    on_disk = json.loads((out / "report.json").read_text())
+    rec = on_disk["recommendation"]
+    names = [t["target"] for t in on_disk["targets"]]
+    assert names == ["onnxruntime-fp32", "openvino-fp32", "onnxruntime-fp32@batch1", "openvino-fp32@batch1"]
+    assert [t["export_batch"] for t in on_disk["targets"]] == ["dynamic", "dynamic", 1, 1]
+    assert (out / "batch1" / "onnx" / "model.onnx").exists() and (out / "batch1" / "openvino-fp32" / "model.xml").exists()
+    # Recomputed from report.json: the lowest median among entries within the budget.
+    budget = rec["budget"]
+    holding = [t for t in on_disk["targets"] if t["status"] == "ok"
+               and t["accuracy"]["reference_top1"] - t["accuracy"]["top1"] <= budget["max_top1_drop"]
+               and t["accuracy"]["top1_agreement"] >= budget["min_top1_agreement"]]
+    assert rec["target"] == min(holding, key=lambda t: t["latency"]["median_ms"])["target"]
+    assert rec["artifact"] == next(t for t in on_disk["targets"] if t["target"] == rec["target"])["artifact"]["path"]
+    why = {c["target"]: c["why"] for c in rec["candidates"]}
+    assert why["tensorrt-fp16"].startswith("cannot run here") and set(why) == set(names) | {"tensorrt-fp16"}
+    assert rec["require_winner"] == {"target": "no-such-target", "ok": False}
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[2] == f"**{rec['lines'][0]}**"
+
+
+def test_profiles_come_from_the_runtimes_and_add_up(auto_run):
+    report, _ = auto_run
+    for t in report["targets"]:
+        prof = t["op_profile"]
+        assert prof["source"].startswith("onnxruntime profiler" if t["backend"] == "onnxruntime" else "OpenVINO")
+        assert abs(sum(o["ms"] for o in prof["ops"]) - prof["total_ms"]) < 1e-2
+        assert abs(sum(o["share"] for o in prof["ops"]) - 1) < 1e-2
+        assert {"MatMul", "FullyConnected"} & {o["op_type"] for o in prof["ops"]}
+        # Per-op times never add up to more than the profiled inferences took (a double count, or
+        # the discarded first run, would): 15% slack, as the issue allows. The lower bound only
+        # catches lost ops: at 64x64 onnxruntime's profiler costs more than the kernels between
+        # them, and on a shared machine preemption lands in the wall time, not in per-op medians.
+        # The figure against the measured median (coverage) is reported, not asserted here.
+        assert 0.1 < prof["total_ms"] / prof["wall_ms"] < 1.15, (t["target"], prof)
+        assert coverage(t) > 0
+
+
+def test_gate_require_winner(tmp_path, auto_run):
+    report, out = auto_run
+    winner = report["recommendation"]["target"]
+    assert all(c.ok for c in gate(report, None, {}, require_winner=winner))
+    (check,) = [c for c in gate(report, None, {}, require_winner="openvino-int8") if not c.ok]
+    assert check.line() == (f"recommendation: winner = {winner} changed: the best choice on this device is now "
+                            f"another candidate (limit openvino-int8)")
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(report))
+    res = CliRunner().invoke(main, ["gate", "--baseline", str(base), str(out / "report.json"),
+                                    "--require-winner", "openvino-int8"])
+    assert res.exit_code == 1 and "FAIL recommendation: winner" in res.output
+
+
+def test_html_verdict_tables_plots(auto_run):
+    report, out = auto_run
+    page = (out / "report.html").read_text()
+    # The verdict comes first, before any table or plot, coloured by outcome.
+    verdict = page.index('id="verdict"')
+    assert verdict < page.index("<table") < page.index("<svg")
+    assert f"Recommended: {report['recommendation']['target']}" in page
+    assert 'class="verdict bad"' in page  # the required winner was not held
+    assert "<pre>" not in page and page.count("<table") >= 4
+    assert set(re.findall(r'data-plot="(\w+)"', page)) == {"latency", "accuracy", "ops"}
+    # Self-contained: only in-page references (#ids of SVG markers), no scripts.
+    assert not re.search(r'(src|href)\s*=\s*"(?!#)', page) and "<script" not in page
+    # Round y ticks (no 0.90438-style labels): every percentage tick has at most 2 decimals.
+    accuracy_svg = page[page.index('data-plot="accuracy"'):]
+    accuracy_svg = accuracy_svg[:accuracy_svg.index("</svg>")]
+    ticks = re.findall(r">(\d+(?:\.\d+)?)%<", accuracy_svg)
+    assert ticks and all(len(t.partition(".")[2]) <= 2 for t in ticks)
+    merged = html_page(merge_reports([report, copy.deepcopy(report)], ["host", "orin"]))
+    assert merged.count('id="verdict"') == 2 and "Device: orin" in merged
+
+
+def test_recipe_auto_and_cli_usage(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text('[model]\nname = "xcit_nano_12_p16_224"\n[targets]\nauto = true\n'
+                    '[auto]\nmax_top1_drop = 0.02\nrequire_winner = "openvino-fp32@batch1"\n')
+    config = to_run_config(load_recipe(path))
+    assert config.auto and config.targets == [] and config.budget.max_top1_drop == 0.02
+    assert config.require_winner == "openvino-fp32@batch1" and config.budget.min_top1_agreement == 0.97
+    path.write_text('[model]\nname = "xcit_nano_12_p16_224"\n[targets.onnxruntime-fp32]\n[auto]\nmax_top1_drop = 0.02\n')
+    with pytest.raises(RecipeError, match=r"\[auto\]: sets the --target auto budget; add auto = true"):
+        load_recipe(path)
+    runner = CliRunner()
+    res = runner.invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "auto,onnxruntime-fp32"])
+    assert res.exit_code == 2 and "give it alone" in res.output
+    res = runner.invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "onnxruntime-fp32", "--max-top1-drop", "0.02"])
+    assert res.exit_code == 2 and "--max-top1-drop only apply to --target auto" in res.output

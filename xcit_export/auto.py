@@ -1,0 +1,216 @@
+"""``--target auto``: which artifact to ship to this device, answered with numbers.
+
+The candidates are the registered targets (``targets/__init__.py``) that can run and be timed on
+this machine, each at the export batch asked for and, for latency-bound use, as a static batch-1
+variant (its own export under ``<out>/batch1/``, named ``<target>@batch1`` in the report). Every
+candidate is built, validated and timed by the ordinary pipeline; :func:`recommend` then picks the
+fastest median latency among those that hold the accuracy :class:`Budget`, and says for every
+other candidate, with figures, why it lost.
+
+The accuracy budget, with labels: top-1 drop against PyTorch on the labelled set at most
+``max_top1_drop`` and top-1 agreement with PyTorch at least ``min_top1_agreement``. Without
+labels (or for non-classifier outputs) there is no labelled drop; top-1 agreement and the mean
+cosine similarity with PyTorch's output stand in for it, and the recommendation says so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import XcitExportError
+
+AUTO = "auto"
+BATCH1 = "batch1"  # sub-folder and name suffix of the static batch-1 variant
+
+# Targets whose timed runner needs a device runtime beyond their build requirements (the engine
+# runs on an NVIDIA GPU). Their host runner is an accuracy stand-in that measures no latency, so
+# without the runtime and a GPU they cannot compete on speed here.
+# TODO(lead): once targets/tensorrt is a package, this fits Target.runs_here better.
+_DEVICE_RUNTIMES = {"tensorrt": ("tensorrt", "TensorRT"), "tensorrt-rtx": ("tensorrt_rtx", "TensorRT-RTX")}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The accuracy a candidate must hold to be recommended (fractions, 0.01 = 1 point)."""
+
+    max_top1_drop: float = 0.01
+    min_top1_agreement: float = 0.97
+    min_cosine_mean: float = 0.99  # the unlabelled stand-in (with agreement) for the labelled drop
+
+    def check(self) -> "Budget":
+        for key, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise XcitExportError(f"accuracy budget {key}={value!r} must be a fraction between 0 and 1 "
+                                      f"(e.g. --max-top1-drop 0.01 for 1 point)")
+        return self
+
+
+def variant_name(target: str, batch1: bool) -> str:
+    return f"{target}@{BATCH1}" if batch1 else target
+
+
+def unavailable_reason(target, has_calibration: bool) -> str | None:
+    """Why ``target`` cannot be a candidate on this machine, or None when it can."""
+    from .fingerprint import _gpus
+
+    missing = target.missing_requirements()
+    if missing:
+        return f"cannot run here: needs {', '.join(missing)} (not installed)"
+    if not target.can_run():
+        return "cannot run here: this machine can build it but not run it"
+    runtime = _DEVICE_RUNTIMES.get(target.backend)
+    if runtime is not None:
+        module, label = runtime
+        if importlib.util.find_spec(module) is None:
+            return f"cannot run here: no {label} (the {module} Python package is not installed)"
+        if not _gpus():
+            return f"cannot run here: no NVIDIA GPU for {label}"
+    if target.needs_calibration and not has_calibration:
+        return "not tried: needs calibration images (--calib)"
+    return None
+
+
+def plan(selected: list[str] | None, has_calibration: bool) -> tuple[list[str], dict[str, str]]:
+    """Candidate target names among ``selected`` (default: every registered target), and for
+    each one left out the reason, in registry order."""
+    from .targets import all_targets, get_target
+
+    names = list(selected) if selected else list(all_targets())
+    runnable, left_out = [], {}
+    for name in names:
+        reason = unavailable_reason(get_target(name), has_calibration)
+        if reason:
+            left_out[name] = reason
+        else:
+            runnable.append(name)
+    if not runnable:
+        raise XcitExportError("--target auto found no target that can run on this machine: "
+                              + "; ".join(f"{k}: {v}" for k, v in left_out.items()))
+    return runnable, left_out
+
+
+# --------------------------------------------------------------------------------------------
+# Selection (pure: works on report entries, so a report can be re-checked after the fact)
+# --------------------------------------------------------------------------------------------
+
+def _pt(fraction: float) -> str:
+    return f"{100 * fraction:.1f} pt"
+
+
+def budget_basis(labelled: bool, classifies: bool) -> str:
+    if not classifies:
+        return "no class scores: mean cosine with PyTorch's output stands in for the labelled top-1 drop"
+    if labelled:
+        return "labelled top-1 drop vs PyTorch and top-1 agreement with PyTorch"
+    return "no labels: top-1 agreement and mean cosine with PyTorch stand in for the labelled top-1 drop"
+
+
+def budget_misses(entry: dict, budget: Budget, labelled: bool, classifies: bool) -> list[str]:
+    """Each way ``entry`` misses the budget, with figures (empty: it holds)."""
+    acc = entry.get("accuracy") or {}
+    misses = []
+    if classifies and labelled:
+        top1, ref = acc.get("top1"), acc.get("reference_top1")
+        if top1 is None or ref is None:
+            misses.append("no labelled top-1 in the report")
+        elif ref - top1 > budget.max_top1_drop + 1e-12:
+            drop = ref - top1
+            misses.append(f"{_pt(drop - budget.max_top1_drop)} over the budget (top-1 drop {_pt(drop)} > "
+                          f"{_pt(budget.max_top1_drop)})")
+    if classifies:
+        agree = acc.get("top1_agreement")
+        if agree is None:
+            misses.append("no top-1 agreement in the report")
+        elif agree < budget.min_top1_agreement - 1e-12:
+            misses.append(f"top-1 agreement {agree:.1%} < {budget.min_top1_agreement:.1%}")
+    if not (classifies and labelled):
+        cos = acc.get("cosine_mean")
+        if cos is None:
+            misses.append("no cosine in the report")
+        elif cos < budget.min_cosine_mean - 1e-12:
+            misses.append(f"mean cosine {cos:.4f} < {budget.min_cosine_mean:.4f}")
+    return misses
+
+
+def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | None = None, *,
+              labelled: bool, classifies: bool = True) -> dict:
+    """The ``recommendation`` object of ``report.json`` from the report's target entries.
+
+    The winner is the lowest median latency among entries with status ``ok``, a measured latency
+    and no budget miss; ties go to the earlier entry. Every other entry and every left-out target
+    gets one line saying why it lost.
+    """
+    holding, others = [], []
+    for e in entries:
+        lat = (e.get("latency") or {}).get("median_ms")
+        if e.get("status") != "ok":
+            why = (e.get("error") or e.get("note") or e.get("status", "did not run")).splitlines()[0][:160]
+            others.append((e, f"{e.get('status', 'failed')}: {why}"))
+        elif lat is None:
+            others.append((e, "no latency measured here" + (f" ({e['note'][:120]})" if e.get("note") else "")))
+        else:
+            misses = budget_misses(e, budget, labelled, classifies)
+            if misses:
+                others.append((e, "; ".join(misses)))
+            else:
+                holding.append(e)
+    winner = min(holding, key=lambda e: e["latency"]["median_ms"]) if holding else None
+    candidates = []
+    for e in entries:
+        row: dict[str, Any] = {"target": e["target"],
+                               "median_ms": (e.get("latency") or {}).get("median_ms")}
+        if e is winner:
+            row.update(verdict="chosen", why="fastest median latency within the accuracy budget")
+        elif e in holding:
+            ratio = e["latency"]["median_ms"] / winner["latency"]["median_ms"]
+            row.update(verdict="slower", why=f"{ratio:.2f}x slower than {winner['target']}")
+        else:
+            row.update(verdict="out", why=next(why for o, why in others if o is e))
+        candidates.append(row)
+    for name, why in (left_out or {}).items():
+        candidates.append({"target": name, "median_ms": None, "verdict": "not run", "why": why})
+    rec: dict[str, Any] = {"target": None, "budget": {**asdict(budget), "basis": budget_basis(labelled, classifies)},
+                           "candidates": candidates}
+    if winner is not None:
+        acc = winner.get("accuracy") or {}
+        lat = winner["latency"]
+        rec.update(target=winner["target"], artifact=(winner.get("artifact") or {}).get("path"),
+                   export_batch=winner.get("export_batch"),
+                   latency={k: lat.get(k) for k in ("median_ms", "p90_ms", "p99_ms", "batch", "throughput_ips")},
+                   accuracy={k: acc.get(k) for k in ("top1", "reference_top1", "top1_agreement", "cosine_mean",
+                                                     "cosine_min") if acc.get(k) is not None})
+    rec["lines"] = recommendation_lines(rec)
+    return rec
+
+
+def recommendation_lines(rec: dict) -> list[str]:
+    """The verdict in words: one headline, then one line per other candidate (report.md, CLI, HTML)."""
+    if rec.get("target") is None:
+        head = "No recommendation: no candidate holds the accuracy budget and was timed here"
+    else:
+        lat, acc = rec["latency"], rec["accuracy"]
+        parts = [f"{lat['median_ms']:.2f} ms median at batch {lat['batch']}"]
+        if acc.get("top1") is not None and acc.get("reference_top1") is not None:
+            parts.append(f"top-1 {acc['top1']:.1%} (PyTorch {acc['reference_top1']:.1%})")
+        if acc.get("top1_agreement") is not None:
+            parts.append(f"agreement {acc['top1_agreement']:.1%}")
+        if acc.get("cosine_mean") is not None:
+            parts.append(f"mean cosine {acc['cosine_mean']:.4f}")
+        head = f"Recommended: {rec['target']} ({', '.join(parts)})"
+    b = rec["budget"]
+    lines = [head, f"Budget: top-1 drop <= {_pt(b['max_top1_drop'])}, agreement >= {b['min_top1_agreement']:.1%}, "
+                   f"mean cosine >= {b['min_cosine_mean']} where it stands in ({b['basis']})"]
+    lines += [f"{c['target']}: {c['why']}" for c in rec["candidates"] if c["verdict"] != "chosen"]
+    req = rec.get("require_winner")
+    if req:
+        lines.append(f"Required winner {req['target']}: {'held' if req['ok'] else 'NOT held (the best choice changed)'}")
+    return lines
+
+
+def require_winner(rec: dict, required: str) -> dict:
+    """Record in ``rec`` whether the winner is ``required`` (exact candidate name); returns ``rec``."""
+    rec["require_winner"] = {"target": required, "ok": rec.get("target") == required}
+    rec["lines"] = recommendation_lines(rec)
+    return rec

@@ -1,0 +1,304 @@
+"""``report.html``: the page people open from CI, read at a glance.
+
+Order: the verdict first (the ``--target auto`` recommendation or a pass/fail summary, then
+pass/fail per target and threshold, in colour), then the results as real tables, the plots
+(``plots.py``, inline SVG), where the time goes (per-op-type profiles), and the device
+fingerprint with the latency method. A merged multi-device report shows each device the same way,
+after one overview row per device. One self-contained file: inline CSS and SVG, no scripts, a
+Content-Security-Policy that forbids fetching anything.
+
+Extra sections (e.g. a per-layer sensitivity chart) are functions appended to
+:data:`EXTRA_SECTIONS`: each takes one device's report and returns ``(title, html)`` or None.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Callable, Optional
+
+from . import plots
+
+# Functions (report -> (title, html) or None) whose sections follow the built-in ones per device.
+EXTRA_SECTIONS: list[Callable[[dict], Optional[tuple[str, str]]]] = []
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;padding:16px 20px;max-width:1180px;
+color:#1d1d1d;line-height:1.35;font-size:14px}
+h1{font-size:21px;margin:0 0 2px}h2{font-size:17px;margin:26px 0 8px;border-bottom:1px solid #ddd;padding-bottom:3px}
+h3{font-size:15px;margin:16px 0 6px}.sub{color:#555;margin:0 0 10px;font-size:13px}
+.verdict{border-radius:6px;padding:10px 14px;margin:8px 0 10px;border:2px solid}
+.verdict.ok{background:#e8f6ec;border-color:#2e8b57}.verdict.bad{background:#fdecea;border-color:#c0392b}
+.verdict.warn{background:#fff6e0;border-color:#d4a017}
+.verdict .head{font-size:18px;font-weight:650;margin-bottom:4px}.verdict p{margin:3px 0}
+table{border-collapse:collapse;margin:6px 0 10px;font-size:12.5px;display:block;overflow-x:auto;max-width:100%}
+th,td{border:1px solid #d9d9d9;padding:3px 6px;text-align:right;white-space:nowrap}
+th{background:#f3f4f6;font-weight:600}td.l,th.l{text-align:left}td.why{text-align:left;white-space:normal;min-width:260px}
+.pass{background:#dff3e4;color:#14532d;font-weight:600}.fail{background:#fadbd8;color:#7f1d1d;font-weight:600}
+.skip{background:#f1f1f1;color:#555}.chosen{background:#dff3e4;font-weight:650}
+.badge{display:inline-block;border-radius:3px;padding:0 6px;font-size:12px;font-weight:600}
+.columns{display:flex;flex-wrap:wrap;gap:8px 24px;align-items:flex-start}
+svg.plot{display:block;margin:4px 0 12px}
+code{background:#f3f4f6;padding:0 3px;border-radius:3px;font-size:12.5px}
+"""
+
+
+def _e(text) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _num(value, spec: str, default: str = "-") -> str:
+    return default if value is None else format(value, spec)
+
+
+def _table(header: list, rows: list[list], left: int = 1, cls: str = "") -> str:
+    """A real ``<table>``; cells are pre-escaped HTML or ``(html, css class)``, the first ``left``
+    columns align left (and a header given as ``(text,)`` too)."""
+    head = "".join(f'<th class="l">{h[0] if isinstance(h, tuple) else h}</th>' if i < left or isinstance(h, tuple)
+                   else f"<th>{h}</th>" for i, h in enumerate(header))
+    body = []
+    for row in rows:
+        cells = []
+        for i, cell in enumerate(row):
+            attrs = ' class="l"' if i < left else ""
+            if isinstance(cell, tuple):  # (html, css class)
+                cell, klass = cell
+                attrs = f' class="{klass}{" l" if i < left else ""}"'
+            cells.append(f"<td{attrs}>{cell}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _status_cell(entry: dict) -> tuple[str, str]:
+    status = entry.get("status", "?")
+    if status == "ok" and entry.get("passed") is not False:
+        return "ok", "pass"
+    if status == "built":
+        return "built (not run here)", "skip"
+    return (status if status != "ok" else "ok, missed a threshold"), "fail"
+
+
+# --------------------------------------------------------------------------------------------
+# Sections of one device's report
+# --------------------------------------------------------------------------------------------
+
+def verdict(rep: dict) -> str:
+    """The verdict box: the recommendation (``--target auto``) or a pass/fail summary."""
+    rec = rep.get("recommendation")
+    targets = rep["targets"]
+    failed = [t for t in targets if t.get("status") == "failed" or t.get("passed") is False]
+    if rec is not None:
+        lines = rec.get("lines", [])
+        req = rec.get("require_winner")
+        klass = "ok" if rec.get("target") and (not req or req["ok"]) else "bad"
+        head = lines[0] if lines else "No recommendation"
+        body = [f'<div class="head">{_e(head)}</div>']
+        if rec.get("artifact"):
+            body.append(f"<p>Artifact: <code>{_e(rec['artifact'])}</code></p>")
+        body += [f"<p>{_e(line)}</p>" for line in lines[1:2]]
+        if req:
+            body.append(f"<p><b>{_e(lines[-1])}</b></p>")
+        box = f'<div class="verdict {klass}" id="verdict">{"".join(body)}</div>'
+        rows = []
+        order = {"chosen": 0, "slower": 1, "out": 2, "not run": 3}
+        for c in sorted(rec["candidates"], key=lambda c: (order[c["verdict"]], c.get("median_ms") or 0)):
+            mark = {"chosen": ("chosen", "pass"), "slower": ("within budget, slower", "skip"),
+                    "out": ("outside budget", "fail"), "not run": ("not run here", "skip")}[c["verdict"]]
+            rows.append([(_e(c["target"]), "chosen" if c["verdict"] == "chosen" else ""),
+                         (_e(mark[0]), mark[1]), _num(c.get("median_ms"), ".2f"), (_e(c["why"]), "why")])
+        return box + _table(["candidate", "verdict", "median (ms)", ("why",)], rows, left=2)
+    ran = [t for t in targets if t.get("status") == "ok"]
+    if failed:
+        head, klass = f"FAIL: {len(failed)} of {len(targets)} targets failed or missed a threshold", "bad"
+    elif ran:
+        head, klass = f"PASS: all {len(ran)} targets that ran here hold their thresholds", "ok"
+    else:
+        head, klass = "Nothing ran on this device (built only)", "warn"
+    detail = "".join(f"<p>{_e(t['target'])}: {_e((t.get('error') or 'missed a threshold').splitlines()[0][:200])}</p>"
+                     for t in failed)
+    return f'<div class="verdict {klass}" id="verdict"><div class="head">{_e(head)}</div>{detail}</div>'
+
+
+def thresholds_table(rep: dict) -> str:
+    rows = []
+    for t in rep["targets"]:
+        for c in t.get("checks", []):
+            state = "skip" if str(c["why"]).startswith("skipped") else "pass" if c["ok"] else "fail"
+            value = c["value"]
+            rows.append([_e(t["target"]), _e(c["metric"]), _e(f"{value:.6g}" if isinstance(value, float) else value),
+                         _e(c["limit"]), (state.upper(), state)])
+    if not rows:
+        return ""
+    return "<h3>Thresholds</h3>" + _table(["target", "metric", "value", "limit", "result"], rows, left=2)
+
+
+def results_table(rep: dict) -> str:
+    rows = []
+    chosen = (rep.get("recommendation") or {}).get("target")
+    for t in rep["targets"]:
+        acc, lat = t.get("accuracy") or {}, t.get("latency") or {}
+        size = (t.get("artifact") or {}).get("size_bytes")
+        drop = None if acc.get("top1") is None or acc.get("reference_top1") is None else \
+            100 * (acc["reference_top1"] - acc["top1"])
+        status, klass = _status_cell(t)
+        name = _e(t["target"]) + (' <span class="badge pass">recommended</span>' if t["target"] == chosen else "")
+        rows.append([name, (_e(status), klass), _e(t.get("export_batch", rep["export"]["batch"])),
+                     _num(size and size / 1e6, ".2f"), _num(acc.get("top1"), ".2%"), _num(drop, "+.1f"),
+                     _num(acc.get("top1_agreement"), ".2%"), _num(acc.get("cosine_min"), ".5f"),
+                     _num(acc.get("max_abs_error"), ".2e"), _num(lat.get("median_ms"), ".2f"),
+                     _num(lat.get("p90_ms"), ".2f"),
+                     _num(t.get("speedup_vs_pytorch"), ".2f") + ("x" if t.get("speedup_vs_pytorch") else "")])
+    ref = rep["reference"]
+    rows.append([("pytorch-eager (reference)", ""), ("reference", "skip"), _e(ref["latency"].get("batch", "")),
+                 "-", _num((ref.get("accuracy") or {}).get("top1"), ".2%"), "-", "-", "-", "-",
+                 _num(ref["latency"].get("median_ms"), ".2f"), _num(ref["latency"].get("p90_ms"), ".2f"), "1.00x"])
+    notes = [t for t in rep["targets"] if t.get("error") or t.get("note")]
+    note_html = "".join(f"<p><b>{_e(t['target'])}</b>: {_e(t.get('error') or t.get('note'))}</p>" for t in notes)
+    return _table(["target", "status", "batch", "size (MB)", "top-1", "top-1 drop (pt)", "top-1 agreement",
+                   "cosine (min)", "max abs err", "median (ms)", "p90 (ms)", "speed-up vs PyTorch"], rows) + note_html
+
+
+def plot_section(rep: dict) -> str:
+    rec = rep.get("recommendation") or {}
+    verdicts = {c["target"]: c["verdict"] for c in rec.get("candidates", [])}
+    lat_rows = [{"label": t["target"], "samples_ms": (t.get("latency") or {}).get("samples_ms")}
+                for t in rep["targets"]]
+    slowest = max((t["latency"]["median_ms"] for t in rep["targets"] if t.get("latency")), default=None)
+    ref_ms = rep["reference"]["latency"].get("median_ms")
+    parts, note = [], ""
+    if slowest is not None and ref_ms is not None and ref_ms > 3 * slowest:
+        # A reference far slower than every target would squash the targets into one corner.
+        note = (f"<p class='sub'>PyTorch eager ({ref_ms:.1f} ms median) is left out of this plot to keep the "
+                f"targets readable; see the table.</p>")
+    else:
+        lat_rows.insert(0, {"label": "pytorch-eager", "samples_ms": rep["reference"]["latency"].get("samples_ms")})
+    if any(r["samples_ms"] for r in lat_rows):
+        parts.append("<h3>Latency distribution</h3>" + plots.latency_distribution(lat_rows) + note)
+    labelled = rep["evaluation"].get("labelled") and any((t.get("accuracy") or {}).get("top1") is not None
+                                                         for t in rep["targets"])
+    metric, label, percent = (("top1", "top-1 accuracy (labelled)", True) if labelled else
+                              ("top1_agreement", "top-1 agreement with PyTorch", True))
+    if not any((t.get("accuracy") or {}).get(metric) is not None for t in rep["targets"]):
+        metric, label, percent = "cosine_mean", "mean cosine with PyTorch", False
+    points = [{"label": t["target"], "median_ms": t["latency"]["median_ms"], "value": t["accuracy"][metric],
+               "kind": {"chosen": "chosen", "out": "out"}.get(verdicts.get(t["target"]), "ok")}
+              for t in rep["targets"] if t.get("latency") and (t.get("accuracy") or {}).get(metric) is not None]
+    if points:
+        budget, budget_label = None, ""
+        b = rec.get("budget")
+        if b and metric == "top1":
+            ref_top1 = next((t["accuracy"].get("reference_top1") for t in rep["targets"]
+                             if (t.get("accuracy") or {}).get("reference_top1") is not None), None)
+            if ref_top1 is not None:
+                budget, budget_label = ref_top1 - b["max_top1_drop"], "budget: PyTorch top-1 - max drop"
+        elif b and metric == "top1_agreement":
+            budget, budget_label = b["min_top1_agreement"], "budget: min agreement"
+        parts.append(f"<h3>Accuracy vs latency</h3>"
+                     + plots.accuracy_vs_latency(points, label, percent, budget, budget_label))
+    return "".join(parts)
+
+
+def profile_section(rep: dict) -> str:
+    from .profiling import coverage
+
+    profiled = [t for t in rep["targets"] if t.get("op_profile")]
+    failed = "".join(f"<p><b>{_e(t['target'])}</b>: the profiler failed ({_e(t['op_profile_error'])})</p>"
+                     for t in rep["targets"] if t.get("op_profile_error"))
+    if not profiled:
+        return f"<h2>Where the time goes</h2>{failed}" if failed else ""
+    rows = []
+    for t in profiled:
+        p = t["op_profile"]
+        cov = coverage(t)
+        top = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in p["ops"][:6])
+        own = p["total_ms"] / p["wall_ms"] if p.get("wall_ms") else None
+        rows.append([_e(t["target"]), _e(p["source"].split(" (")[0]), _num(p["total_ms"], ".2f"),
+                     _num((t.get("latency") or {}).get("median_ms"), ".2f"), _num(cov, ".0%"), _num(own, ".0%"),
+                     (_e(top), "why")])
+    chart = plots.op_breakdown([{"label": t["target"], "ops": t["op_profile"]["ops"],
+                                 "median_ms": (t.get("latency") or {}).get("median_ms")} for t in profiled])
+    return ("<h2>Where the time goes</h2><p class='sub'>Per-operator-type time from each runtime's own profiler, "
+            "collected in a separate pass after the latency measurement (on a separately compiled model), so the "
+            "latency figures above are untouched. TensorRT engines are profiled on the device "
+            "(<code>device-check</code>).</p>" + chart
+            + _table(["target", "profiler", "profiled (ms)", "measured median (ms)", "profiled / median", "profiled / its runs' wall time",
+                      ("largest op types (share of profiled time)",)], rows, left=2) + failed)
+
+
+def device_section(rep: dict) -> str:
+    d, m, lm = rep["device"], rep["latency_method"], rep.get("latency_method", {})
+    libs = ", ".join(f"{k} {v}" for k, v in d.get("libraries", {}).items())
+    rows = [["CPU", _e(f"{d['cpu']} ({d.get('cpu_count')} logical cores)")],
+            ["ISA flags", _e(", ".join(d.get("cpu_flags", [])) or "none of " + "AVX2/AVX-512/VNNI/AMX")],
+            ["GPUs", _e(", ".join(d.get("gpus", [])) or "none")],
+            ["OS / Python", _e(f"{d.get('os')} / Python {d.get('python')}")],
+            ["libraries", _e(libs)],
+            ["latency method", _e(f"{lm.get('warmup')} untimed warm-ups, then at least {lm.get('iterations')} timed "
+                                  f"inferences and {lm.get('min_seconds')} s, one request at a time, "
+                                  f"{m.get('threads')} threads; median and percentiles of per-inference wall time")]]
+    table = _table(["", ""], rows, left=2).replace("<td class=\"l\">", "<td class=\"l\" style=\"white-space:normal\">")
+    return "<h2>Device and method</h2>" + table
+
+
+def device_check_body(rep: dict) -> str:
+    """A device-check report (no PyTorch on the device): its verdict and checks, as the host's are shown."""
+    passed = bool(rep.get("passed"))
+    engine = (rep.get("engine") or {}).get("status")
+    head = (f"<div id=\"verdict\" class=\"verdict {'ok' if passed else 'bad'}\"><div class=\"head\">"
+            f"device-check: {_e(rep['model']['name'])} / {_e(rep.get('target'))} on {_e(rep.get('runner'))}: "
+            f"{'PASSED' if passed else 'FAILED'}</div><p>engine: {_e(engine)}</p></div>")
+    rows = [[_e(c["check"]), _e(f"{c['value']:.6g}" if isinstance(c["value"], float) else c["value"]),
+             _e(c["threshold"]), ("PASS", "pass") if c["passed"] else ("FAIL", "fail")]
+            for c in rep.get("checks", [])]
+    table = _table(["check", "value", "threshold", "result"], rows, left=1) if rows else ""
+    note = f"<p class='sub'>{_e(rep['note'])}</p>" if rep.get("note") else ""
+    d = rep.get("device") or {}
+    where = _e(f"{d.get('cpu')}; GPUs: {', '.join(d.get('gpus', [])) or 'none'}; {d.get('os')}")
+    return head + table + note + f"<p class='sub'>Device: {where}</p>"
+
+
+def device_body(rep: dict) -> str:
+    """Everything about one device's report, verdict first."""
+    if rep.get("kind") == "device-check":
+        return device_check_body(rep)
+    ev = rep["evaluation"]
+    labelled = "labelled" if ev.get("labelled") else "unlabelled: agreement and cosine with PyTorch stand in"
+    parts = [verdict(rep), thresholds_table(rep),
+             f"<h2>Results</h2><p class='sub'>Evaluation: {_e(ev['description'])} ({ev['count']} inputs, {labelled}). "
+             f"Latency batch: {_e(rep['reference']['latency'].get('batch'))}.</p>", results_table(rep),
+             "<h2>Plots</h2>" + plot_section(rep), profile_section(rep), device_section(rep)]
+    for section in EXTRA_SECTIONS:
+        extra = section(rep)
+        if extra:
+            parts.append(f"<h2>{_e(extra[0])}</h2>{extra[1]}")
+    return "".join(parts)
+
+
+def html_page(report: dict) -> str:
+    """The report (or a merged multi-device report) as one HTML file that opens offline."""
+    m = report["model"]
+    title = f"xcit-export report: {m['name']}"
+    if report.get("kind") == "merged":
+        sub = f"{len(report['reports'])} devices compared"
+        overview = []
+        for r in report["reports"]:
+            rec = r.get("recommendation") or {}
+            failed = sum(t.get("status") == "failed" or t.get("passed") is False for t in r["targets"])
+            overview.append([_e(r["device_label"]), _e(rec.get("target") or "-"),
+                             _num((rec.get("latency") or {}).get("median_ms"), ".2f"),
+                             (f"{failed} failed" if failed else "pass", "fail" if failed else "pass")])
+        body = "<h2>Overview</h2>" + _table(["device", "recommended", "median (ms)", "targets"], overview)
+        body += "".join(f"<h2 style='font-size:19px'>Device: {_e(r['device_label'])}</h2>{device_body(r)}"
+                        for r in report["reports"])
+    else:
+        sub = (f"weights {m['weights']} · {m['num_classes']} classes · input {m['input_size'][0]}x{m['input_size'][1]}"
+               f" · export batch {report['export']['batch']} · {report['device']['cpu']} · {report.get('created', '')}")
+        body = device_body(report)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<style>{_CSS}</style></head><body>
+<h1>{_e(title)}</h1><p class="sub">{_e(sub)}</p>
+{body}
+</body></html>
+"""
