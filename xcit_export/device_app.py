@@ -14,6 +14,7 @@ compatible and import neither torch, onnx nor click (tests/test_device_app.py ch
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -61,6 +62,11 @@ def build_pyz(dest: Path) -> Path:
             shutil.copyfile(root / rel, target)
         (Path(tmp) / "__main__.py").write_text(_MAIN, encoding="utf-8")
         zipapp.create_archive(tmp, dest, interpreter="/usr/bin/env python3", compressed=True)
+    # zipapp adds only the owner's execute bit (0744); an executable gets what ``chmod +x`` of a new
+    # file would give under the umask (0755 under 0022, 0700 under 0077), so another account runs it.
+    from .io import dir_mode
+
+    os.chmod(dest, dir_mode())
     return dest
 
 

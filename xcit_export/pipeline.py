@@ -255,7 +255,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
 
     # Everything below writes into out_dir: one run at a time there (outdir.py).
     with locked_output_dir(config.out_dir, wait=config.wait_for_lock, progress=progress):
-        return _build_and_report(config, targets, spec, threads, data_info, progress)
+        return _build_and_report(config, targets, spec, threads, data_info, progress, left_out)
 
 
 def calibration_available(config: RunConfig) -> bool:
@@ -280,7 +280,8 @@ def _needs_default_calibration(config: RunConfig, targets) -> bool:
     return True
 
 
-def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info: dict, progress: Progress) -> dict:
+def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info: dict, progress: Progress,
+                      left_out: dict[str, str]) -> dict:
     """Model, ONNX, every target, the report: the part of :func:`run` that writes ``out_dir``."""
     from . import report as report_mod
 
