@@ -289,7 +289,7 @@ def matrix_markdown(report: dict) -> str:
              "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in report["cells"]:
         acc, lat = r.get("accuracy", {}), r.get("latency", {})
-        status = r["status"] + ("" if r.get("passed", True) else " (thresholds FAIL)")
+        status = r["status"] + (" (thresholds FAIL)" if r["status"] == "ok" and r.get("passed") is False else "")
         lines.append(f"| {r['model']} | {r['target']} | {r['device_kind']} | {r.get('node', '-')} | {status} | "
                      f"{_fmt(acc.get('top1'), '.2%')} | {_fmt(acc.get('top1_agreement'), '.2%')} | "
                      f"{_fmt(acc.get('cosine_min'), '.6f')} | {_fmt(lat.get('median_ms'), '.2f')} | "
