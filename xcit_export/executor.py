@@ -6,8 +6,9 @@ Device kinds are how a task says where it must run. A node *advertises* kinds; a
 kind lands only on a node advertising it. On Ray a kind is a custom resource
 (``ray start --resources '{"jetson-orin": 1}'``, https://docs.ray.io/en/latest/ray-core/scheduling/resources.html);
 this machine, for ``--executor local`` and for a local Ray started here, advertises
-:func:`local_kinds`: ``local`` plus what its CPU and GPUs show (``cpu-avx2``, ``cpu-avx512``,
-``cpu-vnni``, ``cpu-amx``, ``cpu-neon``, ``nvidia-gpu``).
+:func:`local_kinds`: ``local``, ``pytorch`` where PyTorch is installed (the reference runs only
+there), plus what its CPU and GPUs show (``cpu-avx2``, ``cpu-avx512``, ``cpu-vnni``, ``cpu-amx``,
+``cpu-neon``, ``nvidia-gpu``).
 
 Sharing a node. Each kind is advertised with amount 1 per node. A *shared* task (accuracy work)
 asks for 0.01 of its kind and one CPU, so up to 100 share a node. An *exclusive* task (a latency
@@ -31,6 +32,7 @@ from typing import Any, Callable
 from .errors import BackendUnavailableError, XcitExportError
 
 LOCAL_KIND = "local"  # every machine running xcit-export itself advertises this
+PYTORCH_KIND = "pytorch"  # a node that can run the PyTorch reference (the matrix asks for it)
 SHARED_AMOUNT = 0.01  # of a kind, for accuracy work that may share a node
 RETRIES = 1
 RAY_INSTALL_HINT = ("--executor ray needs Ray, which is not installed here; install it with "
@@ -55,8 +57,12 @@ def local_kinds() -> list[str]:
     """The device kinds this machine advertises (see the module docstring)."""
     from .fingerprint import _cpuinfo, _gpus
 
+    import importlib.util
+
     _, flags = _cpuinfo()
     kinds = [LOCAL_KIND]
+    if importlib.util.find_spec("torch") is not None:
+        kinds.append(PYTORCH_KIND)
     for kind, needs in (("cpu-avx2", ("avx2",)), ("cpu-avx512", ("avx512f",)),
                         ("cpu-vnni", ("avx512_vnni", "avx_vnni")), ("cpu-amx", ("amx_tile",)),
                         ("cpu-neon", ("neon", "asimddp"))):

@@ -8,7 +8,7 @@ Order of work (docs/ray.md has the picture):
    build key (:func:`xcit_export.pipeline.build_artifact`; unchanged keys reuse what is on disk).
    This process needs PyTorch; the nodes that only run artifacts do not.
 3. **Reference, sharded.** PyTorch outputs for each shard of the evaluation set, as shared tasks on
-   any node (the model travels through the executor's object store).
+   nodes advertising ``pytorch`` (the model travels through the executor's object store).
 4. **Cells.** Per cell, one shared accuracy task per shard (decodes its images, runs the artifact,
    returns counts against the reference) and one exclusive latency task, both on a node of the
    cell's kind. Artifacts travel as bytes (:func:`xcit_export.sharding.pack_artifact`).
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import RecipeError, XcitExportError
-from .executor import Outcome, Task
+from .executor import PYTORCH_KIND, Outcome, Task
 from .sharding import AccuracyCounts, accuracy_shard, latency_probe, pack_artifact, reference_shard, shard_ranges
 
 Progress = Callable[[str], None]
@@ -77,7 +77,7 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
 
     progress(f"reference: PyTorch on {len(models)} model(s), {shards} shard(s) each")
     ref_tasks = [Task(reference_shard, (m["model_ref"], m["source_ref"], lo, hi, m["batch"], 1, m["input_format"]),
-                      f"{name} reference {lo}:{hi}")
+                      f"{name} reference {lo}:{hi}", kind=PYTORCH_KIND)
                  for name, m in models.items() for lo, hi in m["ranges"]]
     ref_out = iter(executor.run(ref_tasks))
     for name, m in models.items():
