@@ -273,6 +273,8 @@ def _fill(row: dict, cell: Cell, outcomes: dict) -> None:
     for key in ("threads", "device", "load_ms", "memory_mb", "latency"):
         if key in lat:
             row[key] = lat[key]
+    if "latency" not in lat:  # a stand-in runner (a TensorRT ONNX on onnxruntime): accuracy only
+        row["note"] = f"no latency measured: the runner on {lat['node']} is {lat.get('device')}"
     row["status"] = "ok"
 
 
