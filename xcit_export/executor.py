@@ -179,6 +179,7 @@ class RayExecutor(_Base):
         self._ray = ray
         self._owned = False
         self._remote: dict[Callable, Any] = {}
+        self._frozen: list[Node] | None = None  # the cluster as seen at the start of run()
         if not ray.is_initialized():
             if address is None:
                 # A local cluster advertising this machine's kinds, as `ray start --head --resources` would.
@@ -193,6 +194,8 @@ class RayExecutor(_Base):
             self._owned = True
 
     def nodes(self) -> list[Node]:
+        if self._frozen is not None:
+            return self._frozen
         out = []
         for n in self._ray.nodes():
             if not n.get("Alive"):
@@ -216,6 +219,14 @@ class RayExecutor(_Base):
         return opts
 
     def run(self, tasks: list[Task]) -> list[Outcome]:
+        self._frozen = None
+        self._frozen = self.nodes()  # one look at the cluster per run, not one per task
+        try:
+            return self._run(tasks)
+        finally:
+            self._frozen = None
+
+    def _run(self, tasks: list[Task]) -> list[Outcome]:
         ray = self._ray
         pending: list[tuple[Task, Any]] = []
         for task in tasks:
