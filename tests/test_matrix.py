@@ -96,6 +96,15 @@ def test_matrix_no_node_can_run_is_rejected_before_work(tmp_path):
     assert not (tmp_path / "out" / "xcit_nano_12_p16_224").exists()  # nothing was built
 
 
+def test_matrix_with_bad_data_is_one_error_before_any_export(tmp_path):
+    from xcit_export.errors import DataError
+
+    path = write(tmp_path, MATRIX.replace('eval = "demo"', 'eval = "missing-folder"'))
+    with pytest.raises(DataError, match="--eval '.*missing-folder' does not exist"):
+        run_matrix(load_recipe(path), LocalExecutor(), tmp_path / "out")
+    assert not (tmp_path / "out" / MODELS[0] / "onnx").exists()
+
+
 def test_executor_ray_without_ray_is_one_sentence(tmp_path, monkeypatch):
     from xcit_export.cli import main
     from xcit_export.executor import RayExecutor

@@ -66,21 +66,32 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
     cells = plan_cells(recipe)
     unplaceable = check_placement(recipe, cells, executor)
     runnable = [c for c in cells if c not in unplaceable]
+    no_reference = executor.placement_error(PYTORCH_KIND)
+    if no_reference:
+        raise XcitExportError(f"the PyTorch reference needs a node with PyTorch: {no_reference}")
     if shards is None:
         shards = max(1, sum(n.cpus for n in executor.nodes())) if executor.name == "ray" else 1
 
     models: dict[str, dict] = {}
     for name in dict.fromkeys(c.model for c in runnable):
         progress(f"{name}: building")
-        models[name] = _build_model(recipe, name, [c.target for c in runnable if c.model == name],
-                                    out_dir / name, rebuild, shards, executor, progress)
+        try:
+            models[name] = _build_model(recipe, name, [c.target for c in runnable if c.model == name],
+                                        out_dir / name, rebuild, shards, executor, progress)
+        except RecipeError:
+            raise
+        except XcitExportError as exc:  # this model's cells fail; the other models still run
+            models[name] = {"error": str(exc), "exception": exc}
+    built = {name: m for name, m in models.items() if "error" not in m}
+    if not built:  # bad input shared by every model (a missing data folder...): one clear error
+        raise next(iter(models.values()))["exception"]
 
-    progress(f"reference: PyTorch on {len(models)} model(s), {shards} shard(s) each")
+    progress(f"reference: PyTorch on {len(built)} model(s), {shards} shard(s) each")
     ref_tasks = [Task(reference_shard, (m["model_ref"], m["source_ref"], lo, hi, m["batch"], 1, m["input_format"]),
                       f"{name} reference {lo}:{hi}", kind=PYTORCH_KIND)
-                 for name, m in models.items() for lo, hi in m["ranges"]]
+                 for name, m in built.items() for lo, hi in m["ranges"]]
     ref_out = iter(executor.run(ref_tasks))
-    for name, m in models.items():
+    for name, m in built.items():
         m["reference"] = [next(ref_out) for _ in m["ranges"]]
         m["reference_refs"] = [executor.put(o.value) if o.ok else None for o in m["reference"]]
 
@@ -88,7 +99,7 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
     tasks, index = [], []
     for cell in runnable:
         m = models[cell.model]
-        if cell.target in m["failed"] or not all(o.ok for o in m["reference"]):
+        if "error" in m or cell.target in m["failed"] or not all(o.ok for o in m["reference"]):
             continue
         pack, options = m["packs"][cell.target], m["options"][cell.target]
         for (lo, hi), ref in zip(m["ranges"], m["reference_refs"]):
@@ -112,7 +123,7 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "recipe": str(recipe.path), "executor": executor.name, "shards": shards,
         "nodes": [{"name": n.name, "cpus": n.cpus, "kinds": n.kinds} for n in executor.nodes()],
-        "models": {name: m["info"] for name, m in models.items()},
+        "models": {name: m.get("info", {"error": m.get("error")}) for name, m in models.items()},
         "cells": rows,
     }
     write_json_atomic(out_dir / "matrix.json", report)
@@ -201,7 +212,7 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
             failed[tname] = f"{type(exc).__name__}: {exc}"
 
     lat_batch = config.batch or 1
-    first = next(source.iter_batches(max(lat_batch, 1), 0, lat_batch))[0]
+    first = next(source.iter_batches(lat_batch))[0]  # the first readable batch
     x_lat = first if len(first) >= lat_batch else np.repeat(first[:1], lat_batch, 0)
     x_lat = to_input_format(x_lat, config.input_format, pp)
     info = {"model": {"name": spec.name, "num_classes": spec.num_classes, "input_size": list(pp.input_size),
@@ -228,8 +239,9 @@ def _row(cell: Cell, recipe, m: dict | None, unplaceable: str | None, outcomes: 
                            "precision": target.precision, "device_kind": cell.kind or "any"}
     if unplaceable:
         row.update(status="failed", error=f"cell {cell.label}: {unplaceable}")
-    elif m is None:
-        row.update(status="failed", error=f"cell {cell.label}: the model was not built")
+    elif m is None or "error" in m:
+        row.update(status="failed", error=f"cell {cell.label}: the model was not built: "
+                                          f"{(m or {}).get('error', 'no detail')}")
     elif cell.target in m["failed"]:
         row.update(status="failed", error=m["failed"][cell.target])
     elif not all(o.ok for o in m["reference"]):
