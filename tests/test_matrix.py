@@ -119,6 +119,19 @@ def test_executor_ray_without_ray_is_one_sentence(tmp_path, monkeypatch):
     assert not (tmp_path / "o" / MODELS[0]).exists()
 
 
+def test_unreachable_ray_address_is_one_sentence():
+    import socket
+
+    from xcit_export.errors import XcitExportError
+    from xcit_export.executor import _check_reachable
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    with pytest.raises(XcitExportError, match=f"--ray-address 127.0.0.1:{port}: no Ray head answers there"):
+        _check_reachable(f"127.0.0.1:{port}")
+
+
 # --------------------------------------------------------------------------------------------
 # Counting (no cluster)
 # --------------------------------------------------------------------------------------------

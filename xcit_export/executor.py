@@ -186,6 +186,7 @@ class RayExecutor(_Base):
                 ray.init(num_cpus=num_cpus, resources={k: 1 for k in local_kinds()}, include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
             else:
+                _check_reachable(address)
                 try:
                     ray.init(address=address, log_to_driver=False, configure_logging=False)
                 except (ConnectionError, ValueError, RuntimeError) as exc:
@@ -257,6 +258,18 @@ class RayExecutor(_Base):
     def close(self) -> None:
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with one sentence, where Ray would retry an unreachable head for minutes."""
+    host, sep, port = address.rpartition(":")
+    if "://" in address or not sep or not port.isdigit():
+        return  # 'auto', 'ray://...' (Ray Client): Ray's own checks apply
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as exc:
+        raise XcitExportError(f"--ray-address {address}: no Ray head answers there ({exc.strerror or exc}); "
+                              f"start one with 'ray start --head --port {port}' or fix the address") from None
 
 
 def _describe(exc: BaseException) -> str:
