@@ -107,7 +107,7 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--option", "-O", "raw_options", multiple=True, metavar="[TARGET:]KEY=VALUE",
               help="A target option, e.g. -O openvino-int8:preset=mixed; see list-targets for each target's.")
 @click.option("--recipe", type=click.Path(path_type=Path),
-              help="Run a recipe (recipes/*.toml): model, data, targets, thresholds. Only --out and --rebuild combine with it.")
+              help="Run a recipe (recipes/*.toml): model, data, targets, thresholds. Only --out, --rebuild and the matrix options (--executor, --ray-address, --shards) combine with it.")
 @click.option("--rebuild", is_flag=True, help="Rebuild artifacts even when an identical one exists.")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
               help="Run the recipe's model x target x device matrix here, serially (local), or on Ray (docs/ray.md).")
