@@ -111,8 +111,8 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--option", "-O", "raw_options", multiple=True, metavar="[TARGET:]KEY=VALUE",
               help="A target option, e.g. -O openvino-int8:preset=mixed; see list-targets for each target's.")
 @click.option("--recipe", type=click.Path(path_type=Path),
-              help="Run a recipe (recipes/*.toml): model, data, targets, thresholds. Only --out, --rebuild and --no-wait "
-                   "combine with it.")
+              help="Run a recipe (recipes/*.toml): model, data, targets, thresholds. Only --out, --rebuild, --no-wait and the "
+                   "matrix options (--executor, --ray-address, --shards) combine with it.")
 @click.option("--rebuild", is_flag=True, help="Rebuild artifacts even when an identical one exists.")
 @click.option("--no-wait", is_flag=True,
               help="Fail at once if another run is writing to the output folder (default: wait for it).")
@@ -126,12 +126,16 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
                                         "e.g. openvino-fp32@batch1.")
 @click.option("--profile/--no-profile", "op_profile", default=True, show_default=True,
               help="Per-operator-type latency breakdown from each runtime's profiler (a separate pass).")
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="Run the recipe's model x target x device matrix here, serially (local), or on Ray (docs/ray.md).")
+@click.option("--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start a local Ray here).")
+@click.option("--shards", type=int, help="Split each evaluation set into N shards (default: local 1, ray: the cluster's CPUs).")
 @click.pass_context
 @_fail_cleanly
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
          warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
-         min_top1_agreement, min_cosine_mean, require_winner, op_profile):
+         min_top1_agreement, min_cosine_mean, require_winner, op_profile, executor, ray_address, shards):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
@@ -144,17 +148,24 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
     from .validate import LatencyOptions
 
     if recipe is not None:
-        given = [p for p in ctx.params if p not in ("recipe", "out", "rebuild", "no_wait")
+        given = [p for p in ctx.params if p not in ("recipe", "out", "rebuild", "no_wait", "executor", "ray_address",
+                                                     "shards")
                  and ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--recipe sets the run; drop {', '.join('--' + g.replace('_', '-') for g in given)} "
                                    f"(or edit the recipe)")
         from .recipe import load_recipe, to_run_config
 
-        config = to_run_config(load_recipe(recipe), out_dir=out, rebuild=rebuild)
+        loaded = load_recipe(recipe)
+        if executor or ray_address or shards or loaded.is_matrix:
+            _run_matrix(loaded, executor or "local", ray_address, out, rebuild, shards, wait=not no_wait)
+            return
+        config = to_run_config(loaded, out_dir=out, rebuild=rebuild)
         config.wait_for_lock = not no_wait
         _run_and_print(config, run, markdown_table)
         return
+    if executor or ray_address or shards:
+        raise click.UsageError("--executor, --ray-address and --shards run a recipe's matrix; give --recipe")
     if not model or not targets:
         raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
 
@@ -190,6 +201,24 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
     if config.auto:
         config.targets = []  # every registered target: those that cannot run here are listed with the reason
     _run_and_print(config, run, markdown_table)
+
+
+def _run_matrix(recipe, executor_name, address, out, rebuild, shards, wait: bool = True) -> None:
+    from .executor import make_executor
+    from .matrix import matrix_markdown, run_matrix
+
+    out = out or Path("out") / recipe.path.stem
+    executor = make_executor(executor_name, address)
+    try:
+        with console.status("starting") as status:
+            report = run_matrix(recipe, executor, out, rebuild=rebuild, shards=shards, wait=wait,
+                                progress=lambda msg: (status.update(msg), console.log(msg)))
+    finally:
+        executor.close()
+    click.echo(matrix_markdown(report))
+    click.echo(f"report: {out / 'matrix.json'} (also matrix.md)")
+    if any(c["status"] == "failed" or c.get("passed") is False for c in report["cells"]):
+        sys.exit(1)
 
 
 def _run_and_print(config, run, markdown_table) -> None:

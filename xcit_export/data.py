@@ -380,18 +380,10 @@ class ImageSet:
         x = np.empty((len(order), 3, h, w), dtype=np.float32)
         kept: list[int] = []
         for i in order:
-            path = self.paths[i]
-            try:
-                with Image.open(path) as img:
-                    img.load()  # decode now, so truncated files fail here and not later
-                    x[len(kept)] = preprocess(img, self.pp)
-            except _UNREADABLE as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-                if self.on_bad_image == "fail":
-                    raise DataError(f"{self.option}: image '{path}' cannot be read ({reason}); remove or "
-                                    f"replace it, or pass --on-bad-image skip to leave it out") from None
-                self.skipped.append((str(path), reason))
+            item = self._decode(i)
+            if item is None:
                 continue
+            x[len(kept)] = item
             kept.append(i)
         if self.skipped:
             self._warn(f"{self.option} '{self.source}': skipped {len(self.skipped)} unreadable image(s) of "
@@ -402,6 +394,45 @@ class ImageSet:
         x = x[:len(kept)]
         y = None if self.labels is None else np.asarray([self.labels[i] for i in kept], dtype=np.int64)
         return x, y
+
+    def _decode(self, i: int) -> np.ndarray | None:
+        """Item ``i`` preprocessed, or None when it is unreadable and ``on_bad_image='skip'``
+        (then it is added to :attr:`skipped`)."""
+        if self.array is not None:
+            return np.asarray(self.array[i], dtype=np.float32)
+        path = self.paths[i]
+        try:
+            with Image.open(path) as img:
+                img.load()  # decode now, so truncated files fail here and not later
+                return preprocess(img, self.pp)
+        except _UNREADABLE as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if self.on_bad_image == "fail":
+                raise DataError(f"{self.option}: image '{path}' cannot be read ({reason}); remove or "
+                                f"replace it, or pass --on-bad-image skip to leave it out") from None
+            self.skipped.append((str(path), reason))
+            return None
+
+    def iter_batches(self, batch: int, start: int = 0, stop: int | None = None):
+        """Stream positions ``start..stop`` of the selection as ``(x, labels or None)`` batches.
+
+        Only one batch is decoded at a time, so a 50,000-image ImageFolder never sits in memory.
+        Batches are the index-aligned groups ``[k*batch, (k+1)*batch)``: with ``start`` a multiple
+        of ``batch`` (what :func:`xcit_export.sharding.shard_ranges` gives), a shard sees exactly
+        the batches of an unsharded pass, so a runtime computes every input in the same company.
+        Unreadable images are skipped (``on_bad_image='skip'``) or raise, as in :meth:`load`.
+        """
+        order = self._order()
+        stop = len(order) if stop is None else min(stop, len(order))
+        for lo in range(start, stop, batch):
+            idx = order[lo:min(lo + batch, stop)]
+            items = [(i, self._decode(i)) for i in idx]
+            kept = [(i, a) for i, a in items if a is not None]
+            if not kept:
+                continue
+            x = np.stack([a for _, a in kept]).astype(np.float32, copy=False)
+            y = None if self.labels is None else np.asarray([self.labels[i] for i, _ in kept], dtype=np.int64)
+            yield x, y
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)

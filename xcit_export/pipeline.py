@@ -397,6 +397,37 @@ def _recommendation(config: RunConfig, results: list[dict], left_out: dict, labe
     return rec
 
 
+def build_artifact(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str, input_shape, calib,
+                   evaluation, threads: int, progress: Progress) -> tuple[Artifact, bool]:
+    """Build ``target`` from the checked ONNX (or reuse the artifact with the same build key).
+
+    Returns the artifact and whether it was reused. ``evaluation`` is ``(x, labels)`` or None (only
+    accuracy-controlled quantization reads it). The matrix runner (:mod:`xcit_export.matrix`) calls
+    this too, so a build key means the same thing there.
+    """
+    options = dict(config.target_options.get(target.name, {}))
+    key = _key({"stage": target.name, "onnx": onnx_key, "options": options,
+                "calib": config.calib_id if target.needs_calibration else None,
+                "libs": library_versions()})
+    folder = config.out_dir / target.name
+    artifact = None if config.rebuild else _reusable(folder, key)
+    if artifact is not None:
+        progress(f"{target.name}: reusing unchanged artifact")
+        return artifact, True
+    progress(f"{target.name}: building")
+    t0 = time.perf_counter()
+    with atomic_dir(folder) as tmp:
+        ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=tmp, batch=config.batch,
+                           input_shape=input_shape, calibration=calib,
+                           calibration_id=config.calib_id, options=options, threads=threads,
+                           evaluation=evaluation)
+        built = target.build(ctx)
+        built.metadata["build_key"] = key
+        built.metadata["build_seconds"] = round(time.perf_counter() - t0, 2)
+        built.save_metadata()
+    return Artifact.from_dir(folder), False
+
+
 def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str, input_shape, x_eval, labels, reference,
                 x_lat, calib, torch_median_ms: float, threads: int, progress: Progress,
                 output_names: list[str]) -> dict:
@@ -408,29 +439,10 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str,
             raise BackendUnavailableError(
                 f"target {target.name} needs {', '.join(missing)}, which is not installed; install the "
                 f"project's extras (see README) or pick another target")
-        key = _key({"stage": target.name, "onnx": onnx_key, "options": options,
-                    "calib": config.calib_id if target.needs_calibration else None,
-                    "libs": library_versions()})
-        folder = config.out_dir / target.name
-        artifact = None if config.rebuild else _reusable(folder, key)
-        if artifact is not None:
-            progress(f"{target.name}: reusing unchanged artifact")
-            entry["reused"] = True
-        else:
-            progress(f"{target.name}: building")
-            t0 = time.perf_counter()
-            with atomic_dir(folder) as tmp:
-                ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=tmp, batch=config.batch,
-                                   input_shape=input_shape, calibration=calib,
-                                   calibration_id=config.calib_id, options=options, threads=threads,
-                                   evaluation=(x_eval, labels))
-                built = target.build(ctx)
-                built.metadata["build_key"] = key
-                built.metadata["build_seconds"] = round(time.perf_counter() - t0, 2)
-                built.save_metadata()
-            artifact = Artifact.from_dir(folder)
-            entry["reused"] = False
-        entry["artifact"] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes, **artifact.metadata}
+        artifact, entry["reused"] = build_artifact(target, config, spec, onnx_path, onnx_key, input_shape, calib,
+                                                   (x_eval, labels), threads, progress)
+        entry["artifact"] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes,
+                             **artifact.metadata}
         if not target.can_run():
             entry["status"] = "built"
             entry["note"] = artifact.metadata.get("note", "built here; this machine cannot run it")

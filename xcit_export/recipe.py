@@ -8,7 +8,7 @@ file and the key. Relative paths resolve against the recipe's folder.
 
 Layout (every table optional except ``model`` and ``targets``)::
 
-    [model]    name, weights, num_classes, input_size, seed
+    [model]    name (one name, or a list: a matrix of models), weights, num_classes, input_size, seed
     [export]   batch, opset, output, input_format
     [data]     calib, calib_size, eval, eval_size, eval_count, class_index, on_bad_image
     [latency]  threads, warmup, iterations, min_seconds, batch_sweep
@@ -16,6 +16,11 @@ Layout (every table optional except ``model`` and ``targets``)::
     options        = { device = "CPU", ... }          # the target's own options
     thresholds     = { min_top1_agreement = 0.99, max_top1_drop = 0.01, min_cosine = 0.999 }
     latency_budget = { median_ms = 25.0, p99_ms = 40.0 }
+    device         = "jetson-orin"                    # or a list: the device kind(s) it must run on
+
+Several models, or a ``device`` on any target, make the recipe a *matrix* of cells
+(model x target x device kind), run by :mod:`xcit_export.matrix` on an executor (``--executor
+local|ray``; docs/ray.md). A target without ``device`` runs on any node.
 
 ``--target auto`` (``auto.py``): ``[targets] auto = true`` makes every target that runs here a
 candidate (``[targets.<name>]`` tables may still give options and thresholds), and::
@@ -49,7 +54,7 @@ BUDGET_KEYS = ("median_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")
 _LABELLED = ("max_top1_drop", "min_top1")
 
 _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    "model": {"name": (str,), "weights": (str,), "num_classes": (int,), "input_size": (int, list), "seed": (int,)},
+    "model": {"name": (str, list), "weights": (str,), "num_classes": (int,), "input_size": (int, list), "seed": (int,)},
     "export": {"batch": (int,), "opset": (int,), "output": (str,), "input_format": (str,)},
     "data": {"calib": (str,), "calib_size": (int,), "eval": (str,), "eval_size": (int,), "eval_count": (int,),
              "class_index": (str,), "on_bad_image": (str,)},
@@ -58,7 +63,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "auto": {"max_top1_drop": (int, float), "min_top1_agreement": (int, float), "min_cosine_mean": (int, float),
              "require_winner": (str,)},
 }
-_TARGET_KEYS = ("options", "thresholds", "latency_budget")
+_TARGET_KEYS = ("options", "thresholds", "latency_budget", "device")
 
 
 @dataclass
@@ -67,6 +72,7 @@ class TargetPlan:
     options: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
     latency_budget: dict[str, float] = field(default_factory=dict)
+    devices: list[str | None] = field(default_factory=lambda: [None])  # None: any node
 
 
 @dataclass
@@ -77,6 +83,15 @@ class Recipe:
 
     def section(self, name: str) -> dict[str, Any]:
         return self.raw.get(name, {})
+
+    def models(self) -> list[str]:
+        name = self.section("model")["name"]
+        return [name] if isinstance(name, str) else list(name)
+
+    @property
+    def is_matrix(self) -> bool:
+        """Several models or device kinds: a matrix run (:mod:`xcit_export.matrix`)."""
+        return len(self.models()) > 1 or any(d is not None for t in self.targets for d in t.devices)
 
     def thresholds(self) -> dict[str, dict]:
         return {t.name: {"thresholds": t.thresholds, "latency_budget": t.latency_budget} for t in self.targets}
@@ -135,6 +150,39 @@ def _budget(path: Path, target: str, table: Any) -> dict[str, float]:
     return out
 
 
+def _model_names(path: Path, value: Any) -> list[str]:
+    from .errors import UnknownModelError
+    from .zoo import get_spec
+
+    names = [value] if isinstance(value, str) else value
+    if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise _err(path, "[model] name", f"must be a model name or a list of distinct names, got {value!r}")
+    for n in names:
+        try:
+            get_spec(n)
+        except UnknownModelError as exc:
+            raise _err(path, "[model] name", str(exc)) from None
+    return names
+
+
+def _devices(path: Path, target: str, value: Any) -> list[str | None]:
+    """``device = "kind"`` or a list of kinds -> the kinds (``[None]``: any node)."""
+    from .executor import check_kind_name
+
+    if value is None:
+        return [None]
+    kinds = [value] if isinstance(value, str) else value
+    if not isinstance(kinds, list) or not kinds or len(set(map(str, kinds))) != len(kinds):
+        raise _err(path, f"[targets.{target}] device", f"must be a device kind or a list of distinct kinds, "
+                                                       f"e.g. \"jetson-orin\"; got {value!r}")
+    for kind in kinds:
+        try:
+            check_kind_name(kind)
+        except XcitExportError as exc:
+            raise _err(path, f"[targets.{target}] device", str(exc)) from None
+    return list(kinds)
+
+
 def _thresholds(path: Path, target: str, table: Any) -> dict[str, float]:
     where = f"[targets.{target}.thresholds]"
     if not isinstance(table, dict):
@@ -170,6 +218,7 @@ def load_recipe(path: str | Path) -> Recipe:
             _check_table(path, name, raw[name], schema)
     if "name" not in raw.get("model", {}):
         raise _err(path, "[model] name", "is required (a name from 'xcit-export list-models')")
+    _model_names(path, raw["model"]["name"])
     targets_raw = raw.get("targets")
     if not isinstance(targets_raw, dict) or not targets_raw:
         raise _err(path, "[targets]", "list at least one target as a [targets.<name>] table")
@@ -205,7 +254,8 @@ def load_recipe(path: str | Path) -> Recipe:
         except XcitExportError as exc:
             raise _err(path, f"[targets.{name}]", str(exc)) from None
         plans.append(TargetPlan(name, dict(options), _thresholds(path, name, body.get("thresholds", {})),
-                                _budget(path, name, body.get("latency_budget", {}))))
+                                _budget(path, name, body.get("latency_budget", {})),
+                                _devices(path, name, body.get("device"))))
     recipe = Recipe(path=path, raw=raw, targets=plans)
     _check_combinations(recipe)
     return recipe
@@ -252,11 +302,18 @@ def _resolve(recipe: Recipe, value: str | None, keywords: tuple[str, ...] = ()) 
     return str(p if p.is_absolute() else (recipe.path.parent / p))
 
 
-def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = False):
-    """The :class:`~xcit_export.pipeline.RunConfig` a recipe describes."""
+def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = False, model_name: str | None = None):
+    """The :class:`~xcit_export.pipeline.RunConfig` a recipe describes (for ``model_name``, which a
+    recipe listing several models must give)."""
     from .pipeline import RunConfig
     from .validate import LatencyOptions
 
+    names = recipe.models()
+    if model_name is None:
+        if len(names) > 1:
+            raise _err(recipe.path, "[model] name", f"lists {len(names)} models: run the recipe as a matrix "
+                                                    f"(xcit-export --recipe {recipe.path} --executor local)")
+        model_name = names[0]
     model, export, data, lat = (recipe.section(n) for n in ("model", "export", "data", "latency"))
     size = model.get("input_size")
     if isinstance(size, int):
@@ -274,7 +331,7 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
         budget = Budget(**{k: float(v) for k, v in settings.items() if k != "require_winner"})
     return RunConfig(
         auto=recipe.auto, budget=budget, require_winner=recipe.auto_settings().get("require_winner"),
-        model=model["name"], targets=[] if recipe.auto else [t.name for t in recipe.targets],
+        model=model_name, targets=[] if recipe.auto else [t.name for t in recipe.targets],
         out_dir=out_dir or Path("out") / recipe.path.stem,
         weights=_resolve(recipe, model.get("weights", "random"), ("random", "pretrained", "demo")),
         seed=model.get("seed", 0), num_classes=model.get("num_classes"), input_size=size,

@@ -1,0 +1,248 @@
+"""Sharded evaluation: split an evaluation set into index ranges, evaluate each anywhere, add up.
+
+Two rules make a sharded result *identical* to the unsharded one, not merely close:
+
+1. Shards start on evaluation-batch boundaries (:func:`shard_ranges`), and
+   :meth:`xcit_export.data.ImageSet.iter_batches` decodes index-aligned batches, so every input
+   passes through PyTorch and the runtime in the same batch as in one pass over the whole set.
+2. Shards return *counts* (:class:`AccuracyCounts`): correct top-1/top-5, agreements, the number
+   of inputs, exact sums (as :class:`fractions.Fraction`) of per-input cosines and absolute errors,
+   minima and maxima. Adding counts is exact and order-free; averaging per-shard percentages is
+   neither, so it is never done.
+
+The task functions (:func:`reference_shard`, :func:`accuracy_shard`, :func:`latency_probe`) run
+on workers. They import PyTorch only for the reference, so a device node that only evaluates and
+times artifacts needs the ``device-check`` dependencies (numpy, Pillow, its runtime), not PyTorch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import XcitExportError
+
+
+def shard_ranges(count: int, shards: int, batch: int) -> list[tuple[int, int]]:
+    """``count`` positions in at most ``shards`` contiguous ranges that start on multiples of ``batch``."""
+    if shards < 1:
+        raise XcitExportError(f"--shards must be a positive number, got {shards}")
+    batches = -(-count // batch)
+    shards = min(shards, max(batches, 1))
+    out, lo = [], 0
+    for s in range(shards):
+        hi = min(count, ((s + 1) * batches // shards) * batch)
+        if hi > lo:
+            out.append((lo, hi))
+        lo = hi
+    return out
+
+
+@dataclass
+class AccuracyCounts:
+    """Sufficient statistics of :func:`xcit_export.validate.compare_outputs`, addable across shards."""
+
+    count: int = 0
+    finite: bool = True
+    elements: int = 0
+    abs_err_max: float = 0.0
+    abs_err_sum: Fraction = Fraction(0)
+    cos_sum: Fraction = Fraction(0)
+    cos_min: float = float("inf")
+    classify: bool = False
+    top1_agree: int = 0
+    top5_agree: int = 0
+    labelled: int = 0
+    top1: int = 0
+    top5: int = 0
+    ref_top1: int = 0
+    ref_top5: int = 0
+
+    @classmethod
+    def of(cls, target: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
+           classify: bool = True) -> "AccuracyCounts":
+        from .validate import _topk
+
+        t = target.astype(np.float64).reshape(len(target), -1)
+        r = reference.astype(np.float64).reshape(len(reference), -1)
+        if t.shape != r.shape:
+            raise ValueError(f"target output shape {target.shape} != reference {reference.shape}")
+        err = np.abs(t - r)
+        denom = np.linalg.norm(t, axis=1) * np.linalg.norm(r, axis=1)
+        cos = np.where(denom > 0, (t * r).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
+        c = cls(count=len(t), finite=bool(np.isfinite(t).all()), elements=int(err.size),
+                abs_err_max=float(err.max()) if err.size else 0.0,
+                # Per-row sums depend only on the row; their exact total does not depend on the order.
+                abs_err_sum=sum((Fraction(float(v)) for v in err.sum(axis=1)), Fraction(0)),
+                cos_sum=sum((Fraction(float(v)) for v in cos), Fraction(0)),
+                cos_min=float(cos.min()) if len(cos) else float("inf"))
+        if classify and target.ndim == 2 and target.shape[1] > 1:
+            c.classify = True
+            ref_top1 = reference.argmax(axis=1)
+            tgt_top5 = _topk(target, 5)
+            c.top1_agree = int((target.argmax(axis=1) == ref_top1).sum())
+            c.top5_agree = int((tgt_top5 == ref_top1[:, None]).any(axis=1).sum())
+            if labels is not None:
+                labels = np.asarray(labels)
+                ref_top5 = _topk(reference, 5)
+                c.labelled = len(labels)
+                c.top1 = int((tgt_top5[:, 0] == labels).sum())
+                c.top5 = int((tgt_top5 == labels[:, None]).any(axis=1).sum())
+                c.ref_top1 = int((ref_top5[:, 0] == labels).sum())
+                c.ref_top5 = int((ref_top5 == labels[:, None]).any(axis=1).sum())
+        return c
+
+    def __add__(self, other: "AccuracyCounts") -> "AccuracyCounts":
+        if self.count == 0:
+            return other
+        if other.count == 0:
+            return self
+        if self.classify != other.classify or bool(self.labelled) != bool(other.labelled):
+            raise ValueError("cannot add counts of shards evaluated differently")
+        return AccuracyCounts(
+            count=self.count + other.count, finite=self.finite and other.finite,
+            elements=self.elements + other.elements, abs_err_max=max(self.abs_err_max, other.abs_err_max),
+            abs_err_sum=self.abs_err_sum + other.abs_err_sum, cos_sum=self.cos_sum + other.cos_sum,
+            cos_min=min(self.cos_min, other.cos_min), classify=self.classify,
+            top1_agree=self.top1_agree + other.top1_agree, top5_agree=self.top5_agree + other.top5_agree,
+            labelled=self.labelled + other.labelled, top1=self.top1 + other.top1, top5=self.top5 + other.top5,
+            ref_top1=self.ref_top1 + other.ref_top1, ref_top5=self.ref_top5 + other.ref_top5)
+
+    def to_dict(self) -> dict:
+        """The report's accuracy entry (the keys of ``compare_outputs``)."""
+        n = self.count
+        out: dict[str, Any] = {
+            "count": n, "finite": self.finite,
+            "max_abs_error": self.abs_err_max,
+            "mean_abs_error": float(self.abs_err_sum / self.elements) if self.elements else 0.0,
+            "cosine_mean": float(self.cos_sum / n) if n else float("nan"),
+            "cosine_min": self.cos_min,
+        }
+        if self.classify:
+            out["top1_agreement"] = self.top1_agree / n
+            out["top5_agreement"] = self.top5_agree / n
+            if self.labelled:
+                m = self.labelled
+                out.update(top1=self.top1 / m, top5=self.top5 / m, labelled_count=m,
+                           reference_top1=self.ref_top1 / m, reference_top5=self.ref_top5 / m)
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Artifacts travel as bytes (Ray's object store, or in-process for the local executor)
+# --------------------------------------------------------------------------------------------
+
+def pack_artifact(artifact) -> dict:
+    """An artifact's files (and its ``artifact.json``) as bytes, to ship to the node that runs it."""
+    from .targets.base import ARTIFACT_META
+
+    folder = artifact.path.parent
+    names = [f.relative_to(folder).as_posix() for f in artifact.files] + [ARTIFACT_META]
+    return {"target": artifact.target, "key": artifact.metadata.get("build_key"),
+            "files": {name: (folder / name).read_bytes() for name in dict.fromkeys(names)}}
+
+
+def _unpack(pack: dict, root: Path):
+    from .targets import Artifact
+
+    for name, blob in pack["files"].items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(blob)
+    return Artifact.from_dir(root)
+
+
+def _batches(source, batch: int, start: int, stop: int, input_format: str, pp):
+    for x, y in source.iter_batches(batch, start, stop):
+        if input_format != "nchw":
+            from .models.deploy import to_input_format  # imports PyTorch: only for other input formats
+
+            x = to_input_format(x, input_format, pp)
+        yield x, y
+
+
+def _run(infer, x: np.ndarray, batch: int) -> list[np.ndarray]:
+    from .validate import run_in_batches
+
+    return run_in_batches(infer, x, batch)
+
+
+# --------------------------------------------------------------------------------------------
+# Task functions (run on workers)
+# --------------------------------------------------------------------------------------------
+
+def reference_shard(model, source, start: int, stop: int, batch: int, threads: int, input_format: str) -> dict:
+    """PyTorch outputs for positions ``start..stop`` of ``source`` (an ImageSet), decoded per batch."""
+    from .validate import torch_infer
+
+    infer = torch_infer(model, threads)
+    outs: list[list[np.ndarray]] = []
+    labels: list[np.ndarray] = []
+    for x, y in _batches(source, batch, start, stop, input_format, source.pp):
+        outs.append(_run(infer, x, batch))
+        if y is not None:
+            labels.append(y)
+    return {"outputs": [np.concatenate(parts) for parts in zip(*outs)],
+            "labels": np.concatenate(labels) if labels else None, "skipped": list(source.skipped)}
+
+
+def accuracy_shard(pack: dict, target_name: str, options: dict, source, start: int, stop: int, batch: int,
+                   threads: int, input_format: str, reference: dict, output_names: list[str],
+                   classify: bool) -> dict | None:
+    """Counts of one target on one shard against the reference's outputs for the same shard.
+
+    None when the target cannot run on this node (a TensorRT engine without a GPU).
+    """
+    from .targets import get_target
+
+    target = get_target(target_name)
+    if not target.can_run():
+        return None
+    with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
+        runner = target.load(_unpack(pack, Path(tmp)), threads=threads, **options)
+        try:
+            outs: list[list[np.ndarray]] = []
+            for x, _ in _batches(source, batch, start, stop, input_format, source.pp):
+                outs.append(_run(runner.infer, x, batch))
+        finally:
+            runner.close()
+    outputs = [np.concatenate(parts) for parts in zip(*outs)]
+    labels = reference["labels"]
+    counts = {name: AccuracyCounts.of(o, r, labels if i == 0 else None, classify=classify)
+              for i, (name, o, r) in enumerate(zip(output_names, outputs, reference["outputs"]))}
+    return {"counts": counts, "node": socket.gethostname()}
+
+
+def latency_probe(pack: dict, target_name: str, options: dict, x: np.ndarray, latency, threads: int) -> dict:
+    """Load the artifact here and time it (the caller holds this node alone while it runs)."""
+    from .fingerprint import device_fingerprint
+    from .targets import get_target
+    from .validate import measure_latency, rss_mb
+
+    target = get_target(target_name)
+    result: dict[str, Any] = {"node": socket.gethostname(), "pid": os.getpid(), "fingerprint": device_fingerprint()}
+    if not target.can_run():
+        result["note"] = f"built; node {result['node']} cannot run {target_name}"
+        return result
+    with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
+        artifact = _unpack(pack, Path(tmp))
+        rss_before = rss_mb()
+        t0 = time.perf_counter()
+        runner = target.load(artifact, threads=threads, **options)
+        result["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+        try:
+            result.update(threads=runner.threads, device=runner.device)
+            if getattr(runner, "measures_latency", True):
+                result["latency"] = measure_latency(runner.infer, np.ascontiguousarray(x), latency).to_dict()
+            result["memory_mb"] = round(rss_mb() - rss_before, 1)
+        finally:
+            runner.close()
+    return result
