@@ -79,6 +79,9 @@ def markdown_table(report: dict) -> str:
             for c in t["checks"]:
                 mark = "skip" if c["why"].startswith("skipped") else "pass" if c["ok"] else "FAIL"
                 lines.append(f"- {mark} {t['target']}: {c['metric']} = {c['value']} (limit {c['limit']})")
+    from .int8_report import int8_markdown  # format choice, what INT8 buys, sensitivity, budget search
+
+    lines += int8_markdown(report)
     return "\n".join(lines) + "\n"
 
 
@@ -210,8 +213,15 @@ overflow-x:auto}}h2{{margin-top:1.6em}}</style></head><body>
 <h2>Latency distribution per target</h2>{_latency_svg(rows)}
 <h2>Accuracy vs latency</h2>{_scatter_svg(rows)}
 <h2>Tables</h2>{''.join(sections)}
+{_int8_html(report)}
 </body></html>
 """
+
+
+def _int8_html(report: dict) -> str:
+    from .int8_report import int8_html
+
+    return "".join(int8_html(rep) for _, rep in _devices(report))
 
 
 def write_html(report: dict, path: Path) -> Path:

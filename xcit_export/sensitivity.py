@@ -26,10 +26,16 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from .errors import XcitExportError
+
+# Options of the Q/DQ INT8 targets that run these searches (the TensorRT targets declare them from here).
+SEARCH_OPTIONS = {
+    "sensitivity": "measure each layer group quantized alone on the evaluation set (default false)",
+    "max_drop": "accuracy budget: largest top-1 drop as a fraction (0.01 = 1 point); keeps the most damaging "
+                "layer groups in higher precision until it holds",
+    "search_images": "evaluation images used by sensitivity and max_drop (default: all)",
+}
 
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 # (parameter-name pattern, group name template); first match wins, so class attention precedes blocks.
@@ -51,7 +57,7 @@ def _group_of(name: str) -> str | None:
     return None
 
 
-def node_groups(model: onnx.ModelProto) -> dict[str, str]:
+def node_groups(model: "onnx.ModelProto") -> dict[str, str]:
     """Compute node name -> group, for a float or a Q/DQ graph.
 
     A node's parameters are its initializer inputs, directly or through one DequantizeLinear. A
@@ -85,7 +91,9 @@ def quantized_groups(model: onnx.ModelProto) -> dict[str, list[str]]:
     return out
 
 
-def _dequantize(init: onnx.TensorProto, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
+def _dequantize(init: "onnx.TensorProto", scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
+    from onnx import numpy_helper
+
     q = numpy_helper.to_array(init).astype(np.float64)
     if scale.ndim == 1 and scale.size > 1:
         shape = [1] * q.ndim
@@ -103,6 +111,9 @@ def dequantize_groups(model: onnx.ModelProto, groups: set[str], float_model: onn
     originals from ``float_model`` (same node name and input slot, cast to the graph's dtype), or
     the dequantized values where no original is found. Orphaned Q/DQ nodes are removed.
     """
+    import onnx
+    from onnx import numpy_helper
+
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -192,6 +203,8 @@ class Evaluator:
 
     def __init__(self, fp32: Path, x: np.ndarray, labels: np.ndarray | None, batch: int | None,
                  threads: int | None, time_steps: bool = True):
+        import onnx
+
         self.x, self.labels, self.batch, self.threads, self.time_steps = x, labels, batch or 16, threads, time_steps
         self.reference = self._run(onnx.load(str(fp32)))[0]
         self.reference_top1 = None if labels is None else float((self.reference.argmax(1) == labels).mean())
@@ -317,6 +330,8 @@ def analyse(quantized_path: Path, fp32_path: Path, evaluation, *, batch: int | N
     x, labels = evaluation
     if search_images:
         x, labels = x[:search_images], None if labels is None else labels[:search_images]
+    import onnx
+
     t0 = time.perf_counter()
     model = onnx.load(str(quantized_path))
     float_model = onnx.load(str(float_path or fp32_path), load_external_data=False)

@@ -51,6 +51,7 @@ import numpy as np
 
 from ..errors import ArtifactError, BackendUnavailableError, ExportError, XcitExportError
 from ..io import atomic_path, sha256_file, write_json_atomic
+from ..sensitivity import SEARCH_OPTIONS
 from ..validate import compare_outputs, run_in_batches
 from . import register
 from .base import Artifact, BuildContext, Target
@@ -93,6 +94,7 @@ _INT8_OPTIONS = {
                         "e.g. BatchNormalization; 'none' quantizes the Adds too",
     "exclude_nodes": "node names left unquantized (regular expressions, comma-separated)",
     "high_precision": "type of the unquantized rest: fp16 (default, as TensorRT runs INT8) or fp32",
+    **SEARCH_OPTIONS,  # issue 11: sensitivity, max_drop, search_images (xcit_export/sensitivity.py)
 }
 
 
@@ -790,6 +792,7 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
                                exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
                                exclude_nodes=_as_list(options.get("exclude_nodes")),
                                high_precision=str(options.get("high_precision", "fp16")))
+        summary.update(prec.int8_search(onnx_out, ctx))  # issue 11 hook: sensitivity / max_drop options
 
     # 2. ONNX-level check on onnxruntime CPU + golden data for the device bundle
     golden_count = _as_int(options, "golden_count", DEFAULT_GOLDEN)
