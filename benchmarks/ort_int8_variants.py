@@ -40,13 +40,17 @@ def _accuracy(out, ref, y):
             "cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
 
 
-def evaluate(folder: Path, count: int | None, threads: int, rounds: int, timed: bool) -> dict:
+def evaluate(folder: Path, count: int | None, threads: int, rounds: int, timed: bool,
+             formats: list | None = None) -> dict:
     data = np.load(folder / "eval.npz")
     x, y = data["x"][:count], data["y"][:count]
-    names = ["fp32"] + json.loads((folder / "formats.json").read_text())
+    names = ["fp32"] + (formats or json.loads((folder / "formats.json").read_text()))
     runners = {n: _runner(folder / f"{n}.onnx", threads) for n in names}
-    outs = {n: np.concatenate([r(x[i:i + 1]) for i in range(len(x))]) for n, r in runners.items()}
-    rows = {n: _accuracy(outs[n], outs["fp32"], y) for n in names}
+    outs, rows = {}, {}
+    for n, r in runners.items():  # one row at a time, so a slow (emulated) run shows progress
+        outs[n] = np.concatenate([r(x[i:i + 1]) for i in range(len(x))])
+        rows[n] = _accuracy(outs[n], outs["fp32"], y)
+        print(f"{n}: {rows[n]}", flush=True)
     if timed:  # alternate the runners, so a busy neighbour slows all of them alike
         times = {n: [] for n in names}
         for _ in range(rounds):
@@ -106,6 +110,7 @@ def main() -> None:
     e = sub.add_parser("eval")
     e.add_argument("out", type=Path)
     e.add_argument("--count", type=int)
+    e.add_argument("--formats", nargs="+", help="only these formats (default: all built)")
     for p in (b, e):
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--rounds", type=int, default=5)
@@ -113,7 +118,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "build":
         build(args.onnx, args.out, args.calib, args.eval)
-    evaluate(args.out, getattr(args, "count", None), args.threads, args.rounds, not args.no_timing)
+    evaluate(args.out, getattr(args, "count", None), args.threads, args.rounds, not args.no_timing,
+             getattr(args, "formats", None))
 
 
 if __name__ == "__main__":
