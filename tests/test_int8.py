@@ -62,7 +62,7 @@ def searched(tmp_path_factory):
     and the issue's budget, max_drop=0.002, searched on the first 32 evaluation images."""
     out = tmp_path_factory.mktemp("int8")
     config = RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["onnxruntime-fp32", "onnxruntime-int8"],
-                       out_dir=out, eval="demo", eval_size=200, calib="demo", calib_size=64, latency=FAST,
+                       out_dir=out, eval="demo", eval_size=100, calib="demo", calib_size=64, latency=FAST,
                        target_options={"onnxruntime-int8": {"sensitivity": "true", "max_drop": 0.002,
                                                           "search_images": SEARCH_IMAGES}})
     return run(config), config
