@@ -179,3 +179,17 @@ def test_every_format_runs_with_its_expected_accuracy(formats, name):
         assert row["top1_agreement"] >= 0.92 and row["top1_drop"] <= 0.03, row
     else:  # U8S8 without VNNI: int16 saturation (issue 11 measured 93.5% agreement on Zen 3)
         assert np.isfinite(row["cosine_mean"]) and row["top1_agreement"] >= 0.8, row
+
+
+def test_the_report_says_when_int8_buys_no_speed():
+    from xcit_export.int8_report import int8_gain_lines
+
+    def report(int8_ms, flags):
+        return {"device": {"cpu_flags": flags}, "targets": [
+            {"target": "onnxruntime-fp32", "latency": {"median_ms": 28.3}},
+            {"target": "onnxruntime-int8", "latency": {"median_ms": int8_ms}}]}
+
+    (line,) = int8_gain_lines(report(27.5, ["avx2"]))  # the issue's Zen 3 figures
+    assert "onnxruntime-int8 buys no speed here" in line and "no VNNI on this CPU" in line
+    assert "VNNI (avx512_vnni)" in int8_gain_lines(report(30.0, ["avx2", "avx512f", "avx512_vnni"]))[0]
+    assert int8_gain_lines(report(20.0, ["avx2"])) == []

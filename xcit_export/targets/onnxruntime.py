@@ -5,8 +5,10 @@
 figures are reproducible and comparable with PyTorch at the same thread count.
 
 ``onnxruntime-int8``: onnxruntime's own static post-training quantization (QDQ format, per-channel
-symmetric INT8 weights, asymmetric UINT8 activations calibrated on ``--calib``: U8S8 is the fast
-VNNI/AVX2 path of onnxruntime's x86 kernels; S8S8 measured 1.5-3x slower here, BENCHMARKS.md). Only MatMul/Gemm/Conv
+weights, activations calibrated on ``--calib``) in a format chosen from the CPU's ISA
+(``ort_int8.py``: U8S8 with VNNI, U8S8 with 7-bit weights without it, where U8S8 saturates;
+``-O format=`` overrides). ``sensitivity`` and ``max_drop`` (or the recipe's ``max_top1_drop``) run
+the per-group sensitivity and accuracy-budget search of ``xcit_export/sensitivity.py``. Only MatMul/Gemm/Conv
 with a weight operand are quantized: LayerNorm, Softmax, GELU, XCiT's L2 normalisation and the
 activation-by-activation attention products stay FP32. Quantizing those attention products too
 (``-O quantize_attention=true``) lowered the fixture's minimum cosine from 0.988 to 0.955. This graph is for ONNX Runtime's CPU kernels; TensorRT's
