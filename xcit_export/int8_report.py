@@ -40,6 +40,13 @@ def int8_gain_lines(report: dict) -> list[str]:
     return lines
 
 
+def _search_meta(target: dict) -> dict:
+    """Where a target keeps its sensitivity/budget metadata: the artifact (onnxruntime-int8) or its
+    ``precision_conversion`` summary (the TensorRT targets, from ``precision.int8_search``)."""
+    art = target.get("artifact", {})
+    return art if ("sensitivity" in art or "budget_search" in art) else art.get("precision_conversion") or {}
+
+
 def int8_markdown(report: dict) -> list[str]:
     """The INT8 section of report.md: format choices, what INT8 buys, sensitivity, budget searches."""
     lines: list[str] = []
@@ -49,7 +56,7 @@ def int8_markdown(report: dict) -> list[str]:
             lines.append(f"- {t['target']}: format **{art['format']}**: {art['format_reason']}")
     lines += int8_gain_lines(report)
     for t in report.get("targets", []):
-        lines += sensitivity_markdown(t["target"], t.get("artifact", {}))
+        lines += sensitivity_markdown(t["target"], _search_meta(t))
     return (["", "## INT8", ""] + lines) if lines else []
 
 
@@ -59,7 +66,7 @@ def int8_html(report: dict) -> str:
 
     parts = []
     for t in report.get("targets", []):
-        sens = t.get("artifact", {}).get("sensitivity")
+        sens = _search_meta(t).get("sensitivity")
         if sens and sens.get("rows"):
             parts.append(f"<h3>{html.escape(t['target'])}: INT8 damage by layer group</h3>"
                          f"{sensitivity_chart_svg(sens['rows'])}")
