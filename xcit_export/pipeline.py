@@ -406,9 +406,17 @@ def build_artifact(target, config: RunConfig, spec, onnx_path: Path, onnx_key: s
     this too, so a build key means the same thing there.
     """
     options = dict(config.target_options.get(target.name, {}))
-    key = _key({"stage": target.name, "onnx": onnx_key, "options": options,
-                "calib": config.calib_id if target.needs_calibration else None,
-                "libs": library_versions()})
+    budget = (config.thresholds.get(target.name) or {}).get("thresholds", {}).get("max_top1_drop")
+    key_obj = {"stage": target.name, "onnx": onnx_key, "options": options,
+               "calib": config.calib_id if target.needs_calibration else None, "libs": library_versions()}
+    if target.key_inputs is not None:  # e.g. the ISA class a CPU-specific format was chosen for
+        key_obj["target_inputs"] = target.key_inputs(options)
+    if budget is not None:
+        key_obj["max_top1_drop"] = budget
+    if evaluation is not None and (budget is not None or {"max_drop", "sensitivity"} & set(options)):
+        # the build reads the evaluation set (sensitivity, budget search): a new set means a new build
+        key_obj["eval"] = config.eval_id or hashlib.sha256(np.ascontiguousarray(evaluation[0]).tobytes()).hexdigest()
+    key = _key(key_obj)
     folder = config.out_dir / target.name
     artifact = None if config.rebuild else _reusable(folder, key)
     if artifact is not None:
@@ -420,7 +428,7 @@ def build_artifact(target, config: RunConfig, spec, onnx_path: Path, onnx_key: s
         ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=tmp, batch=config.batch,
                            input_shape=input_shape, calibration=calib,
                            calibration_id=config.calib_id, options=options, threads=threads,
-                           evaluation=evaluation)
+                           evaluation=evaluation, max_top1_drop=budget)
         built = target.build(ctx)
         built.metadata["build_key"] = key
         built.metadata["build_seconds"] = round(time.perf_counter() - t0, 2)

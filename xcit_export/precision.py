@@ -429,6 +429,28 @@ def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: 
             "seconds": round(time.perf_counter() - t0, 2), **summary}
 
 
+def int8_search(onnx_int8: Path, ctx) -> dict:
+    """Per-group sensitivity and the accuracy-budget search (``xcit_export.sensitivity``) for a Q/DQ
+    ONNX built by :func:`to_int8`, driven by the target options ``sensitivity``, ``max_drop`` and
+    ``search_images``; groups kept out of INT8 run in the graph's high precision (FP16 by default).
+    Accuracy is measured on onnxruntime CPU (the host stand-in for the engine), so steps are not timed.
+    Returns the metadata to add to the artifact (empty when neither option is set)."""
+    from . import sensitivity
+
+    options = ctx.options
+    budget = sensitivity.parse_budget(options.get("max_drop"))
+    flag = str(options.get("sensitivity", "false")).strip().lower()
+    if flag not in ("true", "false", "1", "0", "yes", "no"):
+        raise ExportError(f"option sensitivity={options['sensitivity']!r} is not a boolean; use true or false")
+    want = flag in ("true", "1", "yes")
+    if not want and budget is None:
+        return {}
+    images = options.get("search_images")
+    return sensitivity.analyse(Path(onnx_int8), ctx.onnx_path, ctx.evaluation, batch=ctx.batch, threads=ctx.threads,
+                               budget=budget, want_sensitivity=want, time_steps=False,
+                               search_images=int(images) if images else None)
+
+
 # --------------------------------------------------------------------------------------------
 # Checks
 # --------------------------------------------------------------------------------------------

@@ -129,6 +129,9 @@ def markdown_table(report: dict) -> str:
             for c in t["checks"]:
                 mark = "skip" if c["why"].startswith("skipped") else "pass" if c["ok"] else "FAIL"
                 lines.append(f"- {mark} {t['target']}: {c['metric']} = {c['value']} (limit {c['limit']})")
+    from .int8_report import int8_markdown  # format choice, what INT8 buys, sensitivity, budget search
+
+    lines += int8_markdown(report)
     return "\n".join(lines) + "\n"
 
 

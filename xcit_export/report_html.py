@@ -21,6 +21,15 @@ from . import plots
 # Functions (report -> (title, html) or None) whose sections follow the built-in ones per device.
 EXTRA_SECTIONS: list[Callable[[dict], Optional[tuple[str, str]]]] = []
 
+
+def _int8(rep: dict) -> Optional[tuple[str, str]]:
+    from .int8_report import int8_section
+
+    return int8_section(rep)
+
+
+EXTRA_SECTIONS.append(_int8)
+
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;padding:16px 20px;max-width:1180px;
 color:#1d1d1d;line-height:1.35;font-size:14px}

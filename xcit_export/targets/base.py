@@ -37,6 +37,8 @@ class BuildContext:
     evaluation: tuple[np.ndarray, np.ndarray | None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None
+    # The recipe's max_top1_drop for this target (a fraction), for targets that search an accuracy budget.
+    max_top1_drop: float | None = None
 
 
 @dataclass
@@ -107,6 +109,10 @@ class Target:
     # ``profile(artifact, x, threads=..., runs=..., **options) -> dict`` (xcit_export/profiling.py).
     # It opens the artifact separately, so the runner and its latency figures are never touched.
     profile: Callable[..., dict] | None = None
+    # What else decides the artifact besides its options (e.g. the CPU's ISA class for a format
+    # chosen by CPU): ``options -> dict`` added to the build key, so such an artifact is not reused
+    # on a machine it was not made for.
+    key_inputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     def check_options(self, options: dict[str, Any]) -> None:
         unknown = sorted(set(options) - set(self.options))

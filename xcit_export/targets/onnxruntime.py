@@ -5,8 +5,10 @@
 figures are reproducible and comparable with PyTorch at the same thread count.
 
 ``onnxruntime-int8``: onnxruntime's own static post-training quantization (QDQ format, per-channel
-symmetric INT8 weights, asymmetric UINT8 activations calibrated on ``--calib``: U8S8 is the fast
-VNNI/AVX2 path of onnxruntime's x86 kernels; S8S8 measured 1.5-3x slower here, BENCHMARKS.md). Only MatMul/Gemm/Conv
+weights, activations calibrated on ``--calib``) in a format chosen from the CPU's ISA
+(``ort_int8.py``: U8S8 with VNNI, U8S8 with 7-bit weights without it, where U8S8 saturates;
+``-O format=`` overrides). ``sensitivity`` and ``max_drop`` (or the recipe's ``max_top1_drop``) run
+the per-group sensitivity and accuracy-budget search of ``xcit_export/sensitivity.py``. Only MatMul/Gemm/Conv
 with a weight operand are quantized: LayerNorm, Softmax, GELU, XCiT's L2 normalisation and the
 activation-by-activation attention products stay FP32. Quantizing those attention products too
 (``-O quantize_attention=true``) lowered the fixture's minimum cosine from 0.988 to 0.955. This graph is for ONNX Runtime's CPU kernels; TensorRT's
@@ -22,6 +24,8 @@ import numpy as np
 from ..errors import ArtifactError, XcitExportError
 from . import register
 from .base import Artifact, BuildContext, Target
+from ..sensitivity import SEARCH_OPTIONS
+from .ort_int8 import CalibrationReader
 
 
 class OnnxRuntimeRunner:
@@ -71,6 +75,8 @@ _INT8_OPTIONS = {
     "op_types": "op types to quantize (default [MatMul, Gemm, Conv])",
     "exclude_nodes": "node names to keep in FP32",
     "quantize_attention": "also quantize activation-by-activation MatMuls (default false)",
+    "format": "u8s8, u8s8-reduce-range, s8s8 or u8u8 (default: chosen from this CPU's ISA, see ort_int8.py)",
+    **SEARCH_OPTIONS,  # sensitivity, max_drop (default: the recipe's max_top1_drop), search_images
 }
 
 
@@ -83,33 +89,21 @@ def _activation_matmuls(path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in weights for i in n.input)]
 
 
-class _Calibration:
-    """onnxruntime's CalibrationDataReader over the preprocessed calibration array, batch 1."""
-
-    def __init__(self, input_name: str, x: np.ndarray, batch: int | None):
-        self.input_name, self.x, self.step, self.i = input_name, x, batch or 1, 0
-
-    def get_next(self):
-        if self.i + self.step > len(self.x):
-            return None
-        chunk = self.x[self.i:self.i + self.step]
-        self.i += self.step
-        return {self.input_name: np.ascontiguousarray(chunk)}
-
-    def rewind(self):
-        self.i = 0
+_Calibration = CalibrationReader  # the name benchmarks and older code import
 
 
 def _build_int8(ctx: BuildContext) -> Artifact:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import quant_pre_process
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    from .. import sensitivity
+    from .ort_int8 import choose_format, quantize
+
+    fmt, reason = choose_format(forced=ctx.options.get("format"))
     method = str(ctx.options.get("method", "minmax")).lower()
-    if method not in methods:
-        raise XcitExportError(f"onnxruntime-int8 option method='{method}' is unknown; use one of {', '.join(methods)}")
     op_types = list(ctx.options.get("op_types", ["MatMul", "Gemm", "Conv"]))
     per_channel = bool(ctx.options.get("per_channel", True))
+    budget = sensitivity.parse_budget(ctx.options.get("max_drop", ctx.max_top1_drop))
+    want_sensitivity = _as_bool(ctx.options.get("sensitivity", False), "sensitivity")
     dst = ctx.out_dir / "model.int8.onnx"
     # onnxruntime's recommended pre-pass: symbolic shape inference and its graph optimisations
     # (fused LayerNorm/GELU), so quantization sees the graph the CPU kernels will run.
@@ -120,17 +114,48 @@ def _build_int8(ctx: BuildContext) -> Artifact:
     exclude = list(ctx.options.get("exclude_nodes", []))
     if not ctx.options.get("quantize_attention", False):
         exclude += _activation_matmuls(prepared)
-    quantize_static(
-        str(prepared), str(dst), _Calibration("input", ctx.calibration, ctx.batch),
-        quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types, per_channel=per_channel,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=methods[method],
-        nodes_to_exclude=exclude, calibration_providers=["CPUExecutionProvider"],
-        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    quantize(prepared, dst, ctx.calibration, fmt, step=ctx.batch, method=method, per_channel=per_channel,
+             op_types=op_types, exclude_nodes=exclude)
+    meta = {"precision": "int8", "format": fmt.name, "format_reason": reason, "method": method,
+            "op_types": op_types, "per_channel": per_channel, "reduce_range": fmt.reduce_range,
+            "calibration_images": int(len(ctx.calibration)), "calibration_id": ctx.calibration_id}
+    if want_sensitivity or budget is not None:
+        meta.update(sensitivity.analyse(dst, ctx.onnx_path, ctx.evaluation, batch=ctx.batch, threads=ctx.threads,
+                                        budget=budget, want_sensitivity=want_sensitivity, float_path=prepared,
+                                        search_images=_as_int(ctx.options.get("search_images"), "search_images")))
     prepared.unlink()
     OnnxRuntimeRunner(dst, threads=1).close()  # a graph ORT cannot load fails the build, not validation
-    return Artifact(target="onnxruntime-int8", path=dst, files=[dst],
-                    metadata={"precision": "int8", "method": method, "op_types": op_types, "per_channel": per_channel,
-                              "calibration_images": int(len(ctx.calibration)), "calibration_id": ctx.calibration_id})
+    return Artifact(target="onnxruntime-int8", path=dst, files=[dst], metadata=meta)
+
+
+def _as_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise XcitExportError(f"onnxruntime-int8 option {name}={value!r} is not a boolean; use true or false")
+
+
+def _as_int(value, name: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        out = 0
+    if out <= 0:
+        raise XcitExportError(f"onnxruntime-int8 option {name}={value!r} is not a positive whole number")
+    return out
+
+
+def _int8_key_inputs(options: dict) -> dict:
+    """Build-key inputs beyond the options: the CPU's ISA class decides the automatic format."""
+    from ..fingerprint import cpu_capabilities
+
+    return {} if options.get("format") else {"isa_class": cpu_capabilities().isa_class}
 
 
 def load(artifact: Artifact, threads: int | None = None, **_options) -> OnnxRuntimeRunner:
@@ -210,4 +235,5 @@ register(Target(
     needs_calibration=True,
     verified="x86-64 CPU (AMD Zen 4, AVX-512 VNNI; CI)",
     options=_INT8_OPTIONS,
+    key_inputs=_int8_key_inputs,
 ))

@@ -48,6 +48,7 @@ from typing import Any
 
 from ...errors import ArtifactError, BackendUnavailableError, ExportError, XcitExportError
 from ...io import sha256_file
+from ...sensitivity import SEARCH_OPTIONS
 from .. import register
 from ..base import Artifact, BuildContext, Target
 from ..onnxruntime import OnnxRuntimeRunner
@@ -88,6 +89,7 @@ _INT8_OPTIONS = {
                         "e.g. BatchNormalization; 'none' quantizes the Adds too",
     "exclude_nodes": "node names left unquantized (regular expressions, comma-separated)",
     "high_precision": "type of the unquantized rest: fp16 (default, as TensorRT runs INT8) or fp32",
+    **SEARCH_OPTIONS,  # sensitivity, max_drop, search_images (xcit_export/sensitivity.py)
 }
 
 

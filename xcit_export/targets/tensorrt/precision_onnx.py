@@ -37,11 +37,14 @@ def make_precision_onnx(ctx: BuildContext, name: str, precision: str, options: d
                             keep_nodes=_as_list(options.get("keep_fp32_nodes")))
     if ctx.calibration is None:
         raise XcitExportError(f"target {name} needs calibration images: pass --calib")
-    return prec.to_int8(ctx.onnx_path, onnx_out, ctx.calibration,
-                        method=str(options.get("calibration_method", "entropy")),
-                        exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
-                        exclude_nodes=_as_list(options.get("exclude_nodes")),
-                        high_precision=str(options.get("high_precision", "fp16")))
+    summary = prec.to_int8(ctx.onnx_path, onnx_out, ctx.calibration,
+                           method=str(options.get("calibration_method", "entropy")),
+                           exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
+                           exclude_nodes=_as_list(options.get("exclude_nodes")),
+                           high_precision=str(options.get("high_precision", "fp16")))
+    # Per-group sensitivity and the accuracy-budget search (-O ...:sensitivity / max_drop; sensitivity.py).
+    summary.update(prec.int8_search(onnx_out, ctx))
+    return summary
 
 
 def _ort_outputs(path: Path, x: np.ndarray, batch: int | None, threads: int | None) -> np.ndarray:
