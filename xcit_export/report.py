@@ -29,7 +29,7 @@ def build_report(*, config, spec, onnx_meta, reference, targets, evaluation, fin
                   "preprocessing": spec.preprocessing.to_dict(),
                   "weights": config.weights, "seed": config.seed},
         "export": {"batch": config.batch or "dynamic", "opset": config.opset,
-                   **{k: v for k, v in onnx_meta.items() if k != "build_key"}},
+                   **onnx_meta},
         "evaluation": evaluation,
         "latency_method": {"warmup": config.latency.warmup, "iterations": config.latency.iterations,
                            "min_seconds": config.latency.min_seconds, "threads": config.resolved_threads()},

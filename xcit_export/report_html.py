@@ -265,6 +265,15 @@ def device_check_body(rep: dict) -> str:
     return head + table + note + f"<p class='sub'>Device: {where}</p>"
 
 
+def _calibration(ev: dict) -> str:
+    """What INT8 targets were calibrated on; the bundled demo set used by default says so."""
+    calib = ev.get("calibration")
+    if not calib:
+        return ""
+    note = f": <b>{_e(calib['note'])}</b>" if calib.get("note") else ""
+    return f"<p class='sub'>Calibration: {_e(calib['source'])} ({calib['count']} images){note}</p>"
+
+
 def device_body(rep: dict) -> str:
     """Everything about one device's report, verdict first."""
     if rep.get("kind") == "device-check":
@@ -273,7 +282,7 @@ def device_body(rep: dict) -> str:
     labelled = "labelled" if ev.get("labelled") else "unlabelled: agreement and cosine with PyTorch stand in"
     parts = [verdict(rep), thresholds_table(rep),
              f"<h2>Results</h2><p class='sub'>Evaluation: {_e(ev['description'])} ({ev['count']} inputs, {labelled}). "
-             f"Latency batch: {_e(rep['reference']['latency'].get('batch'))}.</p>", results_table(rep),
+             f"Latency batch: {_e(rep['reference']['latency'].get('batch'))}.</p>", _calibration(ev), results_table(rep),
              "<h2>Plots</h2>" + plot_section(rep), profile_section(rep), device_section(rep)]
     for section in EXTRA_SECTIONS:
         extra = section(rep)
