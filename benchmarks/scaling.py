@@ -152,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             results["rows"].append({"model": name, "input": h, "patch": spec.patch_size, "batch": batch,
                                     "gflops": round(gflops, 3), "median_ms": summarise(medians),
                                     "round_medians_ms": medians})
-            log(f"{name} b{batch}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in summarise(medians).items()))
+            log(f"{name} b{batch} ({gflops:.2f} GFLOP): " + ", ".join(f"{k} {v:.2f} ms" for k, v in summarise(medians).items()))
+            if args.json:  # partial results survive an interrupted run
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(results, indent=1) + "\n")
     peak = max(peaks)
     results["matmul_peak_gflops"] = round(peak, 1)
     results["matmul_peaks_gflops"] = [round(p, 1) for p in peaks]
