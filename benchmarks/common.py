@@ -1,7 +1,7 @@
 """What every benchmark script shares: the roofline, the machine record, alternation, peers.
 
 * :func:`matmul_peak_gflops`: the measured FP32 matmul peak of this CPU at the benchmark's thread
-  count (a 2048^3 ``torch.mm``, best of several runs). It is the ceiling a dense FP32 kernel can
+  count (a 2048^3 ``torch.mm`` and ``numpy.matmul``, best of several runs). It is the ceiling a dense FP32 kernel can
   reach here, measured in the same run so a busy machine lowers the ceiling and the figures alike.
 * :func:`model_gflops`: FLOPs of one forward pass (2 x multiply-accumulates of every matmul and
   convolution, depth-wise ones included) counted by ``torch.utils.flop_counter`` on the reference.
@@ -67,12 +67,18 @@ def matmul_peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
     a = torch.randn(n, n)
     b = torch.randn(n, n)
     out = torch.empty(n, n)
-    torch.mm(a, b, out=out)  # warm-up (thread pool, packing buffers)
+    an, bn = a.numpy(), b.numpy()
     best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b, out=out)
-        best = min(best, time.perf_counter() - t0)
+    # Two BLAS libraries, the faster counts: torch's MKL sgemm takes its AVX2 path on AMD CPUs (196
+    # GFLOP/s on this Zen 4 at 2 threads) where numpy's OpenBLAS runs AVX-512 (240); a ceiling below
+    # what a runtime's own kernels reach would flatter every ratio. numpy uses OpenBLAS's thread count
+    # (OPENBLAS_NUM_THREADS, default all cores): more threads only raise the ceiling, never flatter.
+    for mm in (lambda: torch.mm(a, b, out=out), lambda: np.matmul(an, bn)):
+        mm()  # warm-up (thread pool, packing buffers)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            mm()
+            best = min(best, time.perf_counter() - t0)
     return 2.0 * n ** 3 / best / 1e9
 
 
