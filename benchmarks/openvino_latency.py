@@ -1,25 +1,25 @@
-"""OpenVINO latency on this CPU, all figures from one run: PyTorch eager, our openvino-fp32 runner,
-OpenVINO's own ``benchmark_app`` on the same IR, openvino-int8, and the ratios BENCHMARKS.md quotes.
+"""OpenVINO and ONNX Runtime latency at batch 1, every runner timed alternately in one run, with the roofline.
 
-    .venv/bin/python benchmarks/openvino_latency.py                 # nano 224, static batch 1
-    .venv/bin/python benchmarks/openvino_latency.py --json out/openvino_latency.json
+    .venv/bin/python benchmarks/openvino_latency.py                      # nano 224, static batch 1, 2 threads
+    .venv/bin/python benchmarks/openvino_latency.py --rounds 9 --json out/openvino_latency.json
 
-What is measured (batch 1, static-batch IRs, same thread count everywhere):
+Runners (each in its own process, ``common.Worker``; rounds alternate A B C ... with the order rotated,
+and every figure is the median of per-round medians):
 
-* ``pytorch-eager``: ``validate.torch_infer`` + ``validate.measure_latency`` (the pipeline's method);
-* ``openvino-fp32``: the target's runner (``INFERENCE_PRECISION_HINT=f32``, latency hint, one reused
-  infer request) timed by the same ``measure_latency``;
-* ``benchmark_app``: ``benchmark_app -m model.xml -d CPU -hint latency -t 15 -infer_precision f32``
-  (threads through ``-load_config``) on the same IR; its "Median" line. ``-infer_precision f32`` matters: without
-  it the CPU plugin runs the FP32 IR in bf16 on CPUs with AVX512_BF16/AMX (this one included),
-  which is a different computation from what ``openvino-fp32`` validates;
-* ``openvino-fp32 @ device default``: the same IR at the CPU's default precision (bf16 here) for
-  reference, since that is what an unconfigured OpenVINO deployment gets;
-* ``openvino-int8``: NNCF PTQ (transformer preset) calibrated on ``--calib-count`` seeded random
-  inputs (calibration content does not change speed), at the device's default precision;
-* ``openvino-fp32 dynamic``: a dynamic-batch IR run at batch 1 (``--no-dynamic`` skips its export).
+* ``pytorch-eager`` and ``torch.compile`` (inductor, ``--compile-mode``; ``--no-compile`` skips it);
+* ``openvino-fp32``: our runner (``INFERENCE_PRECISION_HINT=f32``, latency hint, one reused request);
+* ``benchmark_app-fp32``: ``benchmark_app -hint latency -infer_precision f32 -niter N`` on the same IR
+  with the same ``INFERENCE_NUM_THREADS`` (``-load_config``), one subprocess per round; its Median;
+* ``openvino-fp32 (reference form)``: the IR of the model exported as written, without the export-form
+  rewrites of ``models/fuse.py`` (``--no-reference-form`` skips it): what the rewrites buy;
+* ``openvino-int8`` and ``benchmark_app-int8`` (CPU default precision, NNCF PTQ on ``--calib-count``
+  seeded inputs: speed only);
+* ``onnxruntime-fp32``: our runner, and ``onnxruntime-bare``: a bare ``InferenceSession.run`` loop with
+  the same session options (our runner's overhead).
 
-Timings on a shared or busy machine are noise; run it on a quiet one.
+It prints the machine's CPU flags, the measured FP32 matmul peak, the model's FLOPs, each runner's
+roofline ratio (median / (FLOPs / peak)), and the ratios the issues quote. Timings on a busy machine
+are noise; alternation keeps the *ratios* fair, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -27,34 +27,25 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (BenchmarkApp, Worker, alternate, bare_ort_factory, compile_factory,  # noqa: E402
+                    eager_factory, log, machine, matmul_peak_gflops, model_gflops, summarise, target_factory)
 
 from xcit_export.export import ExportOptions, export_onnx, seeded_inputs, simplify_onnx  # noqa: E402
-from xcit_export.fingerprint import device_fingerprint  # noqa: E402
 from xcit_export.targets import Artifact, BuildContext, get_target  # noqa: E402
-from xcit_export.validate import LatencyOptions, measure_latency, torch_infer  # noqa: E402
 from xcit_export.weights import load_model  # noqa: E402
 from xcit_export.zoo import get_spec  # noqa: E402
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def export(model, input_shape, folder: Path, batch: int | None) -> Path:
+def export(model, input_shape, folder: Path, batch: int | None, export_form: bool = True) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    raw = export_onnx(model, input_shape, folder / "model.raw.onnx", ExportOptions(batch=batch))
+    raw = export_onnx(model, input_shape, folder / "model.raw.onnx", ExportOptions(batch=batch, export_form=export_form))
     return simplify_onnx(raw, folder / "model.onnx")
 
 
@@ -68,143 +59,116 @@ def build(name: str, spec, onnx_path: Path, folder: Path, batch: int | None, inp
     return Artifact.from_dir(folder)
 
 
-def time_runner(name: str, artifact: Artifact, x: np.ndarray, opts: LatencyOptions, threads: int,
-                **options) -> dict:
-    runner = get_target(name).load(artifact, threads=threads, **options)
-    try:
-        stats = measure_latency(runner.infer, x, opts).to_dict()
-        stats["inference_precision"] = getattr(runner, "inference_precision", None)
-        stats["threads"] = runner.threads
-    finally:
-        runner.close()
-    return stats
-
-
-def benchmark_app(xml: Path, seconds: int, threads: int | None, precision: str | None) -> dict:
-    exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
-    if not Path(exe).exists():
-        raise SystemExit("benchmark_app not found: it ships with the openvino wheel (pip install openvino)")
-    cmd = [exe, "-m", str(xml), "-d", "CPU", "-hint", "latency", "-t", str(seconds)]
-    if precision:
-        cmd += ["-infer_precision", precision]
-    if threads:
-        # benchmark_app refuses -nthreads together with -hint (a UI rule); the same property goes in
-        # through -load_config, exactly as our runner sets it.
-        config = xml.parent / "benchmark_app_config.json"
-        config.write_text(json.dumps({"CPU": {"INFERENCE_NUM_THREADS": str(threads)}}))
-        cmd += ["-load_config", str(config)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 300)
-    out = res.stdout + res.stderr
-    if res.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed ({res.returncode}):\n{out[-2000:]}")
-
-    def grab(label: str) -> float | None:
-        m = re.search(rf"{label}:\s+([\d.]+)\s*ms", out)
-        return float(m.group(1)) if m else None
-
-    count = re.search(r"Count:\s+(\d+)\s+iterations", out)
-    median = grab("Median")
-    if median is None:
-        raise SystemExit(f"could not find the median latency in benchmark_app's output:\n{out[-2000:]}")
-    return {"command": " ".join(cmd[1:]), "median_ms": median, "mean_ms": grab("Average"), "min_ms": grab("Min"),
-            "max_ms": grab("Max"), "iterations": int(count.group(1)) if count else None}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="xcit_nano_12_p16_224")
-    ap.add_argument("--weights", default="random", help="random (seeded), pretrained, or a checkpoint path")
-    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every runner (default: all)")
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--iterations", type=int, default=200)
-    ap.add_argument("--min-seconds", type=float, default=10.0, help="minimum timed seconds per runner")
-    ap.add_argument("--bench-seconds", type=int, default=15, help="benchmark_app -t")
-    ap.add_argument("--calib-count", type=int, default=128, help="seeded calibration inputs for INT8")
-    ap.add_argument("--no-dynamic", action="store_true", help="skip the dynamic-batch FP32 comparison")
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="threads for every runner")
+    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds")
+    ap.add_argument("--iterations", type=int, default=100, help="timed inferences per runner per round")
+    ap.add_argument("--calib-count", type=int, default=32, help="seeded calibration inputs for INT8")
+    ap.add_argument("--compile-mode", default="default", help="torch.compile mode (default, max-autotune, ...)")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     ap.add_argument("--no-int8", action="store_true", help="skip INT8")
+    ap.add_argument("--no-reference-form", action="store_true", help="skip the IR of the un-rewritten export")
     ap.add_argument("--work", type=Path, help="folder for the ONNX and IRs (default: a temporary one)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
-
-    import openvino as ov
 
     work = args.work or Path(tempfile.mkdtemp(prefix="ov-bench-"))
     spec = get_spec(args.model)
     h, w = spec.preprocessing.input_size
     input_shape = (3, h, w)
     threads = args.threads
-    opts = LatencyOptions(warmup=args.warmup, iterations=args.iterations, min_seconds=args.min_seconds,
-                          max_seconds=max(60.0, args.min_seconds * 3))
-    fp = device_fingerprint()
-    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    log(f"CPU: {fp['cpu']} ({fp['cpu_count']} cores) flags {fp['cpu_flags']}; OpenVINO {ov.__version__} "
-        f"capabilities {caps}; threads {threads}")
-    results: dict = {"model": spec.name, "batch": 1, "threads": threads, "cpu": fp["cpu"],
-                     "cpu_flags": fp["cpu_flags"], "openvino_capabilities": list(caps),
-                     "avx512_vnni": "avx512_vnni" in fp["cpu_flags"], "openvino": ov.__version__, "rows": {}}
-    rows = results["rows"]
+    record = machine(threads)
+    log(f"CPU: {record['cpu']} ({record['cpu_count']} cores) flags {record['cpu_flags']}; OpenVINO CPU "
+        f"capabilities {record.get('openvino_capabilities')}; threads {threads}; load {record.get('loadavg_at_start')}")
+    peaks = [matmul_peak_gflops(threads)]
+    model = load_model(spec, "random", 0)
+    gflops = model_gflops(model, seeded_inputs(input_shape, 1, seed=2))
+    log(f"FP32 matmul peak {peaks[0]:.1f} GFLOP/s; {spec.name}: {gflops:.3f} GFLOP per image")
 
-    log(f"export: {spec.name} static batch 1")
-    model = load_model(spec, args.weights, 0)
+    log(f"export: {spec.name} static batch 1 (export form)")
     onnx_static = export(model, input_shape, work / "onnx-b1", 1)
-    x = seeded_inputs(input_shape, 1, seed=2)
-
-    log("PyTorch eager")
-    rows["pytorch-eager"] = measure_latency(torch_infer(model, threads), x, opts).to_dict()
-
-    log("openvino-fp32: build + our runner")
     fp32 = build("openvino-fp32", spec, onnx_static, work / "openvino-fp32", 1, input_shape, {})
-    rows["openvino-fp32"] = time_runner("openvino-fp32", fp32, x, opts, threads)
-    log(f"benchmark_app -hint latency -infer_precision f32 -t {args.bench_seconds}")
-    rows["benchmark_app-fp32"] = benchmark_app(fp32.path, args.bench_seconds, threads, "f32")
-
-    log("openvino-fp32 IR at the device's default precision")
-    rows["openvino-fp32@default"] = time_runner("openvino-fp32", fp32, x, opts, threads,
-                                                inference_precision="default")
-
+    ort = build("onnxruntime-fp32", spec, onnx_static, work / "onnxruntime-fp32", 1, input_shape, {})
+    n = args.iterations
+    name = spec.name
+    workers = {
+        "pytorch-eager": (eager_factory, (name, 1, threads)),
+        "openvino-fp32": (target_factory, ("openvino-fp32", str(fp32.path.parent), name, 1, threads, {})),
+        "onnxruntime-fp32": (target_factory, ("onnxruntime-fp32", str(ort.path.parent), name, 1, threads, {})),
+        "onnxruntime-bare": (bare_ort_factory, (str(ort.path), name, 1, threads)),
+    }
+    apps = {"benchmark_app-fp32": BenchmarkApp(fp32.path, threads, "f32", iterations=n)}
+    if not args.no_compile:
+        workers["torch.compile"] = (compile_factory, (name, 1, threads, args.compile_mode))
+    if not args.no_reference_form:
+        log("export: the reference form (no models/fuse.py rewrites), for comparison")
+        onnx_ref = export(model, input_shape, work / "onnx-b1-reference", 1, export_form=False)
+        ref_ir = build("openvino-fp32", spec, onnx_ref, work / "openvino-fp32-reference", 1, input_shape, {})
+        workers["openvino-fp32 (reference form)"] = (
+            target_factory, ("openvino-fp32", str(ref_ir.path.parent), name, 1, threads, {}))
+        ort_ref = build("onnxruntime-fp32", spec, onnx_ref, work / "onnxruntime-fp32-reference", 1, input_shape, {})
+        workers["onnxruntime-fp32 (reference form)"] = (
+            target_factory, ("onnxruntime-fp32", str(ort_ref.path.parent), name, 1, threads, {}))
     if not args.no_int8:
         log(f"openvino-int8: NNCF PTQ on {args.calib_count} seeded inputs")
         calib = seeded_inputs(input_shape, args.calib_count, seed=3)
-        t0 = time.perf_counter()
         int8 = build("openvino-int8", spec, onnx_static, work / "openvino-int8", 1, input_shape,
                      {"subset_size": args.calib_count}, calibration=calib)
-        results["int8_build_seconds"] = round(time.perf_counter() - t0, 1)
-        rows["openvino-int8"] = time_runner("openvino-int8", int8, x, opts, threads)
-        rows["openvino-int8@f32"] = time_runner("openvino-int8", int8, x, opts, threads, inference_precision="f32")
-
-    if not args.no_dynamic:
-        log("openvino-fp32 dynamic batch, run at batch 1")
-        onnx_dyn = export(model, input_shape, work / "onnx-dynamic", None)
-        dyn = build("openvino-fp32", spec, onnx_dyn, work / "openvino-fp32-dynamic", None, input_shape, {})
-        rows["openvino-fp32-dynamic"] = time_runner("openvino-fp32", dyn, x, opts, threads)
-
-    med = {k: v["median_ms"] for k, v in rows.items()}
-    ratios = {
-        "ours_vs_benchmark_app (fp32; gate: within 15%)": med["openvino-fp32"] / med["benchmark_app-fp32"],
-        "openvino-fp32 / pytorch-eager (gate: <= 0.40)": med["openvino-fp32"] / med["pytorch-eager"],
-        "openvino-fp32@default / pytorch-eager": med["openvino-fp32@default"] / med["pytorch-eager"],
-    }
+        workers["openvino-int8"] = (target_factory, ("openvino-int8", str(int8.path.parent), name, 1, threads, {}))
+        apps["benchmark_app-int8"] = BenchmarkApp(int8.path, threads, None, iterations=n)
+        log("onnxruntime-int8")
+        ort8 = build("onnxruntime-int8", spec, onnx_static, work / "onnxruntime-int8", 1, input_shape, {},
+                     calibration=calib)
+        workers["onnxruntime-int8"] = (target_factory, ("onnxruntime-int8", str(ort8.path.parent), name, 1,
+                                                        threads, {}))
+    log(f"starting {len(workers)} runner processes")
+    started = {k: Worker(k, f, a, n) for k, (f, a) in workers.items()}
+    runners = {**started, **apps}
+    log(f"{args.rounds} alternating rounds x {n} iterations over {len(runners)} runners")
+    try:
+        rounds = alternate(runners, args.rounds, on_round=lambda r: log(f"round {r + 1}/{args.rounds} done"))
+    finally:
+        for wk in started.values():
+            wk.close()
+    peaks.append(matmul_peak_gflops(threads))
+    peak = max(peaks)
+    med = summarise(rounds)
+    roof = gflops / peak * 1e3
+    results = {"model": spec.name, "batch": 1, "threads": threads, "machine": record, "gflops": round(gflops, 4),
+               "matmul_peak_gflops": round(peak, 1), "matmul_peaks_gflops": [round(p, 1) for p in peaks],
+               "roofline_ms": round(roof, 3), "median_ms": med, "round_medians_ms": rounds,
+               "benchmark_app_commands": {k: a.command for k, a in apps.items()}}
+    eager = med["pytorch-eager"]
+    ratios = {"openvino-fp32 / benchmark_app-fp32 (goal <= 1.05)": med["openvino-fp32"] / med["benchmark_app-fp32"],
+              "onnxruntime-fp32 / onnxruntime-bare": med["onnxruntime-fp32"] / med["onnxruntime-bare"]}
     if "openvino-int8" in med:
-        ratios["openvino-int8 / openvino-fp32"] = med["openvino-int8"] / med["openvino-fp32"]
-        ratios["openvino-int8 / openvino-fp32@default"] = med["openvino-int8"] / med["openvino-fp32@default"]
-    if "openvino-fp32-dynamic" in med:
-        ratios["openvino-fp32 static / dynamic"] = med["openvino-fp32"] / med["openvino-fp32-dynamic"]
+        ratios["openvino-int8 / benchmark_app-int8 (goal <= 1.05)"] = med["openvino-int8"] / med["benchmark_app-int8"]
+    fp32_names = [k for k in med if ("fp32" in k or k == "onnxruntime-bare") and "reference" not in k]
+    best_fp32 = min(fp32_names, key=med.get)
+    best = min((k for k in med if not k.startswith("benchmark_app")), key=med.get)  # our targets only
+    ratios[f"best FP32 ({best_fp32}) / roofline (goal <= 1.4 on AVX2)"] = med[best_fp32] / roof
+    ratios[f"best overall ({best}) / pytorch-eager (goal <= 0.30)"] = med[best] / eager
+    for form in ("openvino-fp32", "onnxruntime-fp32"):
+        if f"{form} (reference form)" in med:
+            ratios[f"{form}: export form / reference form"] = med[form] / med[f"{form} (reference form)"]
     results["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
 
-    print(f"\n{spec.name}, batch 1, {threads} threads, {fp['cpu']} (avx512_vnni: {results['avx512_vnni']}; "
-          f"OpenVINO CPU capabilities: {', '.join(caps)}), OpenVINO {ov.__version__.split('-')[0]}\n")
-    print("| runner | precision at run time | median ms | p90 ms | iterations |")
-    print("|---|---|---:|---:|---:|")
-    for name, r in rows.items():
-        prec = r.get("inference_precision") or ("f32" if name == "benchmark_app-fp32" else "fp32 (torch)")
-        p90 = f"{r['p90_ms']:.2f}" if "p90_ms" in r else "-"
-        print(f"| {name} | {prec} | {r['median_ms']:.2f} | {p90} | {r.get('iterations')} |")
+    print(f"\n{spec.name}, batch 1, {threads} threads, {record['cpu']} flags {' '.join(record['cpu_flags'])}; "
+          f"{gflops:.3f} GFLOP; FP32 matmul peak {peak:.1f} GFLOP/s (measured {', '.join(f'{p:.1f}' for p in peaks)}) "
+          f"-> roofline {roof:.2f} ms; {args.rounds} alternating rounds x {n} iterations\n")
+    print("| runner | median ms | min-max of round medians | roofline ratio | vs eager |")
+    print("|---|---:|---:|---:|---:|")
+    for k in sorted(med, key=med.get):
+        lo, hi = min(rounds[k]), max(rounds[k])
+        print(f"| {k} | {med[k]:.2f} | {lo:.2f}-{hi:.2f} | {med[k] / roof:.2f} | {med[k] / eager:.3f} |")
     print()
     for k, v in results["ratios"].items():
         print(f"{k}: {v:.3f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
         print(f"\nwrote {args.json}")
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)

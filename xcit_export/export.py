@@ -34,11 +34,16 @@ PARITY_RTOL = 1e-3
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """How the graph is traced: ``batch=None`` keeps the batch dimension dynamic."""
+    """How the graph is traced: ``batch=None`` keeps the batch dimension dynamic.
+
+    ``export_form`` traces :func:`xcit_export.models.fuse.export_form` of the model (same function,
+    fewer data moves; see that module); ``False`` traces the reference as written (for comparisons).
+    """
 
     batch: int | None = None
     opset: int = DEFAULT_OPSET
     parity_inputs: int = 2
+    export_form: bool = True
 
     def validate(self) -> None:
         if self.batch is not None and self.batch < 1:
@@ -92,6 +97,10 @@ def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path
     options.validate()
     model = model.eval()
     names = output_names(model)
+    if options.export_form:
+        from .models.fuse import export_form
+
+        model = export_form(model)
     example = torch.zeros((options.batch or 2, *input_shape), dtype=dtype)
     dynamic_shapes = None
     if options.batch is None:

@@ -28,6 +28,7 @@ from .outdir import locked_output_dir
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META
 from .models.deploy import DeployModel, to_input_format
+from .models.fuse import FORM_VERSION
 from .gate import checks_to_dicts, threshold_checks
 from .validate import (LatencyOptions, compare_outputs, labelled_accuracy, measure_latency, rss_mb,
                        run_in_batches, torch_infer)
@@ -143,7 +144,7 @@ def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress
                 "input": spec.preprocessing.input_size, "output": config.output,
                 "input_format": config.input_format,
                 "weights": weights_fingerprint(config.weights, config.seed), "batch": config.batch,
-                "opset": config.opset, "libs": library_versions()})
+                "opset": config.opset, "export_form": FORM_VERSION, "libs": library_versions()})
     folder = config.out_dir / "onnx"
     reused = None if config.rebuild else _reusable(folder, key)
     if reused is not None:

@@ -450,7 +450,10 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
 # ------------------------------------------------------------------------------------------------
 
 class OpenVINORunner:
-    """A compiled IR with one reused ``InferRequest``: ``infer`` copies nothing in, one copy out."""
+    """A compiled IR with one reused ``InferRequest``: ``infer`` copies nothing in, one copy out.
+
+    The arrays ``infer`` returns belong to the caller (later calls do not overwrite them).
+    """
 
     measures_latency = True
 
@@ -496,6 +499,10 @@ class OpenVINORunner:
             self.inference_precision = precision_hint or "device default"
         self.request = self.compiled.create_infer_request()
         self.output_ports = list(self.compiled.outputs)
+        self.output_count = len(self.output_ports)
+        import openvino as ov
+
+        self._ov = ov
         shape = self.compiled.input(0).get_partial_shape()
         self.static_batch = None if shape[0].is_dynamic else shape[0].get_length()
         self.input_dtype = self.compiled.input(0).get_element_type().to_dtype()
@@ -511,8 +518,14 @@ class OpenVINORunner:
             x = x.astype(self.input_dtype)
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
-        res = self.request.infer({0: x}, share_inputs=True, share_outputs=True)
-        return [np.array(res[port], copy=True) for port in self.output_ports]
+        # Zero-copy in: the request reads the caller's buffer (``shared_memory=True``); the call is
+        # synchronous, so the buffer outlives its use. Plain ``infer()`` on the reused request, with
+        # no input dict and no OVDict of results, is the cheapest Python call OpenVINO offers
+        # (BENCHMARKS.md, "Runner overhead"). One copy out: the request writes its output tensors
+        # in place on the next call, and callers (run_in_batches, reports) keep what infer returned.
+        self.request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
+        self.request.infer()
+        return [self.request.get_output_tensor(i).data.copy() for i in range(self.output_count)]
 
     def close(self) -> None:
         self.request = None
