@@ -87,7 +87,7 @@ def test_artifact_records_the_format_and_sensitivity(searched):
     assert keys == sorted(keys) and art["sensitivity"]["most_damaging"] == groups[0]
     md = markdown_table(report)
     assert "INT8 sensitivity by layer group" in md and f"format **{art['format']}**" in md
-    assert "<svg" in html_page(report).split("INT8 sensitivity</h2>")[1]
+    assert "<svg" in html_page(report).split("INT8 on this device</h2>")[1]
 
 
 def test_max_drop_0002_is_met_with_its_groups_listed_or_refused(searched):

@@ -27,7 +27,7 @@ MIN_PYTHON = (3, 8)
 # Package-relative paths of everything device-check imports (and nothing that needs torch/onnx/click).
 DEVICE_MODULES = (
     "__init__.py", "errors.py", "io.py", "validate.py", "fingerprint.py", "bundle.py", "device_app.py",
-    "targets/__init__.py", "targets/base.py", "targets/onnxruntime.py",
+    "targets/__init__.py", "targets/base.py", "targets/onnxruntime.py", "targets/ort_int8.py",
     "targets/tensorrt/__init__.py", "targets/tensorrt/device.py", "targets/tensorrt/engine.py",
     "targets/tensorrt/options.py", "targets/tensorrt/precision_onnx.py", "targets/tensorrt/runner.py",
 )

@@ -28,15 +28,9 @@ from typing import Callable
 import numpy as np
 
 from .errors import XcitExportError
+from .targets.base import SEARCH_OPTIONS  # noqa: F401  (the options' one home; re-exported)
 
 # Options of the Q/DQ INT8 targets that run these searches (the TensorRT targets declare them from here).
-SEARCH_OPTIONS = {
-    "sensitivity": "measure each layer group quantized alone on the evaluation set (default false)",
-    "max_drop": "accuracy budget: largest top-1 drop as a fraction (0.01 = 1 point); keeps the most damaging "
-                "layer groups in higher precision until it holds",
-    "search_images": "evaluation images used by sensitivity and max_drop (default: all)",
-}
-
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 # (parameter-name pattern, group name template); first match wins, so class attention precedes blocks.
 _GROUP_PATTERNS = (

@@ -14,6 +14,16 @@ from ..io import write_json_atomic
 
 ARTIFACT_META = "artifact.json"
 
+# Options of the Q/DQ INT8 targets' sensitivity analysis and accuracy-budget search
+# (xcit_export/sensitivity.py). Data only, here so the device-side modules can list them without
+# importing the analysis.
+SEARCH_OPTIONS = {
+    "sensitivity": "measure each layer group quantized alone on the evaluation set (default false)",
+    "max_drop": "accuracy budget: largest top-1 drop as a fraction (0.01 = 1 point); keeps the most damaging "
+                "layer groups in higher precision until it holds",
+    "search_images": "evaluation images used by sensitivity and max_drop (default: all)",
+}
+
 
 @dataclass
 class BuildContext:

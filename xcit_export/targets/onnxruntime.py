@@ -23,8 +23,7 @@ import numpy as np
 
 from ..errors import ArtifactError, XcitExportError
 from . import register
-from .base import Artifact, BuildContext, Target
-from ..sensitivity import SEARCH_OPTIONS
+from .base import SEARCH_OPTIONS, Artifact, BuildContext, Target
 from .ort_int8 import CalibrationReader
 
 

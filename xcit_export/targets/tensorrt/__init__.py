@@ -48,9 +48,8 @@ from typing import Any
 
 from ...errors import ArtifactError, BackendUnavailableError, ExportError, XcitExportError
 from ...io import sha256_file
-from ...sensitivity import SEARCH_OPTIONS
 from .. import register
-from ..base import Artifact, BuildContext, Target
+from ..base import SEARCH_OPTIONS, Artifact, BuildContext, Target
 from ..onnxruntime import OnnxRuntimeRunner
 from .device import CUDA_PYTHON_HINT, _cudart, gpu_info, gpu_status, import_library, library_version
 from .engine import (ENGINE_FILE, ENGINE_META, RTX_PORTABLE, build_engine, cache_dir, check_engine_metadata,
