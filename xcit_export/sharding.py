@@ -241,7 +241,7 @@ def latency_probe(pack: dict, target_name: str, options: dict, x: np.ndarray, la
         try:
             result.update(threads=runner.threads, device=runner.device)
             if getattr(runner, "measures_latency", True):
-                result["latency"] = measure_latency(runner.infer, np.ascontiguousarray(x), latency).to_dict()
+                result["latency"] = measure_latency(runner.infer, np.array(x, order="C"), latency).to_dict()  # a writeable copy, once: Ray hands out read-only arrays
             result["memory_mb"] = round(rss_mb() - rss_before, 1)
         finally:
             runner.close()

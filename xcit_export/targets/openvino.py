@@ -516,8 +516,10 @@ class OpenVINORunner:
                 raise DataError(f"this IR takes {self.input_dtype} input, got {x.dtype}: convert the data to the "
                                 f"model's --input-format")
             x = x.astype(self.input_dtype)
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
+        if not x.flags.c_contiguous or not x.flags.writeable:
+            # ov.Tensor(shared_memory=True) needs a writeable C-contiguous buffer; a read-only array
+            # (e.g. one Ray hands out from its object store) is copied once here.
+            x = np.array(x, order="C")
         # Zero-copy in: the request reads the caller's buffer (``shared_memory=True``); the call is
         # synchronous, so the buffer outlives its use. Plain ``infer()`` on the reused request, with
         # no input dict and no OVDict of results, is the cheapest Python call OpenVINO offers
