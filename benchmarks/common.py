@@ -288,3 +288,16 @@ def bare_ort_factory(onnx_path: str, model_name: str, batch: int, threads: int):
     sess = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
     feed_name = sess.get_inputs()[0].name
     return (lambda x: sess.run(None, {feed_name: x})), _inputs(model_name, batch)
+
+
+def build(name: str, spec, onnx_path: Path, folder: Path, batch: int | None, input_shape, options: dict,
+          calibration=None, threads=None):
+    """Build target ``name`` into ``folder`` (no build-key reuse: a benchmark always builds fresh)."""
+    from xcit_export.targets import Artifact, BuildContext, get_target
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=folder, batch=batch, input_shape=input_shape,
+                       calibration=calibration, calibration_id="seeded", options=options, threads=threads)
+    artifact = get_target(name).build(ctx)
+    artifact.save_metadata()
+    return Artifact.from_dir(folder)

@@ -34,11 +34,10 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (BenchmarkApp, Worker, alternate, bare_ort_factory, compile_factory,  # noqa: E402
+from common import (build, BenchmarkApp, Worker, alternate, bare_ort_factory, compile_factory,  # noqa: E402
                     eager_factory, log, machine, matmul_peak_gflops, model_gflops, summarise, target_factory)
 
 from xcit_export.export import ExportOptions, export_onnx, seeded_inputs, simplify_onnx  # noqa: E402
-from xcit_export.targets import Artifact, BuildContext, get_target  # noqa: E402
 from xcit_export.weights import load_model  # noqa: E402
 from xcit_export.zoo import get_spec  # noqa: E402
 
@@ -47,16 +46,6 @@ def export(model, input_shape, folder: Path, batch: int | None, export_form: boo
     folder.mkdir(parents=True, exist_ok=True)
     raw = export_onnx(model, input_shape, folder / "model.raw.onnx", ExportOptions(batch=batch, export_form=export_form))
     return simplify_onnx(raw, folder / "model.onnx")
-
-
-def build(name: str, spec, onnx_path: Path, folder: Path, batch: int | None, input_shape, options: dict,
-          calibration=None, threads=None) -> Artifact:
-    folder.mkdir(parents=True, exist_ok=True)
-    ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=folder, batch=batch, input_shape=input_shape,
-                       calibration=calibration, calibration_id="seeded", options=options, threads=threads)
-    artifact = get_target(name).build(ctx)
-    artifact.save_metadata()
-    return Artifact.from_dir(folder)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,28 +30,17 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the repository on sys.path)
-import numpy as np
-from common import (Worker, alternate, compile_factory, eager_factory, log, machine, matmul_peak_gflops, model_gflops,
+from common import (build, Worker, alternate, compile_factory, eager_factory, log, machine, matmul_peak_gflops, model_gflops,
                     summarise, target_factory)
 
 from xcit_export.export import ExportOptions, export_onnx, seeded_inputs, simplify_onnx
-from xcit_export.targets import Artifact, BuildContext, get_target
+from xcit_export.targets import Artifact
 from xcit_export.weights import load_model
 from xcit_export.zoo import get_spec
 
 MODELS = ["xcit_nano_12_p16_224", "xcit_tiny_12_p16_224", "xcit_small_12_p16_224", "xcit_nano_12_p8_224",
           "xcit_nano_12_p16_384"]
 RUNNERS = ["eager", "compile", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8"]
-
-
-def build(name: str, spec, onnx_path: Path, folder: Path, batch: int | None, input_shape, options: dict,
-          calibration=None, threads=None) -> Artifact:
-    folder.mkdir(parents=True, exist_ok=True)
-    ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=folder, batch=batch, input_shape=input_shape,
-                       calibration=calibration, calibration_id="seeded", options=options, threads=threads)
-    artifact = get_target(name).build(ctx)
-    artifact.save_metadata()
-    return Artifact.from_dir(folder)
 
 
 def static_ir(artifact: Artifact, batch: int, folder: Path) -> Artifact:

@@ -23,7 +23,7 @@ import numpy as np
 from . import export as export_mod
 from .errors import BackendUnavailableError, XcitExportError
 from .fingerprint import device_fingerprint, library_versions
-from .io import atomic_dir, ensure_writable_dir, write_json_atomic
+from .io import atomic_dir, ensure_writable_dir
 from .outdir import locked_output_dir
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META

@@ -69,15 +69,9 @@ class AccuracyCounts:
     @classmethod
     def of(cls, target: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
            classify: bool = True) -> "AccuracyCounts":
-        from .validate import _topk
+        from .validate import _topk, per_sample_errors
 
-        t = target.astype(np.float64).reshape(len(target), -1)
-        r = reference.astype(np.float64).reshape(len(reference), -1)
-        if t.shape != r.shape:
-            raise ValueError(f"target output shape {target.shape} != reference {reference.shape}")
-        err = np.abs(t - r)
-        denom = np.linalg.norm(t, axis=1) * np.linalg.norm(r, axis=1)
-        cos = np.where(denom > 0, (t * r).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
+        t, r, err, cos = per_sample_errors(target, reference)
         c = cls(count=len(t), finite=bool(np.isfinite(t).all()), elements=int(err.size),
                 abs_err_max=float(err.max()) if err.size else 0.0,
                 # Per-row sums depend only on the row; their exact total does not depend on the order.

@@ -24,6 +24,19 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-x, axis=-1, kind="stable")[..., :k]
 
 
+def per_sample_errors(target: np.ndarray, reference: np.ndarray):
+    """Flattened float64 outputs, element-wise absolute errors and per-sample cosines: what
+    :func:`compare_outputs` and the sharded counts (``sharding.AccuracyCounts``) are built from."""
+    t = target.astype(np.float64).reshape(len(target), -1)
+    r = reference.astype(np.float64).reshape(len(reference), -1)
+    if t.shape != r.shape:
+        raise ValueError(f"target output shape {target.shape} != reference {reference.shape}")
+    err = np.abs(t - r)
+    denom = np.linalg.norm(t, axis=1) * np.linalg.norm(r, axis=1)
+    cos = np.where(denom > 0, (t * r).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
+    return t, r, err, cos
+
+
 def compare_outputs(target: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
                     classify: bool = True) -> dict:
     """Agreement of ``target`` with ``reference`` (both ``(N, ...)``), plus labelled accuracy.
@@ -34,13 +47,7 @@ def compare_outputs(target: np.ndarray, reference: np.ndarray, labels: np.ndarra
     * ``top5_agreement``: fraction where the reference's top-1 class is in the target's top-5;
     * ``top1`` / ``top5`` (and ``reference_top1`` / ``reference_top5``) when labels are given.
     """
-    t = target.astype(np.float64).reshape(len(target), -1)
-    r = reference.astype(np.float64).reshape(len(reference), -1)
-    if t.shape != r.shape:
-        raise ValueError(f"target output shape {target.shape} != reference {reference.shape}")
-    err = np.abs(t - r)
-    denom = np.linalg.norm(t, axis=1) * np.linalg.norm(r, axis=1)
-    cos = np.where(denom > 0, (t * r).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
+    t, r, err, cos = per_sample_errors(target, reference)
     result = {
         "count": int(len(t)),
         "finite": bool(np.isfinite(t).all()),
