@@ -27,6 +27,18 @@ from .base import SEARCH_OPTIONS, Artifact, BuildContext, Target
 from .ort_int8 import CalibrationReader
 
 
+def session_options(threads: int | None):
+    """The runner's ``SessionOptions``: every graph optimisation, ``threads`` intra-op threads."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return opts
+
+
 class OnnxRuntimeRunner:
     """An ``onnxruntime.InferenceSession`` on the CPU EP; I/O by the graph's tensor names."""
 
@@ -37,11 +49,7 @@ class OnnxRuntimeRunner:
 
         if not path.exists():
             raise ArtifactError(f"ONNX file '{path}' does not exist; rebuild the target")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
+        opts = session_options(threads)
         self.threads = threads
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
@@ -180,11 +188,7 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
 
     runs = runs or DEFAULT_RUNS
     with tempfile.TemporaryDirectory(prefix="xcit-ort-prof-") as tmp:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
+        opts = session_options(threads)  # as the runner's, plus the profiler
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(tmp, "ort")
         session = ort.InferenceSession(str(artifact.path), opts, providers=["CPUExecutionProvider"])

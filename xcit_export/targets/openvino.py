@@ -449,6 +449,16 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
 # Runner
 # ------------------------------------------------------------------------------------------------
 
+def compile_config(device: str, hint: str, precision_hint: str | None, threads: int | None) -> dict[str, Any]:
+    """``compile_model`` properties of a runner; the profiler compiles with the same ones (+ PERF_COUNT)."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+    if precision_hint:
+        config["INFERENCE_PRECISION_HINT"] = precision_hint
+    if threads and device.startswith("CPU"):
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
 class OpenVINORunner:
     """A compiled IR with one reused ``InferRequest``: ``infer`` copies nothing in, one copy out.
 
@@ -473,11 +483,7 @@ class OpenVINORunner:
                                 f"built as {bin_size}: the file is truncated or was replaced; rebuild the target "
                                 f"(--rebuild)")
         check_device_available(self.device)
-        config: dict[str, Any] = {"PERFORMANCE_HINT": self.hint}
-        if precision_hint:
-            config["INFERENCE_PRECISION_HINT"] = precision_hint
-        if threads and self.device.startswith("CPU"):
-            config["INFERENCE_NUM_THREADS"] = int(threads)
+        config = compile_config(self.device, self.hint, precision_hint, threads)
         core = _core()
         try:
             model = core.read_model(str(xml))
@@ -565,12 +571,8 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
     runs = runs or DEFAULT_RUNS
     device = parse_device(options.get("device"))
     check_device_available(device)
-    config: dict[str, Any] = {"PERFORMANCE_HINT": parse_hint(options.get("hint")), "PERF_COUNT": True}
     precision_hint = parse_precision(options.get("inference_precision"), artifact.metadata.get("precision", "fp32"))
-    if precision_hint:
-        config["INFERENCE_PRECISION_HINT"] = precision_hint
-    if threads and device.startswith("CPU"):
-        config["INFERENCE_NUM_THREADS"] = int(threads)
+    config = {**compile_config(device, parse_hint(options.get("hint")), precision_hint, threads), "PERF_COUNT": True}
     core = _core()
     compiled = core.compile_model(core.read_model(str(artifact.path)), device, config)
     request = compiled.create_infer_request()
