@@ -274,7 +274,7 @@ def _needs_default_calibration(config: RunConfig, targets) -> bool:
     needing = [t.name for t in targets if t.needs_calibration]
     if not needing or config.calib is not None or config.calib_data is not None:
         return False
-    if config.weights not in DEFAULT_CALIB_WEIGHTS:
+    if not calibration_available(config):
         raise XcitExportError(f"target {needing[0]} needs calibration images: pass --calib FOLDER with images like "
                               f"those --weights {config.weights} will see (the bundled demo set is used by default "
                               f"only for random or demo weights)")
@@ -351,11 +351,9 @@ def _batch1_variants(config: RunConfig, model, spec, targets, x_eval, labels, re
     It lives in ``<out>/batch1/`` (its own ``onnx/`` and target folders, keyed like any other
     build, so reruns reuse it) and its entries are named ``<target>@batch1``.
     """
-    from dataclasses import replace
-
     from .auto import BATCH1, variant_name
 
-    b1 = replace(config, batch=1, out_dir=config.out_dir / BATCH1, latency_batches=())
+    b1 = dataclasses.replace(config, batch=1, out_dir=config.out_dir / BATCH1, latency_batches=())
     progress("auto: static batch-1 variants")
     onnx_path, onnx_meta = prepare_onnx(b1, model, spec, progress)
     x1 = np.ascontiguousarray(x_eval[:1])
