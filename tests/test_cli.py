@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -115,6 +116,14 @@ def test_threads_must_be_positive(tmp_path, value):
     with pytest.raises(XcitExportError, match=f"threads must be 1 or more, got {value}"):
         run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32"], out_dir=tmp_path / "o",
                       threads=int(value)))
+
+
+def test_shards_must_be_positive(tmp_path):
+    """--shards 0 is refused, not taken as 'no sharding' and silently ignored."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "ci-gate.toml"
+    res = CliRunner().invoke(main, ["--recipe", str(recipe), "--shards", "0", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "Invalid value for '--shards'" in res.output
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("weights", ["checkpoint", "pretrained"])

@@ -129,7 +129,7 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--executor", type=click.Choice(["local", "ray"]),
               help="Run the recipe's model x target x device matrix here, serially (local), or on Ray (docs/ray.md).")
 @click.option("--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start a local Ray here).")
-@click.option("--shards", type=int, help="Split each evaluation set into N shards (default: local 1, ray: the cluster's CPUs).")
+@click.option("--shards", type=click.IntRange(min=1), help="Split each evaluation set into N shards (default: local 1, ray: the cluster's CPUs).")
 @click.pass_context
 @_fail_cleanly
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
@@ -157,14 +157,14 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         from .recipe import load_recipe, to_run_config
 
         loaded = load_recipe(recipe)
-        if executor or ray_address or shards or loaded.is_matrix:
+        if executor or ray_address or shards is not None or loaded.is_matrix:
             _run_matrix(loaded, executor or "local", ray_address, out, rebuild, shards, wait=not no_wait)
             return
         config = to_run_config(loaded, out_dir=out, rebuild=rebuild)
         config.wait_for_lock = not no_wait
         _run_and_print(config, run, markdown_table)
         return
-    if executor or ray_address or shards:
+    if executor or ray_address or shards is not None:
         raise click.UsageError("--executor, --ray-address and --shards run a recipe's matrix; give --recipe")
     if not model or not targets:
         raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
