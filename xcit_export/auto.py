@@ -15,7 +15,6 @@ cosine similarity with PyTorch's output stand in for it, and the recommendation 
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,13 +22,6 @@ from .errors import XcitExportError
 
 AUTO = "auto"
 BATCH1 = "batch1"  # sub-folder and name suffix of the static batch-1 variant
-
-# Targets whose timed runner needs a device runtime beyond their build requirements (the engine
-# runs on an NVIDIA GPU). Their host runner is an accuracy stand-in that measures no latency, so
-# without the runtime and a GPU they cannot compete on speed here.
-# TODO(lead): once targets/tensorrt is a package, this fits Target.runs_here better.
-_DEVICE_RUNTIMES = {"tensorrt": ("tensorrt", "TensorRT"), "tensorrt-rtx": ("tensorrt_rtx", "TensorRT-RTX")}
-
 
 @dataclass(frozen=True)
 class Budget:
@@ -53,20 +45,12 @@ def variant_name(target: str, batch1: bool) -> str:
 
 def unavailable_reason(target, has_calibration: bool) -> str | None:
     """Why ``target`` cannot be a candidate on this machine, or None when it can."""
-    from .fingerprint import _gpus
-
     missing = target.missing_requirements()
     if missing:
         return f"cannot run here: needs {', '.join(missing)} (not installed)"
-    if not target.can_run():
-        return "cannot run here: this machine can build it but not run it"
-    runtime = _DEVICE_RUNTIMES.get(target.backend)
-    if runtime is not None:
-        module, label = runtime
-        if importlib.util.find_spec(module) is None:
-            return f"cannot run here: no {label} (the {module} Python package is not installed)"
-        if not _gpus():
-            return f"cannot run here: no NVIDIA GPU for {label}"
+    why = target.why_not_here()
+    if why:
+        return f"cannot run here: {why}"
     if target.needs_calibration and not has_calibration:
         return "not tried: needs calibration images (--calib)"
     return None

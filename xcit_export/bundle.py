@@ -356,14 +356,7 @@ def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, t
                               output_names=meta.get("output_names"))
         return runner, {"status": status, "path": str(engine_path), **{k: emeta.get(k) for k in (
             "library", "version", "built_for", "typing", "build_seconds")}}
-    if trt is None:
-        why = f"{library} is not installed"
-    elif problem:
-        why = problem
-    elif gpu is None:
-        why = f"no CUDA GPU here ({library} {trtdev.library_version(trt)} is installed)"
-    else:
-        why = f"cuda-python is not installed (install the {trtdev.CUDA_PYTHON_HINT})"
+    why = trtdev.engine_unavailable_reason(library)
     if require_engine:
         raise BackendUnavailableError(
             f"device-check was asked for an engine (--require-engine) but {why}; on a Jetson, TensorRT comes with "

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .io import write_json_atomic, write_text_atomic
+from .profiling import coverage_line
 
 SCHEMA_VERSION = 1
 
@@ -85,7 +86,7 @@ def profile_markdown(report: dict) -> list[str]:
             out.append(f"- {t['target']}: the profiler failed ({t['op_profile_error']})")
             continue
         ops = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in p["ops"][:6])
-        out.append(f"- {t['target']}: {p['total_ms']:.2f} ms profiled: {ops}")
+        out.append(f"- {t['target']}: {ops} ({coverage_line(t)})")
     return out
 
 

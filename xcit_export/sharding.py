@@ -190,16 +190,11 @@ def reference_shard(model, source, start: int, stop: int, batch: int, threads: i
 
 def accuracy_shard(pack: dict, target_name: str, options: dict, source, start: int, stop: int, batch: int,
                    threads: int, input_format: str, reference: dict, output_names: list[str],
-                   classify: bool) -> dict | None:
-    """Counts of one target on one shard against the reference's outputs for the same shard.
-
-    None when the target cannot run on this node (a TensorRT engine without a GPU).
-    """
+                   classify: bool) -> dict:
+    """Counts of one target on one shard against the reference's outputs for the same shard."""
     from .targets import get_target
 
     target = get_target(target_name)
-    if not target.can_run():
-        return None
     with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
         runner = target.load(_unpack(pack, Path(tmp)), threads=threads, **options)
         try:
@@ -223,9 +218,6 @@ def latency_probe(pack: dict, target_name: str, options: dict, x: np.ndarray, la
 
     target = get_target(target_name)
     result: dict[str, Any] = {"node": socket.gethostname(), "pid": os.getpid(), "fingerprint": device_fingerprint()}
-    if not target.can_run():
-        result["note"] = f"built; node {result['node']} cannot run {target_name}"
-        return result
     with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
         artifact = _unpack(pack, Path(tmp))
         rss_before = rss_mb()

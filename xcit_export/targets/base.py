@@ -110,7 +110,10 @@ class Target:
     load: Callable[..., Runner]
     requires: tuple[str, ...] = ()  # importable modules needed to build / run
     needs_calibration: bool = False
-    runs_here: Callable[[], bool] | None = None  # False: build-only on this machine (e.g. no GPU)
+    # Why this machine cannot run the deployed artifact (None: it can). Such a target still
+    # validates accuracy through a stand-in runner (TensorRT: its precision-ready ONNX on
+    # onnxruntime) but cannot be timed here, so ``--target auto`` leaves it out.
+    runs_here: Callable[[], str | None] | None = None
     verified: str = ""  # where this path has been exercised (README's targets table)
     # Target-specific options this target accepts (name -> help). Anything else is rejected
     # before work starts, so a misspelt or misplaced option never goes silently unused.
@@ -136,5 +139,5 @@ class Target:
 
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
-    def can_run(self) -> bool:
-        return self.runs_here() if self.runs_here else True
+    def why_not_here(self) -> str | None:
+        return self.runs_here() if self.runs_here else None

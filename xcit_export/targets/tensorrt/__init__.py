@@ -51,7 +51,8 @@ from ...io import sha256_file
 from .. import register
 from ..base import SEARCH_OPTIONS, Artifact, BuildContext, Target
 from ..onnxruntime import OnnxRuntimeRunner
-from .device import CUDA_PYTHON_HINT, _cudart, gpu_info, gpu_status, import_library, library_version
+from .device import (CUDA_PYTHON_HINT, _cudart, engine_unavailable_reason, gpu_info, gpu_status, import_library,
+                     library_version)
 from .engine import (ENGINE_FILE, ENGINE_META, RTX_PORTABLE, build_engine, cache_dir, check_engine_metadata,
                      parse_onnx, trtexec_command)
 from .options import (DEFAULT_GOLDEN, DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, _as_bool, _as_int, _cc_text,
@@ -261,7 +262,7 @@ def _register(family: str, precision: str) -> None:
         description=f"{what} engine for {where}; precision-ready ONNX validated on the host ({library})",
         build=lambda ctx, f=family, p=precision: _build(ctx, f, p),
         load=_load, requires=requires, needs_calibration=precision == "int8",
-        verified=verified, options=options))
+        runs_here=lambda: engine_unavailable_reason(library), verified=verified, options=options))
 
 
 for _family in ("tensorrt", "tensorrt-rtx"):

@@ -94,6 +94,22 @@ def gpu_status(device: int = 0) -> tuple:
     return None, problem
 
 
+def engine_unavailable_reason(library: str) -> str | None:
+    """Why an engine of ``library`` (``tensorrt`` or ``tensorrt_rtx``) cannot run on this machine,
+    or None when it can: the library, a CUDA GPU that cuda-python can use, and cuda-python."""
+    trt = import_library(library)
+    if trt is None:
+        return f"{library} is not installed"
+    gpu, problem = gpu_status()
+    if problem:
+        return problem
+    if gpu is None:
+        return f"no CUDA GPU here ({library} {library_version(trt)} is installed)"
+    if _cudart() is None:
+        return f"cuda-python is not installed (install the {CUDA_PYTHON_HINT})"
+    return None
+
+
 def gpu_info(device: int = 0) -> dict | None:
     """Name and compute capability of CUDA device ``device``, or None (see :func:`gpu_status`)."""
     return gpu_status(device)[0]
