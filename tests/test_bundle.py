@@ -199,6 +199,19 @@ def test_engine_is_reused_only_for_the_same_onnx_and_profile(tmp_path):
     assert not bundle_mod.engine_reusable(engine, meta_path, other)
     engine.write_bytes(b"changed")
     assert not bundle_mod.engine_reusable(engine, meta_path, wanted)
+    # what device-check asks of engine.json: an engine built before engines carried detailed layer
+    # information (no profiling_verbosity recorded) is rebuilt once, then reused
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"onnx")
+    bundle_meta = {"precision": "int8", "input_name": "input", "profile": {"min": 1, "opt": 1, "max": 16},
+                   "input_shape": [3, 224, 224]}
+    asked = bundle_mod.wanted_engine(onnx_path, bundle_meta)
+    assert asked["profiling_verbosity"] == "detailed"
+    old = {k: v for k, v in asked.items() if k != "profiling_verbosity"}
+    meta_path.write_text(json.dumps({**old, "engine_sha256": sha256_file(engine)}))
+    assert not bundle_mod.engine_reusable(engine, meta_path, asked)
+    meta_path.write_text(json.dumps({**asked, "engine_sha256": sha256_file(engine)}))
+    assert bundle_mod.engine_reusable(engine, meta_path, asked)
 
 
 # --------------------------------------------------------------------------------------------

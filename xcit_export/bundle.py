@@ -318,6 +318,21 @@ def engine_reusable(engine_path: Path, meta_path: Path, wanted: dict) -> bool:
     return all(emeta.get(k) == v for k, v in wanted.items()) and emeta.get("engine_sha256") == sha256_file(engine_path)
 
 
+def wanted_engine(onnx_path: Path, meta: dict) -> dict:
+    """What ``engine.json`` must record for device-check to reuse an engine for this bundle.
+
+    An engine is reused only when it was built from this ONNX with these settings: a bundle re-made
+    with another profile (or precision, workspace) needs a new engine, and so does one built before
+    engines carried detailed layer information (``profiling_verbosity``, for the layer profile).
+    """
+    from .targets.tensorrt import engine as trteng
+
+    return {"onnx_sha256": sha256_file(onnx_path), "precision": meta["precision"],
+            "profile": trteng.profile_record(meta["input_name"], meta["profile"], meta["input_shape"]),
+            "workspace_mb": int(meta.get("workspace_mb", 1024)),
+            "profiling_verbosity": trteng.PROFILING_VERBOSITY.lower()}
+
+
 def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, threads: int | None,
                    cuda_graph: bool, progress: Progress) -> tuple[Any, dict]:
     """The engine runner (building the engine into ``work`` if needed), or the onnxruntime stand-in."""
@@ -336,12 +351,7 @@ def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, t
         tag = f"{library}-{version}-{gpu['name']}-cc{gpu['compute_capability']}".replace(" ", "_").replace("/", "_")
         engine_path = work / tag / trteng.ENGINE_FILE
         meta_path = engine_path.parent / trteng.ENGINE_META
-        # An engine is reused only when it was built from this ONNX with these settings: a bundle
-        # re-made with another profile (or precision, workspace) needs a new engine.
-        wanted = {"onnx_sha256": sha256_file(onnx_path), "precision": meta["precision"],
-                  "profile": trteng.profile_record(meta["input_name"], meta["profile"], meta["input_shape"]),
-                  "workspace_mb": int(meta.get("workspace_mb", 1024)),
-                  "profiling_verbosity": trteng.PROFILING_VERBOSITY.lower()}
+        wanted = wanted_engine(onnx_path, meta)
         if engine_reusable(engine_path, meta_path, wanted):
             progress(f"device-check: reusing engine {engine_path}")
             status = "reused"
