@@ -74,6 +74,8 @@ def test_bundle_moved_elsewhere_passes_device_check(made_bundle, tmp_path):
     assert report["accuracy_vs_fp32_reference"]["top1_agreement"] == 1.0
     assert "top1" in report["accuracy_vs_fp32_reference"]  # labels travelled with the golden inputs
     assert "NOT the engine's latency" in report["latency"]["what"]
+    entry = report["targets"][0]  # the stand-in's operators are not the engine's: no profile, and why
+    assert "op_profile" not in entry and "not the engine" in entry["op_profile_note"]
     assert json.loads((moved / "device-check" / "report.json").read_text())["passed"] is True
 
     # The tarball, copied on its own to yet another folder, checks too (via the CLI: exit 0).
@@ -197,6 +199,19 @@ def test_engine_is_reused_only_for_the_same_onnx_and_profile(tmp_path):
     assert not bundle_mod.engine_reusable(engine, meta_path, other)
     engine.write_bytes(b"changed")
     assert not bundle_mod.engine_reusable(engine, meta_path, wanted)
+    # what device-check asks of engine.json: an engine built before engines carried detailed layer
+    # information (no profiling_verbosity recorded) is rebuilt once, then reused
+    onnx_path = tmp_path / "m.onnx"
+    onnx_path.write_bytes(b"onnx")
+    bundle_meta = {"precision": "int8", "input_name": "input", "profile": {"min": 1, "opt": 1, "max": 16},
+                   "input_shape": [3, 224, 224]}
+    asked = bundle_mod.wanted_engine(onnx_path, bundle_meta)
+    assert asked["profiling_verbosity"] == "detailed"
+    old = {k: v for k, v in asked.items() if k != "profiling_verbosity"}
+    meta_path.write_text(json.dumps({**old, "engine_sha256": sha256_file(engine)}))
+    assert not bundle_mod.engine_reusable(engine, meta_path, asked)
+    meta_path.write_text(json.dumps({**asked, "engine_sha256": sha256_file(engine)}))
+    assert bundle_mod.engine_reusable(engine, meta_path, asked)
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,3 +284,62 @@ def test_device_check_pyz_without_any_runtime_names_what_to_install(made_bundle,
     assert message.startswith("error: the bundle matches its manifest, but nothing here can run it")
     assert "sudo apt install python3-libnvinfer" in message and "cuda-python==12.6.*" in message
     assert "pip install onnxruntime" in message and "Traceback" not in proc.stderr
+
+
+def test_device_check_reports_the_engine_layer_profile_and_survives_a_failing_profiler(made_bundle, monkeypatch,
+                                                                                        tmp_path):
+    """device_check's profile pass, with the CPU runner dressed as an engine whose layer_profile is
+    known numbers (the profiler itself is tested against the TensorRT double in test_trt_runner.py)."""
+    from xcit_export.gate import read_report
+    from xcit_export.profiling import breakdown
+    from xcit_export.report import html_page, merge_reports
+    from xcit_export.targets.tensorrt.layer_profile import SOURCE
+
+    meta = json.loads((made_bundle / bundle_mod.BUNDLE_META).read_text())
+    node_types = meta["onnx_node_types"]  # recorded at bundle time, for a device without onnx
+    assert node_types and set(node_types.values()) >= {"Conv", "MatMul", "Softmax", "LayerNormalization"}
+    seen = {}
+
+    class Engine(trtmod.CpuStandInRunner):
+        measures_latency = True
+        fail = False
+
+        def layer_profile(self, x, node_types=None):
+            seen.update(batch=len(x), node_types=node_types, timed=True)
+            if self.fail:
+                raise RuntimeError("IProfiler exploded\nsecond line")
+            runs = [{"CaskGemm": 2.0, "Myelin": 1.0}, {"CaskGemm": 4.0, "Myelin": 1.0}, {"CaskGemm": 3.0, "Myelin": 1.0}]
+            return breakdown(SOURCE, runs, [5.0, 5.0, 5.0], len(x))
+
+    def engine_runner(bundle, meta, work, require_engine, threads, cuda_graph, progress):
+        return Engine(bundle / meta["onnx"], threads, "test"), {"status": "built", "path": "model.engine"}
+
+    monkeypatch.setattr(bundle_mod, "_engine_runner", engine_runner)
+    report = bundle_mod.device_check(made_bundle, warmup=0, iterations=2)
+    entry = report["targets"][0]
+    assert report["passed"] is True and seen["node_types"] == node_types
+    assert seen["batch"] == entry["latency"]["batch"]  # the latency batch, so coverage() compares like with like
+    assert [(o["op_type"], o["ms"], o["share"]) for o in entry["op_profile"]["ops"]] == [
+        ("CaskGemm", 3.0, 0.75), ("Myelin", 1.0, 0.25)]
+    assert "  layer profile: 4.000 ms profiled at batch 1: CaskGemm 75%, Myelin 25%" in bundle_mod.summary_lines(report)
+    # what report merge and the HTML page make of it
+    saved = read_report(Path(report["report_path"]))
+    page = html_page(merge_reports([saved, saved], ["orin", "rtx"]))
+    assert page.count("Where the time goes") == 2 and "TensorRT IProfiler" in page and "CaskGemm 75%" in page
+    result = CliRunner().invoke(__import__("xcit_export.cli", fromlist=["main"]).main,
+                                ["report", "merge", report["report_path"], report["report_path"], "--out",
+                                 str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    assert "CaskGemm 75%" in (tmp_path / "m" / "merged.html").read_text()
+
+    Engine.fail = True  # a profiler failure is recorded, never fails the check
+    report = bundle_mod.device_check(made_bundle, warmup=0, iterations=2)
+    entry = report["targets"][0]
+    assert report["passed"] is True and "op_profile" not in entry
+    assert entry["op_profile_error"] == "RuntimeError: IProfiler exploded"
+    assert "  layer profile failed: RuntimeError: IProfiler exploded" in bundle_mod.summary_lines(report)
+    failed = read_report(Path(report["report_path"]))
+    assert "the profiler failed (RuntimeError: IProfiler exploded)" in html_page(merge_reports([failed], ["orin"]))
+    seen.clear()
+    report = bundle_mod.device_check(made_bundle, warmup=0, iterations=2, profile=False)
+    assert not seen and not {"op_profile", "op_profile_error"} & set(report["targets"][0])

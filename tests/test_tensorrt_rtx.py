@@ -53,6 +53,7 @@ def test_fp32_engine_builds_ahead_of_time_for_a_named_compute_capability(fp32_ar
     assert meta["output_names"] == ["logits"] == fp32_artifact.metadata["output_names"]
     assert trtmod.onnx_io_names(folder / fp32_artifact.metadata["onnx"]) == ("input", ["logits"])
     assert meta["engine_sha256"] == trtmod.engine.sha256_file(fp32_artifact.path)
+    assert meta["profiling_verbosity"] == "detailed"  # the builder took it: layer types for the layer profile
     assert "no GPU here" in fp32_artifact.metadata["note"]
     # No GPU here: load() falls back to the precision-ready ONNX on onnxruntime CPU, flagged as such.
     runner = get_target("tensorrt-rtx-fp32").load(fp32_artifact, threads=2)
@@ -200,3 +201,20 @@ def test_engine_and_engine_json_are_replaced_together(tmp_path, monkeypatch):
     assert (engine_path.read_bytes(), (engine_path.parent / trtmod.ENGINE_META).read_text()) == before
     assert sorted(p.name for p in engine_path.parent.iterdir()) == [trtmod.ENGINE_META, trtmod.ENGINE_FILE]
     assert json.loads(before[1])["engine_sha256"] == trtmod.engine.sha256_file(engine_path)
+
+
+def test_the_layer_profiler_fits_the_real_tensorrt_rtx_api():
+    """What the wheel can show without a GPU: the IProfiler subclass is a real one and collects
+    reports; the attributes the layer profile uses exist. (Deserializing an engine, so attaching
+    the profiler or creating an inspector, needs a GPU: not verifiable here.)"""
+    import tensorrt_rtx as trt
+
+    from xcit_export.targets.tensorrt.layer_profile import make_profiler
+
+    profiler = make_profiler(trt)
+    assert isinstance(profiler, trt.IProfiler)
+    profiler.report_layer_time("node_conv2d", 0.25)
+    profiler.report_layer_time("node_conv2d", 0.5)  # reported twice in one run: added
+    assert profiler.take() == {"node_conv2d": 0.75} and profiler.take() == {}
+    assert hasattr(trt.IExecutionContext, "profiler") and hasattr(trt.ICudaEngine, "create_engine_inspector")
+    assert trt.LayerInformationFormat.JSON is not None and trt.CudaGraphStrategy.DISABLED is not None

@@ -11,6 +11,7 @@ so reusing one after a shape change gives wrong outputs here, as TensorRT docume
 from __future__ import annotations
 
 import ctypes
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -128,6 +129,7 @@ class FakeContext:
     def __init__(self, engine, cudart, fail_capture=False):
         self.engine, self.cudart, self.fail_capture = engine, cudart, fail_capture
         self.shape, self.addresses, self.shapes_set = None, {}, []
+        self.profiler = None  # IExecutionContext.profiler: None until one is attached
         cudart.context = self
 
     def set_input_shape(self, name, shape):
@@ -154,12 +156,29 @@ class FakeContext:
 
     def execute_async_v3(self, stream):
         if self.cudart.capturing:
-            self.cudart.calls.append(("capture_enqueue", self.shape))
+            self.cudart.calls.append(("capture_enqueue", self.shape) + (("PROFILED",) if self.profiler else ()))
             self.cudart.captured_shape = self.shape
             return not self.fail_capture
-        self.cudart.calls.append(("enqueue", self.shape))
+        if self.profiler is not None:  # enqueue_emits_profile=True: the run's layer times, one call per layer
+            self.cudart.calls.append(("profiled_enqueue", self.shape))
+            for layer, ms in self.engine.layer_runs.pop(0).items():
+                self.profiler.report_layer_time(layer, ms)
+        else:
+            self.cudart.calls.append(("enqueue", self.shape))
         self.run(self.shape)
         return True
+
+
+class FakeInspector:
+    """IEngineInspector: JSON layer information; only layers built with DETAILED verbosity have a LayerType."""
+
+    def __init__(self, layers):
+        self.layers, self.execution_context = layers, None
+
+    def get_layer_information(self, index, fmt):
+        assert fmt == "JSON"
+        name, kind = self.layers[index]
+        return json.dumps({"Name": name, "LayerType": kind} if kind else name)
 
 
 class FakeEngine:
@@ -168,6 +187,14 @@ class FakeEngine:
 
     def __init__(self, cudart, fail_capture):
         self.cudart, self.fail_capture = cudart, fail_capture
+        self.layer_runs, self.inspector_layers, self.contexts = [], [], []
+
+    @property
+    def num_layers(self):
+        return len(self.inspector_layers)
+
+    def create_engine_inspector(self):
+        return FakeInspector(self.inspector_layers)
 
     def get_tensor_name(self, i):
         return ["input", "features_b", "features_a"][i]  # engine order differs from the ONNX's
@@ -186,7 +213,8 @@ class FakeEngine:
 
     def create_execution_context(self, runtime_config=None):
         self.runtime_config = runtime_config
-        return FakeContext(self, self.cudart, self.fail_capture)
+        self.contexts.append(FakeContext(self, self.cudart, self.fail_capture))
+        return self.contexts[-1]
 
 
 class FakeRtxEngine(FakeEngine):
@@ -202,8 +230,13 @@ def _runner(tmp_path, cuda_graph=False, fail_capture=False, output_names=("featu
         def __init__(self):
             pass
 
+    class IProfiler:  # TensorRT's docs: subclasses call IProfiler.__init__ themselves
+        def __init__(self):
+            self.base_initialised = True
+
     trt = SimpleNamespace(
         __version__="10.3.0", ILogger=Logger, nptype=_nptype, TensorIOMode=SimpleNamespace(INPUT=IN, OUTPUT=OUT),
+        IProfiler=IProfiler, LayerInformationFormat=SimpleNamespace(JSON="JSON", ONELINE="ONELINE"),
         Runtime=lambda logger: SimpleNamespace(deserialize_cuda_engine=lambda data: engine_cls(cudart, fail_capture)))
     if rtx:
         trt.DynamicShapesKernelSpecializationStrategy = SimpleNamespace(LAZY="LAZY", EAGER="EAGER", NONE="NONE")
@@ -359,3 +392,117 @@ def test_a_cuda_python_for_a_newer_driver_is_named_and_nvidia_smi_still_asked(mo
     assert "JetPack 6 (CUDA 12.6): pip install 'cuda-python==12.6.*'" in problem
     monkeypatch.setattr(fingerprint, "_gpus", lambda: [])  # no nvidia-smi: still the CUDA error, not "no GPU"
     assert device.gpu_status()[0] is None and "cudaErrorInsufficientDriver" in device.gpu_status()[1]
+
+
+# --------------------------------------------------------------------------------------------
+# Layer profile (TensorRT's IProfiler) against the double
+# --------------------------------------------------------------------------------------------
+
+# Four layers as TensorRT would name them: ONNX node names (one fused), a reformat it inserted, and
+# one the inspector types (an engine built with DETAILED verbosity); run 0 is lazy initialisation.
+_NODE_TYPES = {"node_conv2d_1": "Conv", "node_matmul_2": "MatMul", "node_add_3": "Add"}
+_LAYER_RUNS = [
+    {"node_conv2d_1": 90.0, "node_matmul_2 + node_add_3": 90.0, "Reformatting CopyNode for Input Tensor 0": 90.0,
+     "gemm_0": 90.0},  # discarded: would move every median if it counted
+    {"node_conv2d_1": 1.0, "node_matmul_2 + node_add_3": 2.0, "Reformatting CopyNode for Input Tensor 0": 0.5,
+     "gemm_0": 3.0},
+    {"node_conv2d_1": 1.2, "node_matmul_2 + node_add_3": 2.4, "Reformatting CopyNode for Input Tensor 0": 0.1,
+     "gemm_0": 2.0},
+    {"node_conv2d_1": 0.8, "node_matmul_2 + node_add_3": 2.2, "Reformatting CopyNode for Input Tensor 0": 0.3,
+     "gemm_0": 4.0},
+]
+_INSPECTOR = [("node_conv2d_1", None), ("node_matmul_2 + node_add_3", None),
+              ("Reformatting CopyNode for Input Tensor 0", None), ("gemm_0", "CaskGemm")]
+
+
+def _profiled_runner(tmp_path, **kw):
+    runner, cudart = _runner(tmp_path, **kw)
+    runner.engine.layer_runs = [dict(r) for r in _LAYER_RUNS]
+    runner.engine.inspector_layers = list(_INSPECTOR)
+    return runner, cudart
+
+
+def test_layer_times_become_per_type_medians_without_the_first_run(tmp_path):
+    runner, cudart = _profiled_runner(tmp_path)
+    sentinel = object()
+    runner.context.profiler = sentinel  # someone else's profiler: put back afterwards
+    prof = runner.layer_profile(np.ones((2, 4), np.float32), runs=4, node_types=_NODE_TYPES)
+    assert runner.context.profiler is sentinel and runner.engine.layer_runs == []
+    # medians of runs 1-3 per type: inspector LayerType, then ONNX op types (fused: both), then the name rule
+    assert [(o["op_type"], o["ms"]) for o in prof["ops"]] == [
+        ("CaskGemm", 3.0), ("MatMul+Add", 2.2), ("Conv", 1.0), ("Reformat", 0.3)]
+    assert prof["total_ms"] == 6.5 and prof["runs"] == 3 and prof["batch"] == 2
+    assert [o["share"] for o in prof["ops"]] == [round(3.0 / 6.5, 4), round(2.2 / 6.5, 4), round(1.0 / 6.5, 4),
+                                                 round(0.3 / 6.5, 4)]
+    assert prof["source"] == "TensorRT IProfiler (IExecutionContext.profiler)" and prof["wall_ms"] > 0
+    assert prof["layers"] == 4 and prof["layer_types_from"] == {"inspector": 1, "onnx": 2, "name": 1}
+    assert [c for c in cudart.calls if c != "sync"] == [("profiled_enqueue", (2, 4))] * 4
+
+
+def test_profiling_never_captures_or_replays_a_cuda_graph_and_detaches_after(tmp_path):
+    runner, cudart = _profiled_runner(tmp_path, cuda_graph=True)
+    rng = np.random.default_rng(3)
+    runner.infer(rng.standard_normal((2, 4), dtype=np.float32))  # captures the (2, 4) graph
+    assert list(cudart.graphs.values()) == [(2, 4)] and runner.context.profiler is None
+    cudart.calls.clear()
+    runner.layer_profile(np.ones((4, 4), np.float32), runs=4, node_types=_NODE_TYPES)  # another shape
+    assert [c for c in cudart.calls if c != "sync"] == [("profiled_enqueue", (4, 4))] * 4
+    assert runner.context.profiler is None
+    # after profiling at (4, 4), a (2, 4) call must not replay the graph as if the context were unchanged
+    cudart.calls.clear()
+    x = rng.standard_normal((2, 4), dtype=np.float32)
+    a, b = runner.infer(x)
+    ref_a, ref_b = _expected(x)
+    assert np.array_equal(a, ref_a) and np.array_equal(b, ref_b)
+    assert [c for c in cudart.calls if c != "sync"][-4:] == [("enqueue", (2, 4)), "begin_capture",
+                                                             ("capture_enqueue", (2, 4)), "end_capture"]
+    assert not any("PROFILED" in c for c in cudart.calls if isinstance(c, tuple))
+
+
+def test_tensorrt_rtx_profiles_on_a_context_without_its_graph_capture(tmp_path):
+    runner, cudart = _profiled_runner(tmp_path, cuda_graph=True, rtx=True)
+    main = runner.context
+    prof = runner.layer_profile(np.ones((2, 4), np.float32), runs=4, node_types=_NODE_TYPES)
+    assert prof["total_ms"] == 6.5
+    profiling = runner.engine.contexts[-1]
+    assert profiling is not main and runner.engine.runtime_config.cuda_graph_strategy == "DISABLED"
+    assert profiling.addresses == main.addresses  # bound to the runner's buffers
+    assert main.profiler is None and profiling.profiler is None
+    assert runner.infer(np.ones((2, 4), np.float32))[0].shape == (2, 2)  # the main context still runs
+
+
+def test_profile_needs_two_runs_and_a_batch_in_the_profile(tmp_path):
+    runner, _ = _profiled_runner(tmp_path)
+    with pytest.raises(ArtifactError, match="runs must be 2 or more"):
+        runner.layer_profile(np.ones((2, 4), np.float32), runs=1)
+    with pytest.raises(ArtifactError, match="profiling batch 5 is outside the engine's profile 2..4"):
+        runner.layer_profile(np.ones((5, 4), np.float32))
+    runner.engine.layer_runs = [{}] * 3  # a TensorRT that never calls the profiler: said, not an empty table
+    with pytest.raises(ArtifactError, match="reported no layer times"):
+        runner.layer_profile(np.ones((2, 4), np.float32), runs=3)
+    assert runner.context.profiler is None
+
+
+def test_layer_type_rule_for_names_without_inspector_or_onnx_types():
+    from xcit_export.targets.tensorrt.layer_profile import type_from_name
+
+    assert type_from_name("/blocks.0/attn/MatMul_1") == "MatMul"
+    assert type_from_name("/blocks.0/attn/MatMul + /blocks.0/attn/Add") == "MatMul+Add"
+    assert type_from_name("node_Conv_1071") == "Conv" and type_from_name("node_layer_norm_3") == "layer_norm"
+    assert type_from_name("node_Add_1 + node_Add_2") == "Add"  # each type once
+    assert type_from_name("{ForeignNode[/blocks.0/Add.../blocks.11/Mul]}") == "ForeignNode (Myelin)"
+    assert type_from_name("PWN(PWN(/mlp/act/Mul_1, /mlp/act/Erf), /mlp/act/Add)") == "PointWise"
+    assert type_from_name("Reformatting CopyNode for Input Tensor 0 to node_Conv_1") == "Reformat"
+    assert type_from_name("__myl_MulSumAdd_myl0_3") == "Myelin kernel"
+    assert type_from_name("17") == "layer (unnamed)"  # ProfilingVerbosity.NONE names layers by index
+    assert type_from_name("ONNXTRT_Broadcast_3") == "ONNXTRT_Broadcast"
+
+
+def test_onnx_node_types_type_parser_suffixed_layer_names():
+    from xcit_export.targets.tensorrt.layer_profile import classify
+
+    # the ONNX parser names a node's second and third layers node_Shape_0_0, node_Shape_0_1
+    types = {"node_Shape_0": "Shape", "node_conv2d": "Conv"}
+    assert classify("node_Shape_0_1", {}, types) == ("Shape", "onnx")
+    assert classify("node_conv2d + node_Shape_0", {}, types) == ("Conv+Shape", "onnx")
+    assert classify("node_conv2d + mystery", {}, types) == ("node_conv2d + mystery", "name")

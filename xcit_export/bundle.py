@@ -191,6 +191,7 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
                               library=meta["library"])
     from .fingerprint import library_versions
     from .targets.tensorrt import onnx_io_names
+    from .targets.tensorrt.layer_profile import onnx_node_types
 
     input_name, output_names = onnx_io_names(onnx_path)
     bundle_meta = {
@@ -200,6 +201,9 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
         "golden": {"file": GOLDEN, "count": int(len(golden["x"])), "source": onnx_check["source"],
                    "labelled": "labels" in golden},
         "host_onnx_check": onnx_check,
+        # TensorRT names engine layers after ONNX nodes; device-check types the layer profile by them
+        # (targets/tensorrt/layer_profile.py) on a device that has no onnx package to read the ONNX.
+        "onnx_node_types": onnx_node_types(onnx_path),
         "precision_conversion": meta.get("precision_conversion"),
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "created_with": {"xcit-export": __version__, **library_versions()},
@@ -314,6 +318,21 @@ def engine_reusable(engine_path: Path, meta_path: Path, wanted: dict) -> bool:
     return all(emeta.get(k) == v for k, v in wanted.items()) and emeta.get("engine_sha256") == sha256_file(engine_path)
 
 
+def wanted_engine(onnx_path: Path, meta: dict) -> dict:
+    """What ``engine.json`` must record for device-check to reuse an engine for this bundle.
+
+    An engine is reused only when it was built from this ONNX with these settings: a bundle re-made
+    with another profile (or precision, workspace) needs a new engine, and so does one built before
+    engines carried detailed layer information (``profiling_verbosity``, for the layer profile).
+    """
+    from .targets.tensorrt import engine as trteng
+
+    return {"onnx_sha256": sha256_file(onnx_path), "precision": meta["precision"],
+            "profile": trteng.profile_record(meta["input_name"], meta["profile"], meta["input_shape"]),
+            "workspace_mb": int(meta.get("workspace_mb", 1024)),
+            "profiling_verbosity": trteng.PROFILING_VERBOSITY.lower()}
+
+
 def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, threads: int | None,
                    cuda_graph: bool, progress: Progress) -> tuple[Any, dict]:
     """The engine runner (building the engine into ``work`` if needed), or the onnxruntime stand-in."""
@@ -332,11 +351,7 @@ def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, t
         tag = f"{library}-{version}-{gpu['name']}-cc{gpu['compute_capability']}".replace(" ", "_").replace("/", "_")
         engine_path = work / tag / trteng.ENGINE_FILE
         meta_path = engine_path.parent / trteng.ENGINE_META
-        # An engine is reused only when it was built from this ONNX with these settings: a bundle
-        # re-made with another profile (or precision, workspace) needs a new engine.
-        wanted = {"onnx_sha256": sha256_file(onnx_path), "precision": meta["precision"],
-                  "profile": trteng.profile_record(meta["input_name"], meta["profile"], meta["input_shape"]),
-                  "workspace_mb": int(meta.get("workspace_mb", 1024))}
+        wanted = wanted_engine(onnx_path, meta)
         if engine_reusable(engine_path, meta_path, wanted):
             progress(f"device-check: reusing engine {engine_path}")
             status = "reused"
@@ -390,10 +405,13 @@ def _run_batches(runner, x: np.ndarray, batch) -> np.ndarray:
 
 def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Path | None = None,
                  require_engine: bool = False, threads: int | None = None, warmup: int = 10,
-                 iterations: int = 50, cuda_graph: bool = False, progress: Progress = lambda m: None) -> dict:
+                 iterations: int = 50, cuda_graph: bool = False, profile: bool = True,
+                 progress: Progress = lambda m: None) -> dict:
     """Verify, build if possible, run the golden inputs, compare, time; write and return the report.
 
-    ``report["passed"]`` is False when a threshold fails; errors in the bundle raise ArtifactError.
+    ``profile``: after the latency figures, a separate pass with TensorRT's layer profiler
+    (:func:`_layer_profile`). ``report["passed"]`` is False when a threshold fails; errors in the
+    bundle raise ArtifactError; a profiler failure is recorded, never fails the check.
     """
     from .validate import LatencyOptions, measure_latency
 
@@ -448,6 +466,7 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
                 checks.append({"check": "max_latency_ms", "value": lat.median_ms, "threshold": max_ms,
                                "passed": lat.median_ms <= max_ms})
             device, runner_measures = runner.device, runner.measures_latency
+            prof = _layer_profile(runner, x_lat, meta, progress) if profile else {}
         finally:
             runner.close()
         from .fingerprint import device_fingerprint
@@ -467,7 +486,7 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
             "targets": [{"target": meta.get("target"), "status": "ok" if passed else "failed", "device": device,
                          "accuracy": accuracy,
                          "latency": lat.to_dict() if runner_measures else {},
-                         "checks": checks, "note": engine.get("note")}],
+                         "checks": checks, "note": engine.get("note"), **prof}],
             "note": engine.get("note"),
             "golden_count": int(len(golden["x"])), "run_seconds": round(run_seconds, 3),
             "accuracy_vs_fp32_reference": accuracy, "agreement_with_host_onnx": vs_host,
@@ -482,6 +501,22 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
     finally:
         if tmp_holder is not None:
             tmp_holder.cleanup()
+
+
+def _layer_profile(runner, x: np.ndarray, meta: dict, progress: Progress) -> dict:
+    """``op_profile`` (or ``op_profile_error``, or why there is none) for the report's target entry.
+
+    Runs after every latency figure is taken, as the host pipeline's profile pass does, so the
+    profiler's overhead never reaches them. A failure costs the breakdown, never the check.
+    """
+    if not hasattr(runner, "layer_profile"):
+        return {"op_profile_note": "no layer profile: the onnxruntime CPU stand-in ran the ONNX, not the engine, "
+                                   "so its operators say nothing about where the engine's time goes"}
+    progress("device-check: layer profile (TensorRT IProfiler, separate pass)")
+    try:
+        return {"op_profile": runner.layer_profile(x, node_types=meta.get("onnx_node_types"))}
+    except Exception as exc:  # a profiler failure costs the breakdown, never the check
+        return {"op_profile_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
 
 
 def _model_record(meta: dict, golden: dict) -> dict:
@@ -506,6 +541,13 @@ def summary_lines(report: dict) -> list[str]:
     lines.append(f"  latency: median {e2e['median_ms']:.3f} ms at batch {e2e['batch']} ({report['latency']['what']})")
     if "gpu_compute" in report["latency"]:
         lines.append(f"  GPU compute: median {report['latency']['gpu_compute']['median_ms']:.3f} ms")
+    entry = report["targets"][0]
+    prof = entry.get("op_profile")
+    if prof:
+        top = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in prof["ops"][:3])
+        lines.append(f"  layer profile: {prof['total_ms']:.3f} ms profiled at batch {prof['batch']}: {top}")
+    elif entry.get("op_profile_error"):
+        lines.append(f"  layer profile failed: {entry['op_profile_error']}")
     lines.append(("PASSED" if report["passed"] else "FAILED") + f"; report: {report['report_path']}")
     return lines
 

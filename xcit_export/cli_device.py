@@ -77,13 +77,16 @@ def bundle(artifact, target, out_dir, golden_count, min_cosine, min_top1_agreeme
 @click.option("--warmup", default=10, show_default=True, help="Untimed warm-up inferences.")
 @click.option("--iterations", default=50, show_default=True, help="Timed inferences.")
 @click.option("--cuda-graph", is_flag=True, help="Replay inference as a CUDA graph.")
+@click.option("--profile/--no-profile", default=True, show_default=True,
+              help="Per-layer-type breakdown from TensorRT's layer profiler, in a separate pass after the timing.")
 @_fail_cleanly
-def device_check(bundle_path, work_dir, report_path, require_engine, threads, warmup, iterations, cuda_graph):
+def device_check(bundle_path, work_dir, report_path, require_engine, threads, warmup, iterations, cuda_graph, profile):
     """Verify a bundle, build its engine if possible, check the golden outputs and time it."""
     from .bundle import device_check as run_check, summary_lines
 
     report = run_check(bundle_path, work_dir=work_dir, report_path=report_path, require_engine=require_engine,
-                       threads=threads, warmup=warmup, iterations=iterations, cuda_graph=cuda_graph, progress=_say)
+                       threads=threads, warmup=warmup, iterations=iterations, cuda_graph=cuda_graph, profile=profile,
+                       progress=_say)
     for line in summary_lines(report):
         click.echo(line)
     if not report["passed"]:

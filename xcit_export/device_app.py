@@ -30,6 +30,7 @@ DEVICE_MODULES = (
     "targets/__init__.py", "targets/base.py", "targets/onnxruntime.py", "targets/ort_int8.py",
     "targets/tensorrt/__init__.py", "targets/tensorrt/device.py", "targets/tensorrt/engine.py",
     "targets/tensorrt/options.py", "targets/tensorrt/precision_onnx.py", "targets/tensorrt/runner.py",
+    "targets/tensorrt/layer_profile.py", "profiling.py",
 )
 
 _MAIN = '''\
@@ -83,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10, help="untimed warm-up inferences (default 10)")
     p.add_argument("--iterations", type=int, default=50, help="timed inferences (default 50)")
     p.add_argument("--cuda-graph", action="store_true", help="replay inference as a CUDA graph")
+    p.add_argument("--no-profile", dest="profile", action="store_false",
+                   help="skip the per-layer-type breakdown from TensorRT's layer profiler (run by default)")
     return p
 
 
@@ -102,7 +105,8 @@ def main(argv: list | None = None) -> int:
         report = device_check(bundle, work_dir=Path(args.work) if args.work else None,
                               report_path=Path(args.report) if args.report else None,
                               require_engine=args.require_engine, threads=args.threads, warmup=args.warmup,
-                              iterations=args.iterations, cuda_graph=args.cuda_graph, progress=say)
+                              iterations=args.iterations, cuda_graph=args.cuda_graph, profile=args.profile,
+                              progress=say)
     except XcitExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

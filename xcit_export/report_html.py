@@ -267,7 +267,7 @@ def device_check_body(rep: dict) -> str:
     note = f"<p class='sub'>{_e(rep['note'])}</p>" if rep.get("note") else ""
     d = rep.get("device") or {}
     where = _e(f"{d.get('cpu')}; GPUs: {', '.join(d.get('gpus', [])) or 'none'}; {d.get('os')}")
-    return head + table + note + f"<p class='sub'>Device: {where}</p>"
+    return head + table + note + f"<p class='sub'>Device: {where}</p>" + profile_section(rep)
 
 
 def _calibration(ev: dict) -> str:

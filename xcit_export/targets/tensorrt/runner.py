@@ -255,16 +255,22 @@ class EngineRunner:
             raise ArtifactError(f"input shape {shape} is outside the engine's profile (batch {self.min_batch}.."
                                 f"{self.max_batch}, {self.max_shape[1:]})")
 
-    def _run(self, x: np.ndarray) -> list:
+    def _upload(self, x: np.ndarray) -> None:
+        """Copy ``x`` into the input's pinned host buffer and enqueue it to the device buffer."""
         cudart = self.cudart
-        shape = tuple(x.shape)
-        self._set_shape(shape)
         dev, host, raw, dtype = self._buffers[self.input]
         data = from_float32(x, dtype, _is_bf16(self._types[self.input])).reshape(-1)
         nbytes = data.nbytes
         raw[:nbytes] = data.view(np.uint8)
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         _check(cudart, cudart.cudaMemcpyAsync(dev, host, nbytes, h2d, self.stream), "cudaMemcpyAsync")
+
+    def _run(self, x: np.ndarray) -> list:
+        cudart = self.cudart
+        shape = tuple(x.shape)
+        self._set_shape(shape)
+        self._upload(x)
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self._enqueue(shape)
         shapes = {}
         for name in self.outputs:
@@ -317,6 +323,89 @@ class EngineRunner:
         finally:
             cudart.cudaEventDestroy(start)
             cudart.cudaEventDestroy(end)
+
+    # -- layer profile ---------------------------------------------------------------------------
+
+    def _plain_context(self):
+        """A second execution context without TensorRT-RTX's built-in CUDA graph capture, bound to
+        the same buffers (the capture strategy is fixed when a context is created)."""
+        rc = self.engine.create_runtime_config()
+        strategy = getattr(self.trt, "DynamicShapesKernelSpecializationStrategy", None)
+        if strategy is not None:
+            rc.dynamic_shapes_kernel_specialization_strategy = strategy.EAGER
+        rc.cuda_graph_strategy = self.trt.CudaGraphStrategy.DISABLED
+        context = self.engine.create_execution_context(rc)
+        if context is None:
+            raise ArtifactError(f"could not create an execution context for profiling: "
+                                f"{_clean(' | '.join(self.logger.errors())) or 'no error message'}")
+        for name, (dev, _, _, _) in self._buffers.items():
+            if not context.set_tensor_address(name, dev):
+                raise ArtifactError(f"set_tensor_address failed for tensor '{name}' (profiling context)")
+        return context
+
+    def layer_profile(self, x: np.ndarray, runs: int = 20, node_types: dict | None = None) -> dict:
+        """TensorRT's per-layer times for ``x`` grouped by layer type: the report's ``op_profile``.
+
+        ``runs`` synchronous inferences with a ``trt.IProfiler`` attached to the context
+        (``IExecutionContext.profiler``, restored to its previous value afterwards); the first run
+        is discarded (lazy initialisation, EAGER kernel compilation on TensorRT-RTX). Each run is a
+        plain ``execute_async_v3`` and a stream sync, never a CUDA graph, even when the runner was
+        made with ``cuda_graph=True``: trtexec turns ``--useCudaGraph`` off whenever its profiler
+        is on ("Profiler does not work when CUDA graph is enabled. Ignored --useCudaGraph flag and
+        disabled CUDA graph.", samples/trtexec/trtexec.cpp), and with ``enqueue_emits_profile``
+        left at True the enqueue itself computes the layer times, which a stream capture cannot
+        hold. TensorRT-RTX's built-in capture belongs to the context, so there a second context
+        without it is profiled. ``wall_ms`` is each run's enqueue + sync wall time (no copies).
+        Layer types: :mod:`.layer_profile` (``node_types``: the bundle's ONNX node op types).
+        UNVERIFIED ON HARDWARE, like the rest of this runner.
+        """
+        import time
+
+        from ...profiling import breakdown
+        from . import layer_profile as lp
+
+        if runs < 2:
+            raise ArtifactError(f"layer profile runs must be 2 or more (the first is discarded), got {runs}")
+        if not self.min_batch <= len(x) <= self.max_batch:
+            raise ArtifactError(f"profiling batch {len(x)} is outside the engine's profile {self.min_batch}..{self.max_batch}")
+        cudart, shape = self.cudart, tuple(x.shape)
+        context = self._plain_context() if self._rtx_graph else self.context
+        if not context.set_input_shape(self.input, shape):
+            raise ArtifactError(f"input shape {shape} is outside the engine's profile")
+        if context is self.context:
+            self._shape = shape  # graphs captured for another shape are recaptured by the next _enqueue
+        self._upload(x)
+        collector = lp.make_profiler(self.trt)
+        previous = context.profiler
+        context.profiler = collector
+        per_run, wall = [], []
+        try:
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                if not context.execute_async_v3(int(self.stream)):
+                    raise ArtifactError(f"execute_async_v3 failed while profiling: "
+                                        f"{_clean(' | '.join(self.logger.errors())) or 'no message'}")
+                _check(cudart, cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+                wall.append((time.perf_counter() - t0) * 1e3)
+                per_run.append(collector.take())
+        finally:
+            context.profiler = previous
+        per_run, wall = per_run[1:], wall[1:]
+        if not any(per_run):
+            raise ArtifactError("TensorRT reported no layer times to the profiler (IProfiler.report_layer_time "
+                                "was never called)")
+        inspector_error = None
+        try:
+            types = lp.inspector_types(self.trt, self.engine, context)
+        except Exception as exc:  # costs the LayerType names only (layers are then typed by name); reported
+            types, inspector_error = {}, f"{type(exc).__name__}: {str(exc)[:200]}"
+        grouped = [lp.group_by_type(run, types, node_types) for run in per_run]
+        result = breakdown(lp.SOURCE, grouped, wall, len(x))
+        result["layers"] = len({layer for run in per_run for layer in run})
+        result["layer_types_from"] = lp.type_sources({layer for run in per_run for layer in run}, types, node_types)
+        if inspector_error:
+            result["inspector_error"] = inspector_error
+        return result
 
     def close(self) -> None:
         cudart = getattr(self, "cudart", None)
