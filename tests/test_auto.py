@@ -16,7 +16,7 @@ from xcit_export.errors import RecipeError
 from xcit_export.gate import gate
 from xcit_export.pipeline import RunConfig, run
 from xcit_export.plots import spread_labels
-from xcit_export.profiling import breakdown, coverage, coverage_line, subtract_node_cost
+from xcit_export.profiling import OUTSIDE_OPERATORS, breakdown, coverage, coverage_line, subtract_node_cost
 from xcit_export.recipe import load_recipe, to_run_config
 from xcit_export.report import html_page, merge_reports
 from xcit_export.validate import LatencyOptions
@@ -135,6 +135,8 @@ def test_profiles_come_from_the_runtimes_and_add_up(auto_run):
             assert "us from each of" in coverage_line(t)
         else:
             assert "node_cost_us" not in prof and "raw_total_ms" not in prof
+            # What no OpenVINO node accounts for is its own last row, never lumped into "other".
+            assert prof["ops"][-1]["op_type"] == OUTSIDE_OPERATORS and prof["ops"][-1]["ms"] > 0
 
 
 def test_breakdown_subtracts_the_profilers_node_cost():
