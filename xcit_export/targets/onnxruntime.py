@@ -169,10 +169,13 @@ def load(artifact: Artifact, threads: int | None = None, **_options) -> OnnxRunt
     return OnnxRuntimeRunner(artifact.path, threads=threads)
 
 
-def _profiled_runs(path: str, x: np.ndarray, threads: int | None, runs: int, tmp: str) -> tuple[list, list]:
-    """``runs`` inferences of ``x`` under onnxruntime's profiler, after one discarded run.
+def _profiled_runs(path: str, x: np.ndarray, threads: int | None, runs: int, tmp: str) -> tuple[list, list, list]:
+    """``runs`` inferences of ``x`` under onnxruntime's profiler, after one discarded run, each
+    after one timed inference of a plain session of the same file and options.
 
-    Returns, per inference, its ``(op_type, ms)`` nodes and its wall time in ms. The profiler writes
+    Returns, per inference, its ``(op_type, ms)`` nodes, its wall time in ms, and the plain
+    session's time in ms (what the profiled runs are compared with when the machine's speed
+    drifts between the latency and profile passes). The profiler writes
     a Chrome-trace JSON; each inference is one ``model_run`` event, and each node it executed one
     ``"cat": "Node"`` event named ``<node>_kernel_time`` inside that span, with its ``op_name`` and
     duration in microseconds (https://onnxruntime.ai/docs/performance/tune-performance/profiling-tools.html).
@@ -180,6 +183,7 @@ def _profiled_runs(path: str, x: np.ndarray, threads: int | None, runs: int, tmp
     import bisect
     import json
     import os
+    import time
 
     import onnxruntime as ort
 
@@ -187,9 +191,15 @@ def _profiled_runs(path: str, x: np.ndarray, threads: int | None, runs: int, tmp
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(tmp, "ort")
     session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    plain_session = ort.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: np.ascontiguousarray(x)}
     session.run(None, feed)  # first run: allocations; its events are dropped below
+    plain_session.run(None, feed)
+    plain = []
     for _ in range(runs):
+        t0 = time.perf_counter()
+        plain_session.run(None, feed)
+        plain.append((time.perf_counter() - t0) * 1e3)
         session.run(None, feed)
     with open(session.end_profiling()) as fh:
         events = json.load(fh)
@@ -202,7 +212,7 @@ def _profiled_runs(path: str, x: np.ndarray, threads: int | None, runs: int, tmp
             i = bisect.bisect_right(starts, e["ts"]) - 1
             if i >= 0 and e["ts"] <= starts[i] + model_runs[i]["dur"]:
                 nodes[i].append((e.get("args", {}).get("op_name", "?"), e["dur"] / 1e3))
-    return nodes, [r["dur"] / 1e3 for r in model_runs]
+    return nodes, [r["dur"] / 1e3 for r in model_runs], plain
 
 
 # The null graph: a chain of Add/Mul nodes on 16 floats, whose own work is a fraction of a
@@ -236,24 +246,11 @@ def profiler_node_cost_ms(threads: int | None, tmp: str, runs: int = 30) -> floa
     null graph less its unprofiled time a node, with the same session options.
     """
     import os
-    import time
-
-    import onnxruntime as ort
 
     path = os.path.join(tmp, "null.onnx")
     _null_graph(path)
-    x = np.ones((1, 16), np.float32)
-    session = ort.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
-    feed = {"x": x}
-    for _ in range(5):
-        session.run(None, feed)
-    wall = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        wall.append((time.perf_counter() - t0) * 1e3)
-    plain_ms_per_node = float(np.median(wall)) / _NULL_NODES
-    nodes, _ = _profiled_runs(path, x, threads, runs, tmp)
+    nodes, _, plain = _profiled_runs(path, np.ones((1, 16), np.float32), threads, runs, tmp)
+    plain_ms_per_node = float(np.median(plain)) / _NULL_NODES
     profiled_ms_per_node = float(np.mean([ms for run in nodes for _, ms in run]))
     return max(0.0, profiled_ms_per_node - plain_ms_per_node)
 
@@ -269,12 +266,12 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
     runs = runs or DEFAULT_RUNS
     with tempfile.TemporaryDirectory(prefix="xcit-ort-prof-") as tmp:
         cost = profiler_node_cost_ms(threads, tmp)
-        nodes, wall = _profiled_runs(str(artifact.path), x, threads, runs, tmp)
+        nodes, wall, plain = _profiled_runs(str(artifact.path), x, threads, runs, tmp)
     raw = [subtract_node_cost(run, 0.0) for run in nodes]
     corrected = [subtract_node_cost(run, cost) for run in nodes]
     count = int(np.median([len(run) for run in nodes])) if nodes else 0
     return breakdown("onnxruntime profiler (SessionOptions.enable_profiling)", corrected, wall, len(x),
-                     raw_per_run=raw, node_cost_ms=cost, nodes=count,
+                     raw_per_run=raw, node_cost_ms=cost, nodes=count, unprofiled_ms=plain,
                      note=f"the profiler's own {cost * 1e3:.1f} us a node, measured on a {_NULL_NODES}-node null graph "
                           f"with the same session options, is subtracted from each of {count} nodes")
 
