@@ -170,8 +170,8 @@ def load(artifact: Artifact, threads: int | None = None, **_options) -> OnnxRunt
 
 
 def _profiled_runs(path: str, x: np.ndarray, threads: int | None, runs: int, tmp: str) -> tuple[list, list, list]:
-    """``runs`` inferences of ``x`` under onnxruntime's profiler, after one discarded run, each
-    after one timed inference of a plain session of the same file and options.
+    """``runs`` inferences of ``x`` under onnxruntime's profiler, after one discarded run, just
+    after ``runs`` timed inferences of a plain session of the same file and options.
 
     Returns, per inference, its ``(op_type, ms)`` nodes, its wall time in ms, and the plain
     session's time in ms (what the profiled runs are compared with when the machine's speed
@@ -190,16 +190,20 @@ def _profiled_runs(path: str, x: np.ndarray, threads: int | None, runs: int, tmp
     opts = session_options(threads)  # as the runner's, plus the profiler
     opts.enable_profiling = True
     opts.profile_file_prefix = os.path.join(tmp, "ort")
-    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    # The plain session first, in a block of its own: interleaved, the two sessions' intra-op
+    # threads (each spinning after its work) competed for the cores and slowed both.
     plain_session = ort.InferenceSession(path, session_options(threads), providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: np.ascontiguousarray(x)}
-    session.run(None, feed)  # first run: allocations; its events are dropped below
+    feed = {plain_session.get_inputs()[0].name: np.ascontiguousarray(x)}
     plain_session.run(None, feed)
     plain = []
     for _ in range(runs):
         t0 = time.perf_counter()
         plain_session.run(None, feed)
         plain.append((time.perf_counter() - t0) * 1e3)
+    del plain_session
+    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    session.run(None, feed)  # first run: allocations; its events are dropped below
+    for _ in range(runs):
         session.run(None, feed)
     with open(session.end_profiling()) as fh:
         events = json.load(fh)

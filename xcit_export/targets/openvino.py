@@ -575,29 +575,32 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
     config = compile_config(device, parse_hint(options.get("hint")), precision_hint, threads)
     core = _core()
     model = core.read_model(str(artifact.path))
-    compiled = core.compile_model(model, device, {**config, "PERF_COUNT": True})
-    request = compiled.create_infer_request()
-    # The same IR compiled as the runner's, timed between profiled inferences: what the profiled
-    # inferences are compared with when the machine's speed drifts between passes.
-    plain_request = core.compile_model(model, device, config).create_infer_request()
-    x = np.ascontiguousarray(x.astype(compiled.input(0).get_element_type().to_dtype(), copy=False))
-    request.infer({0: x})  # first runs: allocations, not counted
+    # First the same IR compiled as the runner's, timed just before the profiled runs: what they
+    # are compared with when the machine's speed drifts between passes. In a block of its own:
+    # alternating two compiled copies of the weights thrashed the caches (+15-30% here).
+    plain_compiled = core.compile_model(model, device, config)
+    x = np.ascontiguousarray(x.astype(plain_compiled.input(0).get_element_type().to_dtype(), copy=False))
+    plain_request = plain_compiled.create_infer_request()
     plain_request.infer({0: x})
+    plain: list[float] = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        plain_request.infer({0: x})
+        plain.append((time.perf_counter() - t0) * 1e3)
+    del plain_request, plain_compiled
+    request = core.compile_model(model, device, {**config, "PERF_COUNT": True}).create_infer_request()
+    request.infer({0: x})  # first run: allocations, not counted
     per_run: list[dict[str, float]] = []
     wall: list[float] = []
-    plain: list[float] = []
     for _ in range(runs):
         # The counters hold the last inference only, so they are read after every timed one; that
         # read (one Python object a node) leaves the plugin's threads idle long enough to go to
-        # sleep, which slowed the next inference by 15-25% here. An untimed inference after the
-        # read wakes them, so the timed ones run as in the back-to-back latency loop.
-        plain_request.infer({0: x})
-        t0 = time.perf_counter()
-        plain_request.infer({0: x})
-        t1 = time.perf_counter()
+        # sleep, which slowed the next inference by 15-25% here. An untimed inference between the
+        # read and the timed one wakes them, so the timed one runs as in the back-to-back latency loop.
         request.infer({0: x})
-        wall.append((time.perf_counter() - t1) * 1e3)
-        plain.append((t1 - t0) * 1e3)
+        t0 = time.perf_counter()
+        request.infer({0: x})
+        wall.append((time.perf_counter() - t0) * 1e3)
         ops: dict[str, float] = {}
         for info in request.profiling_info:
             if info.status == info.Status.EXECUTED:
