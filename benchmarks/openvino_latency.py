@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import numpy as np
 from pathlib import Path
 
 
@@ -143,6 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         if f"{form} (reference form)" in med:
             ratios[f"{form}: export form / reference form"] = med[form] / med[f"{form} (reference form)"]
     results["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
+    # The same comparisons paired round by round (median of the per-round ratios): a burst of load
+    # from outside that slows one round slows both runners of a pair, so this reading is the one
+    # least moved by a shared host.
+    pairs = [("openvino-fp32", "benchmark_app-fp32"), ("openvino-int8", "benchmark_app-int8"),
+             ("onnxruntime-fp32", "onnxruntime-bare")]
+    results["paired_ratios"] = {f"{a} / {b}": round(float(np.median(np.array(rounds[a]) / np.array(rounds[b]))), 3)
+                                for a, b in pairs if a in rounds and b in rounds}
 
     print(f"\n{spec.name}, batch 1, {threads} threads, {record['cpu']} flags {' '.join(record['cpu_flags'])}; "
           f"{gflops:.3f} GFLOP; FP32 matmul peak {peak:.1f} GFLOP/s (measured {', '.join(f'{p:.1f}' for p in peaks)}) "
@@ -155,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for k, v in results["ratios"].items():
         print(f"{k}: {v:.3f}")
+    for k, v in results["paired_ratios"].items():
+        print(f"{k}, median of per-round ratios: {v:.3f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1) + "\n")
