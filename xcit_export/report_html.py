@@ -224,9 +224,9 @@ def profile_section(rep: dict) -> str:
         def mark(ratio):
             return _num(ratio, ".0%") if ratio is None or abs(ratio - 1) <= COVERAGE_TOLERANCE else (_num(ratio, ".0%"), "fail")
 
-        removed = (f"{p['node_cost_us']:.1f} us x {p.get('nodes', '?')} nodes (raw {p.get('raw_total_ms', 0):.2f} ms)"
+        removed = (f"{p['node_cost_us']:.1f} us x {p.get('nodes', '?')} nodes"
                    if p.get("node_cost_us") is not None else "none")
-        rows.append([_e(t["target"]), _e(p["source"].split(" (")[0]), _num(p["total_ms"], ".2f"),
+        rows.append([_e(t["target"]), _num(p["total_ms"], ".2f"),
                      _num((t.get("latency") or {}).get("median_ms"), ".2f"), mark(cov),
                      _num(p.get("unprofiled_ms"), ".2f"), mark(same), _e(removed),
                      (_e(top), "why")])
@@ -240,9 +240,14 @@ def profile_section(rep: dict) -> str:
             f"than {COVERAGE_TOLERANCE:.0%} off is marked. The unprofiled runs are the same artifact without the "
             "profiler, timed between the profiled inferences: on a shared host the machine's speed can differ "
             "between the latency pass and this one.</p>" + chart
-            + _table(["target", "profiler", "profiled (ms)", "measured median (ms)", "profiled / median",
-                      "unprofiled, same pass (ms)", "profiled / unprofiled", "profiler cost removed",
-                      ("largest op types (share of profiled time)",)], rows, left=2) + failed)
+            + _table(["target", "profiled (ms)", "median (ms)", "ratio", "unprofiled (ms)",
+                      "ratio", "cost removed", ("largest op types",)], rows)
+            + "<p class='sub'>Profilers: " + _e("; ".join(dict.fromkeys(t["op_profile"]["source"] for t in profiled)))
+            + ". <i>median</i>: the target's measured latency; <i>ratio</i>: profiled "
+              "time over the figure to its left; "
+              "<i>unprofiled</i>: the same artifact without the profiler, timed in this pass; <i>cost removed</i>: "
+              "the profiler's own time a node, subtracted from every node (report.json keeps the uncorrected "
+              "<code>raw_total_ms</code>).</p>" + failed)
 
 
 def device_section(rep: dict) -> str:
