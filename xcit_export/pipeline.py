@@ -84,7 +84,7 @@ class RunConfig:
     auto: bool = False
     budget: Any = None  # auto.Budget; None = its defaults
     require_winner: str | None = None
-    profile: bool = True  # per-op-type breakdown from each runtime's profiler, in a separate pass
+    profile: bool = True  # per-op-type breakdown from each runtime's profiler, after each latency figure
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -318,6 +318,7 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         entry = _run_target(target, config, spec, onnx_path, onnx_meta["build_key"], input_shape, x_eval, labels,
                             reference, x_lat, calib, torch_latency.median_ms, threads, progress,
                             output_names=model.output_names)
+        _profile_entry(target, entry, config, x_eval, threads, progress)
         results.append(entry)
     if config.auto and config.batch != 1:
         results += _batch1_variants(config, model, spec, targets, x_eval, labels, reference, calib, threads,
@@ -329,8 +330,6 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
             checks = threshold_checks(entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
             entry["checks"] = checks_to_dicts(checks)
             entry["passed"] = all(c.ok for c in checks)
-    if config.profile:
-        _profile_pass(targets + targets, results, config, x_eval, threads, progress)
 
     report = report_mod.build_report(
         config=config, spec=spec, onnx_meta=onnx_meta, reference=ref_entry, targets=results,
@@ -366,24 +365,27 @@ def _batch1_variants(config: RunConfig, model, spec, targets, x_eval, labels, re
                             lambda msg, name=target.name: progress(msg.replace(name, variant_name(name, True), 1)),
                             output_names=model.output_names)
         entry["target"] = variant_name(target.name, True)
+        _profile_entry(target, entry, b1, x_eval, threads, progress)
         entries.append(entry)
     return entries
 
 
-def _profile_pass(targets, results: list[dict], config: RunConfig, x_eval, threads: int, progress: Progress) -> None:
-    """Per-op-type breakdowns, after every latency figure is taken, on separately opened models."""
-    for target, entry in zip(targets, results):
-        if target.profile is None or entry.get("status") != "ok" or "latency" not in entry:
-            continue
-        progress(f"{entry['target']}: per-operator profile")
-        batch = entry["latency"]["batch"]
-        x = x_eval[:batch] if len(x_eval) >= batch else np.repeat(x_eval[:1], batch, 0)
-        try:
-            artifact = Artifact.from_dir(Path(entry["artifact"]["path"]).parent)
-            entry["op_profile"] = target.profile(artifact, np.ascontiguousarray(x), threads=threads,
-                                                 **config.target_options.get(target.name, {}))
-        except Exception as exc:  # a profiler failure costs the breakdown, never the target's result
-            entry["op_profile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+def _profile_entry(target, entry: dict, config: RunConfig, x_eval, threads: int, progress: Progress) -> None:
+    """The per-op-type breakdown of one target, right after its latency figure was taken, on a
+    separately opened model (the runner is closed by then, so the figure is untouched). Right
+    after, not after every target: on a shared host the machine's speed drifts over minutes, and
+    the breakdown is compared with that figure."""
+    if not config.profile or target.profile is None or entry.get("status") != "ok" or "latency" not in entry:
+        return
+    progress(f"{entry['target']}: per-operator profile")
+    batch = entry["latency"]["batch"]
+    x = x_eval[:batch] if len(x_eval) >= batch else np.repeat(x_eval[:1], batch, 0)
+    try:
+        artifact = Artifact.from_dir(Path(entry["artifact"]["path"]).parent)
+        entry["op_profile"] = target.profile(artifact, np.ascontiguousarray(x), threads=threads,
+                                             **config.target_options.get(target.name, {}))
+    except Exception as exc:  # a profiler failure costs the breakdown, never the target's result
+        entry["op_profile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
 
 def _recommendation(config: RunConfig, results: list[dict], left_out: dict, labelled: bool,

@@ -3,9 +3,9 @@
 A target may provide ``profile(artifact, x, threads=..., runs=..., **options) -> dict`` (see
 :class:`~xcit_export.targets.base.Target`). It opens the artifact a second time with the runtime's
 profiler switched on (OpenVINO ``PERF_COUNT``, onnxruntime ``enable_profiling``), runs ``x`` a few
-times and returns :func:`breakdown`. The pipeline calls it in a separate pass after every latency
-measurement, on a separately compiled model, so profiling overhead never reaches the latency
-figures. TensorRT's layer profiler belongs to ``device-check`` (engines run on the device).
+times and returns :func:`breakdown`. The pipeline calls it for each target right after that
+target's latency measurement (its runner closed), on a separately compiled model, so profiling
+overhead never reaches a latency figure, and the two are taken seconds apart. TensorRT's layer profiler belongs to ``device-check`` (engines run on the device).
 
 A profiler's own bookkeeping can fall inside the span it times. onnxruntime's does: every node's
 ``kernel_time`` span also covers sizing the node's outputs and serialising the thread pool's
