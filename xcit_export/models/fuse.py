@@ -75,16 +75,8 @@ class ExportXCABlock(XCABlock):
 class ExportClassAttentionBlock(ClassAttentionBlock):
     """Class-attention block with ``gamma2`` folded into ``mlp.fc2`` (``gamma1`` stays)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x_norm1 = self.norm1(x)
-        x_attn = torch.cat([self.attn(x_norm1), x_norm1[:, 1:]], dim=1)
-        x = x + self.gamma1 * x_attn
-        if self.tokens_norm:
-            x = self.norm2(x)
-        else:
-            x = torch.cat([self.norm2(x[:, 0:1]), x[:, 1:]], dim=1)
-        # As in the reference (and timm), the patch tokens are added to themselves here.
-        return x + torch.cat([self.mlp(x[:, 0:1]), x[:, 1:]], dim=1)
+    def _cls_mlp(self, cls: torch.Tensor) -> torch.Tensor:
+        return self.mlp(cls)
 
 
 class ExportGELU(nn.GELU):

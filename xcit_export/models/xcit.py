@@ -185,9 +185,12 @@ class ClassAttentionBlock(nn.Module):
         else:
             x = torch.cat([self.norm2(x[:, 0:1]), x[:, 1:]], dim=1)
         x_res = x
-        cls_token = self.gamma2 * self.mlp(x[:, 0:1])
-        x = torch.cat([cls_token, x[:, 1:]], dim=1)
+        x = torch.cat([self._cls_mlp(x[:, 0:1]), x[:, 1:]], dim=1)
         return x_res + x
+
+    def _cls_mlp(self, cls: torch.Tensor) -> torch.Tensor:
+        """The class token's MLP branch, LayerScale included (the export form folds ``gamma2``)."""
+        return self.gamma2 * self.mlp(cls)
 
 
 class XCA(nn.Module):
