@@ -46,6 +46,7 @@ import numpy as np
 from . import __version__
 from .errors import ArtifactError, BackendUnavailableError, XcitExportError
 from .io import atomic_dir, atomic_path, sha256_file, write_json_atomic, write_text_atomic
+from .profiling import profile_error
 from .validate import compare_outputs
 
 FORMAT = 1
@@ -341,10 +342,8 @@ def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, t
 
     library = meta["library"]
     onnx_path = bundle / meta["onnx"]
-    trt = trtdev.import_library(library)
-    gpu, problem = trtdev.gpu_status() if trt is not None else (None, None)
-    cudart = trtdev._cudart()
-    if trt is not None and gpu is not None and cudart is not None and not problem:
+    trt, gpu, why = trtdev.engine_status(library)
+    if why is None:
         from .targets.tensorrt.runner import EngineRunner
 
         version = trtdev.library_version(trt)
@@ -371,7 +370,6 @@ def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, t
                               output_names=meta.get("output_names"))
         return runner, {"status": status, "path": str(engine_path), **{k: emeta.get(k) for k in (
             "library", "version", "built_for", "typing", "build_seconds")}}
-    why = trtdev.engine_unavailable_reason(library)
     if require_engine:
         raise BackendUnavailableError(
             f"device-check was asked for an engine (--require-engine) but {why}; on a Jetson, TensorRT comes with "
@@ -516,7 +514,7 @@ def _layer_profile(runner, x: np.ndarray, meta: dict, progress: Progress) -> dic
     try:
         return {"op_profile": runner.layer_profile(x, node_types=meta.get("onnx_node_types"))}
     except Exception as exc:  # a profiler failure costs the breakdown, never the check
-        return {"op_profile_error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+        return {"op_profile_error": profile_error(exc)}
 
 
 def _model_record(meta: dict, golden: dict) -> dict:

@@ -25,6 +25,7 @@ from .errors import BackendUnavailableError, XcitExportError
 from .fingerprint import device_fingerprint, library_versions
 from .io import atomic_dir, ensure_writable_dir
 from .outdir import locked_output_dir
+from .profiling import profile_error
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META
 from .models.deploy import DeployModel, to_input_format
@@ -385,7 +386,7 @@ def _profile_entry(target, entry: dict, config: RunConfig, x_eval, threads: int,
         entry["op_profile"] = target.profile(artifact, np.ascontiguousarray(x), threads=threads,
                                              **config.target_options.get(target.name, {}))
     except Exception as exc:  # a profiler failure costs the breakdown, never the target's result
-        entry["op_profile_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        entry["op_profile_error"] = profile_error(exc)
 
 
 def _recommendation(config: RunConfig, results: list[dict], left_out: dict, labelled: bool,

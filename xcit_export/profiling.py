@@ -43,7 +43,7 @@ def breakdown(source: str, per_run: Sequence[Mapping[str, float]], wall_ms: Sequ
     When a profiler's per-node cost was subtracted (``node_cost_ms`` per node, ``nodes`` nodes an
     inference), ``per_run`` holds the corrected times and ``raw_per_run`` the profiler's own;
     ``note`` says how the cost was measured. ``unprofiled_ms`` are the times of the same artifact
-    opened without the profiler and timed between the profiled inferences: the machine's speed
+    opened without the profiler and timed just before the profiled inferences: the machine's speed
     during this pass, which on a shared host can differ from the latency pass's.
     """
     types = {k for run in per_run for k in run}
@@ -95,6 +95,22 @@ def coverage(entry: dict) -> float | None:
     return prof["total_ms"] / lat["median_ms"]
 
 
+def same_pass_ratio(prof: dict) -> float | None:
+    """Profiled op time / the unprofiled runs timed in the same pass (None when not timed)."""
+    return prof["total_ms"] / prof["unprofiled_ms"] if prof.get("unprofiled_ms") else None
+
+
+def off(ratio: float | None) -> bool:
+    """Whether a breakdown's ``ratio`` to a measured time is more than the tolerance from 1."""
+    return ratio is not None and abs(ratio - 1) > COVERAGE_TOLERANCE
+
+
+def profile_error(exc: BaseException) -> str:
+    """The one line a report keeps of a profiler failure (it costs the breakdown, nothing else)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
 def coverage_line(entry: dict) -> str:
     """How a target's breakdown compares with its measured median, for the reports: the ratio, the
     ratio to the unprofiled runs timed in the same pass, the profiler cost removed (if any), and a
@@ -106,17 +122,17 @@ def coverage_line(entry: dict) -> str:
                      f"{entry['latency']['median_ms']:.2f} ms")
     else:
         parts.append(f"{prof['total_ms']:.2f} ms profiled")
-    same = prof["total_ms"] / prof["unprofiled_ms"] if prof.get("unprofiled_ms") else None
+    same = same_pass_ratio(prof)
     if same is not None:
         parts.append(f"{same:.0%} of the {prof['unprofiled_ms']:.2f} ms of unprofiled runs timed in the same pass")
     if prof.get("node_cost_us") is not None:
         parts.append(f"after removing the profiler's own {prof['node_cost_us']:.1f} us from each of "
                      f"{prof.get('nodes', '?')} nodes (uncorrected {prof.get('raw_total_ms', 0):.2f} ms)")
-    if same is not None and abs(same - 1) > COVERAGE_TOLERANCE:
-        parts.append(f"OFF by more than {COVERAGE_TOLERANCE:.0%}: read the shares, not the milliseconds")
-    elif cov is not None and abs(cov - 1) > COVERAGE_TOLERANCE:
-        parts.append("OFF the measured median by more than "
-                     + (f"{COVERAGE_TOLERANCE:.0%}, but not the same pass's unprofiled runs: the machine's speed "
-                        "changed between the latency and profile passes" if same is not None
-                        else f"{COVERAGE_TOLERANCE:.0%}: read the shares, not the milliseconds"))
+    shares = "read the shares, not the milliseconds"
+    if off(same):
+        parts.append(f"OFF by more than {COVERAGE_TOLERANCE:.0%}: {shares}")
+    elif off(cov):
+        parts.append(f"OFF the measured median by more than {COVERAGE_TOLERANCE:.0%}" + (
+            ", but not the same pass's unprofiled runs: the machine's speed changed between the latency and "
+            "profile passes" if same is not None else f": {shares}"))
     return "; ".join(parts)

@@ -206,8 +206,15 @@ def plot_section(rep: dict) -> str:
     return "".join(parts)
 
 
+def _ratio_cell(ratio):
+    """A profiled / measured ratio, marked when it is more than the tolerance off."""
+    from .profiling import off
+
+    return (_num(ratio, ".0%"), "fail") if off(ratio) else _num(ratio, ".0%")
+
+
 def profile_section(rep: dict) -> str:
-    from .profiling import COVERAGE_TOLERANCE, coverage
+    from .profiling import COVERAGE_TOLERANCE, coverage, same_pass_ratio
 
     profiled = [t for t in rep["targets"] if t.get("op_profile")]
     failed = "".join(f"<p><b>{_e(t['target'])}</b>: the profiler failed ({_e(t['op_profile_error'])})</p>"
@@ -219,16 +226,11 @@ def profile_section(rep: dict) -> str:
         p = t["op_profile"]
         cov = coverage(t)
         top = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in p["ops"][:6])
-        same = p["total_ms"] / p["unprofiled_ms"] if p.get("unprofiled_ms") else None
-
-        def mark(ratio):
-            return _num(ratio, ".0%") if ratio is None or abs(ratio - 1) <= COVERAGE_TOLERANCE else (_num(ratio, ".0%"), "fail")
-
         removed = (f"{p['node_cost_us']:.1f} us x {p.get('nodes', '?')} nodes"
                    if p.get("node_cost_us") is not None else "none")
         rows.append([_e(t["target"]), _num(p["total_ms"], ".2f"),
-                     _num((t.get("latency") or {}).get("median_ms"), ".2f"), mark(cov),
-                     _num(p.get("unprofiled_ms"), ".2f"), mark(same), _e(removed),
+                     _num((t.get("latency") or {}).get("median_ms"), ".2f"), _ratio_cell(cov),
+                     _num(p.get("unprofiled_ms"), ".2f"), _ratio_cell(same_pass_ratio(p)), _e(removed),
                      (_e(top), "why")])
     chart = plots.op_breakdown([{"label": t["target"], "ops": t["op_profile"]["ops"],
                                  "median_ms": (t.get("latency") or {}).get("median_ms")} for t in profiled])
@@ -238,7 +240,7 @@ def profile_section(rep: dict) -> str:
             "(<code>device-check</code>). Where a profiler's own bookkeeping falls inside the spans it times "
             "(onnxruntime's), that cost is measured on a null graph and removed from every node; a total more "
             f"than {COVERAGE_TOLERANCE:.0%} off is marked. The unprofiled runs are the same artifact without the "
-            "profiler, timed between the profiled inferences: on a shared host the machine's speed can differ "
+            "profiler, timed just before the profiled inferences: on a shared host the machine's speed can differ "
             "between the latency pass and this one.</p>" + chart
             + _table(["target", "profiled (ms)", "median (ms)", "ratio", "unprofiled (ms)",
                       "ratio", "cost removed", ("largest op types",)], rows)

@@ -94,20 +94,26 @@ def gpu_status(device: int = 0) -> tuple:
     return None, problem
 
 
-def engine_unavailable_reason(library: str) -> str | None:
-    """Why an engine of ``library`` (``tensorrt`` or ``tensorrt_rtx``) cannot run on this machine,
-    or None when it can: the library, a CUDA GPU that cuda-python can use, and cuda-python."""
+def engine_status(library: str) -> tuple:
+    """``(trt, gpu, why)``: the ``library`` module (``tensorrt`` or ``tensorrt_rtx``) or None, the
+    CUDA GPU (:func:`gpu_status`) or None, and why an engine cannot run on this machine, or None
+    when it can: it needs the library, a CUDA GPU that cuda-python can use, and cuda-python."""
     trt = import_library(library)
     if trt is None:
-        return f"{library} is not installed"
+        return None, None, f"{library} is not installed"
     gpu, problem = gpu_status()
     if problem:
-        return problem
+        return trt, gpu, problem
     if gpu is None:
-        return f"no CUDA GPU here ({library} {library_version(trt)} is installed)"
+        return trt, None, f"no CUDA GPU here ({library} {library_version(trt)} is installed)"
     if _cudart() is None:
-        return f"cuda-python is not installed (install the {CUDA_PYTHON_HINT})"
-    return None
+        return trt, gpu, f"cuda-python is not installed (install the {CUDA_PYTHON_HINT})"
+    return trt, gpu, None
+
+
+def engine_unavailable_reason(library: str) -> str | None:
+    """Why an engine of ``library`` cannot run on this machine, or None when it can."""
+    return engine_status(library)[2]
 
 
 def gpu_info(device: int = 0) -> dict | None:
