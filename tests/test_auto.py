@@ -131,6 +131,8 @@ def test_profiles_come_from_the_runtimes_and_add_up(auto_run):
             # onnxruntime's own per-node cost was measured and removed: a few microseconds a node,
             # never more than the profiler's uncorrected figure.
             assert 0 < prof["node_cost_us"] < 50 and prof["nodes"] > 100, prof
+            # XCiT has ~180 Reshape/Squeeze nodes an inference: the cost comes from them, in the model.
+            assert prof["node_cost_from"] == "no-work nodes" and "no-work nodes (Flatten/Reshape" in prof["note"]
             assert prof["total_ms"] < prof["raw_total_ms"]
             assert "us from each of" in coverage_line(t)
         else:
@@ -138,7 +140,44 @@ def test_profiles_come_from_the_runtimes_and_add_up(auto_run):
             # What no OpenVINO node accounts for is its own last row (absent when the nodes' rounded
             # times fill the inference), never lumped into "other".
             assert OUTSIDE_OPERATORS not in [o["op_type"] for o in prof["ops"][:-1]]
+            outside = [o["ms"] for o in prof["ops"] if o["op_type"] == OUTSIDE_OPERATORS]
+            if outside:  # the unprofiled time no counter covers, not the profiled run's (counters' cost and all)
+                assert outside[0] < prof["unprofiled_ms"] and "no node's counter covers" in coverage_line(t), prof
         assert prof["unprofiled_ms"] > 0
+
+
+def test_profiler_cost_from_the_models_no_work_nodes():
+    from xcit_export.targets.onnxruntime import MIN_NO_WORK_NODES, no_work_node_cost_ms
+
+    # Two runs; every Reshape's mean over the runs is taken first (the profiler's whole-microsecond
+    # spans are too coarse alone), then the median over the Reshapes; other op types never count.
+    runs = [[(f"r{i}", "Reshape", 0.002 + 0.001 * (i % 2)) for i in range(11)] + [("m", "MatMul", 0.5)],
+            [(f"r{i}", "Reshape", 0.003) for i in range(11)] + [("m", "MatMul", 0.5)]]
+    cost, count = no_work_node_cost_ms(runs)
+    assert count == 11 and cost == pytest.approx(0.0025)  # 6 of the 11 means are 0.0025, 5 are 0.003
+    few = [[(f"s{i}", "Squeeze", 0.002) for i in range(MIN_NO_WORK_NODES - 1)] + [("m", "MatMul", 0.5)]]
+    assert no_work_node_cost_ms(few) is None
+
+
+def test_profile_of_a_model_without_no_work_nodes_measures_a_null_graph(tmp_path):
+    """A graph with no Reshape-like nodes gets its per-node cost from the null graph, and says so."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from xcit_export.targets import onnxruntime as ort_target
+    from xcit_export.targets.base import Artifact
+
+    w = numpy_helper.from_array(np.eye(64, dtype=np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [w])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    prof = ort_target.profile(Artifact("onnxruntime-fp32", path, [path]), np.ones((1, 64), np.float32),
+                              threads=1, runs=5)
+    assert prof["node_cost_from"] == "null graph" and "200-node null graph" in prof["note"], prof
+    assert 0 < prof["node_cost_us"] < 50 and prof["nodes"] == 2 and prof["runs"] == 5
+    assert prof["total_ms"] <= prof["raw_total_ms"]
 
 
 def test_breakdown_subtracts_the_profilers_node_cost():

@@ -8,11 +8,12 @@ target's latency measurement (its runner closed), on a separately compiled model
 overhead never reaches a latency figure, and the two are taken seconds apart. TensorRT's layer profiler belongs to ``device-check`` (engines run on the device).
 
 A profiler's own bookkeeping can fall inside the span it times. onnxruntime's does: every node's
-``kernel_time`` span also covers sizing the node's outputs and serialising the thread pool's
-statistics (``sequential_executor.cc``), about 3 us a node here, which for XCiT-nano's ~600 nodes
-is a third of an inference. Such a profiler measures that cost on a null graph under the same
-settings and passes it as ``node_cost_ms``; :func:`breakdown` subtracts it from every node and
-keeps the uncorrected sum as ``raw_total_ms``.
+``kernel_time`` span also covers sizing the node's inputs and outputs and serialising the thread
+pool's statistics (``sequential_executor.cc``), 3-4 us a node here, which for XCiT-nano's
+~600-1,000 nodes is a third of an inference or more. Such a profiler measures that cost under the
+same settings (onnxruntime: on the model's own nodes that do no work, such as Reshape) and passes
+it as ``node_cost_ms``; :func:`breakdown` subtracts it from every node and keeps the uncorrected
+sum as ``raw_total_ms``.
 """
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ def coverage_line(entry: dict) -> str:
     if prof.get("node_cost_us") is not None:
         parts.append(f"after removing the profiler's own {prof['node_cost_us']:.1f} us from each of "
                      f"{prof.get('nodes', '?')} nodes (uncorrected {prof.get('raw_total_ms', 0):.2f} ms)")
+    if any(o["op_type"] == OUTSIDE_OPERATORS for o in prof["ops"]):
+        parts.append(f"{OUTSIDE_OPERATORS}: the unprofiled runs' time that no node's counter covers "
+                     f"(the profiled inferences took {prof['wall_ms']:.2f} ms)")
     shares = "read the shares, not the milliseconds"
     if off(same):
         parts.append(f"OFF by more than {COVERAGE_TOLERANCE:.0%}: {shares}")
