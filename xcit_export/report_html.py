@@ -239,7 +239,8 @@ def profile_section(rep: dict) -> str:
             "latency figures above are untouched. TensorRT engines are profiled on the device "
             "(<code>device-check</code>). Where a profiler's own bookkeeping falls inside the spans it times "
             "(onnxruntime's), that cost is measured on the model's own nodes that do no work (Reshape, Squeeze) and "
-            "removed from every node; a total more "
+            "removed from every node. OpenVINO's <i>(outside operators)</i> is the time of the unprofiled runs that no "
+            "node's counter covers (the call; shape inference and memory set-up for a dynamic-batch IR). A total more "
             f"than {COVERAGE_TOLERANCE:.0%} off is marked. The unprofiled runs are the same artifact without the "
             "profiler, timed just before the profiled inferences: on a shared host the machine's speed can differ "
             "between the latency pass and this one.</p>" + chart
