@@ -306,11 +306,11 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
         nodes, wall, plain = _profiled_runs(str(artifact.path), x, threads, runs, tmp)
         own = no_work_node_cost_ms(nodes)
         if own is not None:
-            cost, no_work = own
+            (cost, no_work), cost_from = own, "no-work nodes"
             source = (f"the mean profiled time of the model's {no_work} no-work nodes "
                       f"({'/'.join(sorted(NO_WORK_OPS))})")
         else:
-            cost = profiler_node_cost_ms(threads, tmp)
+            cost, cost_from = profiler_node_cost_ms(threads, tmp), "null graph"
             source = (f"measured on a {_NULL_NODES}-node null graph with the same session options: the model "
                       f"has fewer than {MIN_NO_WORK_NODES} no-work nodes")
     pairs = [[(op, ms) for _, op, ms in run] for run in nodes]
@@ -321,7 +321,7 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
                       raw_per_run=raw, node_cost_ms=cost, nodes=count, unprofiled_ms=plain,
                       note=f"the profiler's own {cost * 1e3:.1f} us a node ({source}) is subtracted from each "
                            f"of {count} nodes")
-    entry["node_cost_from"] = "no-work nodes" if own is not None else "null graph"
+    entry["node_cost_from"] = cost_from
     return entry
 
 

@@ -610,7 +610,7 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
         # What no node accounts for in an inference without the counters (the unprofiled runs just
         # timed): the call, and for a dynamic-batch IR the per-inference shape inference and memory
         # set-up (12-21% of nano's inference at 224 here). Not the profiled run's own wall time,
-        # which also holds the counters' cost (0-20% on nano's static batch-1 IRs here); that stays
+        # which also holds the counters' cost (up to 19% on nano's static batch-1 IRs here); that stays
         # in ``wall_ms``.
         ops[OUTSIDE_OPERATORS] = max(0.0, unprofiled - sum(ops.values()))
         per_run.append(ops)
