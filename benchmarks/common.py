@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from xcit_export.fingerprint import device_fingerprint  # noqa: E402
-from xcit_export.validate import LatencyOptions, measure_latency  # noqa: E402
+from xcit_export.evaluate.validate import LatencyOptions, measure_latency  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -245,7 +245,7 @@ class Worker:
 
 def _inputs(model_name: str, batch: int) -> np.ndarray:
     from xcit_export.export import seeded_inputs
-    from xcit_export.zoo import get_spec
+    from xcit_export.models.zoo import get_spec
 
     h, w = get_spec(model_name).preprocessing.input_size
     return seeded_inputs((3, h, w), batch, seed=2)
@@ -253,17 +253,17 @@ def _inputs(model_name: str, batch: int) -> np.ndarray:
 
 def eager_factory(model_name: str, batch: int, threads: int):
     """PyTorch eager, random weights (seed 0), as the pipeline times it."""
-    from xcit_export.validate import torch_infer
-    from xcit_export.weights import load_model
-    from xcit_export.zoo import get_spec
+    from xcit_export.evaluate.validate import torch_infer
+    from xcit_export.models.weights import load_model
+    from xcit_export.models.zoo import get_spec
 
     model = load_model(get_spec(model_name), "random", 0).eval()
     return torch_infer(model, threads), _inputs(model_name, batch)
 
 
 def compile_factory(model_name: str, batch: int, threads: int, mode: str = "default"):
-    from xcit_export.weights import load_model
-    from xcit_export.zoo import get_spec
+    from xcit_export.models.weights import load_model
+    from xcit_export.models.zoo import get_spec
 
     model = load_model(get_spec(model_name), "random", 0).eval()
     x = _inputs(model_name, batch)

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402,F401  (puts the repository on sys.path)
 
 from xcit_export.export import ExportOptions, export_onnx, seeded_inputs, simplify_onnx  # noqa: E402
-from xcit_export.weights import load_model  # noqa: E402
-from xcit_export.zoo import get_spec  # noqa: E402
+from xcit_export.models.weights import load_model  # noqa: E402
+from xcit_export.models.zoo import get_spec  # noqa: E402
 
 
 def openvino_profile(path: Path, x, threads: int, runs: int) -> dict[str, list[float]]:

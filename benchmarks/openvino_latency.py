@@ -39,8 +39,8 @@ from common import (build, BenchmarkApp, Worker, alternate, bare_ort_factory, co
                     eager_factory, log, machine, matmul_peak_gflops, model_gflops, summarise, target_factory)
 
 from xcit_export.export import ExportOptions, export_onnx, seeded_inputs, simplify_onnx  # noqa: E402
-from xcit_export.weights import load_model  # noqa: E402
-from xcit_export.zoo import get_spec  # noqa: E402
+from xcit_export.models.weights import load_model  # noqa: E402
+from xcit_export.models.zoo import get_spec  # noqa: E402
 
 
 def export(model, input_shape, folder: Path, batch: int | None, export_form: bool = True) -> Path:

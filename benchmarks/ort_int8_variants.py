@@ -77,10 +77,10 @@ def build(onnx_path: Path, folder: Path, calib: int, count: int) -> None:
 
     from onnxruntime.quantization import quant_pre_process
 
-    from xcit_export.data import calibration_set, demo_dataset
+    from xcit_export.data.sets import calibration_set, demo_dataset
     from xcit_export.targets.onnxruntime import _activation_matmuls
-    from xcit_export.targets.ort_int8 import FORMATS, quantize
-    from xcit_export.zoo import get_spec
+    from xcit_export.quantize.ort_int8 import FORMATS, quantize
+    from xcit_export.models.zoo import get_spec
 
     folder.mkdir(parents=True, exist_ok=True)
     pp = get_spec("xcit_nano_12_p16_224").preprocessing

@@ -28,7 +28,7 @@ import common  # noqa: E402,F401  (puts the repository on sys.path)
 
 from xcit_export.errors import XcitExportError  # noqa: E402
 from xcit_export.export import seeded_inputs  # noqa: E402
-from xcit_export.profiling import subtract_node_cost  # noqa: E402
+from xcit_export.evaluate.profiling import subtract_node_cost  # noqa: E402
 from xcit_export.targets.base import Artifact  # noqa: E402
 from xcit_export.targets.onnxruntime import _profiled_runs, no_work_node_cost_ms, profiler_node_cost_ms  # noqa: E402
 

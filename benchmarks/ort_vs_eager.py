@@ -2,7 +2,7 @@
 
     python benchmarks/ort_vs_eager.py [--model xcit_nano_12_p16_224] [--threads 2] [--rounds 5]
 
-Both runners are timed with xcit_export.validate.measure_latency (the timer every report uses), in
+Both runners are timed with xcit_export.evaluate.validate.measure_latency (the timer every report uses), in
 alternating rounds so that drift in machine load hits both equally; the figure is the median of
 the per-round medians. Prints the ratio ORT / eager for the dynamic-batch and static-batch ONNX.
 """
@@ -17,9 +17,9 @@ import numpy as np
 
 from xcit_export import export as ex
 from xcit_export.targets.onnxruntime import OnnxRuntimeRunner
-from xcit_export.validate import LatencyOptions, measure_latency, torch_infer
-from xcit_export.weights import load_model
-from xcit_export.zoo import get_spec
+from xcit_export.evaluate.validate import LatencyOptions, measure_latency, torch_infer
+from xcit_export.models.weights import load_model
+from xcit_export.models.zoo import get_spec
 
 
 def main() -> None:

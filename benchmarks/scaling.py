@@ -35,8 +35,8 @@ from common import (build, Worker, alternate, compile_factory, eager_factory, lo
 
 from xcit_export.export import ExportOptions, export_onnx, seeded_inputs, simplify_onnx
 from xcit_export.targets import Artifact
-from xcit_export.weights import load_model
-from xcit_export.zoo import get_spec
+from xcit_export.models.weights import load_model
+from xcit_export.models.zoo import get_spec
 
 MODELS = ["xcit_nano_12_p16_224", "xcit_tiny_12_p16_224", "xcit_small_12_p16_224", "xcit_nano_12_p8_224",
           "xcit_nano_12_p16_384"]

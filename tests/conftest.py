@@ -23,7 +23,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def ray_executor(tmp_path_factory):
     """ONE local Ray cluster for the whole session (2 CPUs, no dashboard), shut down at the end."""
     pytest.importorskip("ray", reason="ray is not installed (pip install -e '.[ray]'); Ray executor tests skipped")
-    from xcit_export.executor import RayExecutor
+    from xcit_export.scale.executor import RayExecutor
 
     # Workers inherit the environment at start: give them the session's demo-data cache.
     os.environ["XCIT_EXPORT_CACHE"] = str(tmp_path_factory.getbasetemp() / "xcit-export-cache")

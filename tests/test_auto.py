@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from xcit_export.auto import Budget, recommend, require_winner
+from xcit_export.evaluate.auto import Budget, recommend, require_winner
 from xcit_export.cli import main
 from xcit_export.errors import RecipeError
-from xcit_export.gate import gate
+from xcit_export.report.gate import gate
 from xcit_export.pipeline import RunConfig, run
-from xcit_export.plots import spread_labels
-from xcit_export.profiling import OUTSIDE_OPERATORS, breakdown, coverage, coverage_line, subtract_node_cost
+from xcit_export.report.plots import spread_labels
+from xcit_export.evaluate.profiling import OUTSIDE_OPERATORS, breakdown, coverage, coverage_line, subtract_node_cost
 from xcit_export.recipe import load_recipe, to_run_config
-from xcit_export.report import html_page, merge_reports
-from xcit_export.validate import LatencyOptions
+from xcit_export.report.document import html_page, merge_reports
+from xcit_export.evaluate.validate import LatencyOptions
 
 
 def _entry(name, median, top1=0.80, ref=0.80, agree=1.0, cos=1.0, status="ok"):

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from xcit_export import bundle as bundle_mod
-from xcit_export.cli_device import bundle as bundle_cmd
-from xcit_export.cli_device import device_check as device_check_cmd
+from xcit_export.device import bundle as bundle_mod
+from xcit_export.device.cli import bundle as bundle_cmd
+from xcit_export.device.cli import device_check as device_check_cmd
 from xcit_export.errors import ArtifactError, BackendUnavailableError
 from xcit_export.targets import Artifact, BuildContext, get_target
 from xcit_export.targets import tensorrt as trtmod
@@ -160,7 +160,7 @@ def test_bundle_of_a_non_tensorrt_folder_is_refused(tmp_path):
 
 def test_device_check_needs_no_torch(made_bundle):
     """A Jetson runs device-check without PyTorch (or onnx): the import graph must not pull it in."""
-    code = ("import sys; from xcit_export.bundle import device_check; "
+    code = ("import sys; from xcit_export.device.bundle import device_check; "
             f"r = device_check({str(made_bundle)!r}, warmup=0, iterations=1); "
             "assert r['passed']; bad = [m for m in ('torch', 'onnx', 'modelopt') if m in sys.modules]; "
             "assert not bad, bad")
@@ -262,8 +262,8 @@ def test_device_check_pyz_runs_with_numpy_and_onnxruntime_only(made_bundle, bare
     assert report["passed"] is True and report["engine"]["status"] == "not built"
     assert "standing in for the engine" in report["runner"]
     # the report merges with the host's report.json of the same model (xcit-export report merge)
-    from xcit_export.gate import read_report
-    from xcit_export.report import html_page, merge_reports, merged_markdown
+    from xcit_export.report.gate import read_report
+    from xcit_export.report.document import html_page, merge_reports, merged_markdown
 
     assert report["model"] == {"name": "xcit_nano_12_p16_224", "num_classes": 1000, "input_size": [224, 224]}
     merged = merge_reports([read_report(folder / "device-check" / "report.json")] * 2, ["host", "jetson"])
@@ -290,9 +290,9 @@ def test_device_check_reports_the_engine_layer_profile_and_survives_a_failing_pr
                                                                                         tmp_path):
     """device_check's profile pass, with the CPU runner dressed as an engine whose layer_profile is
     known numbers (the profiler itself is tested against the TensorRT double in test_trt_runner.py)."""
-    from xcit_export.gate import read_report
-    from xcit_export.profiling import breakdown
-    from xcit_export.report import html_page, merge_reports
+    from xcit_export.report.gate import read_report
+    from xcit_export.evaluate.profiling import breakdown
+    from xcit_export.report.document import html_page, merge_reports
     from xcit_export.targets.tensorrt.layer_profile import SOURCE
 
     meta = json.loads((made_bundle / bundle_mod.BUNDLE_META).read_text())

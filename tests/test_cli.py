@@ -46,8 +46,8 @@ def test_main_job_end_to_end(tmp_path):
 
     # The report's accuracy numbers reproduce with an independent onnxruntime run of the same file.
     from xcit_export.export import seeded_inputs, torch_reference
-    from xcit_export.weights import load_model
-    from xcit_export.zoo import get_spec
+    from xcit_export.models.weights import load_model
+    from xcit_export.models.zoo import get_spec
 
     x = seeded_inputs((3, 64, 64), 4, seed=2)
     sess = ort.InferenceSession(str(out / "onnxruntime-fp32" / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -90,7 +90,7 @@ def test_unwritable_output_folder(tmp_path):
 def test_checkpoint_with_wrong_class_count(tmp_path):
     import torch
 
-    from xcit_export.zoo import build_model, get_spec
+    from xcit_export.models.zoo import build_model, get_spec
 
     path = tmp_path / "c10.pth"
     torch.save(build_model(get_spec("xcit_nano_12_p16_224").with_overrides(num_classes=10)).state_dict(), path)

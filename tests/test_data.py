@@ -1,4 +1,4 @@
-"""Tests for xcit_export.data: preprocessing against an independent reference, and the loaders'
+"""Tests for xcit_export.data.sets: preprocessing against an independent reference, and the loaders'
 handling of malformed and awkward inputs. Images are tiny and live in tmp_path."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xcit_export import demo_data
-from xcit_export.data import (ImageSet, calibration_set, check_disjoint, demo_root, evaluation_set,
+from xcit_export.data import demo as demo_data
+from xcit_export.data.sets import (ImageSet, calibration_set, check_disjoint, demo_root, evaluation_set,
                               load_class_index, preprocess)
 from xcit_export.errors import DataError
-from xcit_export.zoo import Preprocessing
+from xcit_export.models.zoo import Preprocessing
 
 PP = Preprocessing(input_size=(32, 32), crop_pct=0.875, interpolation="bicubic")
 MEAN = np.array(PP.mean, dtype=np.float32)

@@ -10,7 +10,7 @@ import torch
 
 from xcit_export import export as ex
 from xcit_export.errors import ExportError, ParityError
-from xcit_export.zoo import build_model, get_spec
+from xcit_export.models.zoo import build_model, get_spec
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from xcit_export.data import check_disjoint, demo_dataset
-from xcit_export.demo_data import CLASSES
-from xcit_export.weights import load_model, read_checkpoint
-from xcit_export.zoo import get_spec
+from xcit_export.data.sets import check_disjoint, demo_dataset
+from xcit_export.data.demo import CLASSES
+from xcit_export.models.weights import load_model, read_checkpoint
+from xcit_export.models.zoo import get_spec
 
 ASSETS = Path(__file__).resolve().parents[1] / "xcit_export" / "assets"
 CHECKPOINT = ASSETS / "xcit_nano_12_p16_224_demo10.safetensors"

@@ -11,7 +11,7 @@ import torch
 
 from xcit_export import export as ex
 from xcit_export.models.fuse import export_form
-from xcit_export.zoo import build_model, get_spec
+from xcit_export.models.zoo import build_model, get_spec
 
 SIZE = 64
 

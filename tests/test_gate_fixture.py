@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xcit_export.data import demo_dataset
-from xcit_export.gate import gate
+from xcit_export.data.sets import demo_dataset
+from xcit_export.report.gate import gate
 from xcit_export.pipeline import RunConfig, run
-from xcit_export.validate import LatencyOptions
-from xcit_export.zoo import IMAGENET_MEAN, IMAGENET_STD
+from xcit_export.evaluate.validate import LatencyOptions
+from xcit_export.models.zoo import IMAGENET_MEAN, IMAGENET_STD
 
 FAST = LatencyOptions(warmup=1, iterations=3)
 

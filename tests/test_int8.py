@@ -10,13 +10,13 @@ import numpy as np
 import onnx
 import pytest
 
-from xcit_export import sensitivity as sens
+from xcit_export.quantize import sensitivity as sens
 from xcit_export.errors import XcitExportError
 from xcit_export.fingerprint import CPU_FLAGS, CpuCapabilities, cpu_capabilities, device_fingerprint
 from xcit_export.pipeline import RunConfig, run
-from xcit_export.report import html_page, markdown_table
-from xcit_export.targets.ort_int8 import AVX2_FORMAT, FORMATS, choose_format, quantize
-from xcit_export.validate import LatencyOptions
+from xcit_export.report.document import html_page, markdown_table
+from xcit_export.quantize.ort_int8 import AVX2_FORMAT, FORMATS, choose_format, quantize
+from xcit_export.evaluate.validate import LatencyOptions
 
 FAST = LatencyOptions(warmup=1, iterations=3)
 SEARCH_IMAGES = 32
@@ -182,7 +182,7 @@ def test_every_format_runs_with_its_expected_accuracy(formats, name):
 
 
 def test_the_report_says_when_int8_buys_no_speed():
-    from xcit_export.int8_report import int8_gain_lines
+    from xcit_export.report.int8 import int8_gain_lines
 
     def report(int8_ms, flags):
         return {"device": {"cpu_flags": flags}, "targets": [

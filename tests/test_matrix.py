@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from xcit_export.errors import BackendUnavailableError, RecipeError
-from xcit_export.executor import LocalExecutor, Task
-from xcit_export.matrix import run_matrix
+from xcit_export.scale.executor import LocalExecutor, Task
+from xcit_export.scale.matrix import run_matrix
 from xcit_export.recipe import load_recipe, to_run_config
-from xcit_export.sharding import AccuracyCounts, shard_ranges
-from xcit_export.validate import compare_outputs
+from xcit_export.scale.sharding import AccuracyCounts, shard_ranges
+from xcit_export.evaluate.validate import compare_outputs
 
 MODELS = ("xcit_nano_12_p16_224", "xcit_nano_12_p8_224")
 TARGETS = ("onnxruntime-fp32", "openvino-fp32", "openvino-fp16")  # no calibration: cheap builds
@@ -107,7 +107,7 @@ def test_matrix_with_bad_data_is_one_error_before_any_export(tmp_path):
 
 def test_executor_ray_without_ray_is_one_sentence(tmp_path, monkeypatch):
     from xcit_export.cli import main
-    from xcit_export.executor import RayExecutor
+    from xcit_export.scale.executor import RayExecutor
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where it is not installed
     with pytest.raises(BackendUnavailableError, match=r"pip install -e '\.\[ray\]'"):
@@ -123,7 +123,7 @@ def test_unreachable_ray_address_is_one_sentence():
     import socket
 
     from xcit_export.errors import XcitExportError
-    from xcit_export.executor import _check_reachable
+    from xcit_export.scale.executor import _check_reachable
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -235,13 +235,13 @@ def test_ray_matrix_equals_local(built, ray_executor):
 
 def test_1000_demo_images_in_4_shards_equal_unsharded(built, ray_executor):
     """Sharded on Ray through the matrix's own task functions vs one unsharded in-process pass."""
-    from xcit_export.data import evaluation_set
+    from xcit_export.data.sets import evaluation_set
     from xcit_export.models.deploy import DeployModel
-    from xcit_export.sharding import accuracy_shard, pack_artifact, reference_shard
+    from xcit_export.scale.sharding import accuracy_shard, pack_artifact, reference_shard
     from xcit_export.targets import Artifact, get_target
-    from xcit_export.validate import run_in_batches, torch_infer
-    from xcit_export.weights import load_model
-    from xcit_export.zoo import get_spec
+    from xcit_export.evaluate.validate import run_in_batches, torch_infer
+    from xcit_export.models.weights import load_model
+    from xcit_export.models.zoo import get_spec
 
     _, out, _ = built
     spec = get_spec(MODELS[0]).with_overrides(10, (32, 32))

@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from xcit_export.errors import CheckpointError, UnknownModelError, WeightsDownloadError
-from xcit_export.weights import (download_pretrained, load_model, official_to_timm, read_checkpoint,
+from xcit_export.models.weights import (download_pretrained, load_model, official_to_timm, read_checkpoint,
                                  timm_to_official)
-from xcit_export.zoo import MODELS, build_model, get_spec
+from xcit_export.models.zoo import MODELS, build_model, get_spec
 
 SIZES = ["nano_12", "tiny_12", "tiny_24", "small_12", "small_24", "medium_24", "large_24"]
 

@@ -18,7 +18,7 @@ pytest.importorskip("nncf")
 
 from xcit_export.errors import ArtifactError, DataError, XcitExportError  # noqa: E402
 from xcit_export.targets import Artifact, BuildContext, get_target  # noqa: E402
-from xcit_export.validate import compare_outputs  # noqa: E402
+from xcit_export.evaluate.validate import compare_outputs  # noqa: E402
 
 MODEL = "xcit_nano_12_p16_224"
 SIZE = (64, 64)
@@ -28,8 +28,8 @@ INPUT_SHAPE = (3, *SIZE)
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     from xcit_export.export import export_onnx, seeded_inputs, simplify_onnx, torch_reference
-    from xcit_export.weights import load_model
-    from xcit_export.zoo import get_spec
+    from xcit_export.models.weights import load_model
+    from xcit_export.models.zoo import get_spec
 
     spec = get_spec(MODEL).with_overrides(input_size=SIZE)
     model = load_model(spec, "random", 0)
@@ -57,7 +57,7 @@ def _build(setup, name: str, batch: int | None, options: dict | None = None, cal
 
 
 def _run(setup, name: str, artifact: Artifact, batch: int | None, **options) -> tuple[np.ndarray, object]:
-    from xcit_export.validate import run_in_batches
+    from xcit_export.evaluate.validate import run_in_batches
 
     runner = get_target(name).load(artifact, threads=2, **options)
     try:
@@ -218,7 +218,7 @@ def test_pipeline_static_batch_fp32_and_int8(setup, tmp_path):
     import openvino as ov
 
     from xcit_export.pipeline import RunConfig, run
-    from xcit_export.validate import LatencyOptions
+    from xcit_export.evaluate.validate import LatencyOptions
 
     config = RunConfig(model=MODEL, targets=["openvino-fp32", "openvino-int8"], out_dir=tmp_path / "out",
                        input_size=SIZE, batch=1, threads=1, eval_count=8, calib_data=setup["calib"],

@@ -109,7 +109,7 @@ def _dead_run(folder: Path) -> None:
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     from xcit_export.pipeline import RunConfig, run
-    from xcit_export.validate import LatencyOptions
+    from xcit_export.evaluate.validate import LatencyOptions
 
     folder = tmp_path_factory.mktemp("shared") / "out"
     # Module scope runs before conftest's per-test cache fixture: point the demo cache there too.

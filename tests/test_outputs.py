@@ -8,9 +8,9 @@ import torch
 
 from xcit_export.models.deploy import DeployModel, pyramid_blocks, to_input_format
 from xcit_export.pipeline import RunConfig, run
-from xcit_export.validate import LatencyOptions
-from xcit_export.weights import load_model
-from xcit_export.zoo import build_model, get_spec
+from xcit_export.evaluate.validate import LatencyOptions
+from xcit_export.models.weights import load_model
+from xcit_export.models.zoo import build_model, get_spec
 
 FAST = LatencyOptions(warmup=1, iterations=2)
 

@@ -1,4 +1,4 @@
-"""Precision-ready ONNX (xcit_export.precision): FP16 by ModelOpt AutoCast, INT8 by ModelOpt PTQ.
+"""Precision-ready ONNX (xcit_export.quantize.precision): FP16 by ModelOpt AutoCast, INT8 by ModelOpt PTQ.
 
 Both must run on onnxruntime CPU and agree with the FP32 ONNX; the FP16 graph must keep XCiT's
 overflow-prone ops in FP32; the INT8 graph must be what NVIDIA's ONNX parser accepts (no INT32
@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from xcit_export import precision as prec
+from xcit_export.quantize import precision as prec
 from xcit_export.errors import DataError, ExportError
 
 import trt_models

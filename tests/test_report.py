@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from xcit_export.cli import main
 from xcit_export.errors import ReportError
-from xcit_export.gate import gate, read_report
+from xcit_export.report.gate import gate, read_report
 from xcit_export.pipeline import RunConfig, run
-from xcit_export.report import html_page, merge_reports
-from xcit_export.validate import LatencyOptions
+from xcit_export.report.document import html_page, merge_reports
+from xcit_export.evaluate.validate import LatencyOptions
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_gate_refuses_other_model_and_newer_schema(tmp_path, real_report):
 
 
 def test_budget_without_measurement_is_skipped_not_passed(real_report):
-    from xcit_export.gate import threshold_checks
+    from xcit_export.report.gate import threshold_checks
 
     report, _ = real_report
     entry = copy.deepcopy(report["targets"][0])

@@ -8,7 +8,7 @@ import pytest
 
 from xcit_export.pipeline import RunConfig, run
 from xcit_export.targets import all_targets
-from xcit_export.validate import LatencyOptions
+from xcit_export.evaluate.validate import LatencyOptions
 
 # TensorRT (proper) targets run on the host exactly like the TensorRT-RTX ones (the precision-ready
 # ONNX on onnxruntime); one family is enough here, the RTX engine builds are in test_tensorrt_rtx.

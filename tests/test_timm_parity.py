@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xcit_export.zoo import MODELS
+from xcit_export.models.zoo import MODELS
 
 if importlib.util.find_spec("timm") is None:
     pytest.skip("timm is not installed (make setup installs it as a test oracle)", allow_module_level=True)

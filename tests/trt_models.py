@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from xcit_export import export as export_mod
-from xcit_export.weights import load_model
-from xcit_export.zoo import get_spec
+from xcit_export.models.weights import load_model
+from xcit_export.models.zoo import get_spec
 
 MODEL = "xcit_nano_12_p16_224"
 SIZE = 224
@@ -61,7 +61,7 @@ def calibration() -> np.ndarray:
 @functools.lru_cache(maxsize=None)
 def precision_onnx(precision: str) -> tuple[Path, dict]:
     """(path, summary) of the FP16 (AutoCast) or INT8 (ModelOpt PTQ) ONNX of :func:`nano_onnx`."""
-    from xcit_export import precision as prec
+    from xcit_export.quantize import precision as prec
 
     out = _ROOT / f"model.{precision}.onnx"
     if precision == "fp16":
@@ -87,7 +87,7 @@ def features_onnx(precision: str = "fp32") -> Path:
     """``--output features`` (four outputs) of the nano model at 64x64, FP32 or converted to ``precision``."""
     import dataclasses
 
-    from xcit_export import precision as prec
+    from xcit_export.quantize import precision as prec
     from xcit_export.models.deploy import DeployModel
 
     if precision != "fp32":

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from xcit_export import export as ex
-from xcit_export.weights import load_model
-from xcit_export.zoo import MODELS, get_spec
+from xcit_export.models.weights import load_model
+from xcit_export.models.zoo import MODELS, get_spec
 
 
 def main() -> int:

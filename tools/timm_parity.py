@@ -60,7 +60,7 @@ def import_timm():
 def compare(name: str, size: int, timm) -> float:
     import torch
 
-    from xcit_export.zoo import build_model, get_spec
+    from xcit_export.models.zoo import build_model, get_spec
 
     spec = get_spec(name)
     p = spec.patch_size
@@ -91,7 +91,7 @@ def main() -> int:
     ap.add_argument("models", nargs="*")
     args = ap.parse_args()
     timm = import_timm()
-    from xcit_export.zoo import MODELS
+    from xcit_export.models.zoo import MODELS
 
     names = args.models or list(MODELS)
     worst = 0.0

@@ -2,13 +2,13 @@
 
 The checkpoint is a test fixture: a real XCiT with weights that actually classify, so that
 accuracy gates (FP32 vs INT8, ONNX vs PyTorch) measure something. It is trained from scratch on
-the ``train`` split of :mod:`xcit_export.demo_data` and scored on the ``eval`` split at 224x224.
+the ``train`` split of :mod:`xcit_export.data.demo` and scored on the ``eval`` split at 224x224.
 
 To fit ~30 minutes on two busy CPU cores, training is progressive: most epochs run at a low
 resolution (XCiT accepts any multiple of 16; its Fourier positional encoding has no fixed grid),
 then fewer at higher ones, ending with a short fine-tune at 224 on a subset so the model sees
 objects at the deployed pixel scale. One cosine learning-rate schedule spans all phases. Every
-tensor comes from :func:`xcit_export.data.preprocess` (with only the input size changed per
+tensor comes from :func:`xcit_export.data.sets.preprocess` (with only the input size changed per
 phase), computed once up front.
 
 Writes ``xcit_export/assets/xcit_nano_12_p16_224_demo10.safetensors`` (FP16, timm key layout) and
@@ -34,11 +34,11 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from xcit_export.data import demo_root, list_image_folder, preprocess  # noqa: E402
-from xcit_export.demo_data import CLASSES  # noqa: E402
+from xcit_export.data.sets import demo_root, list_image_folder, preprocess  # noqa: E402
+from xcit_export.data.demo import CLASSES  # noqa: E402
 from xcit_export.io import atomic_path, write_json_atomic  # noqa: E402
-from xcit_export.weights import load_model  # noqa: E402
-from xcit_export.zoo import build_model, get_spec  # noqa: E402
+from xcit_export.models.weights import load_model  # noqa: E402
+from xcit_export.models.zoo import build_model, get_spec  # noqa: E402
 
 MODEL = "xcit_nano_12_p16_224"
 DEFAULT_OUT = REPO / "xcit_export" / "assets" / f"{MODEL}_demo10.safetensors"
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": MODEL,
         "num_classes": len(CLASSES),
         "classes": list(CLASSES),
-        "dataset": {"generator": "xcit_export.demo_data.make_demo_dataset", "seed": args.seed,
+        "dataset": {"generator": "xcit_export.data.demo.make_demo_dataset", "seed": args.seed,
                     "train_split": "train", "eval_split": "eval", "eval_images": len(y_eval)},
         "eval_top1": round(top1, 4),
         "preprocessing": pp.to_dict(),

@@ -13,9 +13,9 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .cli_device import _fail_cleanly  # one error printer for every command
-from .cli_device import bundle as _bundle_cmd
-from .cli_device import device_check as _device_check_cmd
+from .device.cli import _fail_cleanly  # one error printer for every command
+from .device.cli import bundle as _bundle_cmd
+from .device.cli import device_check as _device_check_cmd
 
 console = Console(stderr=True, log_path=False)
 
@@ -144,8 +144,8 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         return
     from . import export as export_mod
     from .pipeline import DEFAULT_CALIB_WEIGHTS, RunConfig, distribute_options, run
-    from .report import markdown_table
-    from .validate import LatencyOptions
+    from .report.document import markdown_table
+    from .evaluate.validate import LatencyOptions
 
     if recipe is not None:
         given = [p for p in ctx.params if p not in ("recipe", "out", "rebuild", "no_wait", "executor", "ray_address",
@@ -172,7 +172,7 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
     target_names = _split_targets(targets)
     auto_budget = None
     if "auto" in target_names:
-        from .auto import Budget, plan
+        from .evaluate.auto import Budget, plan
 
         if target_names != ["auto"]:
             raise click.UsageError("--target auto picks among every target that runs here; give it alone")
@@ -204,8 +204,8 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
 
 
 def _run_matrix(recipe, executor_name, address, out, rebuild, shards, wait: bool = True) -> None:
-    from .executor import make_executor
-    from .matrix import matrix_markdown, run_matrix
+    from .scale.executor import make_executor
+    from .scale.matrix import matrix_markdown, run_matrix
 
     out = out or Path("out") / recipe.path.stem
     executor = make_executor(executor_name, address)
@@ -237,7 +237,7 @@ def _run_and_print(config, run, markdown_table) -> None:
 @main.command("list-models")
 def list_models():
     """Every model in the zoo, with its preprocessing."""
-    from .zoo import MODELS
+    from .models.zoo import MODELS
 
     for spec in MODELS.values():
         pp = spec.preprocessing
@@ -270,7 +270,7 @@ def list_targets(show_options):
 @_fail_cleanly
 def gate_cmd(report_path, baseline, recipe, update_baseline, require_winner):
     """Exit 0 when every target holds against the baseline (and recipe); else one line per failure."""
-    from .gate import gate, read_report
+    from .report.gate import gate, read_report
     from .io import write_json_atomic
 
     report = read_report(report_path)
@@ -311,9 +311,9 @@ def report_group():
 def report_merge(reports, out, labels):
     """Combine reports of one model from several devices into one comparison."""
     from .errors import ReportError
-    from .gate import read_report
+    from .report.gate import read_report
     from .io import ensure_writable_dir, write_json_atomic, write_text_atomic
-    from .report import merge_reports, merged_markdown, write_html
+    from .report.document import merge_reports, merged_markdown, write_html
 
     if labels and len(labels) != len(reports):
         raise ReportError(f"{len(labels)} --label value(s) for {len(reports)} reports; give one per report or none")

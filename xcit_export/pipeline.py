@@ -25,16 +25,16 @@ from .errors import BackendUnavailableError, XcitExportError
 from .fingerprint import device_fingerprint, library_versions
 from .io import atomic_dir, ensure_writable_dir
 from .outdir import locked_output_dir
-from .profiling import profile_error
+from .evaluate.profiling import profile_error
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META
 from .models.deploy import DeployModel, to_input_format
 from .models.fuse import FORM_VERSION
-from .gate import checks_to_dicts, threshold_checks
-from .validate import (LatencyOptions, compare_outputs, labelled_accuracy, measure_latency, rss_mb,
+from .report.gate import checks_to_dicts, threshold_checks
+from .evaluate.validate import (LatencyOptions, compare_outputs, labelled_accuracy, measure_latency, rss_mb,
                        run_in_batches, torch_infer)
-from .weights import default_num_classes, load_model, weights_fingerprint
-from .zoo import get_spec
+from .models.weights import default_num_classes, load_model, weights_fingerprint
+from .models.zoo import get_spec
 
 Progress = Callable[[str], None]
 
@@ -80,7 +80,7 @@ class RunConfig:
     input_format: str = "nchw"  # models.deploy.INPUT_FORMATS
     rebuild: bool = False
     wait_for_lock: bool = True  # another run holds out_dir: wait for it (False: fail at once, --no-wait)
-    # --target auto (auto.py): ``targets`` are then the candidates (empty: every registered target),
+    # --target auto (evaluate/auto.py): ``targets`` are then the candidates (empty: every registered target),
     # each also as a static batch-1 variant; the report gets a ``recommendation``.
     auto: bool = False
     budget: Any = None  # auto.Budget; None = its defaults
@@ -178,7 +178,7 @@ def load_image_sets(config: RunConfig, spec, progress: Progress) -> dict:
     Checks what can be checked before any export: the sets exist, are large enough, fit the
     model's classes, and do not overlap. Returns provenance for the report.
     """
-    from . import data
+    from .data import sets as data
 
     info: dict[str, Any] = {}
     calib_set = eval_set = None
@@ -226,7 +226,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     """
     left_out: dict[str, str] = {}
     if config.auto:
-        from . import auto as auto_mod
+        from .evaluate import auto as auto_mod
 
         config.budget = (config.budget or auto_mod.Budget()).check()  # a bad budget fails before any work
         config.targets, left_out = auto_mod.plan(config.targets, calibration_available(config))
@@ -285,7 +285,7 @@ def _needs_default_calibration(config: RunConfig, targets) -> bool:
 def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info: dict, progress: Progress,
                       left_out: dict[str, str]) -> dict:
     """Model, ONNX, every target, the report: the part of :func:`run` that writes ``out_dir``."""
-    from . import report as report_mod
+    from .report import document as report_mod
 
     progress(f"Model: building {spec.name} ({config.weights} weights)")
     model = DeployModel(load_model(spec, config.weights, config.seed), spec.preprocessing, config.output,
@@ -351,7 +351,7 @@ def _batch1_variants(config: RunConfig, model, spec, targets, x_eval, labels, re
     It lives in ``<out>/batch1/`` (its own ``onnx/`` and target folders, keyed like any other
     build, so reruns reuse it) and its entries are named ``<target>@batch1``.
     """
-    from .auto import BATCH1, variant_name
+    from .evaluate.auto import BATCH1, variant_name
 
     b1 = dataclasses.replace(config, batch=1, out_dir=config.out_dir / BATCH1, latency_batches=())
     progress("auto: static batch-1 variants")
@@ -391,7 +391,7 @@ def _profile_entry(target, entry: dict, config: RunConfig, x_eval, threads: int,
 
 def _recommendation(config: RunConfig, results: list[dict], left_out: dict, labelled: bool,
                     classifies: bool) -> dict:
-    from . import auto as auto_mod
+    from .evaluate import auto as auto_mod
 
     rec = auto_mod.recommend(results, config.budget, left_out, labelled=labelled, classifies=classifies)
     if config.require_winner:
@@ -404,7 +404,7 @@ def build_artifact(target, config: RunConfig, spec, onnx_path: Path, onnx_key: s
     """Build ``target`` from the checked ONNX (or reuse the artifact with the same build key).
 
     Returns the artifact and whether it was reused. ``evaluation`` is ``(x, labels)`` or None (only
-    accuracy-controlled quantization reads it). The matrix runner (:mod:`xcit_export.matrix`) calls
+    accuracy-controlled quantization reads it). The matrix runner (:mod:`xcit_export.scale.matrix`) calls
     this too, so a build key means the same thing there.
     """
     options = dict(config.target_options.get(target.name, {}))

@@ -19,10 +19,10 @@ Layout (every table optional except ``model`` and ``targets``)::
     device         = "jetson-orin"                    # or a list: the device kind(s) it must run on
 
 Several models, or a ``device`` on any target, make the recipe a *matrix* of cells
-(model x target x device kind), run by :mod:`xcit_export.matrix` on an executor (``--executor
+(model x target x device kind), run by :mod:`xcit_export.scale.matrix` on an executor (``--executor
 local|ray``; docs/ray.md). A target without ``device`` runs on any node.
 
-``--target auto`` (``auto.py``): ``[targets] auto = true`` makes every target that runs here a
+``--target auto`` (``evaluate/auto.py``): ``[targets] auto = true`` makes every target that runs here a
 candidate (``[targets.<name>]`` tables may still give options and thresholds), and::
 
     [auto]     max_top1_drop = 0.01, min_top1_agreement = 0.97, min_cosine_mean = 0.99,
@@ -90,7 +90,7 @@ class Recipe:
 
     @property
     def is_matrix(self) -> bool:
-        """Several models or device kinds: a matrix run (:mod:`xcit_export.matrix`)."""
+        """Several models or device kinds: a matrix run (:mod:`xcit_export.scale.matrix`)."""
         return len(self.models()) > 1 or any(d is not None for t in self.targets for d in t.devices)
 
     def thresholds(self) -> dict[str, dict]:
@@ -152,7 +152,7 @@ def _budget(path: Path, target: str, table: Any) -> dict[str, float]:
 
 def _model_names(path: Path, value: Any) -> list[str]:
     from .errors import UnknownModelError
-    from .zoo import get_spec
+    from .models.zoo import get_spec
 
     names = [value] if isinstance(value, str) else value
     if not names or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
@@ -167,7 +167,7 @@ def _model_names(path: Path, value: Any) -> list[str]:
 
 def _devices(path: Path, target: str, value: Any) -> list[str | None]:
     """``device = "kind"`` or a list of kinds -> the kinds (``[None]``: any node)."""
-    from .executor import check_kind_name
+    from .scale.executor import check_kind_name
 
     if value is None:
         return [None]
@@ -306,7 +306,7 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
     """The :class:`~xcit_export.pipeline.RunConfig` a recipe describes (for ``model_name``, which a
     recipe listing several models must give)."""
     from .pipeline import RunConfig
-    from .validate import LatencyOptions
+    from .evaluate.validate import LatencyOptions
 
     names = recipe.models()
     if model_name is None:
@@ -325,7 +325,7 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
     defaults = LatencyOptions()
     budget = None
     if recipe.auto:
-        from .auto import Budget
+        from .evaluate.auto import Budget
 
         settings = recipe.auto_settings()
         budget = Budget(**{k: float(v) for k, v in settings.items() if k != "require_winner"})

@@ -5,7 +5,7 @@ https://arxiv.org/abs/2106.09681 (official code: facebookresearch/xcit).
 
 The module names and parameter layout follow timm's ``timm/models/xcit.py`` exactly, so a timm
 state dict loads key-for-key; official facebookresearch checkpoints are converted by
-:func:`xcit_export.weights.official_to_timm` (fused class-attention qkv, ``pos_embeder`` naming).
+:func:`xcit_export.models.weights.official_to_timm` (fused class-attention qkv, ``pos_embeder`` naming).
 
 Two deliberate differences from timm, both export-driven and numerically equivalent:
 

@@ -15,7 +15,7 @@ from ..io import write_json_atomic
 ARTIFACT_META = "artifact.json"
 
 # Options of the Q/DQ INT8 targets' sensitivity analysis and accuracy-budget search
-# (xcit_export/sensitivity.py). Data only, here so the device-side modules can list them without
+# (xcit_export/quantize/sensitivity.py). Data only, here so the device-side modules can list them without
 # importing the analysis.
 SEARCH_OPTIONS = {
     "sensitivity": "measure each layer group quantized alone on the evaluation set (default false)",
@@ -119,7 +119,7 @@ class Target:
     # before work starts, so a misspelt or misplaced option never goes silently unused.
     options: dict[str, str] = field(default_factory=dict)
     # Optional per-op-type latency breakdown from the runtime's own profiler:
-    # ``profile(artifact, x, threads=..., runs=..., **options) -> dict`` (xcit_export/profiling.py).
+    # ``profile(artifact, x, threads=..., runs=..., **options) -> dict`` (xcit_export/evaluate/profiling.py).
     # It opens the artifact separately, so the runner and its latency figures are never touched.
     profile: Callable[..., dict] | None = None
     # What else decides the artifact besides its options (e.g. the CPU's ISA class for a format

@@ -6,9 +6,9 @@ figures are reproducible and comparable with PyTorch at the same thread count.
 
 ``onnxruntime-int8``: onnxruntime's own static post-training quantization (QDQ format, per-channel
 weights, activations calibrated on ``--calib``) in a format chosen from the CPU's ISA
-(``ort_int8.py``: U8S8 with VNNI, U8S8 with 7-bit weights without it, where U8S8 saturates;
+(``quantize/ort_int8.py``: U8S8 with VNNI, U8S8 with 7-bit weights without it, where U8S8 saturates;
 ``-O format=`` overrides). ``sensitivity`` and ``max_drop`` (or the recipe's ``max_top1_drop``) run
-the per-group sensitivity and accuracy-budget search of ``xcit_export/sensitivity.py``. Only MatMul/Gemm/Conv
+the per-group sensitivity and accuracy-budget search of ``xcit_export/quantize/sensitivity.py``. Only MatMul/Gemm/Conv
 with a weight operand are quantized: LayerNorm, Softmax, GELU, XCiT's L2 normalisation and the
 activation-by-activation attention products stay FP32. Quantizing those attention products too
 (``-O quantize_attention=true``) lowered the fixture's minimum cosine from 0.988 to 0.955. This graph is for ONNX Runtime's CPU kernels; TensorRT's
@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import ArtifactError, XcitExportError
 from . import register
 from .base import SEARCH_OPTIONS, Artifact, BuildContext, Target
-from .ort_int8 import CalibrationReader
+from ..quantize.ort_int8 import CalibrationReader
 
 
 def session_options(threads: int | None):
@@ -82,7 +82,7 @@ _INT8_OPTIONS = {
     "op_types": "op types to quantize (default [MatMul, Gemm, Conv])",
     "exclude_nodes": "node names to keep in FP32",
     "quantize_attention": "also quantize activation-by-activation MatMuls (default false)",
-    "format": "u8s8, u8s8-reduce-range, s8s8 or u8u8 (default: chosen from this CPU's ISA, see ort_int8.py)",
+    "format": "u8s8, u8s8-reduce-range, s8s8 or u8u8 (default: chosen from this CPU's ISA, see quantize/ort_int8.py)",
     **SEARCH_OPTIONS,  # sensitivity, max_drop (default: the recipe's max_top1_drop), search_images
 }
 
@@ -102,8 +102,8 @@ _Calibration = CalibrationReader  # the name benchmarks and older code import
 def _build_int8(ctx: BuildContext) -> Artifact:
     from onnxruntime.quantization import quant_pre_process
 
-    from .. import sensitivity
-    from .ort_int8 import choose_format, quantize
+    from ..quantize import sensitivity
+    from ..quantize.ort_int8 import choose_format, quantize
 
     fmt, reason = choose_format(forced=ctx.options.get("format"))
     method = str(ctx.options.get("method", "minmax")).lower()
@@ -299,7 +299,7 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
     model with too few of them; ``node_cost_from`` in the entry says which."""
     import tempfile
 
-    from ..profiling import DEFAULT_RUNS, breakdown, subtract_node_cost
+    from ..evaluate.profiling import DEFAULT_RUNS, breakdown, subtract_node_cost
 
     runs = runs or DEFAULT_RUNS
     with tempfile.TemporaryDirectory(prefix="xcit-ort-prof-") as tmp:

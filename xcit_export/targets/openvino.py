@@ -567,7 +567,7 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
     import statistics
     import time
 
-    from ..profiling import DEFAULT_RUNS, OUTSIDE_OPERATORS, breakdown
+    from ..evaluate.profiling import DEFAULT_RUNS, OUTSIDE_OPERATORS, breakdown
 
     runs = runs or DEFAULT_RUNS
     device = parse_device(options.get("device"))

@@ -5,7 +5,7 @@ desktop GPUs); ``tensorrt-rtx-{fp32,fp16,int8}`` use ``tensorrt_rtx`` (TensorRT 
 
 Build, in order:
 
-1. **Precision-ready ONNX** (:mod:`xcit_export.precision`): FP32 is the simplified ONNX; FP16 is
+1. **Precision-ready ONNX** (:mod:`xcit_export.quantize.precision`): FP32 is the simplified ONNX; FP16 is
    ModelOpt AutoCast with XCiT's overflow-prone ops kept in FP32; INT8 is ModelOpt PTQ (explicit
    Q/DQ) calibrated on the calibration set. Every tensor's type is in the graph, so the engine is
    built as a *strongly typed* network (TensorRT 10.x/11, TensorRT-RTX) and the same file serves
@@ -89,7 +89,7 @@ _INT8_OPTIONS = {
                         "e.g. BatchNormalization; 'none' quantizes the Adds too",
     "exclude_nodes": "node names left unquantized (regular expressions, comma-separated)",
     "high_precision": "type of the unquantized rest: fp16 (default, as TensorRT runs INT8) or fp32",
-    **SEARCH_OPTIONS,  # sensitivity, max_drop, search_images (xcit_export/sensitivity.py)
+    **SEARCH_OPTIONS,  # sensitivity, max_drop, search_images (xcit_export/quantize/sensitivity.py)
 }
 
 

@@ -3,7 +3,7 @@
 :meth:`.runner.EngineRunner.layer_profile` attaches :func:`make_profiler`'s ``trt.IProfiler`` to an
 execution context (``IExecutionContext.profiler``), runs plain ``execute_async_v3`` calls, takes
 each run's per-layer milliseconds and groups them here by layer type into the report's
-``op_profile`` (:func:`xcit_export.profiling.breakdown`), the format the host pipeline uses for the
+``op_profile`` (:func:`xcit_export.evaluate.profiling.breakdown`), the format the host pipeline uses for the
 onnxruntime and OpenVINO profilers.
 
 Layer types, in order of trust:

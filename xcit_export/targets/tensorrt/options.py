@@ -33,7 +33,7 @@ def _as_int(options: dict, key: str, default: int | None) -> int | None:
 
 def _exclude_op_types(value) -> list[str]:
     """INT8 op types left unquantized: the defaults (residual Adds) plus the option's; 'none' clears."""
-    from ...precision import INT8_DEFAULT_EXCLUDE_OP_TYPES
+    from ...quantize.precision import INT8_DEFAULT_EXCLUDE_OP_TYPES
 
     given = _as_list(value)
     if [v.lower() for v in given] == ["none"]:

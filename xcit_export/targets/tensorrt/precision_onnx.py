@@ -13,7 +13,7 @@ import numpy as np
 
 from ...errors import ExportError, XcitExportError
 from ...io import atomic_path
-from ...validate import compare_outputs, run_in_batches
+from ...evaluate.validate import compare_outputs, run_in_batches
 from ..base import BuildContext
 from ..onnxruntime import OnnxRuntimeRunner
 
@@ -24,9 +24,9 @@ def make_precision_onnx(ctx: BuildContext, name: str, precision: str, options: d
     """Write the precision-ready ONNX ``onnx_out`` for ``precision``; return the conversion summary.
 
     FP32: the simplified ONNX as is; FP16: ModelOpt AutoCast with XCiT's overflow-prone ops in FP32;
-    INT8: ModelOpt PTQ (explicit Q/DQ) calibrated on ``ctx.calibration`` (see :mod:`xcit_export.precision`).
+    INT8: ModelOpt PTQ (explicit Q/DQ) calibrated on ``ctx.calibration`` (see :mod:`xcit_export.quantize.precision`).
     """
-    from ... import precision as prec
+    from ...quantize import precision as prec
     from .options import _as_list, _exclude_op_types
 
     if precision == "fp32":
@@ -42,7 +42,7 @@ def make_precision_onnx(ctx: BuildContext, name: str, precision: str, options: d
                            exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
                            exclude_nodes=_as_list(options.get("exclude_nodes")),
                            high_precision=str(options.get("high_precision", "fp16")))
-    # Per-group sensitivity and the accuracy-budget search (-O ...:sensitivity / max_drop; sensitivity.py).
+    # Per-group sensitivity and the accuracy-budget search (-O ...:sensitivity / max_drop; quantize/sensitivity.py).
     summary.update(prec.int8_search(onnx_out, ctx))
     return summary
 
@@ -101,7 +101,7 @@ def _calibration_provenance(ctx: BuildContext, precision: str, options: dict) ->
     """Which images calibrated the precision-ready ONNX (INT8 scales; FP16's FP32-keep ranges)."""
     if ctx.calibration is None or precision == "fp32":
         return None
-    from ...precision import FP16_MAX_REFERENCE_IMAGES
+    from ...quantize.precision import FP16_MAX_REFERENCE_IMAGES
 
     arr = np.ascontiguousarray(ctx.calibration)
     if precision == "int8":

@@ -361,7 +361,7 @@ class EngineRunner:
         """
         import time
 
-        from ...profiling import breakdown
+        from ...evaluate.profiling import breakdown
         from . import layer_profile as lp
 
         if runs < 2:

@@ -1,6 +1,6 @@
 """Where matrix work runs: serially in this process (:class:`LocalExecutor`) or as Ray tasks on a
 cluster (:class:`RayExecutor`). Both take the same :class:`Task` list and give back one
-:class:`Outcome` per task, so :mod:`xcit_export.matrix` and its report do not know which ran them.
+:class:`Outcome` per task, so :mod:`xcit_export.scale.matrix` and its report do not know which ran them.
 
 Device kinds are how a task says where it must run. A node *advertises* kinds; a task asking for a
 kind lands only on a node advertising it. On Ray a kind is a custom resource
@@ -29,7 +29,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import BackendUnavailableError, XcitExportError
+from ..errors import BackendUnavailableError, XcitExportError
 
 LOCAL_KIND = "local"  # every machine running xcit-export itself advertises this
 PYTORCH_KIND = "pytorch"  # a node that can run the PyTorch reference (the matrix asks for it)
@@ -55,7 +55,7 @@ def check_kind_name(kind: Any) -> str:
 
 def local_kinds() -> list[str]:
     """The device kinds this machine advertises (see the module docstring)."""
-    from .fingerprint import _cpuinfo, _gpus
+    from ..fingerprint import _cpuinfo, _gpus
 
     import importlib.util
 

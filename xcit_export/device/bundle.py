@@ -13,7 +13,7 @@ A bundle is made on the host from a built ``tensorrt-*`` / ``tensorrt-rtx-*`` ta
       trtexec.txt              the equivalent trtexec command line
       bundle.json              model, target, library, precision, input, profile, host results
       README.md                how to use it
-      device_check.pyz         the device runner (python3 device_check.pyz .), see device_app.py
+      device_check.pyz         the device runner (python3 device_check.pyz .), see device/app.py
       manifest.json            sha256 and size of every file above
     <bundle>.tar.gz            the same folder, for copying to the device
 
@@ -24,7 +24,7 @@ latency and writes ``device-check/report.json``. Without a TensorRT library or G
 runs the precision-ready ONNX on onnxruntime CPU instead and says plainly that no engine was built.
 
 This module imports neither torch, onnx nor click at module level and stays Python 3.8
-compatible: it is packed into the bundle's ``device_check.pyz`` (:mod:`xcit_export.device_app`),
+compatible: it is packed into the bundle's ``device_check.pyz`` (:mod:`xcit_export.device.app`),
 which a Jetson runs with numpy, TensorRT and cuda-python alone.
 """
 
@@ -43,11 +43,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__
-from .errors import ArtifactError, BackendUnavailableError, XcitExportError
-from .io import atomic_dir, atomic_path, sha256_file, write_json_atomic, write_text_atomic
-from .profiling import profile_error
-from .validate import compare_outputs
+from .. import __version__
+from ..errors import ArtifactError, BackendUnavailableError, XcitExportError
+from ..io import atomic_dir, atomic_path, sha256_file, write_json_atomic, write_text_atomic
+from ..evaluate.profiling import profile_error
+from ..evaluate.validate import compare_outputs
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -59,7 +59,7 @@ TRTEXEC = "trtexec.txt"
 README = "README.md"
 WORK_DIR = "device-check"
 REPORT = "report.json"
-REPORT_SCHEMA_VERSION = 1  # report.SCHEMA_VERSION (report.py is host side: not imported here)
+REPORT_SCHEMA_VERSION = 1  # report.document.SCHEMA_VERSION (report/document.py is host side: not imported here)
 
 # Engine vs FP32 reference on the golden inputs: cosine floor, margin below the host's ONNX-level
 # cosine, and top-1 flips allowed beyond the host's (kernels differ between onnxruntime and
@@ -77,7 +77,7 @@ Progress = Callable[[str], None]
 
 def resolve_artifact_dir(path: Path, target: str | None = None) -> Path:
     """A target folder from ``out/<model>/<target>`` or ``out/<model>`` plus ``--target``."""
-    from .targets.base import ARTIFACT_META
+    from ..targets.base import ARTIFACT_META
 
     path = Path(path)
     if target and path.name != target:
@@ -104,7 +104,7 @@ def default_thresholds(precision: str, onnx_check: dict) -> dict:
 
 
 def _readme(meta: dict, thresholds: dict, trtexec: str) -> str:
-    from .targets.tensorrt.device import CUDA_PYTHON_HINT
+    from ..targets.tensorrt.device import CUDA_PYTHON_HINT
 
     prof = meta["profile"]
     lines = [
@@ -153,9 +153,9 @@ def _readme(meta: dict, thresholds: dict, trtexec: str) -> str:
 def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_count: int | None = None,
                   thresholds: dict | None = None, tarball: bool = True, progress: Progress = lambda m: None) -> Path:
     """Write a bundle folder (and ``<folder>.tar.gz``) from a built tensorrt target folder."""
-    from .device_app import PYZ_NAME, build_pyz
-    from .targets.base import Artifact
-    from .targets.tensorrt import trtexec_command
+    from .app import PYZ_NAME, build_pyz
+    from ..targets.base import Artifact
+    from ..targets.tensorrt import trtexec_command
 
     artifact = Artifact.from_dir(Path(artifact_dir))
     meta = artifact.metadata
@@ -190,9 +190,9 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
     workspace = int((meta.get("engine_info") or {}).get("workspace_mb", 1024))
     trtexec = trtexec_command(meta["onnx"], precision, profile, input_shape, workspace_mb=workspace, static=static,
                               library=meta["library"])
-    from .fingerprint import library_versions
-    from .targets.tensorrt import onnx_io_names
-    from .targets.tensorrt.layer_profile import onnx_node_types
+    from ..fingerprint import library_versions
+    from ..targets.tensorrt import onnx_io_names
+    from ..targets.tensorrt.layer_profile import onnx_node_types
 
     input_name, output_names = onnx_io_names(onnx_path)
     bundle_meta = {
@@ -326,7 +326,7 @@ def wanted_engine(onnx_path: Path, meta: dict) -> dict:
     with another profile (or precision, workspace) needs a new engine, and so does one built before
     engines carried detailed layer information (``profiling_verbosity``, for the layer profile).
     """
-    from .targets.tensorrt import engine as trteng
+    from ..targets.tensorrt import engine as trteng
 
     return {"onnx_sha256": sha256_file(onnx_path), "precision": meta["precision"],
             "profile": trteng.profile_record(meta["input_name"], meta["profile"], meta["input_shape"]),
@@ -337,14 +337,14 @@ def wanted_engine(onnx_path: Path, meta: dict) -> dict:
 def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, threads: int | None,
                    cuda_graph: bool, progress: Progress) -> tuple[Any, dict]:
     """The engine runner (building the engine into ``work`` if needed), or the onnxruntime stand-in."""
-    from .targets.tensorrt import device as trtdev
-    from .targets.tensorrt import engine as trteng
+    from ..targets.tensorrt import device as trtdev
+    from ..targets.tensorrt import engine as trteng
 
     library = meta["library"]
     onnx_path = bundle / meta["onnx"]
     trt, gpu, why = trtdev.engine_status(library)
     if why is None:
-        from .targets.tensorrt.runner import EngineRunner
+        from ..targets.tensorrt.runner import EngineRunner
 
         version = trtdev.library_version(trt)
         tag = f"{library}-{version}-{gpu['name']}-cc{gpu['compute_capability']}".replace(" ", "_").replace("/", "_")
@@ -381,7 +381,7 @@ def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, t
             f"the bundle matches its manifest, but nothing here can run it ({why}, and onnxruntime is not installed "
             f"for the CPU stand-in): install TensorRT's Python bindings (JetPack: sudo apt install python3-libnvinfer) "
             f"and the {trtdev.CUDA_PYTHON_HINT}, or pip install onnxruntime on a host")
-    from .targets.tensorrt import CpuStandInRunner
+    from ..targets.tensorrt import CpuStandInRunner
 
     runner = CpuStandInRunner(onnx_path, threads, why)
     return runner, {"status": "not built", "reason": why,
@@ -411,7 +411,7 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
     (:func:`_layer_profile`). ``report["passed"]`` is False when a threshold fails; errors in the
     bundle raise ArtifactError; a profiler failure is recorded, never fails the check.
     """
-    from .validate import LatencyOptions, measure_latency
+    from ..evaluate.validate import LatencyOptions, measure_latency
 
     bundle = Path(bundle)
     tmp_holder = None
@@ -467,7 +467,7 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
             prof = _layer_profile(runner, x_lat, meta, progress) if profile else {}
         finally:
             runner.close()
-        from .fingerprint import device_fingerprint
+        from ..fingerprint import device_fingerprint
 
         passed = all(c["passed"] for c in checks)
         fingerprint = device_fingerprint()

@@ -11,7 +11,7 @@ Order of work (docs/ray.md has the picture):
    nodes advertising ``pytorch`` (the model travels through the executor's object store).
 4. **Cells.** Per cell, one shared accuracy task per shard (decodes its images, runs the artifact,
    returns counts against the reference) and one exclusive latency task, both on a node of the
-   cell's kind. Artifacts travel as bytes (:func:`xcit_export.sharding.pack_artifact`).
+   cell's kind. Artifacts travel as bytes (:func:`xcit_export.scale.sharding.pack_artifact`).
 5. **Report.** Counts are added (identical to an unsharded run), thresholds checked, and one row
    per (model, target, device kind) written to ``matrix.json`` / ``matrix.md``.
 """
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import RecipeError, XcitExportError
+from ..errors import RecipeError, XcitExportError
 from .executor import PYTORCH_KIND, Outcome, Task
 from .sharding import AccuracyCounts, accuracy_shard, latency_probe, pack_artifact, reference_shard, shard_ranges
 
@@ -61,7 +61,7 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
 
     Like a single run, the matrix holds its output folder's lock throughout (outdir.py).
     """
-    from .outdir import locked_output_dir
+    from ..outdir import locked_output_dir
 
     out_dir = Path(out_dir or Path("out") / recipe.path.stem)
     with locked_output_dir(out_dir, wait=wait, progress=progress):
@@ -70,8 +70,8 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
 
 def _run_matrix_locked(recipe, executor, out_dir: Path, rebuild: bool, shards: int | None,
                        progress: Progress) -> dict:
-    from . import report as report_mod
-    from .io import write_json_atomic, write_text_atomic
+    from ..report import document as report_mod
+    from ..io import write_json_atomic, write_text_atomic
 
     cells = plan_cells(recipe)
     unplaceable = check_placement(recipe, cells, executor)
@@ -142,7 +142,7 @@ def _run_matrix_locked(recipe, executor, out_dir: Path, rebuild: bool, shards: i
 
 
 def _version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -152,14 +152,14 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
     """Everything made once per model on this machine: ONNX, artifacts, the evaluation plan."""
     import numpy as np
 
-    from . import data
-    from . import export as export_mod
-    from .models.deploy import DeployModel, to_input_format
-    from .pipeline import build_artifact, prepare_onnx
-    from .recipe import to_run_config
-    from .targets import get_target
-    from .weights import default_num_classes, load_model
-    from .zoo import get_spec
+    from ..data import sets as data
+    from .. import export as export_mod
+    from ..models.deploy import DeployModel, to_input_format
+    from ..pipeline import build_artifact, prepare_onnx
+    from ..recipe import to_run_config
+    from ..targets import get_target
+    from ..models.weights import default_num_classes, load_model
+    from ..models.zoo import get_spec
 
     config = to_run_config(recipe, out_dir=out_dir, rebuild=rebuild, model_name=name)
     num_classes = config.num_classes
@@ -241,8 +241,8 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
 
 
 def _row(cell: Cell, recipe, m: dict | None, unplaceable: str | None, outcomes: dict | None) -> dict:
-    from .gate import checks_to_dicts, threshold_checks
-    from .targets import get_target
+    from ..report.gate import checks_to_dicts, threshold_checks
+    from ..targets import get_target
 
     target = get_target(cell.target)
     row: dict[str, Any] = {"model": cell.model, "target": cell.target, "backend": target.backend,

@@ -18,19 +18,19 @@ Ten classes, each a kind of object or texture drawn on a cluttered background:
 ====  ==============  =========================================================
 
 The ids are the positions of the folder names in sorted order, so an ImageFolder reader that
-sorts class folders (torchvision, timm, :class:`xcit_export.data.ImageSet`) gets these labels.
+sorts class folders (torchvision, timm, :class:`xcit_export.data.sets.ImageSet`) gets these labels.
 
 Everything else is nuisance, drawn at random so that the label is the only constant: the
 foreground and background colours (kept apart in brightness so the object is visible), a
 two-colour gradient background, the object's position, scale and rotation, a few thin random
 "scribble" lines, Gaussian pixel noise, the image size and aspect ratio (160 to 320 pixels a
-side, so the resize/crop path of :func:`xcit_export.data.preprocess` is exercised) and the file
+side, so the resize/crop path of :func:`xcit_export.data.sets.preprocess` is exercised) and the file
 format (JPEG or PNG). Objects stay inside the central square of each image, so a centre crop
 keeps them.
 
 Rendering is a pure function of ``(seed, split, index)``: the same seed gives byte-identical
 files on every machine with the same Pillow and NumPy versions. ``python -m
-xcit_export.demo_data OUT`` writes ``OUT/{train,calib,eval}/<class>/*.{png,jpg}``, each split
+xcit_export.data.demo OUT`` writes ``OUT/{train,calib,eval}/<class>/*.{png,jpg}``, each split
 with a ``split.json`` manifest written last (a split without one is incomplete).
 """
 
@@ -178,7 +178,7 @@ def split_is_complete(root: str | Path, split: str, seed: int, count: int) -> bo
 
 def _split_meta(split: str, seed: int, count: int) -> dict:
     return {"format_version": FORMAT_VERSION, "seed": seed, "split": split, "count": count,
-            "classes": list(CLASSES), "generator": "xcit_export.demo_data.make_demo_dataset"}
+            "classes": list(CLASSES), "generator": "xcit_export.data.demo.make_demo_dataset"}
 
 
 def make_split(root: str | Path, split: str, count: int, seed: int = 0) -> Path:
@@ -189,7 +189,7 @@ def make_split(root: str | Path, split: str, count: int, seed: int = 0) -> Path:
     """
     if split not in _SPLIT_IDS:
         raise ValueError(f"unknown split '{split}'; choose from {sorted(_SPLIT_IDS)}")
-    from .io import atomic_dir
+    from ..io import atomic_dir
 
     final = Path(root) / split
     with atomic_dir(final) as out:
@@ -218,7 +218,7 @@ def make_demo_dataset(root: str | Path, seed: int = 0, splits: dict[str, int] | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xcit_export.demo_data",
+    parser = argparse.ArgumentParser(prog="python -m xcit_export.data.demo",
                                      description="Render the bundled demo image set.")
     parser.add_argument("out", help="output folder (gets train/, calib/, eval/)")
     parser.add_argument("--seed", type=int, default=0)

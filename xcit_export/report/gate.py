@@ -17,8 +17,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import ReportError
-from .report import SCHEMA_VERSION
+from ..errors import ReportError
+from .document import SCHEMA_VERSION
 
 DEFAULT_TOLERANCES = {"top1": 0.01, "top1_agreement": 0.01, "top5_agreement": 0.01, "cosine_mean": 1e-3}
 

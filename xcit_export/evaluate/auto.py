@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import XcitExportError
+from ..errors import XcitExportError
 
 AUTO = "auto"
 BATCH1 = "batch1"  # sub-folder and name suffix of the static batch-1 variant
@@ -59,7 +59,7 @@ def unavailable_reason(target, has_calibration: bool) -> str | None:
 def plan(selected: list[str] | None, has_calibration: bool) -> tuple[list[str], dict[str, str]]:
     """Candidate target names among ``selected`` (default: every registered target), and for
     each one left out the reason, in registry order."""
-    from .targets import all_targets, get_target
+    from ..targets import all_targets, get_target
 
     names = list(selected) if selected else list(all_targets())
     runnable, left_out = [], {}

@@ -26,11 +26,14 @@ MIN_PYTHON = (3, 8)
 
 # Package-relative paths of everything device-check imports (and nothing that needs torch/onnx/click).
 DEVICE_MODULES = (
-    "__init__.py", "errors.py", "io.py", "validate.py", "fingerprint.py", "bundle.py", "device_app.py",
-    "targets/__init__.py", "targets/base.py", "targets/onnxruntime.py", "targets/ort_int8.py",
+    "__init__.py", "errors.py", "io.py", "fingerprint.py",
+    "evaluate/__init__.py", "evaluate/validate.py", "evaluate/profiling.py",
+    "device/__init__.py", "device/bundle.py", "device/app.py",
+    "targets/__init__.py", "targets/base.py", "targets/onnxruntime.py",
+    "quantize/__init__.py", "quantize/ort_int8.py",
     "targets/tensorrt/__init__.py", "targets/tensorrt/device.py", "targets/tensorrt/engine.py",
     "targets/tensorrt/options.py", "targets/tensorrt/precision_onnx.py", "targets/tensorrt/runner.py",
-    "targets/tensorrt/layer_profile.py", "profiling.py",
+    "targets/tensorrt/layer_profile.py",
 )
 
 _MAIN = '''\
@@ -45,7 +48,7 @@ except ImportError:
     sys.exit("error: device_check.pyz needs numpy: install it (JetPack: sudo apt install python3-numpy; "
              "elsewhere: pip install numpy)")
 
-from xcit_export.device_app import main
+from xcit_export.device.app import main
 
 sys.exit(main())
 '''
@@ -53,7 +56,7 @@ sys.exit(main())
 
 def build_pyz(dest: Path) -> Path:
     """Write the zipapp ``dest`` from this package's :data:`DEVICE_MODULES`."""
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parent.parent  # the package
     dest = Path(dest)
     with tempfile.TemporaryDirectory(prefix="xcit-pyz-") as tmp:
         pkg = Path(tmp) / "xcit_export"
@@ -65,7 +68,7 @@ def build_pyz(dest: Path) -> Path:
         zipapp.create_archive(tmp, dest, interpreter="/usr/bin/env python3", compressed=True)
     # zipapp adds only the owner's execute bit (0744); an executable gets what ``chmod +x`` of a new
     # file would give under the umask (0755 under 0022, 0700 under 0077), so another account runs it.
-    from .io import dir_mode
+    from ..io import dir_mode
 
     os.chmod(dest, dir_mode())
     return dest
@@ -92,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list | None = None) -> int:
     """``python3 device_check.pyz [BUNDLE]``: 0 when every check passed, 1 otherwise."""
     from .bundle import device_check, summary_lines
-    from .errors import XcitExportError
+    from ..errors import XcitExportError
 
     args = _parser().parse_args(argv)
     bundle = Path(args.bundle)

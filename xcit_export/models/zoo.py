@@ -12,7 +12,7 @@ import difflib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
-from .errors import UnknownModelError
+from ..errors import UnknownModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,13 +117,13 @@ def _vit_rows() -> list[ModelSpec]:
 
 
 def _build_xcit(spec: ModelSpec):
-    from .models.xcit import Xcit
+    from .xcit import Xcit
 
     return Xcit(num_classes=spec.num_classes, **spec.kwargs)
 
 
 def _build_vit(spec: ModelSpec):
-    from .models.vit import VisionTransformer
+    from .vit import VisionTransformer
 
     return VisionTransformer(img_size=spec.preprocessing.input_size, num_classes=spec.num_classes, **spec.kwargs)
 

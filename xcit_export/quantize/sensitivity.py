@@ -27,8 +27,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import XcitExportError
-from .targets.base import SEARCH_OPTIONS  # noqa: F401  (the options' one home; re-exported)
+from ..errors import XcitExportError
+from ..targets.base import SEARCH_OPTIONS  # noqa: F401  (the options' one home; re-exported)
 
 # Options of the Q/DQ INT8 targets that run these searches (the TensorRT targets declare them from here).
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
@@ -215,13 +215,13 @@ class Evaluator:
         return lambda x: sess.run([out], {name: x})
 
     def _run(self, model: onnx.ModelProto) -> tuple[np.ndarray, Callable]:
-        from .validate import run_in_batches
+        from ..evaluate.validate import run_in_batches
 
         infer = self._session(model)
         return run_in_batches(infer, self.x, self.batch)[0], infer
 
     def measure(self, model: onnx.ModelProto) -> dict:
-        from .validate import LatencyOptions, compare_outputs, measure_latency
+        from ..evaluate.validate import LatencyOptions, compare_outputs, measure_latency
 
         out, infer = self._run(model)
         acc = compare_outputs(out, self.reference, self.labels)

@@ -3,7 +3,7 @@
 Two rules make a sharded result *identical* to the unsharded one, not merely close:
 
 1. Shards start on evaluation-batch boundaries (:func:`shard_ranges`), and
-   :meth:`xcit_export.data.ImageSet.iter_batches` decodes index-aligned batches, so every input
+   :meth:`xcit_export.data.sets.ImageSet.iter_batches` decodes index-aligned batches, so every input
    passes through PyTorch and the runtime in the same batch as in one pass over the whole set.
 2. Shards return *counts* (:class:`AccuracyCounts`): correct top-1/top-5, agreements, the number
    of inputs, exact sums (as :class:`fractions.Fraction`) of per-input cosines and absolute errors,
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import XcitExportError
+from ..errors import XcitExportError
 
 
 def shard_ranges(count: int, shards: int, batch: int) -> list[tuple[int, int]]:
@@ -48,7 +48,7 @@ def shard_ranges(count: int, shards: int, batch: int) -> list[tuple[int, int]]:
 
 @dataclass
 class AccuracyCounts:
-    """Sufficient statistics of :func:`xcit_export.validate.compare_outputs`, addable across shards."""
+    """Sufficient statistics of :func:`xcit_export.evaluate.validate.compare_outputs`, addable across shards."""
 
     count: int = 0
     finite: bool = True
@@ -69,7 +69,7 @@ class AccuracyCounts:
     @classmethod
     def of(cls, target: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
            classify: bool = True) -> "AccuracyCounts":
-        from .validate import _topk, per_sample_errors
+        from ..evaluate.validate import _topk, per_sample_errors
 
         t, r, err, cos = per_sample_errors(target, reference)
         c = cls(count=len(t), finite=bool(np.isfinite(t).all()), elements=int(err.size),
@@ -136,7 +136,7 @@ class AccuracyCounts:
 
 def pack_artifact(artifact) -> dict:
     """An artifact's files (and its ``artifact.json``) as bytes, to ship to the node that runs it."""
-    from .targets.base import ARTIFACT_META
+    from ..targets.base import ARTIFACT_META
 
     folder = artifact.path.parent
     names = [f.relative_to(folder).as_posix() for f in artifact.files] + [ARTIFACT_META]
@@ -145,7 +145,7 @@ def pack_artifact(artifact) -> dict:
 
 
 def _unpack(pack: dict, root: Path):
-    from .targets import Artifact
+    from ..targets import Artifact
 
     for name, blob in pack["files"].items():
         path = root / name
@@ -157,14 +157,14 @@ def _unpack(pack: dict, root: Path):
 def _batches(source, batch: int, start: int, stop: int, input_format: str, pp):
     for x, y in source.iter_batches(batch, start, stop):
         if input_format != "nchw":
-            from .models.deploy import to_input_format  # imports PyTorch: only for other input formats
+            from ..models.deploy import to_input_format  # imports PyTorch: only for other input formats
 
             x = to_input_format(x, input_format, pp)
         yield x, y
 
 
 def _run(infer, x: np.ndarray, batch: int) -> list[np.ndarray]:
-    from .validate import run_in_batches
+    from ..evaluate.validate import run_in_batches
 
     return run_in_batches(infer, x, batch)
 
@@ -175,7 +175,7 @@ def _run(infer, x: np.ndarray, batch: int) -> list[np.ndarray]:
 
 def reference_shard(model, source, start: int, stop: int, batch: int, threads: int, input_format: str) -> dict:
     """PyTorch outputs for positions ``start..stop`` of ``source`` (an ImageSet), decoded per batch."""
-    from .validate import torch_infer
+    from ..evaluate.validate import torch_infer
 
     infer = torch_infer(model, threads)
     outs: list[list[np.ndarray]] = []
@@ -192,7 +192,7 @@ def accuracy_shard(pack: dict, target_name: str, options: dict, source, start: i
                    threads: int, input_format: str, reference: dict, output_names: list[str],
                    classify: bool) -> dict:
     """Counts of one target on one shard against the reference's outputs for the same shard."""
-    from .targets import get_target
+    from ..targets import get_target
 
     target = get_target(target_name)
     with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
@@ -212,9 +212,9 @@ def accuracy_shard(pack: dict, target_name: str, options: dict, source, start: i
 
 def latency_probe(pack: dict, target_name: str, options: dict, x: np.ndarray, latency, threads: int) -> dict:
     """Load the artifact here and time it (the caller holds this node alone while it runs)."""
-    from .fingerprint import device_fingerprint
-    from .targets import get_target
-    from .validate import measure_latency, rss_mb
+    from ..fingerprint import device_fingerprint
+    from ..targets import get_target
+    from ..evaluate.validate import measure_latency, rss_mb
 
     target = get_target(target_name)
     result: dict[str, Any] = {"node": socket.gethostname(), "pid": os.getpid(), "fingerprint": device_fingerprint()}

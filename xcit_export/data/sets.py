@@ -11,7 +11,7 @@ Sources understood by :class:`ImageSet` (see :meth:`ImageSet.from_source`):
   for calibration);
 * ``.npy`` of already-preprocessed ``(N, 3, H, W)`` tensors, or ``.npz`` holding ``x`` and an
   optional ``y`` (labels);
-* ``demo``: the bundled procedurally rendered set (:mod:`xcit_export.demo_data`), generated into a
+* ``demo``: the bundled procedurally rendered set (:mod:`xcit_export.data.demo`), generated into a
   cache folder on first use.
 
 Every problem with the data is a :class:`~xcit_export.errors.DataError` whose message names the
@@ -32,8 +32,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import DataError
-from .zoo import Preprocessing
+from ..errors import DataError
+from ..models.zoo import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DEFAULT_CALIB_SIZE = 300
@@ -133,7 +133,7 @@ def demo_root(seed: int = 0, root: str | os.PathLike | None = None,
     without its manifest (an interrupted render) or from another renderer version is rendered
     again. Only the splits asked for are rendered, so tests needing ``eval`` skip ``train``.
     """
-    from . import demo_data
+    from . import demo as demo_data
 
     if root is None:
         base = Path(os.environ.get("XCIT_EXPORT_CACHE", Path.home() / ".cache" / "xcit-export"))
@@ -418,7 +418,7 @@ class ImageSet:
 
         Only one batch is decoded at a time, so a 50,000-image ImageFolder never sits in memory.
         Batches are the index-aligned groups ``[k*batch, (k+1)*batch)``: with ``start`` a multiple
-        of ``batch`` (what :func:`xcit_export.sharding.shard_ranges` gives), a shard sees exactly
+        of ``batch`` (what :func:`xcit_export.scale.sharding.shard_ranges` gives), a shard sees exactly
         the batches of an unsharded pass, so a runtime computes every input in the same company.
         Unreadable images are skipped (``on_bad_image='skip'``) or raise, as in :meth:`load`.
         """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .sensitivity import sensitivity_chart_svg, sensitivity_markdown
+from ..quantize.sensitivity import sensitivity_chart_svg, sensitivity_markdown
 
 # INT8 target -> the floating-point sibling it must beat to be worth deploying.
 FP32_SIBLING = {"onnxruntime-int8": "onnxruntime-fp32", "openvino-int8": "openvino-fp32"}

@@ -5,7 +5,7 @@ On the host, after ``xcit-export --model M --target tensorrt-int8 --calib ...``:
     xcit-export bundle out/M/tensorrt-int8            # -> out/M/bundles/M-tensorrt-int8{,.tar.gz}
 
 On the device, without installing xcit-export (numpy, TensorRT and cuda-python only), the bundle's
-own zipapp (:mod:`xcit_export.device_app`)::
+own zipapp (:mod:`xcit_export.device.app`)::
 
     tar xzf M-tensorrt-int8.tar.gz && cd M-tensorrt-int8 && python3 device_check.pyz .
 
@@ -13,9 +13,9 @@ or, where xcit-export is installed::
 
     xcit-export device-check M-tensorrt-int8.tar.gz   # exit status 0 only if every check passed
 
-Both commands are thin: :mod:`xcit_export.bundle` does the work. They are registered on the main
+Both commands are thin: :mod:`xcit_export.device.bundle` does the work. They are registered on the main
 group by ``cli.py`` (``main.add_command(bundle)``, ``main.add_command(device_check)``) and also run
-stand-alone as ``python -m xcit_export.cli_device device-check BUNDLE``.
+stand-alone as ``python -m xcit_export.device.cli device-check BUNDLE``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from .errors import XcitExportError
+from ..errors import XcitExportError
 
 
 def _fail_cleanly(fn):

@@ -5,7 +5,7 @@ preprocessing, weights), ``export`` (ONNX metadata), ``evaluation`` (what inputs
 ``device`` (fingerprint), ``reference`` (PyTorch eager latency, labelled accuracy),
 ``targets`` (one entry per target: status, artifact, accuracy, latency, speed-up, error, and
 ``op_profile``: per-op-type time from the runtime's profiler), and with ``--target auto`` a
-``recommendation`` (``auto.py``). The HTML page is ``report_html.py``.
+``recommendation`` (``evaluate/auto.py``). The HTML page is ``report/html.py``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from . import __version__
-from .io import write_json_atomic, write_text_atomic
-from .profiling import coverage_line
+from .. import __version__
+from ..io import write_json_atomic, write_text_atomic
+from ..evaluate.profiling import coverage_line
 
 SCHEMA_VERSION = 1
 
@@ -130,7 +130,7 @@ def markdown_table(report: dict) -> str:
             for c in t["checks"]:
                 mark = "skip" if c["why"].startswith("skipped") else "pass" if c["ok"] else "FAIL"
                 lines.append(f"- {mark} {t['target']}: {c['metric']} = {c['value']} (limit {c['limit']})")
-    from .int8_report import int8_markdown  # format choice, what INT8 buys, sensitivity, budget search
+    from .int8 import int8_markdown  # format choice, what INT8 buys, sensitivity, budget search
 
     lines += int8_markdown(report)
     return "\n".join(lines) + "\n"
@@ -144,8 +144,8 @@ def write_report(report: dict, out_dir: Path) -> tuple[Path, Path, Path]:
 
 
 def html_page(report: dict) -> str:
-    """The report as one self-contained HTML page (``report_html.py``)."""
-    from .report_html import html_page as page
+    """The report as one self-contained HTML page (``report/html.py``)."""
+    from .html import html_page as page
 
     return page(report)
 
@@ -156,7 +156,7 @@ def write_html(report: dict, path: Path) -> Path:
 
 def merge_reports(reports: list[dict], labels: list[str] | None = None) -> dict:
     """Reports of one model from several devices, side by side (``xcit-export report merge``)."""
-    from .errors import ReportError
+    from ..errors import ReportError
 
     if not reports:
         raise ReportError("give at least one report to merge")

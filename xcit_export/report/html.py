@@ -23,7 +23,7 @@ EXTRA_SECTIONS: list[Callable[[dict], Optional[tuple[str, str]]]] = []
 
 
 def _int8(rep: dict) -> Optional[tuple[str, str]]:
-    from .int8_report import int8_section
+    from .int8 import int8_section
 
     return int8_section(rep)
 
@@ -208,13 +208,13 @@ def plot_section(rep: dict) -> str:
 
 def _ratio_cell(ratio):
     """A profiled / measured ratio, marked when it is more than the tolerance off."""
-    from .profiling import off
+    from ..evaluate.profiling import off
 
     return (_num(ratio, ".0%"), "fail") if off(ratio) else _num(ratio, ".0%")
 
 
 def profile_section(rep: dict) -> str:
-    from .profiling import COVERAGE_TOLERANCE, coverage, same_pass_ratio
+    from ..evaluate.profiling import COVERAGE_TOLERANCE, coverage, same_pass_ratio
 
     profiled = [t for t in rep["targets"] if t.get("op_profile")]
     failed = "".join(f"<p><b>{_e(t['target'])}</b>: the profiler failed ({_e(t['op_profile_error'])})</p>"

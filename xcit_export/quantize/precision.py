@@ -50,8 +50,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import onnx
 
-from .errors import BackendUnavailableError, DataError, ExportError
-from .io import atomic_path
+from ..errors import BackendUnavailableError, DataError, ExportError
+from ..io import atomic_path
 
 # Kept in FP32 by op type (see the module docstring for why).
 FP16_KEEP_OP_TYPES: tuple[str, ...] = ("LayerNormalization", "ReduceL2")
@@ -334,8 +334,8 @@ def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: s
 
 
 def _run_isolated(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, kwargs: dict) -> dict:
-    """Run :func:`_to_int8` in ``python -m xcit_export.precision`` and bring back its result or error."""
-    from . import errors as errors_mod
+    """Run :func:`_to_int8` in ``python -m xcit_export.quantize.precision`` and bring back its result or error."""
+    from .. import errors as errors_mod
 
     with tempfile.TemporaryDirectory(prefix="xcit-int8-job-") as tmp:
         job = Path(tmp) / "job.json"
@@ -343,9 +343,9 @@ def _run_isolated(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, kwargs
         job.write_text(json.dumps({"onnx_in": str(onnx_in), "onnx_out": str(onnx_out),
                                    "calibration": str(Path(tmp) / "calibration.npy"), "kwargs": kwargs}))
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parents[1])  # so the child imports this very package
+        root = str(Path(__file__).resolve().parents[2])  # so the child imports this very package
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.run([sys.executable, "-m", "xcit_export.precision", str(job)], env=env,
+        proc = subprocess.run([sys.executable, "-m", "xcit_export.quantize.precision", str(job)], env=env,
                               capture_output=True, text=True)
         result_path = job.with_suffix(".result.json")
         result = json.loads(result_path.read_text()) if result_path.exists() else None
@@ -360,8 +360,8 @@ def _run_isolated(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, kwargs
 
 
 def _worker(job_path: str) -> int:
-    """Child-process entry of :func:`to_int8` (``python -m xcit_export.precision JOB.json``)."""
-    from .errors import XcitExportError
+    """Child-process entry of :func:`to_int8` (``python -m xcit_export.quantize.precision JOB.json``)."""
+    from ..errors import XcitExportError
 
     job = json.loads(Path(job_path).read_text())
     out = Path(job_path).with_suffix(".result.json")
@@ -430,7 +430,7 @@ def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: 
 
 
 def int8_search(onnx_int8: Path, ctx) -> dict:
-    """Per-group sensitivity and the accuracy-budget search (``xcit_export.sensitivity``) for a Q/DQ
+    """Per-group sensitivity and the accuracy-budget search (``xcit_export.quantize.sensitivity``) for a Q/DQ
     ONNX built by :func:`to_int8`, driven by the target options ``sensitivity``, ``max_drop`` and
     ``search_images``; groups kept out of INT8 run in the graph's high precision (FP16 by default).
     Accuracy is measured on onnxruntime CPU (the host stand-in for the engine), so steps are not timed.

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError, WeightsDownloadError
+from ..errors import CheckpointError, WeightsDownloadError
 from .zoo import ModelSpec, build_model
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # The bundled fixture (``--weights demo``): xcit_nano_12_p16_224 trained on the bundled demo set.
 DEMO_MODEL = "xcit_nano_12_p16_224"
-DEMO_CHECKPOINT = Path(__file__).parent / "assets" / "xcit_nano_12_p16_224_demo10.safetensors"
+DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "xcit_nano_12_p16_224_demo10.safetensors"
 HUB_URL = "https://huggingface.co/{repo}/resolve/main/model.safetensors"
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: comparison with PyTorch and latency (validate), per-op profiles, ``--target auto``."""

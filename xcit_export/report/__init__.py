@@ -1,0 +1,1 @@
+"""Reports: report.json/.md (document), report.html and its plots, the INT8 section, the CI gate."""
