@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from xcit_export.device.app import DEVICE_MODULES
+from xcit_export.device.pyz import DEVICE_MODULES
 
 PACKAGE = Path(__file__).resolve().parents[1] / "xcit_export"
 

@@ -13,7 +13,7 @@ A bundle is made on the host from a built ``tensorrt-*`` / ``tensorrt-rtx-*`` ta
       trtexec.txt              the equivalent trtexec command line
       bundle.json              model, target, library, precision, input, profile, host results
       README.md                how to use it
-      device_check.pyz         the device runner (python3 device_check.pyz .), see device/app.py
+      device_check.pyz         the device runner (python3 device_check.pyz .), see device/pyz.py
       manifest.json            sha256 and size of every file above
     <bundle>.tar.gz            the same folder, for copying to the device
 
@@ -153,7 +153,7 @@ def _readme(meta: dict, thresholds: dict, trtexec: str) -> str:
 def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_count: int | None = None,
                   thresholds: dict | None = None, tarball: bool = True, progress: Progress = lambda m: None) -> Path:
     """Write a bundle folder (and ``<folder>.tar.gz``) from a built tensorrt target folder."""
-    from .app import PYZ_NAME, build_pyz
+    from .pyz import PYZ_NAME, build_pyz
     from ..targets.base import Artifact
     from ..targets.tensorrt import trtexec_command
 
