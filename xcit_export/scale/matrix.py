@@ -190,7 +190,7 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
                      "count": config.eval_count, "labelled": False}
     if calib_set is not None:
         say(f"preprocessing {len(calib_set)} calibration images")
-        config.calib_data, _ = calib_set.load()
+        config.calib_data, config.calib_labels = calib_set.load()
         config.calib_id = calib_set.content_hash()
         calib = to_input_format(config.calib_data, config.input_format, pp)
 
