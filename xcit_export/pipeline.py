@@ -119,11 +119,6 @@ def distribute_options(target_names: list[str], general: dict[str, Any],
     return out
 
 
-def _key(obj: Any) -> str:
-    """Build key of ``obj`` (:func:`xcit_export.keys.digest`)."""
-    return keys_mod.digest(obj)
-
-
 def _file_hashes(files: list[Path]) -> dict[str, str]:
     """sha256 of each file of an artifact, recorded in its metadata so a reuse can prove it intact."""
     return {f.name: sha256_file(f) for f in files}
