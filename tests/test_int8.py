@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
+from xcit_export.data.sets import representative_subset
 from xcit_export.quantize import sensitivity as sens
 from xcit_export.errors import XcitExportError
 from xcit_export.fingerprint import CPU_FLAGS, CpuCapabilities, cpu_capabilities, device_fingerprint
@@ -59,13 +60,28 @@ def test_format_on_this_cpu_and_forced():
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """onnxruntime-int8 on the fixture (dynamic batch: batched evaluation is quicker) with sensitivity
-    and the issue's budget, max_drop=0.002, searched on the first 32 evaluation images."""
+    and the issue's budget, max_drop=0.002, searched on 32 evaluation images (a seeded, class-stratified draw)."""
     out = tmp_path_factory.mktemp("int8")
     config = RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["onnxruntime-fp32", "onnxruntime-int8"],
                        out_dir=out, eval="demo", eval_size=100, calib="demo", calib_size=64, latency=FAST,
                        target_options={"onnxruntime-int8": {"sensitivity": "true", "max_drop": 0.002,
                                                           "search_images": SEARCH_IMAGES}})
     return run(config), config
+
+
+def _searched_images(config):
+    """The evaluation images the search ran on: data.sets.representative_subset, as recorded."""
+    x, labels = config.eval_data
+    idx, _ = representative_subset(len(x), SEARCH_IMAGES, labels, config.seed)
+    return x[idx], labels[idx]
+
+
+def test_search_images_are_a_stratified_draw_recorded_in_the_artifact(searched):
+    report, config = searched
+    selection = _int8(report)["artifact"]["search_selection"]
+    assert selection == representative_subset(len(config.eval_data[0]), SEARCH_IMAGES, config.eval_data[1],
+                                               config.seed)[1]
+    assert selection["method"] == "stratified" and selection["classes"]["covered"] == 10
 
 
 def _int8(report):
@@ -106,7 +122,7 @@ def test_sparing_the_most_damaging_group_beats_quantizing_everything(searched, f
     report, config = searched
     worst = _int8(report)["artifact"]["sensitivity"]["most_damaging"]
     model = onnx.load(str(formats["_dir"] / f"{choose_format()[0].name}.onnx"))
-    x = config.eval_data[0][:SEARCH_IMAGES]
+    x = _searched_images(config)[0]
     evaluator = sens.Evaluator(config.out_dir / "onnx" / "model.onnx", x, None, None, 2, time_steps=False)
     everything = evaluator.measure(model)
     spared = evaluator.measure(sens.dequantize_groups(model, {worst}))
@@ -124,7 +140,7 @@ def test_budget_search_meets_the_budget_or_says_it_cannot(searched, formats, bud
     x, labels = config.eval_data
     # Without labels the budget is on top-1 agreement: 0.0 allows no flip at all, which the all-INT8
     # model misses on most CPUs, so the search runs its steps.
-    evaluator = sens.Evaluator(config.out_dir / "onnx" / "model.onnx", x[:SEARCH_IMAGES], None, 8, 2,
+    evaluator = sens.Evaluator(config.out_dir / "onnx" / "model.onnx", _searched_images(config)[0], None, 8, 2,
                                time_steps=True)
     ranking = _int8(report)["artifact"]["sensitivity"]["rows"]
     try:

@@ -252,3 +252,135 @@ def test_lock_refuses_at_once_without_waiting_and_cleans_only_temporaries(tmp_pa
                 pass
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, LOCK_FILE])
     assert remove_dead_temps(tmp_path) == []
+
+
+# -- issue 22, item 7: the output folder holds only what we wrote ----------------------------------
+
+def test_out_dot_keeps_a_users_own_onnx_folder_and_stops(tmp_path, monkeypatch):
+    mine = tmp_path / "onnx"
+    mine.mkdir()
+    (mine / "my_model.onnx").write_text("the user's own file")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--model", MODEL, "--target", "onnxruntime-fp32", "--out", ".", *FAST])
+    assert result.exit_code != 0
+    assert "'onnx' already exists and was not made by xcit-export (it holds no artifact.json)" in result.output
+    assert (mine / "my_model.onnx").read_text() == "the user's own file"
+    assert sorted(p.name for p in mine.iterdir()) == ["my_model.onnx"]
+
+
+def test_atomic_dir_replaces_only_its_own_or_empty_folders(tmp_path):
+    from xcit_export.errors import OutputDirError
+
+    ours, empty, theirs = tmp_path / "ours", tmp_path / "empty", tmp_path / "theirs"
+    for folder in (ours, empty, theirs):
+        folder.mkdir()
+    (ours / "artifact.json").write_text("{}")
+    (ours / "old").write_text("old")
+    (theirs / "keep").write_text("keep")
+    for folder in (ours, empty):
+        with io_mod.atomic_dir(folder, marker="artifact.json") as tmp:
+            (tmp / "new").write_text("new")
+        assert sorted(p.name for p in folder.iterdir()) == ["new"]
+    with pytest.raises(OutputDirError, match=rf"'{theirs}' already exists and was not made by xcit-export"):
+        with io_mod.atomic_dir(theirs, marker="artifact.json") as tmp:
+            pytest.fail("no work starts for a folder that cannot be replaced")
+    (tmp_path / "file").write_text("a file")
+    with pytest.raises(OutputDirError, match="is a file, not a folder this tool made"):
+        with io_mod.atomic_dir(tmp_path / "file", marker="artifact.json"):
+            pass
+    assert (theirs / "keep").read_text() == "keep" and (tmp_path / "file").read_text() == "a file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "ours", "theirs"]  # no temporaries
+
+
+def test_the_lock_never_follows_a_planted_link(tmp_path):
+    from xcit_export.errors import OutputDirError
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone else's data")
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / LOCK_FILE).symlink_to(victim)
+    with pytest.raises(OutputDirError, match=rf"the lock file '{out / LOCK_FILE}' is a symbolic link"):
+        with locked_output_dir(out):
+            pass
+    assert victim.read_text() == "someone else's data"
+    (out / LOCK_FILE).unlink()
+    os.link(victim, out / LOCK_FILE)  # a hard link: same inode, so writing the pid would change the victim
+    with pytest.raises(OutputDirError, match="is a file with 2 hard links"):
+        with locked_output_dir(out):
+            pass
+    assert victim.read_text() == "someone else's data"
+
+
+def test_the_lock_file_is_written_in_place_never_truncated(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, "ftruncate", lambda *a: calls.append(a))
+    with locked_output_dir(tmp_path):
+        assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
+    assert calls == [] and (tmp_path / LOCK_FILE).read_text().strip() == ""
+
+
+def test_atomic_writes_fsync_before_the_rename(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    io_mod.write_text_atomic(tmp_path / "report.json", "{}")
+    (_, src, dst), = [e for e in events if e[0] == "replace"]
+    assert events.index(("fsync", src)) < events.index(("replace", src, dst))
+    assert events[-1] == ("fsync", str(tmp_path))  # the rename itself is flushed
+    events.clear()
+    with io_mod.atomic_dir(tmp_path / "target", marker="artifact.json") as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "model.bin").write_bytes(b"weights")
+    synced = [e[1] for e in events if e[0] == "fsync"]
+    renamed = next(i for i, e in enumerate(events) if e[0] == "replace")
+    assert str(tmp / "sub" / "model.bin") in synced[:renamed] and str(tmp) in synced[:renamed]
+    assert events[-1] == ("fsync", str(tmp_path))
+
+
+def test_two_runs_rendering_the_demo_set_at_once_both_get_it_whole(tmp_path, monkeypatch):
+    """Two threads ask for the same unrendered split at once: one renders it (under the render lock),
+    the other waits and reads it; neither replaces the split under the other."""
+    import threading
+
+    from xcit_export.data import demo as demo_data
+    from xcit_export.data.sets import demo_root, list_image_folder
+
+    rendered, barrier = [], threading.Barrier(2)
+    real_make_split = demo_data.make_split
+
+    def make_split(*args, **kwargs):
+        rendered.append(threading.get_ident())
+        return real_make_split(*args, **kwargs)
+
+    monkeypatch.setattr(demo_data, "make_split", make_split)
+    results, errors = {}, []
+
+    def reader(name):
+        try:
+            barrier.wait()
+            root = demo_root(0, tmp_path / "cache", splits=("calib",), sizes={"calib": 30})
+            paths, labels, _ = list_image_folder(root / "calib")
+            results[name] = [p.read_bytes()[:4] for p in paths]  # every listed file is still there
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader, args=(n,)) for n in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(rendered) == 1, "the split was rendered twice (the second render replaces the first's folder)"
+    assert len(results["a"]) == len(results["b"]) == 30
+    assert demo_data.split_is_complete(tmp_path / "cache", "calib", 0, 30)

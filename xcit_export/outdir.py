@@ -11,7 +11,10 @@ Why ``flock``: the kernel releases it when the holder's last descriptor closes, 
 process dying of SIGKILL or a crash, so a lock never outlives its run and no stale-lock guessing
 (pid files, timeouts) is needed (flock(2)). The pid written into the file is only for messages.
 The lock file is never deleted: a run that unlinked it on exit could let a waiter (locking the old
-inode) and a newcomer (creating a new one) both believe they hold the lock.
+inode) and a newcomer (creating a new one) both believe they hold the lock. Nor is it ever
+truncated or followed: it is opened with ``O_NOFOLLOW`` and must be a regular file with one link,
+so in a shared ``--out`` a symbolic (or hard) link planted under its name cannot make a run write
+into another file; the pid is written over a fixed-width field at its start.
 
 Holding the lock makes a run the folder's only writer, so it may remove what runs that died there
 left behind: the ``.<name>.XXXXXXXX.tmp`` files and folders of the atomic writers (a run killed
@@ -34,6 +37,7 @@ from .errors import OutputDirBusyError, OutputDirError
 from .io import ensure_writable_dir, is_atomic_temp
 
 LOCK_FILE = ".xcit-export.lock"
+_PID_FIELD = 20  # the pid, space-padded, then a newline: written in place, never truncated
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
 
 
@@ -73,6 +77,37 @@ def remove_dead_temps(folder: Path) -> List[str]:
     return removed
 
 
+def _open_lock(lock_path: Path, folder: Path, option: str) -> int:
+    """Open (or create) the lock file without following a link there, and check it is ours to use:
+    a regular file with one link. Its content is never truncated."""
+    import stat
+
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    refuse = (f"the lock file '{lock_path}' is {{what}}, not a plain file: xcit-export will not write through it "
+              f"(in a shared folder, a link there could make it overwrite another file); remove it, or choose "
+              f"another folder with {option}")
+    try:
+        fd = os.open(str(lock_path), os.O_RDWR | os.O_CREAT | nofollow, 0o666)  # 0o666 & ~umask, like open()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(lock_path):
+            raise OutputDirError(refuse.format(what="a symbolic link")) from None
+        raise OutputDirError(f"cannot open the lock file '{lock_path}' ({exc.strerror or exc}); choose another "
+                             f"folder with {option}") from None
+    st = os.fstat(fd)
+    what = None if stat.S_ISREG(st.st_mode) else "not a regular file"
+    if what is None and st.st_nlink != 1:
+        what = f"a file with {st.st_nlink} hard links"
+    if what is not None:
+        os.close(fd)
+        raise OutputDirError(refuse.format(what=what))
+    return fd
+
+
+def _write_pid(fd: int, text: str) -> None:
+    """Write ``text`` (a pid, or "" when done) over the fixed-width field at the file's start."""
+    os.pwrite(fd, (text[:_PID_FIELD].ljust(_PID_FIELD) + "\n").encode("ascii"), 0)
+
+
 @contextlib.contextmanager
 def locked_output_dir(path: Path, *, wait: bool = True, progress: Callable[[str], None] = lambda msg: None,
                       option: str = "--out") -> Iterator[Path]:
@@ -90,11 +125,7 @@ def locked_output_dir(path: Path, *, wait: bool = True, progress: Callable[[str]
         yield folder
         return
     lock_path = folder / LOCK_FILE
-    try:
-        fd = os.open(str(lock_path), os.O_RDWR | os.O_CREAT, 0o666)  # 0o666 & ~umask, like open()
-    except OSError as exc:
-        raise OutputDirError(f"cannot open the lock file '{lock_path}' ({exc.strerror or exc}); choose another "
-                             f"folder with {option}") from None
+    fd = _open_lock(lock_path, folder, option)
     held = False
     try:
         try:
@@ -110,8 +141,7 @@ def locked_output_dir(path: Path, *, wait: bool = True, progress: Callable[[str]
             progress(f"{busy}; waiting for it to finish (--no-wait fails at once instead)")
             fcntl.flock(fd, fcntl.LOCK_EX)
         held = True
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        _write_pid(fd, str(os.getpid()))
         removed = remove_dead_temps(folder)
         if removed:
             progress(f"Output: removed {len(removed)} leftover(s) of an interrupted run: {', '.join(removed)}")
@@ -119,5 +149,5 @@ def locked_output_dir(path: Path, *, wait: bool = True, progress: Callable[[str]
     finally:
         if held:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)  # a pid read later is then never a finished run's
+                _write_pid(fd, "")  # a pid read later is then never a finished run's
         os.close(fd)  # releases the lock

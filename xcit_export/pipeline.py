@@ -3,7 +3,9 @@
 Stages are functions of the modules named after them (``weights``, ``export``, ``targets``,
 ``validate``, ``report``); this module only sequences them, decides what can be reused, and
 records what happened. Artifacts are keyed by what made them (model, weights, export options,
-calibration set, tool versions): an unchanged key means the artifact on disk is reused.
+calibration and evaluation sets where read, tool versions; :mod:`xcit_export.keys` declares which
+``RunConfig`` field each artifact reads): an unchanged key, and files that are all there and
+intact, mean the artifact on disk is reused.
 """
 
 from __future__ import annotations
@@ -21,19 +23,19 @@ from typing import Any, Callable
 import numpy as np
 
 from . import export as export_mod
+from . import keys as keys_mod
 from .errors import BackendUnavailableError, XcitExportError
-from .fingerprint import device_fingerprint, library_versions
-from .io import atomic_dir, ensure_writable_dir
+from .fingerprint import device_fingerprint
+from .io import atomic_dir, ensure_writable_dir, sha256_file
 from .outdir import locked_output_dir
 from .evaluate.profiling import profile_error
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META
 from .models.deploy import DeployModel, to_input_format
-from .models.fuse import FORM_VERSION
 from .report.gate import checks_to_dicts, threshold_checks
 from .evaluate.validate import (LatencyOptions, compare_outputs, labelled_accuracy, measure_latency, rss_mb,
                        run_in_batches, torch_infer)
-from .models.weights import default_num_classes, load_model, weights_fingerprint
+from .models.weights import default_num_classes, load_model
 from .models.zoo import get_spec
 
 Progress = Callable[[str], None]
@@ -71,6 +73,7 @@ class RunConfig:
     eval_id: str | None = None
     calib_data: np.ndarray | None = None
     calib_id: str | None = None
+    calib_labels: np.ndarray | None = None  # when the calibration set is labelled (stratified subsets)
     latency: LatencyOptions = field(default_factory=LatencyOptions)
     latency_batches: tuple[int, ...] = ()  # optional batch-size sweep (dynamic-batch artifacts)
     target_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -116,42 +119,80 @@ def distribute_options(target_names: list[str], general: dict[str, Any],
     return out
 
 
-def _key(obj: Any) -> str:
-    """Build key: what made an artifact, including this tool's version and the libraries'."""
-    from . import __version__
-
-    blob = json.dumps({"xcit_export": __version__, **obj}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+def _file_hashes(files: list[Path]) -> dict[str, str]:
+    """sha256 of each file of an artifact, recorded in its metadata so a reuse can prove it intact."""
+    return {f.name: sha256_file(f) for f in files}
 
 
-def _reusable(folder: Path, key: str) -> Artifact | None:
+def _intact(artifact: Artifact) -> str | None:
+    """Why ``artifact``'s files cannot be reused (None: they can): one is missing or empty, differs
+    from the hash recorded when it was built (a torn write after a power loss, an edit), or, for
+    artifacts built before hashes were recorded, an ONNX file does not parse."""
+    recorded = artifact.metadata.get("file_sha256") or {}
+    for f in artifact.files:
+        if not f.is_file():
+            return f"{f.name} is missing"
+        if f.stat().st_size == 0:
+            return f"{f.name} is empty"
+        if f.name in recorded:
+            if sha256_file(f) != recorded[f.name]:
+                return f"{f.name} does not match the hash recorded when it was built"
+        elif f.suffix == ".onnx":
+            import onnx
+
+            try:
+                onnx.load(str(f), load_external_data=False)
+            except Exception as exc:  # noqa: BLE001 - any parse failure means: rebuild
+                return f"{f.name} does not load ({type(exc).__name__})"
+    return None
+
+
+def _reusable(folder: Path, key: str, progress: Progress = lambda msg: None) -> Artifact | None:
+    """The artifact in ``folder`` if it was built with ``key`` and its files are intact, else None
+    (a broken one is rebuilt, saying why, never reported as an error)."""
     meta = folder / ARTIFACT_META
     if not meta.exists():
         return None
     try:
         artifact = Artifact.from_dir(folder)
-    except (XcitExportError, ValueError, KeyError):
+    except (XcitExportError, ValueError, KeyError, TypeError, OSError):
+        progress(f"{folder.name}: rebuilding: its {ARTIFACT_META} does not load")
         return None
-    if artifact.metadata.get("build_key") != key or not all(f.exists() for f in artifact.files):
+    if artifact.metadata.get("build_key") != key:
+        return None
+    problem = _intact(artifact)
+    if problem:
+        progress(f"{folder.name}: rebuilding: {problem}")
         return None
     return artifact
+
+
+def build_keys(config: RunConfig, evaluation_given: bool = True) -> dict[str, str]:
+    """Every build key ``config`` gives (``{"onnx": ..., <target>: ...}``) without building anything:
+    the same functions :func:`prepare_onnx` and :func:`build_artifact` use (:mod:`xcit_export.keys`).
+    Image sets named by source must already be loaded (:func:`load_image_sets`)."""
+    num_classes = config.num_classes
+    if num_classes is None:
+        num_classes = default_num_classes(config.weights, config.model)
+    spec = get_spec(config.model).with_overrides(num_classes, config.input_size)
+    onnx = keys_mod.onnx_key(config, spec)
+    out = {"onnx": onnx}
+    for name in config.targets:
+        out[name] = keys_mod.target_key(get_target(name), config, onnx, evaluation_given)
+    return out
 
 
 def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress) -> tuple[Path, dict]:
     """Export, check, simplify and parity-check the FP32 ONNX (or reuse an identical one)."""
     options = export_mod.ExportOptions(batch=config.batch, opset=config.opset)
     options.validate()
-    key = _key({"stage": "onnx", "model": spec.name, "num_classes": spec.num_classes,
-                "input": spec.preprocessing.input_size, "output": config.output,
-                "input_format": config.input_format,
-                "weights": weights_fingerprint(config.weights, config.seed), "batch": config.batch,
-                "opset": config.opset, "export_form": FORM_VERSION, "libs": library_versions()})
+    key = keys_mod.onnx_key(config, spec)  # every field the ONNX reads (keys.RUN_CONFIG_READS)
     folder = config.out_dir / "onnx"
-    reused = None if config.rebuild else _reusable(folder, key)
+    reused = None if config.rebuild else _reusable(folder, key, progress)
     if reused is not None:
         progress("ONNX: reusing unchanged export")
         return reused.path, reused.metadata
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, marker=ARTIFACT_META) as tmp:
         progress("ONNX: exporting with torch.onnx (dynamo)")
         t0 = time.perf_counter()
         raw = export_mod.export_onnx(model, model.input_shape, tmp / "model.raw.onnx", options, model.input_dtype)
@@ -168,6 +209,7 @@ def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress
                 "export_seconds": round(time.perf_counter() - t0, 2), "parity_max_abs_error": worst,
                 "raw_size_bytes": raw.stat().st_size, "size_bytes": simplified.stat().st_size}
         raw.unlink()  # the raw trace is only an intermediate
+        meta["file_sha256"] = _file_hashes([tmp / "model.onnx"])
         Artifact("onnx", tmp / "model.onnx", [tmp / "model.onnx"], meta).save_metadata()
     return folder / "model.onnx", meta
 
@@ -193,7 +235,7 @@ def load_image_sets(config: RunConfig, spec, progress: Progress) -> dict:
         data.check_disjoint(calib_set, eval_set)
     if calib_set is not None:
         progress(f"Data: preprocessing {len(calib_set)} calibration images")
-        config.calib_data, _ = calib_set.load()
+        config.calib_data, config.calib_labels = calib_set.load()
         config.calib_id = calib_set.content_hash()
         info["calibration"] = {"source": config.calib, "count": int(len(config.calib_data)),
                                "content_hash": config.calib_id, "skipped": len(calib_set.skipped),
@@ -408,31 +450,26 @@ def build_artifact(target, config: RunConfig, spec, onnx_path: Path, onnx_key: s
     this too, so a build key means the same thing there.
     """
     options = dict(config.target_options.get(target.name, {}))
-    budget = (config.thresholds.get(target.name) or {}).get("thresholds", {}).get("max_top1_drop")
-    key_obj = {"stage": target.name, "onnx": onnx_key, "options": options,
-               "calib": config.calib_id if target.needs_calibration else None, "libs": library_versions()}
-    if target.key_inputs is not None:  # e.g. the ISA class a CPU-specific format was chosen for
-        key_obj["target_inputs"] = target.key_inputs(options)
-    if budget is not None:
-        key_obj["max_top1_drop"] = budget
-    if evaluation is not None and (budget is not None or {"max_drop", "sensitivity"} & set(options)):
-        # the build reads the evaluation set (sensitivity, budget search): a new set means a new build
-        key_obj["eval"] = config.eval_id or hashlib.sha256(np.ascontiguousarray(evaluation[0]).tobytes()).hexdigest()
-    key = _key(key_obj)
+    budget = keys_mod.max_top1_drop(config, target.name)
+    # every input the target's build reads (keys.RUN_CONFIG_READS, Target.reads), e.g. the calibration
+    # set for tensorrt-fp16's AutoCast and the evaluation set for TensorRT's golden inputs
+    key = keys_mod.target_key(target, config, onnx_key, evaluation_given=evaluation is not None)
     folder = config.out_dir / target.name
-    artifact = None if config.rebuild else _reusable(folder, key)
+    artifact = None if config.rebuild else _reusable(folder, key, progress)
     if artifact is not None:
         progress(f"{target.name}: reusing unchanged artifact")
         return artifact, True
     progress(f"{target.name}: building")
     t0 = time.perf_counter()
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, marker=ARTIFACT_META) as tmp:
         ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=tmp, batch=config.batch,
                            input_shape=input_shape, calibration=calib,
                            calibration_id=config.calib_id, options=options, threads=threads,
-                           evaluation=evaluation, max_top1_drop=budget)
+                           evaluation=evaluation, max_top1_drop=budget, seed=config.seed,
+                           calibration_labels=config.calib_labels)
         built = target.build(ctx)
         built.metadata["build_key"] = key
+        built.metadata["file_sha256"] = _file_hashes(built.files)
         built.metadata["build_seconds"] = round(time.perf_counter() - t0, 2)
         built.save_metadata()
     return Artifact.from_dir(folder), False

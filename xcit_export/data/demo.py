@@ -37,8 +37,10 @@ with a ``split.json`` manifest written last (a split without one is incomplete).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +56,7 @@ SPLITS = {"train": 3000, "calib": 300, "eval": 1000}
 # Distinct per-split stream ids so splits never share a random stream (and so never an image).
 _SPLIT_IDS = {"train": 1, "calib": 2, "eval": 3}
 SPLIT_MANIFEST = "split.json"  # written last into each split folder
+RENDER_LOCK = ".render.lock"  # in the set's root: one renderer at a time (render_lock)
 FORMAT_VERSION = 1  # bump when rendering changes, so caches keyed on it are rebuilt
 
 
@@ -192,7 +195,7 @@ def make_split(root: str | Path, split: str, count: int, seed: int = 0) -> Path:
     from ..io import atomic_dir
 
     final = Path(root) / split
-    with atomic_dir(final) as out:
+    with atomic_dir(final, marker=SPLIT_MANIFEST, option="XCIT_EXPORT_CACHE") as out:
         for i in range(count):
             # One independent stream per image: any image can be re-rendered on its own.
             rng = np.random.default_rng([seed, _SPLIT_IDS[split], i])
@@ -209,11 +212,38 @@ def make_split(root: str | Path, split: str, count: int, seed: int = 0) -> Path:
     return final
 
 
+@contextlib.contextmanager
+def render_lock(root: str | Path):
+    """Hold an exclusive ``flock`` on ``root/.render.lock`` for the block (the cache is shared by
+    every run of every ``--out``): a run renders a split only while no other run renders there, so
+    none replaces a split another is reading. Callers check again for a finished split once they
+    hold it. The kernel drops the lock when its holder dies; the file is never followed if a link."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        yield
+        return
+    path = root / RENDER_LOCK
+    try:
+        fd = os.open(str(path), os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot open the demo set's render lock '{path}' ({exc.strerror}); remove it "
+                                 f"or set XCIT_EXPORT_CACHE to another folder") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def make_demo_dataset(root: str | Path, seed: int = 0, splits: dict[str, int] | None = None) -> Path:
     """Render the demo set into ``root`` (one ImageFolder tree per split) and return ``root``."""
     root = Path(root)
-    for split, count in (SPLITS if splits is None else splits).items():
-        make_split(root, split, count, seed)
+    with render_lock(root):
+        for split, count in (SPLITS if splits is None else splits).items():
+            make_split(root, split, count, seed)
     return root
 
 

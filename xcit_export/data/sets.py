@@ -125,13 +125,16 @@ def preprocess(image: Image.Image, pp: Preprocessing) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 def demo_root(seed: int = 0, root: str | os.PathLike | None = None,
-              splits: Sequence[str] = ("train", "calib", "eval")) -> Path:
+              splits: Sequence[str] = ("train", "calib", "eval"), sizes: dict[str, int] | None = None) -> Path:
     """The folder holding the rendered demo set for ``seed``, rendering missing ``splits`` first.
 
     Default location: ``$XCIT_EXPORT_CACHE/demo-data/<seed>`` (``~/.cache/xcit-export/...`` when
     the variable is unset). Rendering is deterministic, so the cache is only a speed-up; a split
     without its manifest (an interrupted render) or from another renderer version is rendered
     again. Only the splits asked for are rendered, so tests needing ``eval`` skip ``train``.
+    ``sizes`` overrides split sizes (``{"calib": 20}``; small sets for tests). Rendering happens
+    under the set's render lock (:func:`xcit_export.data.demo.render_lock`), so two runs rendering
+    at once never replace a split the other has just finished and is reading.
     """
     from . import demo as demo_data
 
@@ -139,12 +142,17 @@ def demo_root(seed: int = 0, root: str | os.PathLike | None = None,
         base = Path(os.environ.get("XCIT_EXPORT_CACHE", Path.home() / ".cache" / "xcit-export"))
         root = base / "demo-data" / str(seed)
     root = Path(root)
+    counts = {**demo_data.SPLITS, **(sizes or {})}
     for split in splits:
         if split not in demo_data.SPLITS:
             raise DataError(f"unknown demo split '{split}'; use one of {', '.join(demo_data.SPLITS)} "
                             f"(e.g. demo:eval)")
-        if not demo_data.split_is_complete(root, split, seed, demo_data.SPLITS[split]):
-            demo_data.make_split(root, split, demo_data.SPLITS[split], seed)
+        if demo_data.split_is_complete(root, split, seed, counts[split]):
+            continue
+        with demo_data.render_lock(root):
+            # Another run may have rendered it while this one waited for the lock.
+            if not demo_data.split_is_complete(root, split, seed, counts[split]):
+                demo_data.make_split(root, split, counts[split], seed)
     return root
 
 
@@ -476,6 +484,67 @@ class ImageSet:
             h.update(b"\0" if self.labels is None else str(self.labels[i]).encode())
             h.update(b"\n")
         return h.hexdigest()
+
+
+def representative_subset(count: int, size: int | None, labels: Sequence[int] | np.ndarray | None = None,
+                          seed: int = 0) -> tuple[np.ndarray, dict]:
+    """Positions of a seeded subset of ``size`` of ``count`` items, stratified by class when
+    ``labels`` are given; returns ``(indices ascending, record)``.
+
+    The one rule for every "use N of these images" (the golden inputs, ``search_images``, NNCF's
+    ``subset_size``, the FP16 reference images): never the first N, since ImageFolder sets are in
+    class order (ImageNet val's first 1,000 images are 20 classes). With labels each class gets
+    its share of ``size`` (largest remainder; every class at least one when ``size`` allows),
+    drawn at random within the class; without labels a uniform random draw. The same seed,
+    ``count`` and labels give the same indices on every machine. ``size`` None or at least
+    ``count`` keeps everything. ``record`` says how the subset was drawn, for artifact metadata:
+    method, seed, size, of, classes covered, per-class counts (up to 50 classes) and the sha256
+    of the indices.
+    """
+    if size is None or size >= count:
+        idx = np.arange(count, dtype=np.int64)
+        method = "all"
+    elif size <= 0:
+        raise DataError(f"a subset needs a positive size, got {size}")
+    else:
+        rng = np.random.default_rng(seed)
+        if labels is None:
+            idx = np.sort(rng.choice(count, size, replace=False)).astype(np.int64)
+            method = "random"
+        else:
+            lab = np.asarray(labels).reshape(-1)
+            if len(lab) != count:
+                raise DataError(f"{len(lab)} labels for {count} items: cannot stratify the subset")
+            classes, inverse = np.unique(lab, return_inverse=True)
+            members = [np.flatnonzero(inverse == c) for c in range(len(classes))]
+            sizes = np.array([len(m) for m in members])
+            # Hamilton apportionment in exact integers: floor of each class's share, then the
+            # largest remainders (ties broken at random, seeded).
+            total = int(sizes.sum())
+            quota = (size * sizes) // total
+            remainder = (size * sizes) % total
+            left = size - int(quota.sum())
+            order = np.lexsort((rng.random(len(classes)), -remainder))
+            quota[order[:left]] += 1
+            if size >= len(classes):  # every class represented: take from the largest shares
+                for c in np.flatnonzero(quota == 0):
+                    donor = int(np.argmax(quota))
+                    quota[donor] -= 1
+                    quota[c] += 1
+            picks = [rng.choice(m, q, replace=False) for m, q in zip(members, quota) if q]
+            idx = np.sort(np.concatenate(picks)).astype(np.int64)
+            method = "stratified"
+    record: dict = {"method": method, "seed": seed if method != "all" else None, "size": int(len(idx)),
+                    "of": int(count), "indices_sha256": hashlib.sha256(idx.tobytes()).hexdigest()[:16]}
+    if labels is not None:
+        chosen = np.asarray(labels).reshape(-1)[idx]
+        values, counts = np.unique(chosen, return_counts=True)
+        record["classes"] = {"covered": int(len(values)), "of": int(len(np.unique(np.asarray(labels))))}
+        if len(values) <= 50:
+            record["per_class"] = {str(int(v)): int(c) for v, c in zip(values, counts)}
+        else:
+            record["per_class_range"] = [int(counts.min()), int(counts.max())]
+    return idx, record
 
 
 def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:

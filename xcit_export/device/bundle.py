@@ -214,7 +214,7 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
                    "note": None if meta.get("calibration") else "no calibration set was used for this precision"}
     out_dir = Path(out_dir) if out_dir else folder.parent / "bundles" / f"{meta.get('model') or 'model'}-{artifact.target}"
     progress(f"bundle: writing {out_dir}")
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, marker=MANIFEST) as tmp:
         shutil.copyfile(onnx_path, tmp / meta["onnx"])
         with open(tmp / GOLDEN, "wb") as fh:
             np.savez(fh, **golden)

@@ -62,6 +62,12 @@ class FeaturePyramid(nn.Module):
         return tuple(f(m) for f, m in zip((self.fpn1, self.fpn2, self.fpn3, self.fpn4), maps))
 
 
+def seeds_parameters(output: str) -> bool:
+    """Whether :class:`DeployModel` initialises parameters of its own from the seed for ``output``
+    (the feature pyramid): then the seed decides the exported graph even for checkpoint weights."""
+    return output == "features"
+
+
 def output_names(output: str) -> list[str]:
     if output == "features":
         return ["features_s4", "features_s8", "features_s16", "features_s32"]
@@ -96,7 +102,7 @@ class DeployModel(nn.Module):
             scale, shift = torch.ones_like(std), torch.zeros_like(mean)
         self.register_buffer("in_scale", scale, persistent=False)
         self.register_buffer("in_shift", shift, persistent=False)
-        if output == "features":
+        if seeds_parameters(output):
             torch.manual_seed(seed)
             self.neck = FeaturePyramid(backbone.embed_dim, backbone.patch_size).eval()
 

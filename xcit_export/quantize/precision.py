@@ -224,17 +224,23 @@ def _check_calibration(calibration: np.ndarray, dims: Sequence, what: str,
 # --------------------------------------------------------------------------------------------
 
 def _autocast(onnx_in: Path, calibration: np.ndarray | None, keep_op_types: Sequence[str],
-              exclude_nodes: list[str], data_max: float, max_reference_images: int) -> tuple[onnx.ModelProto, int]:
-    """ModelOpt AutoCast to FP16 on onnxruntime CPU, I/O kept float32; returns (model, reference images)."""
+              exclude_nodes: list[str], data_max: float, max_reference_images: int,
+              reference_labels=None, reference_seed: int = 0) -> tuple[onnx.ModelProto, int, dict | None]:
+    """ModelOpt AutoCast to FP16 on onnxruntime CPU, I/O kept float32; returns (model, reference images,
+    how they were drawn from ``calibration``: :func:`xcit_export.data.sets.representative_subset`)."""
+    from ..data.sets import representative_subset
+
     from modelopt.onnx.autocast import convert_to_mixed_precision
 
     model = onnx.load(str(onnx_in), load_external_data=False)
     input_name, dims = _input_meta(model)
     with tempfile.TemporaryDirectory(prefix="xcit-fp16-") as tmp, _quiet_modelopt():
-        calib_path, used = None, 0
+        calib_path, used, selection = None, 0, None
         if calibration is not None:
             calibration = _check_calibration(calibration, dims, "the FP16 reference images", _input_dtype(model))
-            sample = calibration[:max_reference_images]
+            labels = reference_labels if reference_labels is None or len(reference_labels) == len(calibration) else None
+            picked, selection = representative_subset(len(calibration), max_reference_images, labels, reference_seed)
+            sample = calibration[picked]
             if isinstance(dims[0], int) and dims[0] > 0:  # static batch: whole batches only
                 sample = np.resize(sample, (-(-len(sample) // dims[0]) * dims[0], *sample.shape[1:]))
             calib_path = str(Path(tmp) / "reference.npz")
@@ -248,7 +254,7 @@ def _autocast(onnx_in: Path, calibration: np.ndarray | None, keep_op_types: Sequ
         except Exception as exc:
             raise ExportError(f"ModelOpt AutoCast could not convert '{onnx_in}' to FP16: {type(exc).__name__}: "
                               f"{_first_line(exc)}") from exc
-    return _fix_value_info(converted), used
+    return _fix_value_info(converted), used, selection
 
 
 def _first_line(exc: BaseException) -> str:
@@ -259,7 +265,8 @@ def _first_line(exc: BaseException) -> str:
 def to_fp16(onnx_in: Path, onnx_out: Path, calibration: np.ndarray | None = None, *,
             keep_op_types: Sequence[str] = FP16_KEEP_OP_TYPES, keep_nodes: Sequence[str] = (),
             keep_l2_normalize: bool = True, data_max: float = FP16_DATA_MAX,
-            max_reference_images: int = FP16_MAX_REFERENCE_IMAGES) -> dict:
+            max_reference_images: int = FP16_MAX_REFERENCE_IMAGES, reference_labels=None,
+            reference_seed: int = 0) -> dict:
     """Mixed FP16/FP32 ONNX with ModelOpt AutoCast (reference run on onnxruntime CPU).
 
     ``calibration``: preprocessed images whose activation ranges decide what else stays in FP32
@@ -272,12 +279,13 @@ def to_fp16(onnx_in: Path, onnx_out: Path, calibration: np.ndarray | None = None
     l2 = l2_normalize_nodes(onnx.load(str(onnx_in), load_external_data=False)) if keep_l2_normalize else []
     exclude = [f"^{re.escape(n)}$" for n in l2] + list(keep_nodes)
     t0 = time.perf_counter()
-    converted, used = _autocast(onnx_in, calibration, keep_op_types, exclude, data_max, max_reference_images)
+    converted, used, selection = _autocast(onnx_in, calibration, keep_op_types, exclude, data_max,
+                                           max_reference_images, reference_labels, reference_seed)
     _save(converted, onnx_out)
     return {"precision": "fp16", "tool": "modelopt.onnx.autocast", "keep_op_types": list(keep_op_types),
             "l2_normalize_nodes_kept": len(l2), "keep_nodes": list(keep_nodes),
             "fp32_compute_nodes": _fp32_compute_nodes(converted), "data_max": data_max,
-            "reference_images": used or "random (no calibration set given)",
+            "reference_images": used or "random (no calibration set given)", "reference_selection": selection,
             "seconds": round(time.perf_counter() - t0, 2), **precision_summary(converted)}
 
 
@@ -298,7 +306,8 @@ def _fp32_compute_nodes(model: onnx.ModelProto) -> int:
 def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: str = "entropy",
             exclude_op_types: Sequence[str] = INT8_DEFAULT_EXCLUDE_OP_TYPES, exclude_nodes: Sequence[str] = (),
             high_precision: str = "fp16", keep_op_types: Sequence[str] = FP16_KEEP_OP_TYPES,
-            calibration_batch: int = 8, data_max: float = FP16_DATA_MAX, isolate: bool = True) -> dict:
+            calibration_batch: int = 8, data_max: float = FP16_DATA_MAX, isolate: bool = True,
+            reference_labels=None, reference_seed: int = 0) -> dict:
     """INT8 Q/DQ ONNX with ModelOpt post-training quantization, calibrated on onnxruntime CPU.
 
     ``method``: ``entropy`` (KL divergence, TensorRT's classic choice, robust to outliers) or
@@ -327,7 +336,9 @@ def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: s
     calibration = _check_calibration(calibration, dims, "the INT8 calibration set", _input_dtype(model_in))
     kwargs = {"method": method, "exclude_op_types": list(exclude_op_types), "exclude_nodes": list(exclude_nodes),
               "high_precision": high_precision, "keep_op_types": list(keep_op_types),
-              "calibration_batch": int(calibration_batch), "data_max": float(data_max)}
+              "calibration_batch": int(calibration_batch), "data_max": float(data_max),
+              "reference_labels": None if reference_labels is None else [int(v) for v in reference_labels],
+              "reference_seed": int(reference_seed)}
     if not isolate:
         return _to_int8(onnx_in, onnx_out, calibration, **kwargs)
     return _run_isolated(onnx_in, onnx_out, calibration, kwargs)
@@ -376,7 +387,8 @@ def _worker(job_path: str) -> int:
 
 def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: str,
              exclude_op_types: Sequence[str], exclude_nodes: Sequence[str], high_precision: str,
-             keep_op_types: Sequence[str], calibration_batch: int, data_max: float) -> dict:
+             keep_op_types: Sequence[str], calibration_batch: int, data_max: float,
+             reference_labels=None, reference_seed: int = 0) -> dict:
     from modelopt.onnx.quantization import quantize
 
     model = onnx.load(str(onnx_in), load_external_data=False)
@@ -409,9 +421,10 @@ def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: 
             raise ExportError(f"ModelOpt INT8 quantization of '{onnx_in}' wrote no model")
         if high_precision == "fp16":
             exclude = [f"^{re.escape(n)}$" for n in l2]
-            quantized, _ = _autocast(dst, calibration, keep_op_types, exclude, data_max, FP16_MAX_REFERENCE_IMAGES)
+            quantized, _, fp16_selection = _autocast(dst, calibration, keep_op_types, exclude, data_max,
+                                                     FP16_MAX_REFERENCE_IMAGES, reference_labels, reference_seed)
         else:
-            quantized = _fix_value_info(onnx.load(str(dst)))
+            quantized, fp16_selection = _fix_value_info(onnx.load(str(dst))), None
     bad = int32_dequantize_nodes(quantized)
     if bad:
         raise ExportError(f"the INT8 ONNX has DequantizeLinear nodes with INT32 input ({', '.join(bad[:3])}), "
@@ -424,7 +437,7 @@ def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: 
     return {"precision": "int8", "tool": "modelopt.onnx.quantization", "calibration_method": method,
             "calibration_images": int(len(calibration)), "calibration_step": step,
             "exclude_op_types": list(exclude_op_types), "exclude_nodes": list(exclude_nodes),
-            "high_precision": high_precision,
+            "high_precision": high_precision, "fp16_reference_selection": fp16_selection,
             "fp32_compute_nodes": _fp32_compute_nodes(quantized) if high_precision == "fp16" else "all unquantized",
             "seconds": round(time.perf_counter() - t0, 2), **summary}
 
@@ -448,7 +461,7 @@ def int8_search(onnx_int8: Path, ctx) -> dict:
     images = options.get("search_images")
     return sensitivity.analyse(Path(onnx_int8), ctx.onnx_path, ctx.evaluation, batch=ctx.batch, threads=ctx.threads,
                                budget=budget, want_sensitivity=want, time_steps=False,
-                               search_images=int(images) if images else None)
+                               search_images=int(images) if images else None, seed=getattr(ctx, "seed", 0))
 
 
 # --------------------------------------------------------------------------------------------

@@ -316,21 +316,28 @@ def budget_search(model: onnx.ModelProto, evaluator: Evaluator, budget: float,
 
 def analyse(quantized_path: Path, fp32_path: Path, evaluation, *, batch: int | None, threads: int | None,
             budget: float | None, want_sensitivity: bool, float_path: Path | None = None, time_steps: bool = True,
-            search_images: int | None = None) -> dict:
+            search_images: int | None = None, seed: int = 0) -> dict:
     """Sensitivity and/or budget search for a built Q/DQ ONNX; rewrites ``quantized_path`` when the
-    search keeps groups in high precision. Returns metadata for ``artifact.json``."""
+    search keeps groups in high precision. Returns metadata for ``artifact.json``.
+
+    ``search_images`` limits the evaluation images to a seeded subset, stratified by class where
+    labelled (:func:`xcit_export.data.sets.representative_subset`), recorded as ``search_selection``."""
     if evaluation is None or evaluation[0] is None:
         raise XcitExportError("INT8 sensitivity and max_drop need an evaluation set: pass --eval (or --eval demo)")
     x, labels = evaluation
+    selection = None
     if search_images:
-        x, labels = x[:search_images], None if labels is None else labels[:search_images]
+        from ..data.sets import representative_subset
+
+        picked, selection = representative_subset(len(x), search_images, labels, seed)
+        x, labels = x[picked], None if labels is None else np.asarray(labels)[picked]
     import onnx
 
     t0 = time.perf_counter()
     model = onnx.load(str(quantized_path))
     float_model = onnx.load(str(float_path or fp32_path), load_external_data=False)
     evaluator = Evaluator(fp32_path, x, labels, batch, threads, time_steps)
-    meta: dict = {}
+    meta: dict = {"search_selection": selection} if selection is not None else {}
     ranking = None
     if want_sensitivity:
         ranking = sensitivity(model, evaluator, float_model)

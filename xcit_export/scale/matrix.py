@@ -18,6 +18,7 @@ Order of work (docs/ray.md has the picture):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,7 +190,7 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
                      "count": config.eval_count, "labelled": False}
     if calib_set is not None:
         say(f"preprocessing {len(calib_set)} calibration images")
-        config.calib_data, _ = calib_set.load()
+        config.calib_data, config.calib_labels = calib_set.load()
         config.calib_id = calib_set.content_hash()
         calib = to_input_format(config.calib_data, config.input_format, pp)
 
@@ -207,11 +208,13 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
             if missing:
                 raise XcitExportError(f"target {tname} needs {', '.join(missing)}, which is not installed on the "
                                       f"building machine; install the project's extras (see README)")
-            evaluation = None
+            evaluation, build_config = None, config
             if "max_drop" in options[tname]:  # accuracy-controlled quantization reads the whole set here
                 x_all, y_all = source.load()
                 evaluation = (to_input_format(x_all, config.input_format, pp), y_all)
-            artifact, reused = build_artifact(target, config, spec, onnx_path, onnx_meta["build_key"],
+                # the build key holds the set's content (keys.py), as in a single run
+                build_config = dataclasses.replace(config, eval_id=source.content_hash())
+            artifact, reused = build_artifact(target, build_config, spec, onnx_path, onnx_meta["build_key"],
                                               model.input_shape, calib, evaluation, threads, say)
             packs[tname] = executor.put(pack_artifact(artifact))
             artifacts[tname] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes, "reused": reused,

@@ -43,6 +43,10 @@ class BuildContext:
     input_shape: tuple[int, int, int]
     calibration: np.ndarray | None = None
     calibration_id: str | None = None
+    calibration_labels: np.ndarray | None = None  # when the calibration set is labelled (stratified subsets)
+    # Seed for every subset a build draws (golden inputs, search_images, NNCF's subset_size, the FP16
+    # reference images: data.sets.representative_subset); part of the build key of targets that read data.
+    seed: int = 0
     # (x, labels-or-None) of the evaluation set, for accuracy-controlled quantization.
     evaluation: tuple[np.ndarray, np.ndarray | None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -126,6 +130,17 @@ class Target:
     # chosen by CPU): ``options -> dict`` added to the build key, so such an artifact is not reused
     # on a machine it was not made for.
     key_inputs: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # The image sets this target's build reads (its build key includes them; xcit_export/keys.py):
+    # "calibration" (whenever one is given), "evaluation" (whenever given), "evaluation:search" (only when
+    # sensitivity / max_drop / the recipe's max_top1_drop ask for it). Anything else it reads must be
+    # its options or key_inputs.
+    reads: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        unknown = set(self.reads) - {"calibration", "evaluation", "evaluation:search"}
+        if unknown or (self.needs_calibration and "calibration" not in self.reads):
+            raise ValueError(f"target {self.name}: reads={self.reads!r} must list its inputs among calibration, "
+                             f"evaluation, evaluation:search (and calibration when it needs calibration)")
 
     def check_options(self, options: dict[str, Any]) -> None:
         unknown = sorted(set(options) - set(self.options))

@@ -129,7 +129,8 @@ def _build_int8(ctx: BuildContext) -> Artifact:
     if want_sensitivity or budget is not None:
         meta.update(sensitivity.analyse(dst, ctx.onnx_path, ctx.evaluation, batch=ctx.batch, threads=ctx.threads,
                                         budget=budget, want_sensitivity=want_sensitivity, float_path=prepared,
-                                        search_images=_as_int(ctx.options.get("search_images"), "search_images")))
+                                        search_images=_as_int(ctx.options.get("search_images"), "search_images"),
+                                        seed=ctx.seed))
     prepared.unlink()
     OnnxRuntimeRunner(dst, threads=1).close()  # a graph ORT cannot load fails the build, not validation
     return Artifact(target="onnxruntime-int8", path=dst, files=[dst], metadata=meta)
@@ -348,6 +349,7 @@ register(Target(
     profile=profile,
     requires=("onnxruntime",),
     needs_calibration=True,
+    reads=("calibration", "evaluation:search"),
     verified="x86-64 CPU (AMD Zen 4, AVX-512 VNNI; CI)",
     options=_INT8_OPTIONS,
     key_inputs=_int8_key_inputs,

@@ -295,7 +295,12 @@ def _int8_settings(ctx: BuildContext) -> dict[str, Any]:
     if max_drop is not None and ctx.evaluation is None:
         raise DataError("max_drop needs an evaluation set to measure the drop on: pass one (--eval), or drop "
                         "-O openvino-int8:max_drop")
-    return {"calib": calib[:subset], "subset_size": subset, "preset": preset, "fast_bias_correction": fbc,
+    # Never the first `subset` images (a class-ordered set would give a few classes): a seeded,
+    # class-stratified draw where the calibration set is labelled.
+    from ..data.sets import representative_subset
+
+    picked, selection = representative_subset(n, subset, ctx.calibration_labels, ctx.seed)
+    return {"calib": calib[picked], "selection": selection, "subset_size": subset, "preset": preset, "fast_bias_correction": fbc,
             "target_device": target_device, "max_drop": max_drop}
 
 
@@ -316,7 +321,8 @@ def _quantize(model, ctx: BuildContext, s: dict[str, Any]) -> tuple[Any, dict[st
         "nncf": {"method": "quantize", "model_type": "transformer", "preset": s["preset"],
                  "subset_size": s["subset_size"], "fast_bias_correction": s["fast_bias_correction"],
                  "ignored_scope": s["ignored_scope_spec"], "target_device": s["target_device"].value,
-                 "calibration_count": int(len(ctx.calibration)), "calibration_id": ctx.calibration_id}}
+                 "calibration_count": int(len(ctx.calibration)), "calibration_id": ctx.calibration_id,
+                 "calibration_selection": s["selection"]}}
     calib_ds = nncf.Dataset(calib_items)
     try:
         with _quiet_nncf():
@@ -655,6 +661,7 @@ register(Target(
     profile=profile,
     requires=("openvino", "nncf"),
     needs_calibration=True,
+    reads=("calibration", "evaluation:search"),
     verified=VERIFIED,
     options=INT8_OPTIONS,
 ))

@@ -262,6 +262,8 @@ def _register(family: str, precision: str) -> None:
         description=f"{what} engine for {where}; precision-ready ONNX validated on the host ({library})",
         build=lambda ctx, f=family, p=precision: _build(ctx, f, p),
         load=_load, requires=requires, needs_calibration=precision == "int8",
+        # golden.npz and onnx_check come from the evaluation set; FP16's AutoCast and INT8 read the calibration set
+        reads=("evaluation",) if precision == "fp32" else ("calibration", "evaluation"),
         runs_here=lambda: engine_unavailable_reason(library), verified=verified, options=options))
 
 

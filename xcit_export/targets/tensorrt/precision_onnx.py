@@ -34,14 +34,16 @@ def make_precision_onnx(ctx: BuildContext, name: str, precision: str, options: d
         return {"precision": "fp32"}
     if precision == "fp16":
         return prec.to_fp16(ctx.onnx_path, onnx_out, ctx.calibration,
-                            keep_nodes=_as_list(options.get("keep_fp32_nodes")))
+                            keep_nodes=_as_list(options.get("keep_fp32_nodes")),
+                            reference_labels=ctx.calibration_labels, reference_seed=ctx.seed)
     if ctx.calibration is None:
         raise XcitExportError(f"target {name} needs calibration images: pass --calib")
     summary = prec.to_int8(ctx.onnx_path, onnx_out, ctx.calibration,
                            method=str(options.get("calibration_method", "entropy")),
                            exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
                            exclude_nodes=_as_list(options.get("exclude_nodes")),
-                           high_precision=str(options.get("high_precision", "fp16")))
+                           high_precision=str(options.get("high_precision", "fp16")),
+                           reference_labels=ctx.calibration_labels, reference_seed=ctx.seed)
     # Per-group sensitivity and the accuracy-budget search (-O ...:sensitivity / max_drop; quantize/sensitivity.py).
     summary.update(prec.int8_search(onnx_out, ctx))
     return summary
@@ -66,10 +68,15 @@ def _graph_input_dtype(path: Path) -> np.dtype:
 def write_golden(ctx: BuildContext, precision_onnx: Path, count: int) -> dict:
     """Golden inputs (evaluation set, else seeded), the FP32 ONNX's outputs as the reference and the
     precision ONNX's outputs, in ``golden.npz``; returns the ONNX-level agreement."""
+    selection = None
     if ctx.evaluation is not None and len(ctx.evaluation[0]):
+        from ...data.sets import representative_subset
+
         x_all, labels_all = ctx.evaluation
-        x = np.asarray(x_all[:count])  # already in the graph's input format (float32 or uint8)
-        labels = None if labels_all is None else np.asarray(labels_all[:count])
+        # A seeded, class-stratified draw, never the first `count` (a class-ordered set gives few classes).
+        picked, selection = representative_subset(len(x_all), count, labels_all, ctx.seed)
+        x = np.asarray(x_all[picked])  # already in the graph's input format (float32 or uint8)
+        labels = None if labels_all is None else np.asarray(labels_all)[picked]
         source = "evaluation set"
     else:
         rng = np.random.default_rng(20240607)
@@ -94,7 +101,7 @@ def write_golden(ctx: BuildContext, precision_onnx: Path, count: int) -> dict:
     with atomic_path(ctx.out_dir / GOLDEN_FILE) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    return {"source": source, **result}
+    return {"source": source, "selection": selection, **result}
 
 
 def _calibration_provenance(ctx: BuildContext, precision: str, options: dict) -> dict | None:
@@ -107,9 +114,10 @@ def _calibration_provenance(ctx: BuildContext, precision: str, options: dict) ->
     if precision == "int8":
         use = f"INT8 activation scales ({options.get('calibration_method', 'entropy')})"
         if str(options.get("high_precision", "fp16")) == "fp16":
-            use += f"; FP16 range check on the first {min(len(arr), FP16_MAX_REFERENCE_IMAGES)}"
+            use += f"; FP16 range check on {min(len(arr), FP16_MAX_REFERENCE_IMAGES)} of them (seeded, stratified)"
     else:
-        use = f"FP16 range check (AutoCast data_max) on the first {min(len(arr), FP16_MAX_REFERENCE_IMAGES)}"
+        use = (f"FP16 range check (AutoCast data_max) on {min(len(arr), FP16_MAX_REFERENCE_IMAGES)} of them "
+               f"(seeded, stratified by class where labelled)")
     return {"id": ctx.calibration_id, "sha256": hashlib.sha256(arr.tobytes()).hexdigest(),
             "count": int(len(arr)), "shape": list(arr.shape[1:]), "used_for": use,
             "method": options.get("calibration_method", "entropy") if precision == "int8" else "autocast"}
