@@ -139,7 +139,7 @@ class Report:
 
     def __init__(self, data: Mapping[str, Any], out_dir: PathLike | None = None) -> None:
         self._data: dict[str, Any] = dict(data)
-        self.out_dir: Path | None = Path(out_dir) if out_dir is not None else None
+        self.out_dir: Path | None = Path(out_dir).absolute() if out_dir is not None else None
 
     # -- fields -------------------------------------------------------------------------------
     @property
