@@ -115,6 +115,23 @@ def test_bad_input_raises_the_cli_errors_before_any_work(tmp_path, kwargs, error
     assert not (tmp_path / "o" / "onnx").exists()
 
 
+def test_recommend_is_auto_over_the_candidates(monkeypatch, tmp_path):
+    """recommend() builds the --target auto run: the candidates, the budget, the run options."""
+    from xcit_export import api
+
+    seen = {}
+    monkeypatch.setattr(api, "_run_config", lambda config, progress: seen.update(config=config, progress=progress))
+    xcit_export.recommend(MODEL, candidates="onnxruntime-fp32,openvino-fp32", max_top1_drop=0.02,
+                          require_winner="openvino-fp32@batch1", weights="demo", eval="demo", out=tmp_path,
+                          progress=False)
+    config = seen["config"]
+    assert config.auto and config.targets == ["onnxruntime-fp32", "openvino-fp32"]
+    assert (config.budget.max_top1_drop, config.budget.min_top1_agreement) == (0.02, 0.97)
+    assert config.require_winner == "openvino-fp32@batch1" and config.eval == "demo" and config.weights == "demo"
+    with pytest.raises(XcitExportError, match="must be a fraction between 0 and 1"):
+        xcit_export.recommend(MODEL, max_top1_drop=2.0, out=tmp_path)
+
+
 def test_options_are_keyword_only():
     with pytest.raises(TypeError):
         xcit_export.run(MODEL, "onnxruntime-fp32", "random")  # type: ignore[misc]

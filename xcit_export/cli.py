@@ -45,8 +45,9 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
               help="Target(s): repeat or comma-separate; 'all' for every registered target; 'auto' (alone) to "
                    "try every target that runs here and recommend the fastest within the accuracy budget.")
 @click.option("--weights", "-w", default="random", show_default=True,
-              help="'random' (seeded), 'pretrained' (timm hub download), or a checkpoint path (.pth/.safetensors, "
-                   "timm or official facebookresearch/xcit format).")
+              help="'random' (seeded), 'demo' (bundled fixture), 'pretrained' (timm's weights through the Hugging Face "
+                   "cache; HF_HUB_OFFLINE/HF_ENDPOINT apply), or a checkpoint path (.pth/.safetensors, timm or "
+                   "official facebookresearch/xcit format).")
 @click.option("--seed", default=0, show_default=True, help="Seed for random weights and evaluation inputs.")
 @click.option("--num-classes", type=int, help="Classifier classes (default: the zoo's 1000; 0 = feature extractor).")
 @click.option("--input-size", help="Input size HxW or S (multiple of the patch size), e.g. 256.")
