@@ -69,6 +69,9 @@ def test_log_output_is_plain_with_counts_rate_and_eta():
             clock[0] += 1.0  # 100 images a second
             progress.step("decoding evaluation images", done, 4000)
         progress("Reference: PyTorch on 4000 evaluation inputs")
+        import warnings
+
+        warnings.warn("--calib-size 32 is small", UserWarning)
     text = buf.getvalue()
     assert not ANSI.search(text), text
     lines = text.splitlines()
@@ -77,7 +80,8 @@ def test_log_output_is_plain_with_counts_rate_and_eta():
     assert counts[0] == "  decoding evaluation images: 1,000/4,000, 100.0/s, ETA 30.0 s"
     assert len(counts) == 3  # one line every ten seconds, none once finished
     assert "  done decoding evaluation images: 4,000 in 40.0 s (100.0/s)" in lines
-    assert lines[-1].endswith(" Reference: PyTorch on 4000 evaluation inputs")
+    assert lines[-2].endswith(" Reference: PyTorch on 4000 evaluation inputs")
+    assert lines[-1] == "warning: --calib-size 32 is small"  # one line, not Python's file:line form
 
 
 def test_terminal_gets_bars_and_quiet_gets_nothing():

@@ -174,6 +174,13 @@ class TerminalProgress:
 
     # -- context ------------------------------------------------------------------------------
     def __enter__(self) -> "TerminalProgress":
+        import warnings
+
+        # A Python warning (e.g. "--calib-size 32 is small") as one line among the stage lines, not
+        # Python's two-line "file:line: UserWarning:" form; the report keeps its own copy.
+        self._showwarning = warnings.showwarning
+        if not self.quiet:
+            warnings.showwarning = self._warning
         if self.live:
             from rich.progress import BarColumn, Progress as Bars, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -185,10 +192,20 @@ class TerminalProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import warnings
+
         self._finish_loops()
         if self._bars is not None:
             self._bars.stop()
             self._bars = None
+        warnings.showwarning = self._showwarning
+
+    def _warning(self, message: Any, category: Any, *_args: Any, **_kwargs: Any) -> None:
+        text = f"warning: {message}"
+        if self._bars is not None:
+            self._bars.console.print(f"[yellow]{_escape(text)}[/]", soft_wrap=True)
+        else:
+            self.console.print(text, markup=False, soft_wrap=True)
 
     # -- Progress -----------------------------------------------------------------------------
     def __call__(self, message: str) -> None:
