@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,15 @@ def test_main_job_end_to_end(tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     assert (out / "report.md").read_text().startswith("# xcit-export report")
+    # What a CI log (no TTY) shows: stage lines, counted loops, then a plain table (no ANSI, no Markdown).
+    text = res.output
+    assert "\x1b[" not in text and "|---" not in text
+    for done in ("PyTorch reference outputs: 4 in", "PyTorch eager latency runs: 5 in",
+                 "onnxruntime-fp32: outputs: 4 in", "onnxruntime-fp32: latency runs: 5 in"):
+        assert f"  done {done}" in text, done
+    assert re.search(r"^target +status +top-1 agree ", text, re.M) and re.search(r"^onnxruntime-fp32 +ok ", text, re.M)
+    assert re.search(r"^  onnxruntime-fp32: \w+ \d+%, \w+ \d+%, \w+ \d+%$", text, re.M)  # top three op types
+    assert f"report: {out / 'report.json'} (also report.md, report.html)" in text
     (entry,) = report["targets"]
     assert entry["status"] == "ok" and entry["reused"] is False
     acc, lat = entry["accuracy"], entry["latency"]
@@ -55,10 +65,12 @@ def test_main_job_end_to_end(tmp_path):
     ref = torch_reference(load_model(get_spec("xcit_nano_12_p16_224").with_overrides(input_size=(64, 64))), x)[0]
     assert acc["max_abs_error"] == pytest.approx(float(np.abs(got.astype(np.float64) - ref).max()), rel=1e-3, abs=1e-7)
 
-    # Unchanged inputs: artifacts are reused, not rebuilt.
+    # Unchanged inputs: artifacts are reused, not rebuilt. --quiet: the results only.
     res = invoke("--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--input-size", "64",
-                 "--out", str(out), *FAST)
+                 "--out", str(out), *FAST, "--quiet")
     assert res.exit_code == 0
+    assert "done " not in res.output and "ONNX:" not in res.output
+    assert re.search(r"^onnxruntime-fp32 +ok ", res.output, re.M)
     assert json.loads((out / "report.json").read_text())["targets"][0]["reused"] is True
 
 

@@ -146,14 +146,95 @@ def test_strict_load_errors(tmp_path):
 
 
 def test_pretrained_offline_fails_with_one_sentence(monkeypatch):
-    import urllib.request
+    """No network and nothing cached: what huggingface_hub raises then becomes one sentence."""
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
     def no_network(*_a, **_k):
-        raise OSError("Network is unreachable")
+        raise LocalEntryNotFoundError("Cannot find the requested files in the disk cache and outgoing traffic "
+                                      "has been disabled / connection failed")
 
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    with pytest.raises(WeightsDownloadError, match="could not download pretrained weights for xcit_nano_12_p16_224"):
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with pytest.raises(WeightsDownloadError, match="could not download pretrained weights for xcit_nano_12_p16_224 "
+                                                   "from .*timm/xcit_nano_12_p16_224.fb_in1k") as info:
         download_pretrained(get_spec("xcit_nano_12_p16_224"))
+    assert "\n" not in str(info.value) and "--weights PATH" in str(info.value)
+
+
+def _fill_hf_cache(hf_home, spec):
+    """timm's weights for ``spec`` as huggingface_hub caches them (blob, snapshot link, refs/main),
+    with seeded random values: what a user has after timm.create_model(..., pretrained=True)."""
+    import hashlib
+    import os
+
+    torch.manual_seed(123)
+    state = {k: v.contiguous() for k, v in build_model(spec).state_dict().items()}
+    repo = hf_home / "hub" / ("models--" + spec.hub_id.replace("/", "--"))
+    (repo / "blobs").mkdir(parents=True)
+    tmp = repo / "blobs" / "tmp"
+    save_file(state, str(tmp))
+    blob = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    os.replace(tmp, repo / "blobs" / blob)
+    revision = "1" * 40
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    os.symlink(f"../../blobs/{blob}", repo / "snapshots" / revision / "model.safetensors")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    return state, blob
+
+
+_LOAD_PRETRAINED = """
+import sys, torch
+from xcit_export.models.weights import load_model, weights_fingerprint
+from xcit_export.models.zoo import get_spec
+from xcit_export.errors import WeightsDownloadError
+spec = get_spec("xcit_nano_12_p16_224")
+try:
+    model = load_model(spec, "pretrained")
+except WeightsDownloadError as exc:
+    print("ERROR", exc)
+    sys.exit(1)
+torch.save(model.state_dict(), sys.argv[1])
+print("FINGERPRINT", weights_fingerprint("pretrained", 0, spec))
+"""
+
+
+def _load_pretrained_in(hf_home, tmp_path):
+    """``load_model(spec, 'pretrained')`` in a fresh process (huggingface_hub reads its environment
+    at import) with HF_HOME=hf_home, HF_HUB_OFFLINE=1 and an endpoint that refuses connections."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env.pop("HF_HUB_CACHE", None)
+    return subprocess.run([sys.executable, "-c", _LOAD_PRETRAINED, str(tmp_path / "loaded.pth")], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_pretrained_loads_from_the_hugging_face_cache_offline(tmp_path):
+    spec = get_spec("xcit_nano_12_p16_224")
+    state, blob = _fill_hf_cache(tmp_path / "hf", spec)
+    proc = _load_pretrained_in(tmp_path / "hf", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    loaded = torch.load(tmp_path / "loaded.pth", weights_only=True)
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+    # The build key follows the cached file's content (its blob hash), not just the word 'pretrained'.
+    import hashlib
+
+    expected = hashlib.sha256(f"pretrained:{spec.hub_id}:{blob}".encode()).hexdigest()[:16]
+    assert f"FINGERPRINT {expected}" in proc.stdout
+
+
+def test_pretrained_offline_without_a_cache_is_one_sentence(tmp_path):
+    proc = _load_pretrained_in(tmp_path / "empty-hf", tmp_path)
+    assert proc.returncode == 1
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("ERROR")]
+    assert line == ("ERROR could not download pretrained weights for xcit_nano_12_p16_224: HF_HUB_OFFLINE is set and "
+                    "timm/xcit_nano_12_p16_224.fb_in1k/model.safetensors is not in the Hugging Face cache "
+                    f"({tmp_path / 'empty-hf' / 'hub'}); fetch it once with network (unset HF_HUB_OFFLINE) or pass a "
+                    "checkpoint file as --weights PATH")
 
 
 def test_read_checkpoint_rejects_non_state_dict(tmp_path):

@@ -187,7 +187,7 @@ def test_headline_int8_run_calibrates_on_the_demo_set_and_says_so(scenario):
     (target,) = first["report"]["targets"]
     assert target["status"] == "ok" and target["accuracy"]["cosine_min"] > 0.99
     line = f"- calibration: demo (16 images): {NOTE}"
-    assert line in scenario["first_out"]  # the table printed on the terminal
+    assert f"\ncalibration: demo (16 images): {NOTE}\n" in scenario["first_out"]  # printed above the results table
     assert line in first["report_md"]
     assert NOTE in first["report_html"]
 

@@ -29,3 +29,11 @@ def timm():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_matches_timm(timm, name):
     assert timm_parity.compare(name, 32, timm) < 1e-4
+
+
+def test_pretrained_weights_are_timms_default(timm):
+    """``--weights pretrained`` fetches the Hugging Face repo timm.create_model(name, pretrained=True)
+    would (the same cache entry), for every zoo model."""
+    from timm.models import get_pretrained_cfg
+
+    assert {n: s.hub_id for n, s in MODELS.items()} == {n: get_pretrained_cfg(n).hf_hub_id for n in MODELS}

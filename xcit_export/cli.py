@@ -10,43 +10,11 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from . import __version__
 from .device.cli import _fail_cleanly  # one error printer for every command
 from .device.cli import bundle as _bundle_cmd
 from .device.cli import device_check as _device_check_cmd
-
-console = Console(stderr=True, log_path=False)
-
-
-def _parse_size(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    parts = value.lower().replace(",", "x").split("x")
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        raise click.BadParameter(f"'{value}' is not a size; use 256 or 256x320 (height x width)") from None
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2:
-        raise click.BadParameter(f"'{value}' is not a size; use 256 or 256x320 (height x width)")
-    return dims[0], dims[1]
-
-
-def _split_targets(values: tuple[str, ...]) -> list[str]:
-    from .targets import all_targets
-
-    names: list[str] = []
-    for v in values:
-        for name in v.split(","):
-            name = name.strip()
-            if name == "all":
-                names.extend(all_targets())
-            elif name:
-                names.append(name)
-    return list(dict.fromkeys(names))
 
 
 def _parse_value(text: str):
@@ -77,8 +45,9 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
               help="Target(s): repeat or comma-separate; 'all' for every registered target; 'auto' (alone) to "
                    "try every target that runs here and recommend the fastest within the accuracy budget.")
 @click.option("--weights", "-w", default="random", show_default=True,
-              help="'random' (seeded), 'pretrained' (timm hub download), or a checkpoint path (.pth/.safetensors, "
-                   "timm or official facebookresearch/xcit format).")
+              help="'random' (seeded), 'demo' (bundled fixture), 'pretrained' (timm's weights through the Hugging Face "
+                   "cache; HF_HUB_OFFLINE/HF_ENDPOINT apply), or a checkpoint path (.pth/.safetensors, timm or "
+                   "official facebookresearch/xcit format).")
 @click.option("--seed", default=0, show_default=True, help="Seed for random weights and evaluation inputs.")
 @click.option("--num-classes", type=int, help="Classifier classes (default: the zoo's 1000; 0 = feature extractor).")
 @click.option("--input-size", help="Input size HxW or S (multiple of the patch size), e.g. 256.")
@@ -130,89 +99,82 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
               help="Run the recipe's model x target x device matrix here, serially (local), or on Ray (docs/ray.md).")
 @click.option("--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start a local Ray here).")
 @click.option("--shards", type=click.IntRange(min=1), help="Split each evaluation set into N shards (default: local 1, ray: the cluster's CPUs).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress; only the results table and errors (CI logs).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also every threshold check, the INT8 details and each per-op profile's correction story.")
 @click.pass_context
 @_fail_cleanly
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
          warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
-         min_top1_agreement, min_cosine_mean, require_winner, op_profile, executor, ray_address, shards):
+         min_top1_agreement, min_cosine_mean, require_winner, op_profile, executor, ray_address, shards, quiet, verbose):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
     """
     if ctx.invoked_subcommand is not None:
         return
-    from . import export as export_mod
-    from .pipeline import DEFAULT_CALIB_WEIGHTS, RunConfig, distribute_options, run
-    from .report.document import markdown_table
-    from .evaluate.validate import LatencyOptions
+    from . import api
+    from .errors import UsageError
 
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose do not combine; pick one")
+    shown = {"quiet", "verbose"}
     if recipe is not None:
         given = [p for p in ctx.params if p not in ("recipe", "out", "rebuild", "no_wait", "executor", "ray_address",
-                                                     "shards")
+                                                     "shards", *shown)
                  and ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise click.UsageError(f"--recipe sets the run; drop {', '.join('--' + g.replace('_', '-') for g in given)} "
                                    f"(or edit the recipe)")
-        from .recipe import load_recipe, to_run_config
+        from .recipe import load_recipe
 
         loaded = load_recipe(recipe)
         if executor or ray_address or shards is not None or loaded.is_matrix:
-            _run_matrix(loaded, executor or "local", ray_address, out, rebuild, shards, wait=not no_wait)
+            _run_matrix(loaded, executor or "local", ray_address, out, rebuild, shards, wait=not no_wait, quiet=quiet)
             return
-        config = to_run_config(loaded, out_dir=out, rebuild=rebuild)
-        config.wait_for_lock = not no_wait
-        _run_and_print(config, run, markdown_table)
+        _run_and_print(lambda progress: api.run_recipe(recipe, out=out, rebuild=rebuild, wait=not no_wait,
+                                                       progress=progress), quiet, verbose)
         return
     if executor or ray_address or shards is not None:
         raise click.UsageError("--executor, --ray-address and --shards run a recipe's matrix; give --recipe")
     if not model or not targets:
         raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
 
-    target_names = _split_targets(targets)
-    auto_budget = None
-    if "auto" in target_names:
-        from .evaluate.auto import Budget, plan
-
-        if target_names != ["auto"]:
-            raise click.UsageError("--target auto picks among every target that runs here; give it alone")
-        auto_budget = Budget(max_top1_drop, min_top1_agreement, min_cosine_mean).check()
-        target_names = plan(None, calib is not None or weights in DEFAULT_CALIB_WEIGHTS)[0]
-    else:
-        auto_flags = [f"--{p.replace('_', '-')}" for p in ("max_top1_drop", "min_top1_agreement", "min_cosine_mean",
-                                                            "require_winner")
-                      if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+    auto_flags = [f"--{p.replace('_', '-')}" for p in ("max_top1_drop", "min_top1_agreement", "min_cosine_mean",
+                                                        "require_winner")
+                  if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
+    general, specific = _parse_options(raw_options)
+    options = dict(
+        weights=weights, seed=seed, num_classes=num_classes, input_size=input_size, batch=batch, output=output,
+        input_format=input_format, opset=opset, out=out, threads=threads, calib=calib, calib_size=calib_size,
+        eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
+        eval_count=eval_count, warmup=warmup, iterations=iterations, min_seconds=min_seconds, device=device,
+        hint=hint, options=general, target_options=specific, rebuild=rebuild, wait=not no_wait, profile=op_profile)
+    # The accuracy budget's defaults are the CLI's; only the options given count as "given for auto".
+    budget = dict(max_top1_drop=max_top1_drop, min_top1_agreement=min_top1_agreement,
+                  min_cosine_mean=min_cosine_mean, require_winner=require_winner)
+    if "auto" not in [t.strip() for t in ",".join(targets).split(",")]:
         if auto_flags:
             raise click.UsageError(f"{', '.join(auto_flags)} only apply to --target auto")
-    general, specific = _parse_options(raw_options)
-    if device:
-        general["device"] = device
-    if hint:
-        general["hint"] = hint
-    config = RunConfig(
-        model=model, targets=target_names, target_options=distribute_options(target_names, general, specific), out_dir=out or Path("out") / model, weights=weights,
-        seed=seed, num_classes=num_classes, input_size=_parse_size(input_size), batch=batch,
-        opset=opset or export_mod.DEFAULT_OPSET, threads=threads, eval_count=eval_count,
-        latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds),
-        output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
-        eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
-        auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner, profile=op_profile,
-        wait_for_lock=not no_wait)
-    if config.auto:
-        config.targets = []  # every registered target: those that cannot run here are listed with the reason
-    _run_and_print(config, run, markdown_table)
+        budget = {}
+    try:
+        _run_and_print(lambda progress: api.run(model, list(targets), **options, **budget, progress=progress),
+                       quiet, verbose)
+    except UsageError as exc:  # options that do not combine: a usage error, exit 2, as click's own
+        raise click.UsageError(str(exc)) from None
 
 
-def _run_matrix(recipe, executor_name, address, out, rebuild, shards, wait: bool = True) -> None:
+def _run_matrix(recipe, executor_name, address, out, rebuild, shards, wait: bool = True, quiet: bool = False) -> None:
+    from .console import TerminalProgress, make_console
     from .scale.executor import make_executor
     from .scale.matrix import matrix_markdown, run_matrix
 
     out = out or Path("out") / recipe.path.stem
     executor = make_executor(executor_name, address)
     try:
-        with console.status("starting") as status:
-            report = run_matrix(recipe, executor, out, rebuild=rebuild, shards=shards, wait=wait,
-                                progress=lambda msg: (status.update(msg), console.log(msg)))
+        with TerminalProgress(make_console(stderr=True), quiet=quiet) as progress:
+            report = run_matrix(recipe, executor, out, rebuild=rebuild, shards=shards, wait=wait, progress=progress)
     finally:
         executor.close()
     click.echo(matrix_markdown(report))
@@ -221,16 +183,15 @@ def _run_matrix(recipe, executor_name, address, out, rebuild, shards, wait: bool
         sys.exit(1)
 
 
-def _run_and_print(config, run, markdown_table) -> None:
-    with console.status("starting") as status:
-        report = run(config, progress=lambda msg: (status.update(msg), console.log(msg)))
-    click.echo(markdown_table(report))
-    click.echo(f"report: {config.out_dir / 'report.json'} (also report.md, report.html)")
-    held = (report.get("recommendation") or {}).get("require_winner", {}).get("ok", True)
-    if not held:
-        click.echo(f"required winner {config.require_winner} was not recommended "
-                   f"({report['recommendation']['target'] or 'no candidate held the budget'})")
-    if any(t["status"] == "failed" or t.get("passed") is False for t in report["targets"]) or not held:
+def _run_and_print(run_with, quiet: bool, verbose: bool) -> None:
+    """Run (``run_with(progress)`` returns an :class:`api.Report`) with a progress display on stderr,
+    print the results on stdout, exit 1 unless the report passed."""
+    from .console import TerminalProgress, make_console, print_report
+
+    with TerminalProgress(make_console(stderr=True), quiet=quiet, verbose=verbose) as progress:
+        report = run_with(progress)
+    print_report(report.to_dict(), make_console(), verbose=verbose, json_path=report.json_path)
+    if not report.passed:
         sys.exit(1)
 
 

@@ -65,3 +65,7 @@ class GateFailure(XcitExportError):
 
 class OutputDirBusyError(OutputDirError):
     """Another run holds the output folder's lock (and ``--no-wait`` was given)."""
+
+
+class UsageError(XcitExportError):
+    """Options that do not combine (e.g. ``auto`` with other targets); the CLI exits 2 on it."""

@@ -108,11 +108,11 @@ def array_id(*arrays) -> str | None:
     return h.hexdigest()
 
 
-def _value(config, name: str, reader: str) -> Any:
+def _value(config, name: str, reader: str, spec=None) -> Any:
     """What field ``name`` of ``config`` contributes to ``reader``'s key."""
     value = getattr(config, name)
     if name == "weights":
-        return {"source": value, "content": weights_fingerprint(value, config.seed)}
+        return {"source": value, "content": weights_fingerprint(value, config.seed, spec)}  # pretrained: the Hub file
     if name == "seed" and reader == ONNX:
         # the seed decides the graph only where parameters are drawn from it
         return value if config.weights == "random" or seeds_parameters(config.output) else None
@@ -135,7 +135,7 @@ def onnx_key(config, spec) -> str:
     obj = {"stage": "onnx", "export_form": FORM_VERSION, "libs": library_versions(),
            "resolved": {"model": spec.name, "num_classes": spec.num_classes,
                         "preprocessing": spec.preprocessing.to_dict()}}
-    obj["config"] = {name: _value(config, name, ONNX) for name in fields_read_by(ONNX)}
+    obj["config"] = {name: _value(config, name, ONNX, spec) for name in fields_read_by(ONNX)}
     return digest(obj)
 
 

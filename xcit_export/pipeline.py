@@ -24,6 +24,7 @@ import numpy as np
 
 from . import export as export_mod
 from . import keys as keys_mod
+from .console import counting, latency_runs, renamed, stepper
 from .errors import BackendUnavailableError, XcitExportError
 from .fingerprint import device_fingerprint
 from .io import atomic_dir, ensure_writable_dir, sha256_file
@@ -235,14 +236,15 @@ def load_image_sets(config: RunConfig, spec, progress: Progress) -> dict:
         data.check_disjoint(calib_set, eval_set)
     if calib_set is not None:
         progress(f"Data: preprocessing {len(calib_set)} calibration images")
-        config.calib_data, config.calib_labels = calib_set.load()
+        config.calib_data, config.calib_labels = calib_set.load(
+            on_decoded=stepper(progress, "decoding calibration images"))
         config.calib_id = calib_set.content_hash()
         info["calibration"] = {"source": config.calib, "count": int(len(config.calib_data)),
                                "content_hash": config.calib_id, "skipped": len(calib_set.skipped),
                                "warnings": calib_set.warnings}
     if eval_set is not None:
         progress(f"Data: preprocessing {len(eval_set)} evaluation images")
-        config.eval_data = eval_set.load()
+        config.eval_data = eval_set.load(on_decoded=stepper(progress, "decoding evaluation images"))
         config.eval_id = f"{config.eval} ({eval_set.content_hash()[:12]})"
         info["evaluation_set"] = {"source": config.eval, "count": int(len(config.eval_data[0])),
                                   "content_hash": eval_set.content_hash(), "skipped": len(eval_set.skipped),
@@ -344,11 +346,13 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         labels = None  # labelled accuracy needs class scores
     progress(f"Reference: PyTorch on {len(x_eval)} evaluation inputs")
     torch_run = torch_infer(model, threads)
-    reference = run_in_batches(torch_run, x_eval, config.batch or 16)
+    reference = run_in_batches(counting(progress, "PyTorch reference outputs", torch_run, len(x_eval)), x_eval,
+                               config.batch or 16)
     lat_batch = config.batch or 1
     x_lat = x_eval[:lat_batch] if len(x_eval) >= lat_batch else np.repeat(x_eval[:1], lat_batch, 0)
     progress("Latency: PyTorch eager")
-    torch_latency = measure_latency(torch_run, np.ascontiguousarray(x_lat), config.latency)
+    torch_latency = measure_latency(latency_runs(progress, "PyTorch eager latency runs", torch_run, config.latency),
+                                    np.ascontiguousarray(x_lat), config.latency)
     ref_entry: dict[str, Any] = {"latency": torch_latency.to_dict(), "threads": threads}
     if labels is not None:
         ref_entry["accuracy"] = labelled_accuracy(reference[0], labels)
@@ -405,7 +409,7 @@ def _batch1_variants(config: RunConfig, model, spec, targets, x_eval, labels, re
     for target in targets:
         entry = _run_target(target, b1, spec, onnx_path, onnx_meta["build_key"], model.input_shape, x_eval,
                             labels, reference, x1, calib, torch_ms, threads,
-                            lambda msg, name=target.name: progress(msg.replace(name, variant_name(name, True), 1)),
+                            renamed(progress, target.name, variant_name(target.name, True)),
                             output_names=model.output_names)
         entry["target"] = variant_name(target.name, True)
         _profile_entry(target, entry, b1, x_eval, threads, progress)
@@ -496,7 +500,8 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str,
         runner = target.load(artifact, threads=threads, **options)
         entry["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         try:
-            outputs = run_in_batches(runner.infer, x_eval, config.batch or 16)
+            outputs = run_in_batches(counting(progress, f"{target.name}: outputs", runner.infer, len(x_eval)), x_eval,
+                                     config.batch or 16)
             classify = config.output == "logits" and spec.num_classes > 0
             per_output = {name: compare_outputs(o, r, labels if i == 0 else None, classify=classify)
                           for i, (name, o, r) in enumerate(zip(output_names, outputs, reference))}
@@ -509,7 +514,8 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str,
                 entry["inference_precision"] = runner.inference_precision
             if getattr(runner, "measures_latency", True):
                 progress(f"{target.name}: measuring latency")
-                lat = measure_latency(runner.infer, np.ascontiguousarray(x_lat), config.latency)
+                lat = measure_latency(latency_runs(progress, f"{target.name}: latency runs", runner.infer, config.latency),
+                                      np.ascontiguousarray(x_lat), config.latency)
                 entry["latency"] = lat.to_dict()
                 entry["speedup_vs_pytorch"] = round(torch_median_ms / lat.median_ms, 3)
                 if config.latency_batches and not config.batch and artifact.metadata.get("batch", "dynamic") == "dynamic":

@@ -27,7 +27,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -372,8 +372,10 @@ class ImageSet:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def load(self) -> tuple[np.ndarray, np.ndarray | None]:
+    def load(self, on_decoded: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Preprocess the selection: ``(x (N, 3, H, W) float32, labels (N,) int64 or None)``.
+
+        ``on_decoded(done, total)`` is called after each image (progress display).
 
         With ``on_bad_image='skip'`` unreadable images are left out, listed in :attr:`skipped` and
         counted in a warning; with ``'fail'`` the first one raises, naming the file.
@@ -387,8 +389,12 @@ class ImageSet:
         h, w = self.pp.input_size
         x = np.empty((len(order), 3, h, w), dtype=np.float32)
         kept: list[int] = []
-        for i in order:
+        if on_decoded is not None:
+            on_decoded(0, len(order))
+        for pos, i in enumerate(order, 1):
             item = self._decode(i)
+            if on_decoded is not None:
+                on_decoded(pos, len(order))
             if item is None:
                 continue
             x[len(kept)] = item

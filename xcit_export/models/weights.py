@@ -1,4 +1,10 @@
-"""Weights: seeded random init, local checkpoints (timm or official format), hub download.
+"""Weights: seeded random init, local checkpoints (timm or official format), timm's pretrained weights.
+
+``pretrained`` is timm's default weights for the model (``timm/<model>.<tag>``'s
+``model.safetensors`` on the Hugging Face Hub), fetched with ``huggingface_hub`` as timm fetches
+them: into the shared Hugging Face cache (``HF_HOME``/``HF_HUB_CACHE``; a file timm already
+downloaded is not fetched again), through ``HF_ENDPOINT`` (a mirror), with ``HF_TOKEN`` for gated
+repos and resumable downloads; with ``HF_HUB_OFFLINE=1`` only the cache is read.
 
 Checkpoints are loaded strictly: every key must match, or the error lists what is missing and
 unexpected. Two on-disk layouts are accepted and normalised to timm's:
@@ -14,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -27,11 +31,8 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 # The bundled fixture (``--weights demo``): xcit_nano_12_p16_224 trained on the bundled demo set.
 DEMO_MODEL = "xcit_nano_12_p16_224"
 DEMO_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "xcit_nano_12_p16_224_demo10.safetensors"
-HUB_URL = "https://huggingface.co/{repo}/resolve/main/model.safetensors"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("XCIT_EXPORT_CACHE", Path.home() / ".cache" / "xcit-export"))
+# The file timm reads from a ``timm/...`` repo (timm's HF_SAFE_WEIGHTS_NAME).
+HUB_FILENAME = "model.safetensors"
 
 
 def official_to_timm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -167,27 +168,55 @@ def load_state_dict_strict(model: torch.nn.Module, state: dict[str, torch.Tensor
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
 
 
-def download_pretrained(spec: ModelSpec, timeout: float = 30.0) -> Path:
-    """Fetch timm's hub weights for ``spec`` into the cache (once) and return the file path."""
+def download_pretrained(spec: ModelSpec) -> Path:
+    """The path of timm's pretrained weights for ``spec`` in the Hugging Face cache, downloaded
+    there first if needed (``huggingface_hub.hf_hub_download``; its environment variables apply).
+
+    Any failure is one :class:`WeightsDownloadError` sentence naming the repository, why, and what
+    to do (with no network: a checkpoint file as ``--weights PATH``).
+    """
     if spec.hub_id is None:
         raise WeightsDownloadError(f"{spec.name} has no published pretrained weights; pass --weights PATH")
-    target = cache_dir() / (spec.hub_id.replace("/", "--") + ".safetensors")
-    if target.exists():
-        return target
-    url = HUB_URL.format(repo=spec.hub_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".part")
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError)
+
+    from .. import __version__
+
+    where = f"{constants.ENDPOINT}/{spec.hub_id}"
+    head = f"could not download pretrained weights for {spec.name}"
+    fix = "pass a checkpoint file as --weights PATH"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as fh:
-            while chunk := resp.read(1 << 20):
-                fh.write(chunk)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        tmp.unlink(missing_ok=True)
+        path = hf_hub_download(spec.hub_id, HUB_FILENAME, library_name="xcit-export", library_version=__version__)
+    except (OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
+        if constants.HF_HUB_OFFLINE or isinstance(exc, OfflineModeIsEnabled):
+            raise WeightsDownloadError(
+                f"{head}: HF_HUB_OFFLINE is set and {spec.hub_id}/{HUB_FILENAME} is not in the Hugging Face cache "
+                f"({constants.HF_HUB_CACHE}); fetch it once with network (unset HF_HUB_OFFLINE) or {fix}") from None
         raise WeightsDownloadError(
-            f"could not download pretrained weights for {spec.name} from {url} ({exc}); with no network, "
-            f"download that file elsewhere and pass it as --weights PATH") from None
-    os.replace(tmp, target)
-    return target
+            f"{head} from {where} (no connection, and {HUB_FILENAME} is not in the Hugging Face cache "
+            f"{constants.HF_HUB_CACHE}); with no network, set HF_ENDPOINT to a mirror or {fix}") from None
+    except GatedRepoError:
+        raise WeightsDownloadError(f"{head}: {where} is gated; accept its terms on the Hub and log in "
+                                   f"(hf auth login, or set HF_TOKEN), or {fix}") from None
+    except (RepositoryNotFoundError, EntryNotFoundError):
+        raise WeightsDownloadError(f"{head}: {where} has no {HUB_FILENAME} (is HF_ENDPOINT a full mirror?); "
+                                   f"{fix}") from None
+    except Exception as exc:  # network, disk, HTTP: huggingface_hub raises many kinds; all mean "not fetched"
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise WeightsDownloadError(f"{head} from {where} ({type(exc).__name__}: {first}); {fix}") from None
+    return Path(path)
+
+
+def _pretrained_id(spec: ModelSpec) -> str:
+    """What identifies the pretrained weights' content: the repository and the cached file's blob
+    name, which huggingface_hub names after the file's hash (the LFS sha256); a repository that
+    publishes new weights therefore gets new build keys."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(spec.hub_id or "", HUB_FILENAME) if spec.hub_id else None
+    path = Path(cached) if isinstance(cached, str) else download_pretrained(spec)
+    return f"{spec.hub_id}:{Path(os.path.realpath(path)).name}"
 
 
 def demo_metadata() -> dict:
@@ -225,8 +254,11 @@ def load_model(spec: ModelSpec, weights: str = "random", seed: int = 0) -> torch
     return model.eval()
 
 
-def weights_fingerprint(weights: str, seed: int) -> str:
-    """A short content hash identifying the weights, for artifact reuse."""
+def weights_fingerprint(weights: str, seed: int, spec: ModelSpec | None = None) -> str:
+    """A short content hash identifying the weights, for artifact reuse (``pretrained``: the Hub
+    file's hash when ``spec`` is given)."""
+    if weights == "pretrained" and spec is not None:
+        return hashlib.sha256(f"pretrained:{_pretrained_id(spec)}".encode()).hexdigest()[:16]
     if weights in ("random", "pretrained"):
         return hashlib.sha256(f"{weights}:{seed}".encode()).hexdigest()[:16]
     h = hashlib.sha256()

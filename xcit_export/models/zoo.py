@@ -89,15 +89,18 @@ def _xcit_rows() -> list[ModelSpec]:
         for patch in (16, 8):
             for res in (224, 384):
                 name = f"xcit_{size}_p{patch}_{res}"
-                # timm publishes distilled weights at both resolutions (the default tag).
+                # timm's default tag (what timm.create_model(name, pretrained=True) fetches, so the Hugging
+                # Face cache is shared with timm): fb_in1k at 224, the distilled fb_dist_in1k at 384 (the
+                # only weights published there). tests/test_timm_parity.py checks it against timm.
+                tag = "fb_in1k" if res == 224 else "fb_dist_in1k"
                 rows.append(ModelSpec(
                     name=name,
                     arch="xcit",
                     kwargs=dict(patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
                                 eta=eta, tokens_norm=tokens_norm),
                     preprocessing=Preprocessing(input_size=(res, res)),
-                    hub_id=f"timm/{name}.fb_dist_in1k",
-                    official_url=f"https://dl.fbaipublicfiles.com/xcit/{name}_dist.pth",
+                    hub_id=f"timm/{name}.{tag}",
+                    official_url=f"https://dl.fbaipublicfiles.com/xcit/{name}{'' if res == 224 else '_dist'}.pth",
                     description=f"XCiT-{size.split('_')[0].capitalize()}{depth} {patch}x{patch} @ {res}",
                 ))
     return rows
