@@ -31,6 +31,15 @@ def _x(n, seed, size=16):
     return np.random.default_rng(seed).standard_normal((n, 3, size, size)).astype(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _pretrained_offline(monkeypatch):
+    """``--weights pretrained`` keys on the Hub file's hash (models/weights.py, tested with a filled
+    HF cache in test_model.py); here, offline, a fixed stand-in for that hash."""
+    from xcit_export.models import weights
+
+    monkeypatch.setattr(weights, "_pretrained_id", lambda spec: f"{spec.hub_id}:0123abcd")
+
+
 @pytest.fixture(scope="module")
 def base() -> RunConfig:
     """Every registered target, random weights, a small calibration array and no evaluation set."""
