@@ -16,7 +16,7 @@ from pathlib import Path
 from .html import _CSS, _e, _num, _status_cell, _table
 
 _MATRIX_CSS = """
-table.grid td.cell{text-align:left;vertical-align:top;min-width:150px;white-space:normal;line-height:1.3}
+table.grid th{text-align:left}table.grid td.cell{text-align:left;vertical-align:top;min-width:150px;white-space:normal;line-height:1.3}
 table.grid td.cell a{color:inherit}table.grid td.na{background:#fafafa;color:#aaa;text-align:center}
 table.grid td.cell .fig{font-weight:400;font-size:12px;display:block}
 table.grid td.rec{background:#f6f9ff}.node{font-family:ui-monospace,monospace;font-size:11.5px;color:#444}
@@ -85,6 +85,13 @@ def _reason(error: str) -> str:
     return text[:90] + ("..." if len(text) > 90 else "")
 
 
+def _missed(row: dict) -> str:
+    """The thresholds a cell missed, with figures."""
+    misses = [f"{c['metric']} {c['value']:.6g} vs limit {c['limit']}" if isinstance(c["value"], float)
+              else f"{c['metric']} {c['value']} vs limit {c['limit']}" for c in row.get("checks", []) if not c["ok"]]
+    return "missed " + ("; ".join(misses) if misses else "a threshold")
+
+
 def verdict_box(report: dict) -> str:
     cells = report["cells"]
     failed = [r for r in cells if _failed(r)]
@@ -96,7 +103,7 @@ def verdict_box(report: dict) -> str:
     else:
         head, klass = "Nothing ran (built only)", "warn"
     detail = "".join(f"<p><a href=\"#{_e(cell_anchor(r))}\">{_e(r['model'])} x {_e(r['target'])} x "
-                     f"{_e(r['device_kind'])}</a>: {_e(_reason(r.get('error') or 'missed a threshold'))}</p>"
+                     f"{_e(r['device_kind'])}</a>: {_e(_reason(r['error']) if r.get('error') else _missed(r))}</p>"
                      for r in failed[:12])
     more = f"<p>... and {len(failed) - 12} more (see the details below)</p>" if len(failed) > 12 else ""
     return f'<div class="verdict {klass}" id="verdict"><div class="head">{_e(head)}</div>{detail}{more}</div>'
@@ -172,7 +179,7 @@ def nodes_section(report: dict) -> str:
                                 for r in here) or "-", "why")])
     return ("<h2>Nodes</h2><p class='sub'>As the run saw them at its start: the Ray node id (hover for all of it), "
             "the hostname (several nodes may share one), and the kinds each advertises.</p>"
-            + _table(["node id", "host", "CPUs", "kinds", "state", ("cells timed there",)], rows, left=2))
+            + _table(["node id", "host", ("CPUs",), ("kinds",), ("state",), ("cells timed there",)], rows, left=6))
 
 
 def _placement_rows(row: dict) -> list[list]:
