@@ -12,8 +12,13 @@ Order of work (docs/ray.md has the picture):
 4. **Cells.** Per cell, one shared accuracy task per shard (decodes its images, runs the artifact,
    returns counts against the reference) and one exclusive latency task, both on a node of the
    cell's kind. Artifacts travel as bytes (:func:`xcit_export.scale.sharding.pack_artifact`).
+   A cell is written to ``OUT/<model>/cells/<target>@<kind>.json`` (atomically) the moment its
+   last task is in, with where each task ran (node id, kinds, hostname) and the key of what made it
+   (:func:`cell_key`); a rerun reuses every finished cell with the same key (:func:`read_finished_cell`)
+   and runs only the others, so a driver killed mid-matrix loses only the cells in flight.
 5. **Report.** Counts are added (identical to an unsharded run), thresholds checked, and one row
-   per (model, target, device kind) written to ``matrix.json`` / ``matrix.md``.
+   per (model, target, device kind) written to ``matrix.json`` / ``matrix.md`` / ``matrix.html``,
+   with, for ``[targets] auto = true``, the recommendation per (model, device kind).
 """
 
 from __future__ import annotations
