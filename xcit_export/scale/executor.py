@@ -236,6 +236,7 @@ class RayExecutor(_Base):
         return self._live_nodes()
 
     def _live_nodes(self) -> list[Node]:
+        self._check_head()  # every GCS call: a dead head would hold it for a minute, then abort the process
         out = []
         for n in self._ray.nodes():
             if not n.get("Alive"):
@@ -256,6 +257,7 @@ class RayExecutor(_Base):
         return {"node_id": node_id, "node": hostname, "kinds": list(node.kinds) if node else []}
 
     def put(self, obj: Any) -> Any:
+        self._check_head()
         return self._ray.put(obj)
 
     def _options(self, task: Task) -> dict[str, Any]:
@@ -315,9 +317,10 @@ class RayExecutor(_Base):
 
     def _lost(self, tasks: list[Task], pending: dict[Any, int]) -> Iterator[tuple[int, Outcome]]:
         """Fail the pending tasks whose kind no live node advertises any more; stop if the head is gone."""
-        self._check_head()
         try:
             live = self._live_nodes()
+        except HeadLostError:
+            raise
         except Exception as exc:  # noqa: BLE001 - the GCS went away between the probe and the call
             self._head_lost = True
             raise HeadLostError(f"the Ray head stopped answering mid-run ({type(exc).__name__}: {exc}); what "
