@@ -172,6 +172,22 @@ def test_matrix_on_three_nodes_equals_local_and_records_placement(cluster, local
     assert f'href="{MODEL}/cells/onnxruntime-fp32@kind-b.json"' in html
 
 
+def test_driver_without_the_token_is_refused_with_the_fix(cluster, tmp_path):
+    """Token authentication is really on: a driver without RAY_AUTH_MODE=token is refused (after Ray's
+    ~20 s of retries), in one sentence naming the settings, before anything is built."""
+    path = tmp_path / "m.toml"
+    path.write_text(recipe_text(**CLUSTER_CELLS))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    done = subprocess.run([str(Path(sys.executable).parent / "xcit-export"), "--recipe", str(path), "--executor",
+                           "ray", "--ray-address", cluster.address, "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=DRIVER_TIMEOUT_S)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot join the Ray cluster" in errors[0], done.stderr
+    assert "set RAY_AUTH_MODE=token (it is unset here)" in errors[0] and "RAY_AUTH_TOKEN" in errors[0]
+    assert not (tmp_path / "out" / MODEL).exists()
+
+
 def test_worker_node_lost_mid_matrix(cluster, local_run, tmp_path):
     """SIGKILL w2's raylet while one of our tasks runs there: kind-a cells finish on w1, the kind-b
     cell is failed 'node lost: no live node of kind kind-b' in bounded time."""
