@@ -6,7 +6,9 @@ the Ray tests run on the session's one local Ray cluster of 2 CPUs (conftest.ray
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -308,10 +310,88 @@ def test_latency_tasks_hold_the_node_alone(ray_executor):
         return start, time.monotonic()
 
     lat, acc = Task(window, (), "latency", kind="local", exclusive=True), Task(window, (), "accuracy", kind="local")
-    assert ray_executor._options(lat) == {"max_retries": 1, "retry_exceptions": True, "num_cpus": 2,
-                                          "resources": {"local": 1.0}}
+    assert ray_executor._options(lat) == {"max_retries": 1, "retry_exceptions": True, "name": "window",
+                                          "num_cpus": 2, "resources": {"local": 1.0}}
     assert ray_executor._options(acc)["num_cpus"] == 1 and ray_executor._options(acc)["resources"] == {"local": 0.01}
     runs = ray_executor.run([lat, acc, Task(window, (), "latency 2", kind="local", exclusive=True)])
     assert all(o.ok for o in runs)
     (a0, a1), (b0, b1), (c0, c1) = (o.value for o in runs)
     assert (a1 <= b0 or b1 <= a0) and (a1 <= c0 or c1 <= a0) and (b1 <= c0 or c1 <= b0)
+
+
+# --------------------------------------------------------------------------------------------
+# The driver killed mid-matrix, and run again
+# --------------------------------------------------------------------------------------------
+
+RESUME = f"""
+[model]
+name = "{MODELS[0]}"
+input_size = 32
+num_classes = 10
+weights = "random"
+
+[data]
+eval = "demo"
+eval_size = 64
+
+[latency]
+warmup = 1
+iterations = 3
+min_seconds = 1.5
+
+[targets.onnxruntime-fp32]
+device = ["local", "pytorch"]
+thresholds = {{ min_top1_agreement = 0.99 }}
+
+[targets.openvino-fp32]
+"""
+MEASURED = ("latency", "load_ms", "memory_mb", "finished", "reused")  # what a re-measurement may change
+
+
+def _comparable(report: dict, out: Path) -> dict:
+    """A matrix report without what differs between runs of the same cells: when it was written, the
+    output folder, and the measured timings (and the artifact-reuse flag) of each cell."""
+    text = json.dumps({k: v for k, v in report.items() if k != "created"}).replace(str(out), "OUT")
+    rep = json.loads(text)
+    rep["cells"] = [{k: v for k, v in c.items() if k not in MEASURED} for c in rep["cells"]]
+    return rep
+
+
+def test_driver_killed_mid_matrix_resumes(built, tmp_path):
+    """SIGKILL ``xcit-export`` once a cell is on disk; the same command again reuses the finished
+    cells (figures and latency as measured), runs only the rest, says how many it reused, and
+    writes the matrix an uninterrupted run writes."""
+    import subprocess
+    import time
+
+    _, built_out, _ = built
+    path = write(tmp_path, RESUME)
+    a, b = tmp_path / "uninterrupted", tmp_path / "killed"
+    for out in (a, b):  # the artifacts are built already: copy them, so neither run rebuilds
+        shutil.copytree(built_out / MODELS[0], out / MODELS[0], ignore=shutil.ignore_patterns("cells"))
+    whole = run_matrix(load_recipe(path), LocalExecutor(), a)
+    assert [c["status"] for c in whole["cells"]] == ["ok"] * 3
+
+    cmd = [str(Path(sys.executable).parent / "xcit-export"), "--recipe", str(path), "--executor", "local",
+           "--out", str(b)]
+    cells = b / MODELS[0] / "cells"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while proc.poll() is None and not list(cells.glob("*.json")) and time.monotonic() - t0 < 600:
+        time.sleep(0.05)
+    proc.kill()  # SIGKILL: no clean-up of any kind
+    proc.wait()
+    finished = {p.name: json.loads(p.read_text()) for p in cells.glob("*.json")}
+    assert 1 <= len(finished) < 3, sorted(finished)  # killed mid-matrix
+    assert not (b / "matrix.json").exists()
+
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    said = " ".join(rerun.stderr.split())  # rich wraps long progress lines
+    assert f"resuming: reused {len(finished)} of 3 cell(s) finished by an earlier run" in said, said
+    assert said.count(f"cell {MODELS[0]} x ") == 3 - len(finished)  # only the unfinished cells ran
+    report = json.loads((b / "matrix.json").read_text())
+    by_file = {f"{c['target']}@{c['device_kind']}.json": c for c in report["cells"]}
+    for name, saved in finished.items():  # reused as measured: accuracy counts, latency, placement
+        assert {k: v for k, v in by_file[name].items() if k not in ("checks", "passed")} == saved["cell"]
+    assert _comparable(report, b) == _comparable(whole, a)

@@ -178,7 +178,7 @@ def _run_matrix(recipe, executor_name, address, out, rebuild, shards, wait: bool
     finally:
         executor.close()
     click.echo(matrix_markdown(report))
-    click.echo(f"report: {out / 'matrix.json'} (also matrix.md)")
+    click.echo(f"report: {out / 'matrix.json'} (also matrix.md, matrix.html)")
     if any(c["status"] == "failed" or c.get("passed") is False for c in report["cells"]):
         sys.exit(1)
 

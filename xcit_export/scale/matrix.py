@@ -12,8 +12,13 @@ Order of work (docs/ray.md has the picture):
 4. **Cells.** Per cell, one shared accuracy task per shard (decodes its images, runs the artifact,
    returns counts against the reference) and one exclusive latency task, both on a node of the
    cell's kind. Artifacts travel as bytes (:func:`xcit_export.scale.sharding.pack_artifact`).
+   A cell is written to ``OUT/<model>/cells/<target>@<kind>.json`` (atomically) the moment its
+   last task is in, with where each task ran (node id, kinds, hostname) and the key of what made it
+   (:func:`cell_key`); a rerun reuses every finished cell with the same key (:func:`read_finished_cell`)
+   and runs only the others, so a driver killed mid-matrix loses only the cells in flight.
 5. **Report.** Counts are added (identical to an unsharded run), thresholds checked, and one row
-   per (model, target, device kind) written to ``matrix.json`` / ``matrix.md``.
+   per (model, target, device kind) written to ``matrix.json`` / ``matrix.md`` / ``matrix.html``,
+   with, for ``[targets] auto = true``, the recommendation per (model, device kind).
 """
 
 from __future__ import annotations
@@ -42,8 +47,19 @@ class Cell:
         return f"{self.model} x {self.target} x {self.kind or 'any'}"
 
 
+def target_plans(recipe) -> list:
+    """The recipe's targets; ``[targets] auto = true`` without target tables: every target that runs
+    on this machine (:func:`xcit_export.evaluate.auto.plan`), on any node."""
+    if recipe.targets or not recipe.auto:
+        return recipe.targets
+    from ..evaluate.auto import plan
+    from ..recipe import TargetPlan
+
+    return [TargetPlan(name) for name in plan(None, "calib" in recipe.section("data"))[0]]
+
+
 def plan_cells(recipe) -> list[Cell]:
-    return [Cell(m, t.name, kind) for m in recipe.models() for t in recipe.targets for kind in t.devices]
+    return [Cell(m, t.name, kind) for m in recipe.models() for t in target_plans(recipe) for kind in t.devices]
 
 
 def check_placement(recipe, cells: list[Cell], executor) -> dict[Cell, str]:
@@ -72,6 +88,7 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
 def _run_matrix_locked(recipe, executor, out_dir: Path, rebuild: bool, shards: int | None,
                        progress: Progress) -> dict:
     from ..report import document as report_mod
+    from ..report.matrix_html import write_matrix_html
     from ..io import write_json_atomic, write_text_atomic
 
     cells = plan_cells(recipe)
@@ -82,6 +99,7 @@ def _run_matrix_locked(recipe, executor, out_dir: Path, rebuild: bool, shards: i
         raise XcitExportError(f"the PyTorch reference needs a node with PyTorch: {no_reference}")
     if shards is None:
         shards = max(1, sum(n.cpus for n in executor.nodes())) if executor.name == "ray" else 1
+    nodes_at_start = executor.nodes()
 
     models: dict[str, dict] = {}
     for name in dict.fromkeys(c.model for c in runnable):
@@ -97,49 +115,142 @@ def _run_matrix_locked(recipe, executor, out_dir: Path, rebuild: bool, shards: i
     if not built:  # bad input shared by every model (a missing data folder...): one clear error
         raise next(iter(models.values()))["exception"]
 
-    progress(f"reference: PyTorch on {len(built)} model(s), {shards} shard(s) each")
-    ref_tasks = [Task(reference_shard, (m["model_ref"], m["source_ref"], lo, hi, m["batch"], 1, m["input_format"]),
-                      f"{name} reference {lo}:{hi}", kind=PYTORCH_KIND)
-                 for name, m in built.items() for lo, hi in m["ranges"]]
-    ref_out = iter(executor.run(ref_tasks))
-    for name, m in built.items():
-        m["reference"] = [next(ref_out) for _ in m["ranges"]]
-        m["reference_refs"] = [executor.put(o.value) if o.ok else None for o in m["reference"]]
+    # Cells finished by an earlier run with the same inputs are reused, not run again.
+    measurable = [c for c in runnable if c.model in built and c.target not in built[c.model]["failed"]]
+    keys = {c: cell_key(c, built[c.model], executor) for c in measurable}
+    reused: dict[Cell, dict] = {}
+    if not rebuild:
+        for cell in measurable:
+            row = read_finished_cell(out_dir, cell, keys[cell])
+            if row is not None:
+                reused[cell] = row
+    to_run = [c for c in measurable if c not in reused]
+    if reused:
+        progress(f"resuming: reused {len(reused)} of {len(measurable)} cell(s) finished by an earlier run "
+                 f"(same artifact build key, evaluation set hash and device kind); running {len(to_run)}")
 
-    progress(f"cells: {len(runnable)} on the {executor.name} executor")
+    need_ref = {c.model for c in to_run}
+    progress(f"reference: PyTorch on {len(need_ref)} model(s), {shards} shard(s) each")
+    ref_tasks, ref_index = [], []
+    for name in need_ref:
+        m = built[name]
+        for lo, hi in m["ranges"]:
+            ref_tasks.append(Task(reference_shard, (m["model_ref"], m["source_ref"], lo, hi, m["batch"], 1,
+                                                    m["input_format"]), f"{name} reference {lo}:{hi}", kind=PYTORCH_KIND))
+            ref_index.append(name)
+    for name, outcome in zip(ref_index, executor.run(ref_tasks)):
+        built[name].setdefault("reference", []).append(outcome)
+    for name in need_ref:
+        m = built[name]
+        m["reference_refs"] = [executor.put(o.value) if o.ok else None for o in m["reference"]]
+        m["info"]["reference_placement"] = [{"shard": o.label.rsplit(" ", 1)[-1], **_where(o)} for o in m["reference"]]
+
     tasks, index = [], []
-    for cell in runnable:
-        m = models[cell.model]
-        if "error" in m or cell.target in m["failed"] or not all(o.ok for o in m["reference"]):
+    for cell in to_run:
+        m = built[cell.model]
+        if not all(o.ok for o in m["reference"]):
             continue
         pack, options = m["packs"][cell.target], m["options"][cell.target]
         for (lo, hi), ref in zip(m["ranges"], m["reference_refs"]):
-            shared = Task(accuracy_shard, (pack, cell.target, options, m["source_ref"], lo, hi, m["batch"], 1,
-                                           m["input_format"], ref, m["output_names"], m["classify"]),
-                          f"{cell.label} accuracy {lo}:{hi}", kind=cell.kind)
-            tasks.append(shared)
+            tasks.append(Task(accuracy_shard, (pack, cell.target, options, m["source_ref"], lo, hi, m["batch"], 1,
+                                               m["input_format"], ref, m["output_names"], m["classify"]),
+                              f"{cell.label} accuracy {lo}:{hi}", kind=cell.kind))
             index.append((cell, "accuracy"))
-        threads = m["config"].threads or executor.threads(Task(latency_probe, (), "", cell.kind, exclusive=True))
-        tasks.append(Task(latency_probe, (pack, cell.target, options, m["x_lat"], m["latency"], threads),
+        tasks.append(Task(latency_probe, (pack, cell.target, options, m["x_lat"], m["latency"],
+                                          keys[cell]["latency"]["threads"]),
                           f"{cell.label} latency", kind=cell.kind, exclusive=True))
         index.append((cell, "latency"))
-    results: dict[Cell, dict[str, list[Outcome]]] = {}
-    for (cell, what), outcome in zip(index, executor.run(tasks)):
-        results.setdefault(cell, {"accuracy": [], "latency": []})[what].append(outcome)
+    progress(f"cells: {len(to_run)} on the {executor.name} executor ({len(tasks)} tasks)")
+    left = {c: sum(1 for cc, _ in index if cc == c) for c in to_run}
+    results: dict[Cell, dict[str, list]] = {c: {"accuracy": [], "latency": []} for c in to_run}
+    measured: dict[Cell, dict] = dict(reused)
+    done = len(reused)
+    for i, outcome in executor.run_iter(tasks):  # each cell written as soon as its last task is in
+        cell, what = index[i]
+        results[cell][what].append((i, outcome))
+        left[cell] -= 1
+        if left[cell] == 0:
+            outs = {k: [o for _, o in sorted(v, key=lambda t: t[0])] for k, v in results[cell].items()}
+            measured[cell] = _measured_row(cell, built[cell.model], outs)
+            write_finished_cell(out_dir, cell, keys[cell], measured[cell])
+            done += 1
+            progress(f"cell {cell.label}: {measured[cell]['status']} ({done} of {len(measurable)})")
 
-    rows = [_row(cell, recipe, models.get(cell.model), unplaceable.get(cell), results.get(cell)) for cell in cells]
+    rows = [_row(cell, recipe, models.get(cell.model), unplaceable.get(cell), measured.get(cell)) for cell in cells]
+    live = {n.node_id for n in executor.nodes()}
     report = {
         "schema_version": report_mod.SCHEMA_VERSION, "kind": "matrix",
         "tool": {"name": "xcit-export", "version": _version()},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "recipe": str(recipe.path), "executor": executor.name, "shards": shards,
-        "nodes": [{"name": n.name, "cpus": n.cpus, "kinds": n.kinds} for n in executor.nodes()],
+        "nodes": [{"node_id": n.node_id, "name": n.name, "cpus": n.cpus, "kinds": n.kinds,
+                   **({"lost": True} if n.node_id is not None and n.node_id not in live else {})}
+                  for n in nodes_at_start],
         "models": {name: m.get("info", {"error": m.get("error")}) for name, m in models.items()},
         "cells": rows,
     }
+    if recipe.auto:
+        report["recommendations"] = recommendations(recipe, rows, models)
     write_json_atomic(out_dir / "matrix.json", report)
     write_text_atomic(out_dir / "matrix.md", matrix_markdown(report))
+    write_matrix_html(report, out_dir / "matrix.html")
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# Finished cells on disk: the per-cell reports, and what a rerun resumes from
+# --------------------------------------------------------------------------------------------
+
+from ..report.matrix_html import CELLS_DIR  # noqa: E402 - OUT/<model>/cells/<target>@<kind>.json; matrix.html links there
+
+
+def cell_path(out_dir: Path, cell: Cell) -> Path:
+    return Path(out_dir) / cell.model / CELLS_DIR / f"{cell.target}@{cell.kind or 'any'}.json"
+
+
+def cell_key(cell: Cell, m: dict, executor) -> dict:
+    """What made a cell's figures: the artifact (its build key), the evaluation set (its content
+    hash), the device kind and the executor that placed it, and how it was measured. A finished
+    cell with the same key is reused by a rerun."""
+    config = m["config"]
+    threads = config.threads or executor.threads(Task(latency_probe, (), "", cell.kind, exclusive=True))
+    return {"build_key": m["build_keys"].get(cell.target), "evaluation": m["eval_hash"],
+            "device_kind": cell.kind or "any", "executor": executor.name,
+            "target_options": m["options"][cell.target], "evaluation_batch": m["batch"],
+            "input_format": m["input_format"],
+            "latency": {"warmup": m["latency"].warmup, "iterations": m["latency"].iterations,
+                        "min_seconds": m["latency"].min_seconds, "batch": int(len(m["x_lat"])),
+                        "threads": threads}}
+
+
+def write_finished_cell(out_dir: Path, cell: Cell, key: dict, row: dict) -> Path:
+    """The cell's report (``OUT/<model>/cells/<target>@<kind>.json``), written atomically."""
+    from ..io import write_json_atomic
+
+    return write_json_atomic(cell_path(out_dir, cell), {"kind": "matrix-cell", "key": key, "cell": row})
+
+
+def read_finished_cell(out_dir: Path, cell: Cell, key: dict) -> dict | None:
+    """The measured row of a cell finished earlier with the same ``key``, or None (absent, another
+    key, not finished ``ok``, or unreadable: then the cell runs again)."""
+    import json
+
+    path = cell_path(out_dir, cell)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    row = data.get("cell")
+    if not isinstance(row, dict) or row.get("status") != "ok" or not row.get("accuracy"):
+        return None
+    return row
+
+
+def _where(outcome: Outcome) -> dict:
+    """Where a task ran: Ray node id, the node's kinds, hostname (empty when it never ran)."""
+    return dict(outcome.details.get("placement") or {})
 
 
 def _version() -> str:
@@ -199,7 +310,7 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
     onnx_path, onnx_meta = prepare_onnx(config, model, spec, say)
     batch = config.batch or 16
     threads = config.resolved_threads()
-    packs, options, failed, artifacts = {}, {}, {}, {}
+    packs, options, failed, artifacts, build_keys = {}, {}, {}, {}, {}
     for tname in dict.fromkeys(target_names):
         target = get_target(tname)
         options[tname] = dict(config.target_options.get(tname, {}))
@@ -217,6 +328,7 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
             artifact, reused = build_artifact(target, build_config, spec, onnx_path, onnx_meta["build_key"],
                                               model.input_shape, calib, evaluation, threads, say)
             packs[tname] = executor.put(pack_artifact(artifact))
+            build_keys[tname] = artifact.metadata.get("build_key")
             artifacts[tname] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes, "reused": reused,
                                 **{k: v for k, v in artifact.metadata.items() if k != "build_key"}}
         except XcitExportError as exc:
@@ -235,15 +347,18 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
             "evaluation": {**eval_desc, "batch": batch},
             "calibration": None if calib_set is None else {"source": config.calib, "count": len(calib_set),
                                                             "content_hash": config.calib_id}}
+    say("hashing the evaluation set (what a finished cell is keyed by)")
+    eval_hash = source.content_hash()
     return {"config": config, "info": info, "packs": packs, "options": options, "failed": failed,
-            "artifacts": artifacts, "batch": batch, "input_format": config.input_format,
+            "artifacts": artifacts, "build_keys": build_keys, "eval_hash": eval_hash, "batch": batch, "input_format": config.input_format,
             "ranges": shard_ranges(len(source), shards, batch), "source_ref": executor.put(source),
             "model_ref": executor.put(model), "x_lat": x_lat, "latency": config.latency,
             "output_names": model.output_names,
             "classify": config.output == "logits" and spec.num_classes > 0}
 
 
-def _row(cell: Cell, recipe, m: dict | None, unplaceable: str | None, outcomes: dict | None) -> dict:
+def _row(cell: Cell, recipe, m: dict | None, unplaceable: str | None, measured: dict | None) -> dict:
+    """The report row of a cell: what was measured (or why nothing was), then the recipe's checks."""
     from ..report.gate import checks_to_dicts, threshold_checks
     from ..targets import get_target
 
@@ -257,28 +372,56 @@ def _row(cell: Cell, recipe, m: dict | None, unplaceable: str | None, outcomes: 
                                           f"{(m or {}).get('error', 'no detail')}")
     elif cell.target in m["failed"]:
         row.update(status="failed", error=m["failed"][cell.target])
-    elif not all(o.ok for o in m["reference"]):
-        bad = next(o for o in m["reference"] if not o.ok)
-        row.update(status="failed", error=f"PyTorch reference ({bad.label}) {bad.error}")
+    elif measured is not None:
+        row = {k: v for k, v in measured.items() if k not in ("checks", "passed")}
     else:
-        row["artifact"] = dict(m["artifacts"][cell.target])
-        row["reused"] = row["artifact"].pop("reused")
-        _fill(row, cell, outcomes or {"accuracy": [], "latency": []})
-    plan = next(t for t in recipe.targets if t.name == cell.target)
-    if plan.thresholds or plan.latency_budget:
+        bad = next((o for o in m.get("reference", []) if not o.ok), None)
+        row.update(status="failed", error=f"PyTorch reference ({bad.label}) {bad.error}" if bad else
+                   f"cell {cell.label}: not run")
+    plan = next((t for t in recipe.targets if t.name == cell.target), None)
+    if plan is not None and (plan.thresholds or plan.latency_budget):
         checks = threshold_checks(row, plan.thresholds, plan.latency_budget)
         row["checks"] = checks_to_dicts(checks)
         row["passed"] = all(c.ok for c in checks)
     return row
 
 
+def _measured_row(cell: Cell, m: dict, outcomes: dict) -> dict:
+    """A cell's figures from its tasks: accuracy from the shards' counts, latency from the exclusive
+    task, where each ran; the first failure wins."""
+    from ..targets import get_target
+
+    target = get_target(cell.target)
+    row: dict[str, Any] = {"model": cell.model, "target": cell.target, "backend": target.backend,
+                           "precision": target.precision, "device_kind": cell.kind or "any"}
+    if m["reference"] and not all(o.ok for o in m["reference"]):
+        bad = next(o for o in m["reference"] if not o.ok)
+        row.update(status="failed", error=f"PyTorch reference ({bad.label}) {bad.error}")
+        return row
+    row["artifact"] = dict(m["artifacts"][cell.target])
+    row["reused"] = row["artifact"].pop("reused")
+    _fill(row, cell, outcomes)
+    row["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return row
+
+
 def _fill(row: dict, cell: Cell, outcomes: dict) -> None:
     """Accuracy from the shards' counts, latency from the exclusive task; the first failure wins."""
-    errors = [o for o in outcomes["accuracy"] + outcomes["latency"] if not o.ok]
-    lat = outcomes["latency"][0].value if outcomes["latency"] and outcomes["latency"][0].ok else None
+    lat_out = outcomes["latency"][0] if outcomes["latency"] else None
+    lat = lat_out.value if lat_out is not None and lat_out.ok else None
+    placement: dict[str, Any] = {"latency": _where(lat_out) if lat_out is not None else {},
+                                 "accuracy": [{"shard": o.label.rsplit(" ", 1)[-1], **_where(o)}
+                                              for o in outcomes["accuracy"]]}
+    main = next((p for p in [placement["latency"], *placement["accuracy"]] if p.get("node")), None)
+    if main:  # the node that timed the cell (or, without a timing, the first that evaluated it)
+        row.update(node=main.get("node"), node_id=main.get("node_id"), node_kinds=main.get("kinds", []))
+    lost = {n["node_id"]: n for p in [placement["latency"], *placement["accuracy"]] for n in p.get("lost_nodes", [])}
+    if lost:  # tasks abandoned because the only nodes of the cell's kind were lost
+        row["lost_nodes"] = list(lost.values())
+    row["placement"] = placement
     if lat:
-        row["node"] = lat["node"]
         row["node_device"] = {k: lat["fingerprint"][k] for k in ("cpu", "cpu_count", "cpu_flags", "gpus")}
+    errors = [o for o in outcomes["accuracy"] + outcomes["latency"] if not o.ok]
     if errors:
         row.update(status="failed", error=f"cell {cell.label}: {errors[0].label}: {errors[0].error}")
         return
@@ -303,24 +446,65 @@ def _fill(row: dict, cell: Cell, outcomes: dict) -> None:
     row["status"] = "ok"
 
 
+def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:
+    """``[targets] auto = true``: per (model, device kind), the fastest cell within the ``[auto]``
+    accuracy budget (:func:`xcit_export.evaluate.auto.recommend`), and why each other one lost."""
+    from ..evaluate.auto import Budget, recommend
+
+    settings = recipe.auto_settings()
+    budget = Budget(**{k: float(v) for k, v in settings.items() if k != "require_winner"}).check()
+    out = []
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        if row.get("passed") is False:  # a cell that misses the recipe's own thresholds is no candidate
+            missed = "; ".join(f"{c['metric']} {c['value']:.6g} vs {c['limit']}" for c in row.get("checks", [])
+                               if not c["ok"])
+            row = {**row, "status": "failed", "error": f"missed the recipe's thresholds ({missed})"}
+        groups.setdefault((row["model"], row["device_kind"]), []).append(row)
+    for (model, kind), entries in groups.items():
+        m = models.get(model) or {}
+        info = m.get("info") or {}
+        rec = recommend(entries, budget, labelled=bool((info.get("evaluation") or {}).get("labelled")),
+                        classifies=bool(m.get("classify", True)))
+        if settings.get("require_winner"):
+            from ..evaluate.auto import require_winner
+
+            require_winner(rec, settings["require_winner"])
+        out.append({"model": model, "device_kind": kind, **rec})
+    return out
+
+
 def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def short_id(node_id: str | None) -> str:
+    """A Ray node id's first 8 hex digits (``ray list nodes`` shows whole ids; these prefixes are unique in practice)."""
+    return node_id[:8] if node_id else "-"
+
+
 def matrix_markdown(report: dict) -> str:
+    def node_line(n: dict) -> str:
+        ident = f"{n['name']}" + (f" [{short_id(n.get('node_id'))}]" if n.get("node_id") else "")
+        lost = ", LOST during the run" if n.get("lost") else ""
+        return f"{ident} ({n['cpus']} CPUs: {', '.join(n['kinds']) or 'no kinds'}{lost})"
+
     lines = [f"# xcit-export matrix: {report['recipe']}", "",
              f"- executor: {report['executor']}; shards per evaluation set: {report['shards']}",
-             "- nodes: " + "; ".join(f"{n['name']} ({n['cpus']} CPUs: {', '.join(n['kinds']) or 'no kinds'})"
-                                     for n in report["nodes"]), "",
-             "| model | target | device kind | node | status | top-1 | top-1 agreement | cosine (min) | median (ms) | p90 (ms) |",
+             "- nodes: " + "; ".join(node_line(n) for n in report["nodes"]), "",
+             "| model | target | device kind | node [id] | status | top-1 | top-1 agreement | cosine (min) | median (ms) | p90 (ms) |",
              "|---|---|---|---|---|---:|---:|---:|---:|---:|"]
     for r in report["cells"]:
         acc, lat = r.get("accuracy", {}), r.get("latency", {})
         status = r["status"] + (" (thresholds FAIL)" if r["status"] == "ok" and r.get("passed") is False else "")
-        lines.append(f"| {r['model']} | {r['target']} | {r['device_kind']} | {r.get('node', '-')} | {status} | "
+        node = r.get("node", "-") + (f" [{short_id(r['node_id'])}]" if r.get("node_id") else "")
+        lines.append(f"| {r['model']} | {r['target']} | {r['device_kind']} | {node} | {status} | "
                      f"{_fmt(acc.get('top1'), '.2%')} | {_fmt(acc.get('top1_agreement'), '.2%')} | "
                      f"{_fmt(acc.get('cosine_min'), '.6f')} | {_fmt(lat.get('median_ms'), '.2f')} | "
                      f"{_fmt(lat.get('p90_ms'), '.2f')} |")
+    if report.get("recommendations"):
+        lines += ["", "## Recommendations (per model and device kind)", ""]
+        lines += [f"- **{r['model']} on {r['device_kind']}**: {r['lines'][0]}" for r in report["recommendations"]]
     notes = [r for r in report["cells"] if r.get("error") or r.get("note")]
     if notes:
         lines += ["", "## Notes", ""]
