@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 _API = ("run", "run_recipe", "recommend", "gate", "bundle", "load_report", "Report", "TargetResult",
         "Recommendation", "GateResult")

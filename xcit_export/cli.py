@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from .version import __version__
 from .device.cli import _fail_cleanly  # one error printer for every command
 from .device.cli import bundle as _bundle_cmd
 from .device.cli import device_check as _device_check_cmd

@@ -87,7 +87,7 @@ def fields_read_by(reader: str) -> tuple[str, ...]:
 
 def digest(obj: Any) -> str:
     """Build key of ``obj``: what made an artifact, plus this tool's version."""
-    from . import __version__
+    from .version import __version__
 
     blob = json.dumps({"xcit_export": __version__, **obj}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

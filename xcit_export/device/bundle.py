@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..errors import ArtifactError, BackendUnavailableError, XcitExportError
 from ..io import atomic_dir, atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from ..evaluate.profiling import profile_error

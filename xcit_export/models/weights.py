@@ -181,7 +181,7 @@ def download_pretrained(spec: ModelSpec) -> Path:
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         OfflineModeIsEnabled, RepositoryNotFoundError)
 
-    from .. import __version__
+    from ..version import __version__
 
     where = f"{constants.ENDPOINT}/{spec.hub_id}"
     head = f"could not download pretrained weights for {spec.name}"

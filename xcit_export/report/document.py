@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-from .. import __version__
+from ..version import __version__
 from ..io import write_json_atomic, write_text_atomic
 from ..evaluate.profiling import coverage_line
 

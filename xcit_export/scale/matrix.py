@@ -254,7 +254,7 @@ def _where(outcome: Outcome) -> dict:
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return __version__
 
