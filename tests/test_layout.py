@@ -1,0 +1,92 @@
+"""The package layout (issue 21): a folder per stage, and no two modules that import each other,
+counting imports inside functions too (a lazy import is still a dependency)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "xcit_export"
+STAGES = {"models", "data", "quantize", "targets", "evaluate", "report", "device", "scale"}
+
+
+def _modules() -> dict[str, tuple[Path, bool]]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        is_init = parts[-1] == "__init__"
+        out[".".join(parts[:-1] if is_init else parts)] = (path, is_init)
+    return out
+
+
+def _import_graph() -> dict[str, set[str]]:
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for name, (path, is_init) in mods.items():
+        base = name.split(".") if is_init else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    prefix = base[: len(base) - (node.level - 1)]
+                    target = ".".join(prefix + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                for alias in node.names:
+                    sub = f"{target}.{alias.name}"
+                    dep = sub if sub in mods else target
+                    if dep in mods and dep != name:
+                        graph[name].add(dep)
+            elif isinstance(node, ast.Import):
+                graph[name].update(a.name for a in node.names if a.name in mods and a.name != name)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycle():
+    assert _cycles(_import_graph()) == []
+
+
+def test_the_cycle_finder_finds_one():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_stage_is_a_folder_and_the_top_level_holds_entry_points_and_helpers():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert STAGES <= folders
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert not top & {"zoo", "weights", "data", "precision", "sensitivity", "validate", "profiling", "auto",
+                      "report", "gate", "bundle", "executor", "matrix", "sharding"}
