@@ -105,6 +105,9 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--warmup", default=10, show_default=True, help="Untimed warm-up inferences.")
 @click.option("--iterations", default=50, show_default=True, help="Minimum timed inferences.")
 @click.option("--min-seconds", default=0.0, show_default=True, help="Minimum timed duration (seconds).")
+@click.option("--max-seconds", type=float,
+              help="Stop the timed loop after this long even if --iterations/--min-seconds are not met (default: "
+                   "30 s, only when neither asks for more than its default).")
 @click.option("--device", help="Inference device for targets that choose one (OpenVINO: CPU, GPU, NPU, AUTO).")
 @click.option("--hint", type=click.Choice(["latency", "throughput"]),
               help="Performance hint for targets that take one (OpenVINO).")
@@ -134,7 +137,7 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @_fail_cleanly
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
-         warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
+         warmup, iterations, min_seconds, max_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
          min_top1_agreement, min_cosine_mean, require_winner, op_profile, executor, ray_address, shards):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
@@ -193,7 +196,8 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         model=model, targets=target_names, target_options=distribute_options(target_names, general, specific), out_dir=out or Path("out") / model, weights=weights,
         seed=seed, num_classes=num_classes, input_size=_parse_size(input_size), batch=batch,
         opset=opset or export_mod.DEFAULT_OPSET, threads=threads, eval_count=eval_count,
-        latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds),
+        latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds,
+                               max_seconds=max_seconds).check(),
         output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
         eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
         auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner, profile=op_profile,

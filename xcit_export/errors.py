@@ -65,3 +65,7 @@ class GateFailure(XcitExportError):
 
 class OutputDirBusyError(OutputDirError):
     """Another run holds the output folder's lock (and ``--no-wait`` was given)."""
+
+
+class BrokenReferenceError(XcitExportError):
+    """The PyTorch reference itself gives outputs nothing can be compared against (NaN, inf)."""
