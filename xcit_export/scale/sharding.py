@@ -76,7 +76,8 @@ class AccuracyCounts:
     top5: int = 0
     ref_top1: int = 0
     ref_top5: int = 0
-    unsummed: int = 0  # rows left out of the exact sums (non-finite figures)
+    unsummed: int = 0  # rows left out of the exact sums (non-finite figures)...
+    err_unsummed: float = 0.0  # ...and their absolute errors' plain float sum
 
     @classmethod
     def of(cls, target: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
@@ -96,6 +97,7 @@ class AccuracyCounts:
                 t_first=t[0].copy() if len(t) else None, t_constant=constant_outputs(target) or len(t) == 1,
                 r_first=r[0].copy() if len(r) else None, r_constant=constant_outputs(reference) or len(r) == 1)
         c.unsummed = int((~ok).sum())
+        c.err_unsummed = float(err[~ok].sum())  # inf or NaN: adding them is order-free (errors are >= 0)
         if classify and target.ndim == 2 and target.shape[1] > 1:
             c.classify = True
             ref_top1 = reference.argmax(axis=1)
@@ -136,6 +138,7 @@ class AccuracyCounts:
             labelled=self.labelled + other.labelled, top1=self.top1 + other.top1, top5=self.top5 + other.top5,
             ref_top1=self.ref_top1 + other.ref_top1, ref_top5=self.ref_top5 + other.ref_top5)
         out.unsummed = self.unsummed + other.unsummed
+        out.err_unsummed = self.err_unsummed + other.err_unsummed
         return out
 
     def to_dict(self) -> dict:
@@ -146,7 +149,8 @@ class AccuracyCounts:
         out: dict[str, Any] = {
             "count": n, "finite": self.finite, "nonfinite_count": self.nonfinite,
             "max_abs_error": self.abs_err_max,
-            "mean_abs_error": (float(self.abs_err_sum / self.elements) if self.elements else 0.0) if whole else nan,
+            "mean_abs_error": (float(self.abs_err_sum / self.elements) if self.elements else 0.0) if whole else
+                              float(self.abs_err_sum / self.elements) + self.err_unsummed / self.elements,
             "cosine_mean": float(self.cos_sum / n) if n and whole else nan,
             "cosine_min": self.cos_min,
             "constant": bool(self.t_constant and n > 1 and np.isfinite(self.t_first).all()),
