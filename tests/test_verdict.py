@@ -214,20 +214,21 @@ def overflow_report(corpus, tmp_path_factory):
     limits = {"thresholds": {"min_cosine": 0.99, "min_top1_agreement": 0.9}}
     targets = ["onnxruntime-fp32", "verdict-fp16", "verdict-permuted"]
     report = run(_config(out, corpus["fp16_overflow"], targets, thresholds={t: limits for t in targets}))
-    auto = run(_config(out / "auto", corpus["fp16_overflow"], targets, auto=True))
-    return report, auto, out
+    written = {name: (out / name).read_text() for name in ("report.json", "report.md")}
+    auto = run(_config(out, corpus["fp16_overflow"], targets, auto=True))  # same folder: builds reused
+    return report, auto, written
 
 
 def test_fp16_overflow_fails_everywhere(overflow_report):
-    report, auto, out = overflow_report
+    report, auto, written = overflow_report
     by = {t["target"]: t for t in report["targets"]}
     fp16 = by["verdict-fp16"]
     assert fp16["accuracy"]["nonfinite_count"] == 6 and not fp16["accuracy"]["finite"]  # really inf here
     assert fp16["status"] == "failed" and fp16["error"].startswith("6 of 6 outputs are not finite")
     assert fp16["passed"] is False and "not finite" in fp16["checks"][0]["why"]  # recipe threshold
     assert by["onnxruntime-fp32"]["status"] == "ok" and by["onnxruntime-fp32"]["passed"] is True
-    assert "6 of 6 outputs are not finite" in (out / "report.md").read_text()
-    stored = json.loads((out / "report.json").read_text())
+    assert "6 of 6 outputs are not finite" in written["report.md"]
+    stored = json.loads(written["report.json"])
     failed = {c.target for c in gate(stored, None) if not c.ok}
     assert "verdict-fp16" in failed and "onnxruntime-fp32" not in failed
     rec = auto["recommendation"]
@@ -237,7 +238,7 @@ def test_fp16_overflow_fails_everywhere(overflow_report):
 
 
 def test_permuted_classes_pass_nothing(overflow_report):
-    report, auto, out = overflow_report
+    report, auto, _ = overflow_report
     entry = next(t for t in report["targets"] if t["target"] == "verdict-permuted")
     assert entry["status"] == "ok"  # finite and input-dependent: it ran, and its figures say how wrong it is
     assert entry["accuracy"]["top1_agreement"] == 0.0 and entry["passed"] is False
@@ -257,5 +258,5 @@ def test_zeroed_head_warns_and_nothing_passes(corpus, tmp_path):
     assert "Warning: the PyTorch reference" in (tmp_path / "report.html").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["warnings"] == report["warnings"]
     assert {c.target for c in gate(report, None) if not c.ok} == {"onnxruntime-fp32", "verdict-permuted"}
-    auto = run(_config(tmp_path / "auto", corpus["zero_head"], ["onnxruntime-fp32"], auto=True))
+    auto = run(_config(tmp_path, corpus["zero_head"], ["onnxruntime-fp32"], auto=True))  # builds reused
     assert auto["recommendation"]["target"] is None and auto["warnings"]
