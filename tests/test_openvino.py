@@ -118,13 +118,13 @@ def test_float_targets_match_pytorch(setup, name, batch):
 
 def test_int8_dynamic_batch_with_accuracy_control(setup):
     # Unlabelled evaluation: the metric is top-1 agreement with the FP32 model (100% for FP32).
-    artifact = _build(setup, "openvino-int8", None, {"subset_size": 32, "max_drop": 50.0},
+    artifact = _build(setup, "openvino-int8", None, {"subset_size": 32, "max_drop": 0.5},
                       evaluation=(setup["x"], None))
     _check_ir(artifact, None, "int8")
     nncf_meta = artifact.metadata["nncf"]
     assert nncf_meta["method"] == "quantize_with_accuracy_control"
     assert nncf_meta["accuracy_metric"] == "top1_agreement_vs_fp32" and nncf_meta["fp32_score"] == 100.0
-    assert nncf_meta["int8_score"] >= 50.0 and nncf_meta["max_drop_points"] == 50.0
+    assert nncf_meta["int8_score"] >= 50.0 and nncf_meta["max_drop"] == 0.5 and nncf_meta["max_drop_points"] == 50.0
     out, _ = _run(setup, "openvino-int8", artifact, None)  # batches of 5: dynamic batch works
     acc = compare_outputs(out, setup["ref"])
     assert acc["finite"] and acc["cosine_mean"] > 0.99, acc
@@ -191,10 +191,14 @@ def test_calibration_too_small(setup):
 def test_bad_int8_options(setup):
     with pytest.raises(XcitExportError, match=r"preset 'fast' is not an NNCF preset"):
         _build(setup, "openvino-int8", 1, {"preset": "fast"})
-    with pytest.raises(XcitExportError, match=r"max_drop=150.0 is out of range"):
+    with pytest.raises(XcitExportError, match=r"max_drop=150 is out of range"):
         _build(setup, "openvino-int8", 1, {"max_drop": 150})
-    with pytest.raises(DataError, match=r"max_drop needs an evaluation set"):
+    # max_drop is a fraction for every target: a value in percentage points is refused, never reread
+    with pytest.raises(XcitExportError, match=r"max_drop=1.0 is read as a fraction \(100 points\); for 1 point "
+                                              r"pass 0.01"):
         _build(setup, "openvino-int8", 1, {"max_drop": 1.0})
+    with pytest.raises(DataError, match=r"max_drop needs an evaluation set"):
+        _build(setup, "openvino-int8", 1, {"max_drop": 0.01})
     with pytest.raises(XcitExportError, match=r"ignored_scope pattern '\(' is not a regular expression"):
         _build(setup, "openvino-int8", 1, {"ignored_scope": ["("]})
 

@@ -330,7 +330,7 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
         input_size: int | str | Sequence[int] | None = None, batch: int | None = None,
         output: str = "logits", input_format: str = "nchw", opset: int | None = None,
         threads: int | None = None, class_index: str | None = None, on_bad_image: str = "fail",
-        warmup: int = 10, iterations: int = 50, min_seconds: float = 0.0,
+        warmup: int = 10, iterations: int = 50, min_seconds: float = 0.0, max_seconds: float | None = None,
         device: str | None = None, hint: str | None = None,
         options: Mapping[str, Any] | None = None,
         target_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -351,6 +351,8 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
             ``eval_count`` seeded random inputs are compared.
         out: output folder (default ``out/<model>``).
         input_size: ``256``, ``"256x320"`` or ``(256, 320)``.
+        warmup, iterations, min_seconds, max_seconds: the latency loop (``max_seconds`` None: a 30 s
+            cap only when neither ``iterations`` nor ``min_seconds`` asks for more than its default).
         options: target options given to every selected target that takes them (``--device``,
             ``--hint`` are shorthands); ``target_options``: per target, e.g.
             ``{"openvino-int8": {"preset": "mixed"}}`` (``xcit-export list-targets --options``).
@@ -379,7 +381,7 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
                   input_size: int | str | Sequence[int] | None = None, batch: int | None = None,
                   output: str = "logits", input_format: str = "nchw", opset: int | None = None,
                   threads: int | None = None, class_index: str | None = None, on_bad_image: str = "fail",
-                  warmup: int = 10, iterations: int = 50, min_seconds: float = 0.0,
+                  warmup: int = 10, iterations: int = 50, min_seconds: float = 0.0, max_seconds: float | None = None,
                   device: str | None = None, hint: str | None = None,
                   options: Mapping[str, Any] | None = None,
                   target_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -419,7 +421,8 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
         out_dir=Path(out) if out is not None else Path("out") / model, weights=str(weights), seed=seed,
         num_classes=num_classes, input_size=_parse_size(input_size), batch=batch, opset=opset or DEFAULT_OPSET,
         threads=threads, eval_count=eval_count,
-        latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds),
+        latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds,
+                               max_seconds=max_seconds).check(),
         output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
         eval=eval, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
         auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner, profile=profile,

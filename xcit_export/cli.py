@@ -74,6 +74,9 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--warmup", default=10, show_default=True, help="Untimed warm-up inferences.")
 @click.option("--iterations", default=50, show_default=True, help="Minimum timed inferences.")
 @click.option("--min-seconds", default=0.0, show_default=True, help="Minimum timed duration (seconds).")
+@click.option("--max-seconds", type=float,
+              help="Stop the timed loop after this long even if --iterations/--min-seconds are not met (default: "
+                   "30 s, only when neither asks for more than its default).")
 @click.option("--device", help="Inference device for targets that choose one (OpenVINO: CPU, GPU, NPU, AUTO).")
 @click.option("--hint", type=click.Choice(["latency", "throughput"]),
               help="Performance hint for targets that take one (OpenVINO).")
@@ -106,7 +109,7 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @_fail_cleanly
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
-         warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
+         warmup, iterations, min_seconds, max_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
          min_top1_agreement, min_cosine_mean, require_winner, op_profile, executor, ray_address, shards, quiet, verbose):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
@@ -149,7 +152,7 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         weights=weights, seed=seed, num_classes=num_classes, input_size=input_size, batch=batch, output=output,
         input_format=input_format, opset=opset, out=out, threads=threads, calib=calib, calib_size=calib_size,
         eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
-        eval_count=eval_count, warmup=warmup, iterations=iterations, min_seconds=min_seconds, device=device,
+        eval_count=eval_count, warmup=warmup, iterations=iterations, min_seconds=min_seconds, max_seconds=max_seconds, device=device,
         hint=hint, options=general, target_options=specific, rebuild=rebuild, wait=not no_wait, profile=op_profile)
     # The accuracy budget's defaults are the CLI's; only the options given count as "given for auto".
     budget = dict(max_top1_drop=max_top1_drop, min_top1_agreement=min_top1_agreement,

@@ -69,3 +69,7 @@ class OutputDirBusyError(OutputDirError):
 
 class UsageError(XcitExportError):
     """Options that do not combine (e.g. ``auto`` with other targets); the CLI exits 2 on it."""
+
+
+class BrokenReferenceError(XcitExportError):
+    """The PyTorch reference itself gives outputs nothing can be compared against (NaN, inf)."""

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 import torch
 
-from .errors import ExportError, ParityError
+from .errors import BrokenReferenceError, ExportError, ParityError
 from .io import atomic_path
 
 DEFAULT_OPSET = 18
@@ -142,10 +142,19 @@ def check_parity(onnx_path: Path, inputs: np.ndarray, reference: list[np.ndarray
                  atol: float = PARITY_ATOL, rtol: float = PARITY_RTOL) -> dict[str, float]:
     """Run ``onnx_path`` with onnxruntime (CPU) and compare every output with the reference.
 
-    Raises :class:`ParityError` naming the output and the error when it exceeds tolerance.
+    Raises :class:`BrokenReferenceError` when the reference itself is not finite (checked first),
+    :class:`ParityError` naming the output and the error when it exceeds tolerance.
     """
     import onnxruntime as ort
 
+    # The reference first: a non-finite PyTorch output means the model is broken, not its export.
+    for i, r in enumerate(reference):
+        if not np.all(np.isfinite(r)):
+            bad = int((~np.isfinite(np.asarray(r).reshape(len(r), -1))).any(axis=1).sum())
+            raise BrokenReferenceError(
+                f"the PyTorch reference gives non-finite outputs (NaN or inf) for {bad} of {len(r)} parity inputs "
+                f"(output {i}): the model itself is broken (e.g. NaN or inf weights in the checkpoint), not "
+                f"the export; nothing can be checked against it")
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     got = sess.run(None, {sess.get_inputs()[0].name: inputs})

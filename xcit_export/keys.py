@@ -144,8 +144,9 @@ def target_reads(target, options: dict, budget) -> set[str]:
     out = set()
     if "calibration" in target.reads:
         out.add(CALIBRATION)
-    if "evaluation" in target.reads or ("evaluation:search" in target.reads and (
-            budget is not None or {"max_drop", "sensitivity"} & set(options))):
+    # "evaluation:search": only when an option asks for a search (the one rule, Target.needs_evaluation)
+    if "evaluation" in target.reads or ("evaluation:search" in target.reads
+                                        and target.needs_evaluation(options, budget) is not None):
         out.add(EVALUATION)
     return out
 

@@ -31,11 +31,11 @@ from .io import atomic_dir, ensure_writable_dir, sha256_file
 from .outdir import locked_output_dir
 from .evaluate.profiling import profile_error
 from .targets import Artifact, BuildContext, get_target
-from .targets.base import ARTIFACT_META
+from .targets.base import ARTIFACT_META, no_evaluation_error
 from .models.deploy import DeployModel, to_input_format
 from .report.gate import checks_to_dicts, threshold_checks
-from .evaluate.validate import (LatencyOptions, compare_outputs, labelled_accuracy, measure_latency, rss_mb,
-                       run_in_batches, torch_infer)
+from .evaluate.validate import (LatencyOptions, check_reference, check_weights, compare_outputs, labelled_accuracy,
+                                measure_latency, output_problems, rss_mb, run_in_batches, torch_infer)
 from .models.weights import default_num_classes, load_model
 from .models.zoo import get_spec
 
@@ -277,6 +277,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
     for target in targets:
         target.check_options(config.target_options.get(target.name, {}))
+    _refuse_search_without_data(config, targets)
     num_classes = config.num_classes
     if num_classes is None:
         num_classes = default_num_classes(config.weights, config.model)
@@ -302,6 +303,18 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     # Everything below writes into out_dir: one run at a time there (outdir.py).
     with locked_output_dir(config.out_dir, wait=config.wait_for_lock, progress=progress):
         return _build_and_report(config, targets, spec, threads, data_info, progress, left_out)
+
+
+def _refuse_search_without_data(config: RunConfig, targets) -> None:
+    """Sensitivity, the budget search and NNCF accuracy control measure accuracy on the evaluation
+    set: without --eval they would tune on seeded noise and report figures that mean nothing."""
+    if config.eval is not None or config.eval_data is not None:
+        return
+    for target in targets:
+        budget = (config.thresholds.get(target.name) or {}).get("thresholds", {}).get("max_top1_drop")
+        reason = target.needs_evaluation(config.target_options.get(target.name, {}), budget)
+        if reason:
+            raise no_evaluation_error(reason)
 
 
 def calibration_available(config: RunConfig) -> bool:
@@ -334,6 +347,7 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
     progress(f"Model: building {spec.name} ({config.weights} weights)")
     model = DeployModel(load_model(spec, config.weights, config.seed), spec.preprocessing, config.output,
                         config.input_format, seed=config.seed)
+    check_weights(model)  # NaN/inf weights: stop naming the checkpoint, before the export is blamed
     onnx_path, onnx_meta = prepare_onnx(config, model, spec, progress)
     input_shape = model.input_shape
 
@@ -348,6 +362,7 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
     torch_run = torch_infer(model, threads)
     reference = run_in_batches(counting(progress, "PyTorch reference outputs", torch_run, len(x_eval)), x_eval,
                                config.batch or 16)
+    warnings = check_reference(reference, model.output_names, model, eval_desc)  # non-finite: stops here
     lat_batch = config.batch or 1
     x_lat = x_eval[:lat_batch] if len(x_eval) >= lat_batch else np.repeat(x_eval[:1], lat_batch, 0)
     progress("Latency: PyTorch eager")
@@ -383,6 +398,8 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         evaluation={"description": eval_desc, "count": int(len(x_eval)), "labelled": labels is not None,
                     **data_info},
         fingerprint=device_fingerprint())
+    if warnings:
+        report["warnings"] = warnings
     if config.auto:
         report["recommendation"] = _recommendation(config, results, left_out, labels is not None,
                                                    config.output == "logits" and spec.num_classes > 0)
@@ -508,6 +525,8 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str,
             entry["accuracy"] = per_output[output_names[0]]
             if len(per_output) > 1:
                 entry["outputs"] = per_output
+            broken = [f"{name}: {p}" if len(per_output) > 1 else p
+                      for name, acc in per_output.items() for p in output_problems(acc)]
             entry["threads"] = runner.threads
             entry["device"] = runner.device
             if getattr(runner, "inference_precision", None):
@@ -524,6 +543,9 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str,
         finally:
             runner.close()
         entry["status"] = "ok"
+        if broken:  # the one rule (validate.output_problems): a broken output never passes
+            entry["status"] = "failed"
+            entry["error"] = "; ".join(broken)
         if artifact.metadata.get("note"):
             entry["note"] = artifact.metadata["note"]
     except XcitExportError as exc:

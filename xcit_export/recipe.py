@@ -11,7 +11,7 @@ Layout (every table optional except ``model`` and ``targets``)::
     [model]    name (one name, or a list: a matrix of models), weights, num_classes, input_size, seed
     [export]   batch, opset, output, input_format
     [data]     calib, calib_size, eval, eval_size, eval_count, class_index, on_bad_image
-    [latency]  threads, warmup, iterations, min_seconds, batch_sweep
+    [latency]  threads, warmup, iterations, min_seconds, max_seconds, batch_sweep
     [targets.<target-name>]
     options        = { device = "CPU", ... }          # the target's own options
     thresholds     = { min_top1_agreement = 0.99, max_top1_drop = 0.01, min_cosine = 0.999 }
@@ -59,7 +59,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "data": {"calib": (str,), "calib_size": (int,), "eval": (str,), "eval_size": (int,), "eval_count": (int,),
              "class_index": (str,), "on_bad_image": (str,)},
     "latency": {"threads": (int,), "warmup": (int,), "iterations": (int,), "min_seconds": (int, float),
-                "batch_sweep": (list,)},
+                "max_seconds": (int, float), "batch_sweep": (list,)},
     "auto": {"max_top1_drop": (int, float), "min_top1_agreement": (int, float), "min_cosine_mean": (int, float),
              "require_winner": (str,)},
 }
@@ -340,7 +340,9 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
         threads=lat.get("threads"),
         latency=LatencyOptions(warmup=lat.get("warmup", defaults.warmup),
                                iterations=lat.get("iterations", defaults.iterations),
-                               min_seconds=float(lat.get("min_seconds", defaults.min_seconds))),
+                               min_seconds=float(lat.get("min_seconds", defaults.min_seconds)),
+                               max_seconds=None if lat.get("max_seconds") is None else float(lat["max_seconds"])
+                               ).check(),
         latency_batches=tuple(lat.get("batch_sweep", ())),
         calib=_resolve(recipe, data.get("calib"), ("demo",)), calib_size=data.get("calib_size", 300),
         eval=_resolve(recipe, data.get("eval"), ("demo",)), eval_size=data.get("eval_size"),

@@ -47,7 +47,7 @@ from ..version import __version__
 from ..errors import ArtifactError, BackendUnavailableError, XcitExportError
 from ..io import atomic_dir, atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from ..evaluate.profiling import profile_error
-from ..evaluate.validate import compare_outputs
+from ..evaluate.validate import compare_outputs, output_problems
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -447,6 +447,10 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
                     continue
                 ok = bool(value) == bool(limit) if isinstance(limit, bool) else value >= limit
                 checks.append({"check": key, "value": value, "threshold": limit, "passed": bool(ok)})
+            problems = output_problems(accuracy)  # the one rule (docs/verdict.md), before any threshold
+            if problems:
+                checks.append({"check": "outputs", "value": "; ".join(problems), "threshold": "finite, input-dependent",
+                               "passed": False})
             lat_batch = meta["batch"] if isinstance(meta.get("batch"), int) else int(meta["profile"]["opt"])
             x_lat = np.ascontiguousarray(np.resize(golden["x"], (lat_batch, *golden["x"].shape[1:])))
             progress(f"device-check: timing batch {lat_batch}")

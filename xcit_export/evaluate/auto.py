@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import XcitExportError
+from .validate import output_problems
 
 AUTO = "auto"
 BATCH1 = "batch1"  # sub-folder and name suffix of the static batch-1 variant
@@ -95,6 +96,10 @@ def budget_misses(entry: dict, budget: Budget, labelled: bool, classifies: bool)
     """Each way ``entry`` misses the budget, with figures (empty: it holds)."""
     acc = entry.get("accuracy") or {}
     misses = []
+    for accuracy in (entry.get("outputs") or {"": acc}).values():  # the one rule, every output
+        misses += output_problems(accuracy)
+    if misses:
+        return list(dict.fromkeys(misses))
     if classifies and labelled:
         top1, ref = acc.get("top1"), acc.get("reference_top1")
         if top1 is None or ref is None:
@@ -118,12 +123,22 @@ def budget_misses(entry: dict, budget: Budget, labelled: bool, classifies: bool)
     return misses
 
 
+def per_image_ms(entry: dict) -> float | None:
+    """Median latency per image: the batch's median divided by its batch size. Candidates timed at
+    different batches (``--batch N`` and the ``@batch1`` variants) are ranked on this figure, the
+    time one image costs at the batch each was measured at, so like is compared with like."""
+    lat = entry.get("latency") or {}
+    if lat.get("median_ms") is None:
+        return None
+    return lat["median_ms"] / max(int(lat.get("batch") or 1), 1)
+
+
 def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | None = None, *,
               labelled: bool, classifies: bool = True) -> dict:
     """The ``recommendation`` object of ``report.json`` from the report's target entries.
 
-    The winner is the lowest median latency among entries with status ``ok``, a measured latency
-    and no budget miss; ties go to the earlier entry. Every other entry and every left-out target
+    The winner is the lowest median latency per image (:func:`per_image_ms`) among entries with
+    status ``ok``, a measured latency and no budget miss; ties go to the earlier entry. Every other entry and every left-out target
     gets one line saying why it lost.
     """
     holding, others = [], []
@@ -140,29 +155,38 @@ def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | No
                 others.append((e, "; ".join(misses)))
             else:
                 holding.append(e)
-    winner = min(holding, key=lambda e: e["latency"]["median_ms"]) if holding else None
+    winner = min(holding, key=per_image_ms) if holding else None
+    batches = sorted({int((e.get("latency") or {}).get("batch") or 1) for e in holding})
+    mixed = len(batches) > 1
     candidates = []
     for e in entries:
-        row: dict[str, Any] = {"target": e["target"],
-                               "median_ms": (e.get("latency") or {}).get("median_ms")}
+        lat = e.get("latency") or {}
+        row: dict[str, Any] = {"target": e["target"], "median_ms": lat.get("median_ms"),
+                               "batch": lat.get("batch"), "per_image_ms": per_image_ms(e)}
         if e is winner:
-            row.update(verdict="chosen", why="fastest median latency within the accuracy budget")
+            row.update(verdict="chosen", why="fastest median latency per image within the accuracy budget")
         elif e in holding:
-            ratio = e["latency"]["median_ms"] / winner["latency"]["median_ms"]
-            row.update(verdict="slower", why=f"{ratio:.2f}x slower than {winner['target']}")
+            ratio = per_image_ms(e) / per_image_ms(winner)
+            at = f" (per image, batch {lat.get('batch')} vs {winner['latency'].get('batch')})" if mixed else ""
+            row.update(verdict="slower", why=f"{ratio:.2f}x slower than {winner['target']}{at}")
         else:
             row.update(verdict="out", why=next(why for o, why in others if o is e))
         candidates.append(row)
     for name, why in (left_out or {}).items():
         candidates.append({"target": name, "median_ms": None, "verdict": "not run", "why": why})
     rec: dict[str, Any] = {"target": None, "budget": {**asdict(budget), "basis": budget_basis(labelled, classifies)},
-                           "candidates": candidates}
+                           "candidates": candidates,
+                           "latency_basis": ("median latency per image (the batch's median / its batch size): "
+                                             "candidates were timed at batches " + ", ".join(map(str, batches))
+                                             if mixed else "median latency at batch " + str(batches[0])
+                                             if batches else "median latency")}
     if winner is not None:
         acc = winner.get("accuracy") or {}
         lat = winner["latency"]
         rec.update(target=winner["target"], artifact=(winner.get("artifact") or {}).get("path"),
                    export_batch=winner.get("export_batch"),
-                   latency={k: lat.get(k) for k in ("median_ms", "p90_ms", "p99_ms", "batch", "throughput_ips")},
+                   latency={**{k: lat.get(k) for k in ("median_ms", "p90_ms", "p99_ms", "batch", "throughput_ips")},
+                            "per_image_ms": per_image_ms(winner)},
                    accuracy={k: acc.get(k) for k in ("top1", "reference_top1", "top1_agreement", "cosine_mean",
                                                      "cosine_min") if acc.get(k) is not None})
     rec["lines"] = recommendation_lines(rec)
@@ -176,6 +200,8 @@ def recommendation_lines(rec: dict) -> list[str]:
     else:
         lat, acc = rec["latency"], rec["accuracy"]
         parts = [f"{lat['median_ms']:.2f} ms median at batch {lat['batch']}"]
+        if (lat.get("batch") or 1) > 1 and lat.get("per_image_ms") is not None:
+            parts[0] += f", {lat['per_image_ms']:.2f} ms per image"
         if acc.get("top1") is not None and acc.get("reference_top1") is not None:
             parts.append(f"top-1 {acc['top1']:.1%} (PyTorch {acc['reference_top1']:.1%})")
         if acc.get("top1_agreement") is not None:
@@ -186,6 +212,8 @@ def recommendation_lines(rec: dict) -> list[str]:
     b = rec["budget"]
     lines = [head, f"Budget: top-1 drop <= {_pt(b['max_top1_drop'])}, agreement >= {b['min_top1_agreement']:.1%}, "
                    f"mean cosine >= {b['min_cosine_mean']} where it stands in ({b['basis']})"]
+    if rec.get("latency_basis"):
+        lines.append(f"Ranked by {rec['latency_basis']}")
     lines += [f"{c['target']}: {c['why']}" for c in rec["candidates"] if c["verdict"] != "chosen"]
     req = rec.get("require_winner")
     if req:

@@ -14,6 +14,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import BrokenReferenceError, XcitExportError
+
 
 # --------------------------------------------------------------------------------------------
 # Accuracy
@@ -26,35 +28,154 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
 
 def per_sample_errors(target: np.ndarray, reference: np.ndarray):
     """Flattened float64 outputs, element-wise absolute errors and per-sample cosines: what
-    :func:`compare_outputs` and the sharded counts (``sharding.AccuracyCounts``) are built from."""
+    :func:`compare_outputs` and the sharded counts (``sharding.AccuracyCounts``) are built from.
+
+    The cosine of a sample is never better than the data allows: NaN when either output holds a
+    non-finite value (the comparison is undefined), 0 when exactly one output is all zeros (no
+    agreement in direction), and 1 only when both are all zeros (identical outputs).
+    """
     t = target.astype(np.float64).reshape(len(target), -1)
     r = reference.astype(np.float64).reshape(len(reference), -1)
     if t.shape != r.shape:
         raise ValueError(f"target output shape {target.shape} != reference {reference.shape}")
-    err = np.abs(t - r)
-    denom = np.linalg.norm(t, axis=1) * np.linalg.norm(r, axis=1)
-    cos = np.where(denom > 0, (t * r).sum(axis=1) / np.maximum(denom, 1e-300), 1.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(t - r)
+        nt, nr = np.linalg.norm(t, axis=1), np.linalg.norm(r, axis=1)
+        denom = nt * nr
+        dot = (t * r).sum(axis=1)
+        cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), np.where((nt == 0) & (nr == 0), 1.0, 0.0))
+    finite = np.isfinite(t).all(axis=1) & np.isfinite(r).all(axis=1)
+    # A norm that overflows float64 (|x| ~ 1e154) leaves a finite row with an inf/NaN cosine.
+    cos = np.where(finite & np.isfinite(cos), np.clip(cos, -1.0, 1.0), np.nan)
     return t, r, err, cos
+
+
+def nonfinite_samples(output: np.ndarray) -> int:
+    """How many samples (rows along axis 0) of ``output`` hold a NaN or an infinity."""
+    flat = np.asarray(output).reshape(len(output), -1)
+    return int((~np.isfinite(flat)).any(axis=1).sum()) if flat.size else 0
+
+
+def output_problems(accuracy: dict) -> list[str]:
+    """THE rule deciding whether a compared output may pass at all (empty list: it may).
+
+    Every place that passes or fails a target applies it to the accuracy entry
+    (``compare_outputs`` or ``AccuracyCounts.to_dict``) before any threshold: the pipeline's
+    per-target status, ``--target auto``'s budget, ``gate`` and recipe thresholds, the matrix's
+    sharded rows. An output with a NaN or an infinity, or whose cosine with the reference could not
+    be computed, fails: no tolerance can hold for it and its agreement figures mean nothing.
+    """
+    problems = []
+    count = accuracy.get("count")
+    if accuracy.get("reference_constant"):
+        problems.append(f"the PyTorch reference gives the same output for all {count} evaluation inputs: agreement "
+                        f"with it means nothing (a zeroed head, wrong weights, or one image repeated?)")
+    elif accuracy.get("constant"):
+        problems.append(f"the output is the same for all {count} evaluation inputs while PyTorch's is not: the "
+                        f"artifact ignores its input")
+    bad = accuracy.get("nonfinite_count")
+    if bad is None and accuracy.get("finite") is False:
+        bad = "some"
+    if bad:
+        problems.append(f"{bad} of {count} outputs are not finite (NaN or inf): the artifact is broken "
+                        f"(often an FP16 overflow), whatever its agreement figures say")
+    else:
+        for key in ("cosine_mean", "cosine_min", "max_abs_error", "mean_abs_error"):
+            value = accuracy.get(key)
+            if isinstance(value, float) and not np.isfinite(value):
+                problems.append(f"{key} is {value}: the outputs cannot be compared with the reference")
+                break
+    return problems
+
+
+def reference_problems(reference: list[np.ndarray], names: list[str]) -> list[str]:
+    """Why the PyTorch reference cannot be compared against (empty: it can): non-finite outputs."""
+    out = []
+    for name, r in zip(names, reference):
+        bad = nonfinite_samples(r)
+        if bad:
+            out.append(f"output '{name}' is not finite for {bad} of {len(r)} inputs")
+    return out
+
+
+def constant_outputs(reference: np.ndarray) -> bool:
+    """True when every input gives the same output (within float noise): agreement then says
+    nothing, as any constant artifact would agree with it."""
+    flat = np.asarray(reference, dtype=np.float64).reshape(len(reference), -1)
+    if len(flat) < 2 or not np.isfinite(flat).all():
+        return False
+    spread = np.abs(flat - flat[:1]).max()
+    return bool(spread <= 1e-6 * max(1.0, float(np.abs(flat).max())))
+
+
+def nonfinite_parameters(model) -> int:
+    """Number of non-finite values in a PyTorch model's parameters and buffers (the likely cause
+    of a non-finite reference: NaN or inf weights in a checkpoint)."""
+    import torch
+
+    total = 0
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if tensor.is_floating_point():
+                total += int((~torch.isfinite(tensor)).sum())
+    return total
+
+
+def check_weights(model) -> None:
+    """Stop before any export when the model's own weights hold NaN or inf (a broken checkpoint):
+    every output would be non-finite and every comparison meaningless."""
+    bad = nonfinite_parameters(model)
+    if bad:
+        raise BrokenReferenceError(f"the PyTorch model has {bad} non-finite weight value(s) (NaN or inf): the "
+                                   f"checkpoint is broken, not any export; fix or replace --weights")
+
+
+def check_reference(reference: list[np.ndarray], names: list[str], model=None, inputs: str = "the evaluation inputs"
+                    ) -> list[str]:
+    """Check the PyTorch reference before anything is compared with it.
+
+    A non-finite output stops the run (:class:`BrokenReferenceError` naming the cause: non-finite
+    weights when ``model`` has any, else an overflow in the model on these inputs). Returns the
+    report's warnings: a reference constant over the inputs (agreement then means nothing).
+    """
+    problems = reference_problems(reference, names)
+    if problems:
+        bad = nonfinite_parameters(model) if model is not None else 0
+        cause = (f"the model has {bad} non-finite weight value(s) (NaN or inf in the checkpoint)" if bad else
+                 "the model overflows on these inputs (check the weights and the preprocessing)")
+        raise BrokenReferenceError(f"the PyTorch reference is not finite on {inputs} ({'; '.join(problems)}): "
+                                   f"{cause}; nothing can be validated against it, and no export is to blame")
+    return [f"the PyTorch reference's output '{name}' is the same for every one of the {len(r)} evaluation inputs: "
+            f"agreement with it means nothing, so no target can pass (a zeroed head, wrong weights, or one image "
+            f"repeated?)" for name, r in zip(names, reference) if constant_outputs(r)]
 
 
 def compare_outputs(target: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
                     classify: bool = True) -> dict:
     """Agreement of ``target`` with ``reference`` (both ``(N, ...)``), plus labelled accuracy.
 
-    * ``max_abs_error`` / ``mean_abs_error``: over all elements;
-    * ``cosine_mean`` / ``cosine_min``: per-sample cosine similarity of the flattened outputs;
+    * ``max_abs_error`` / ``mean_abs_error``: over all elements (NaN/inf when outputs are);
+    * ``cosine_mean`` / ``cosine_min``: per-sample cosine similarity of the flattened outputs
+      (NaN when any sample is not finite: see :func:`per_sample_errors`);
+    * ``finite`` / ``nonfinite_count``: whether every output is finite, how many samples are not;
     * ``top1_agreement``: fraction where the target's top-1 class equals the reference's;
     * ``top5_agreement``: fraction where the reference's top-1 class is in the target's top-5;
     * ``top1`` / ``top5`` (and ``reference_top1`` / ``reference_top5``) when labels are given.
+
+    Whether the result may pass at all is :func:`output_problems`'s call.
     """
     t, r, err, cos = per_sample_errors(target, reference)
+    bad = nonfinite_samples(t)
     result = {
         "count": int(len(t)),
-        "finite": bool(np.isfinite(t).all()),
+        "finite": bad == 0,
+        "nonfinite_count": bad,
         "max_abs_error": float(err.max()) if err.size else 0.0,
         "mean_abs_error": float(err.mean()) if err.size else 0.0,
-        "cosine_mean": float(cos.mean()),
-        "cosine_min": float(cos.min()),
+        "cosine_mean": float(cos.mean()) if len(cos) else float("nan"),
+        "cosine_min": float(cos.min()) if len(cos) else float("nan"),
+        "constant": constant_outputs(target),
+        "reference_constant": constant_outputs(reference),
     }
     if classify and target.ndim == 2 and target.shape[1] > 1:
         ref_top1 = reference.argmax(axis=1)
@@ -99,14 +220,43 @@ def run_in_batches(infer: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarra
 # Latency
 # --------------------------------------------------------------------------------------------
 
+DEFAULT_ITERATIONS = 50
+DEFAULT_MAX_SECONDS = 30.0
+
+
 @dataclass
 class LatencyOptions:
-    """Timed loop: at least ``iterations`` runs and ``min_seconds``, at most ``max_seconds``."""
+    """Timed loop: at least ``iterations`` runs and at least ``min_seconds``.
+
+    ``max_seconds`` stops the loop early even when those are not met (the report's latency says
+    ``capped``). Left at None, a cap of 30 s applies only to a run that asked for no more than the
+    defaults (so a slow model's default 50 runs do not take minutes); an explicit ``iterations``
+    above the default or ``min_seconds`` above 30 s are honoured in full.
+    """
 
     warmup: int = 10
-    iterations: int = 50
+    iterations: int = DEFAULT_ITERATIONS
     min_seconds: float = 0.0
-    max_seconds: float = 30.0
+    max_seconds: float | None = None
+
+    def cap(self) -> float | None:
+        """Seconds after which the timed loop stops whatever was asked (None: no cap)."""
+        if self.max_seconds is not None:
+            return self.max_seconds
+        if self.iterations <= DEFAULT_ITERATIONS and self.min_seconds <= DEFAULT_MAX_SECONDS:
+            return DEFAULT_MAX_SECONDS
+        return None
+
+    def check(self) -> "LatencyOptions":
+        if self.warmup < 0 or self.iterations < 1 or self.min_seconds < 0:
+            raise XcitExportError(f"latency options need warmup >= 0, iterations >= 1 and min_seconds >= 0; got "
+                                  f"warmup={self.warmup}, iterations={self.iterations}, min_seconds={self.min_seconds}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise XcitExportError(f"--max-seconds {self.max_seconds} must be above 0 (leave it out for the default)")
+        if self.max_seconds is not None and self.max_seconds < self.min_seconds:
+            raise XcitExportError(f"--min-seconds {self.min_seconds} is above --max-seconds {self.max_seconds}: "
+                                  f"the timed loop could never run that long; raise --max-seconds")
+        return self
 
 
 @dataclass
@@ -123,6 +273,7 @@ class LatencyStats:
     throughput_ips: float  # images per second at the median
     first_inference_ms: float
     samples_ms: list[float]  # every timed run, for distribution plots
+    capped: bool = False  # the loop hit its time cap before the asked iterations / min_seconds
 
     def to_dict(self) -> dict:
         out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -139,13 +290,18 @@ def measure_latency(infer: Callable[[np.ndarray], object], x: np.ndarray,
     for _ in range(options.warmup):
         infer(x)
     times: list[float] = []
+    cap = options.cap()
+    capped = False
     start = time.perf_counter()
     while True:
         t0 = time.perf_counter()
         infer(x)
         times.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - start
-        if (len(times) >= options.iterations and elapsed >= options.min_seconds) or elapsed >= options.max_seconds:
+        if len(times) >= options.iterations and elapsed >= options.min_seconds:
+            break
+        if cap is not None and elapsed >= cap:
+            capped = True
             break
     ms = np.array(times) * 1e3
     median = float(np.median(ms))
@@ -154,7 +310,7 @@ def measure_latency(infer: Callable[[np.ndarray], object], x: np.ndarray,
         mean_ms=float(ms.mean()), p90_ms=float(np.percentile(ms, 90)), p95_ms=float(np.percentile(ms, 95)),
         p99_ms=float(np.percentile(ms, 99)), max_ms=float(ms.max()),
         throughput_ips=float(len(x) * 1e3 / median), first_inference_ms=float(first * 1e3),
-        samples_ms=ms.tolist())
+        samples_ms=ms.tolist(), capped=capped)
 
 
 def torch_infer(model, threads: int | None) -> Callable[[np.ndarray], list[np.ndarray]]:

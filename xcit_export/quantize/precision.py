@@ -448,20 +448,18 @@ def int8_search(onnx_int8: Path, ctx) -> dict:
     ``search_images``; groups kept out of INT8 run in the graph's high precision (FP16 by default).
     Accuracy is measured on onnxruntime CPU (the host stand-in for the engine), so steps are not timed.
     Returns the metadata to add to the artifact (empty when neither option is set)."""
+    from ..targets.base import as_bool, as_drop, as_int
     from . import sensitivity
 
     options = ctx.options
-    budget = sensitivity.parse_budget(options.get("max_drop"))
-    flag = str(options.get("sensitivity", "false")).strip().lower()
-    if flag not in ("true", "false", "1", "0", "yes", "no"):
-        raise ExportError(f"option sensitivity={options['sensitivity']!r} is not a boolean; use true or false")
-    want = flag in ("true", "1", "yes")
+    budget = as_drop(options.get("max_drop"))
+    want = as_bool(options.get("sensitivity", False), "sensitivity")
     if not want and budget is None:
         return {}
-    images = options.get("search_images")
     return sensitivity.analyse(Path(onnx_int8), ctx.onnx_path, ctx.evaluation, batch=ctx.batch, threads=ctx.threads,
                                budget=budget, want_sensitivity=want, time_steps=False,
-                               search_images=int(images) if images else None, seed=getattr(ctx, "seed", 0))
+                               search_images=as_int(options.get("search_images"), "search_images"),
+                               seed=getattr(ctx, "seed", 0))
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import XcitExportError
-from ..targets.base import SEARCH_OPTIONS  # noqa: F401  (the options' one home; re-exported)
+from ..targets.base import SEARCH_OPTIONS, as_drop  # noqa: F401  (the options' one home; re-exported)
 
 # Options of the Q/DQ INT8 targets that run these searches (the TensorRT targets declare them from here).
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
@@ -258,18 +258,8 @@ def sensitivity(model: onnx.ModelProto, evaluator: Evaluator, float_model: onnx.
 
 
 def parse_budget(value, option: str = "max_drop") -> float | None:
-    """A top-1 drop budget as a fraction (0.01 = one percentage point)."""
-    if value is None:
-        return None
-    try:
-        budget = float(value)
-    except (TypeError, ValueError):
-        raise XcitExportError(f"{option}={value!r} is not a number: give the top-1 drop as a fraction "
-                              f"(0.01 = 1 point)") from None
-    if not 0 <= budget < 1:
-        raise XcitExportError(f"{option}={budget} is out of range: it is a top-1 drop as a fraction between 0 "
-                              f"and 1 (0.01 = 1 point)")
-    return budget
+    """A top-1 drop budget as a fraction (0.01 = one percentage point): ``targets.base.as_drop``."""
+    return as_drop(value, option)
 
 
 def budget_search(model: onnx.ModelProto, evaluator: Evaluator, budget: float,

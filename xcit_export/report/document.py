@@ -33,7 +33,8 @@ def build_report(*, config, spec, onnx_meta, reference, targets, evaluation, fin
                    **onnx_meta},
         "evaluation": evaluation,
         "latency_method": {"warmup": config.latency.warmup, "iterations": config.latency.iterations,
-                           "min_seconds": config.latency.min_seconds, "threads": config.resolved_threads()},
+                           "min_seconds": config.latency.min_seconds, "max_seconds": config.latency.cap(),
+                           "threads": config.resolved_threads()},
         "device": fingerprint,
         "reference": reference,
         "targets": targets,
@@ -90,11 +91,17 @@ def profile_markdown(report: dict) -> list[str]:
     return out
 
 
+def warning_lines(report: dict) -> list[str]:
+    """The report's warnings (e.g. a PyTorch reference constant over the evaluation set), bold, first."""
+    return [f"**Warning: {w}**" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
+
+
 def markdown_table(report: dict) -> str:
     m = report["model"]
     lines = [
         f"# xcit-export report: {m['name']}",
         "",
+        *warning_lines(report),
         *recommendation_markdown(report),
         f"- weights: {m['weights']}; classes: {m['num_classes']}; input: {m['input_size'][0]}x{m['input_size'][1]}; "
         f"export batch: {report['export']['batch']}",

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ReportError
+from ..evaluate.validate import output_problems
 from .document import SCHEMA_VERSION
 
 DEFAULT_TOLERANCES = {"top1": 0.01, "top1_agreement": 0.01, "top5_agreement": 0.01, "cosine_mean": 1e-3}
@@ -44,10 +45,24 @@ def _acc(entry: dict, key: str):
     return entry.get("accuracy", {}).get(key)
 
 
-def threshold_checks(entry: dict, thresholds: dict, budget: dict) -> list[Check]:
-    """Absolute checks of one report entry against a recipe's thresholds and latency budget."""
+def output_checks(entry: dict) -> list[Check]:
+    """The one rule (``validate.output_problems``) on every output of a report entry: a failing
+    check per problem (NaN/inf outputs, a constant output or reference). Applied by every gate,
+    also to a report whose entry says ``ok`` (one written before the rule, or edited)."""
     name = entry["target"]
-    checks: list[Check] = []
+    outputs = entry.get("outputs") or ({"": entry["accuracy"]} if entry.get("accuracy") else {})
+    return [Check(name, f"outputs{' ' + out if out else ''}", "broken", "finite, input-dependent", False, problem)
+            for out, acc in outputs.items() for problem in output_problems(acc)]
+
+
+def threshold_checks(entry: dict, thresholds: dict, budget: dict) -> list[Check]:
+    """Absolute checks of one report entry against a recipe's thresholds and latency budget.
+
+    A broken output (:func:`output_checks`) fails before any threshold is looked at."""
+    name = entry["target"]
+    checks: list[Check] = output_checks(entry)
+    if checks:
+        return checks
     if entry.get("status") != "ok":
         return [Check(name, "status", entry.get("status"), "ok", False,
                       f"target did not run ({entry.get('error') or entry.get('note') or 'no detail'})")]
@@ -62,7 +77,8 @@ def threshold_checks(entry: dict, thresholds: dict, budget: dict) -> list[Check]
         metric = {"min_top1_agreement": "top1_agreement", "min_top5_agreement": "top5_agreement",
                   "min_cosine": "cosine_min", "max_abs_error": "max_abs_error", "min_top1": "top1"}[key]
         value = acc.get(metric)
-        ok = value is not None and (value <= limit if key.startswith("max") else value >= limit)
+        # NaN compares False either way; a non-finite figure never holds a limit.
+        ok = value is not None and value == value and (value <= limit if key.startswith("max") else value >= limit)
         checks.append(Check(name, metric, value, limit, ok,
                             "ok" if ok else ("missing from report" if value is None else
                                              "above maximum" if key.startswith("max") else "below minimum")))
@@ -86,12 +102,14 @@ def baseline_checks(entry: dict, base: dict, tolerances: dict[str, float] = DEFA
     if base.get("status") == "ok" and entry.get("status") != "ok":
         return [Check(name, "status", entry.get("status"), "ok", False,
                       f"passed in the baseline, now {entry.get('status')}: {entry.get('error', '')}")]
-    checks = []
+    checks = output_checks(entry)
+    if checks:
+        return checks
     for metric, tol in tolerances.items():
         new, old = _acc(entry, metric), _acc(base, metric)
         if old is None:
             continue
-        ok = new is not None and new >= old - tol
+        ok = new is not None and new == new and new >= old - tol
         checks.append(Check(name, metric, new, round(old - tol, 6), ok,
                             "ok" if ok else f"dropped from baseline {old:.6g} by more than {tol:g}"))
     return checks
@@ -155,6 +173,10 @@ def gate(report: dict, baseline: dict | None, thresholds: dict[str, dict] | None
         # Without a recipe the report's own stored thresholds (from the run's recipe) apply.
         for entry in report["targets"]:
             checks += [Check(**c) for c in entry.get("checks", [])]
+    # Every target in the report, thresholds or not: a broken output never passes a gate.
+    seen = {(c.target, c.metric, c.why) for c in checks}
+    for entry in report["targets"]:
+        checks += [c for c in output_checks(entry) if (c.target, c.metric, c.why) not in seen]
     if require_winner:
         checks.append(winner_check(report, require_winner))
     return checks

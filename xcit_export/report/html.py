@@ -104,6 +104,8 @@ def verdict(rep: dict) -> str:
         if rec.get("artifact"):
             body.append(f"<p>Artifact: <code>{_e(rec['artifact'])}</code></p>")
         body += [f"<p>{_e(line)}</p>" for line in lines[1:2]]
+        if rec.get("latency_basis"):
+            body.append(f"<p>Ranked by {_e(rec['latency_basis'])}</p>")
         if req:
             body.append(f"<p><b>{_e(lines[-1])}</b></p>")
         box = f'<div class="verdict {klass}" id="verdict">{"".join(body)}</div>'
@@ -301,7 +303,9 @@ def device_body(rep: dict) -> str:
         return device_check_body(rep)
     ev = rep["evaluation"]
     labelled = "labelled" if ev.get("labelled") else "unlabelled: agreement and cosine with PyTorch stand in"
-    parts = [verdict(rep), thresholds_table(rep),
+    warnings = "".join(f'<div class="verdict bad"><div class="head">Warning: {_e(w)}</div></div>'
+                       for w in rep.get("warnings", []))
+    parts = [warnings, verdict(rep), thresholds_table(rep),
              f"<h2>Results</h2><p class='sub'>Evaluation: {_e(ev['description'])} ({ev['count']} inputs, {labelled}). "
              f"Latency batch: {_e(rep['reference']['latency'].get('batch'))}.</p>", _calibration(ev), results_table(rep),
              "<h2>Plots</h2>" + plot_section(rep), profile_section(rep), device_section(rep)]

@@ -270,6 +270,7 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
     from ..pipeline import build_artifact, prepare_onnx
     from ..recipe import to_run_config
     from ..targets import get_target
+    from ..targets.base import no_evaluation_error
     from ..models.weights import default_num_classes, load_model
     from ..models.zoo import get_spec
 
@@ -320,7 +321,11 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
                 raise XcitExportError(f"target {tname} needs {', '.join(missing)}, which is not installed on the "
                                       f"building machine; install the project's extras (see README)")
             evaluation, build_config = None, config
-            if "max_drop" in options[tname]:  # accuracy-controlled quantization reads the whole set here
+            budget = (config.thresholds.get(tname) or {}).get("thresholds", {}).get("max_top1_drop")
+            reason = target.needs_evaluation(options[tname], budget)
+            if reason:  # sensitivity / budget search / accuracy control read the whole set here
+                if config.eval is None:
+                    raise no_evaluation_error(reason)
                 x_all, y_all = source.load()
                 evaluation = (to_input_format(x_all, config.input_format, pp), y_all)
                 # the build key holds the set's content (keys.py), as in a single run
@@ -437,6 +442,9 @@ def _fill(row: dict, cell: Cell, outcomes: dict) -> None:
     row["accuracy"] = next(iter(per_output.values()))
     if len(per_output) > 1:
         row["outputs"] = per_output
+    from ..evaluate.validate import output_problems
+
+    broken = [p for acc in per_output.values() for p in output_problems(acc)]
     row["accuracy_nodes"] = sorted({s["node"] for s in shards})
     for key in ("threads", "device", "load_ms", "memory_mb", "latency"):
         if key in lat:
@@ -444,6 +452,8 @@ def _fill(row: dict, cell: Cell, outcomes: dict) -> None:
     if "latency" not in lat:  # a stand-in runner (a TensorRT ONNX on onnxruntime): accuracy only
         row["note"] = f"no latency measured: the runner on {lat['node']} is {lat.get('device')}"
     row["status"] = "ok"
+    if broken:  # the one rule (validate.output_problems): a broken output never passes
+        row.update(status="failed", error="; ".join(broken))
 
 
 def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:

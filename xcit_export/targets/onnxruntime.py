@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import ArtifactError, XcitExportError
 from . import register
-from .base import SEARCH_OPTIONS, Artifact, BuildContext, Target
+from .base import SEARCH_OPTIONS, Artifact, BuildContext, Target, as_bool, as_drop, as_int, as_list
 from ..quantize.ort_int8 import CalibrationReader
 
 
@@ -107,10 +107,14 @@ def _build_int8(ctx: BuildContext) -> Artifact:
 
     fmt, reason = choose_format(forced=ctx.options.get("format"))
     method = str(ctx.options.get("method", "minmax")).lower()
-    op_types = list(ctx.options.get("op_types", ["MatMul", "Gemm", "Conv"]))
-    per_channel = bool(ctx.options.get("per_channel", True))
-    budget = sensitivity.parse_budget(ctx.options.get("max_drop", ctx.max_top1_drop))
-    want_sensitivity = _as_bool(ctx.options.get("sensitivity", False), "sensitivity")
+    op_types = as_list(ctx.options.get("op_types", ["MatMul", "Gemm", "Conv"]))
+    if not op_types:
+        raise XcitExportError("onnxruntime-int8 option op_types is empty: nothing would be quantized; give op "
+                              "types, e.g. -O onnxruntime-int8:op_types=MatMul,Gemm,Conv")
+    per_channel = as_bool(ctx.options.get("per_channel", True), "per_channel")
+    budget = as_drop(ctx.options.get("max_drop", ctx.max_top1_drop),
+                     "max_drop" if "max_drop" in ctx.options else "max_top1_drop")
+    want_sensitivity = as_bool(ctx.options.get("sensitivity", False), "sensitivity")
     dst = ctx.out_dir / "model.int8.onnx"
     # onnxruntime's recommended pre-pass: symbolic shape inference and its graph optimisations
     # (fused LayerNorm/GELU), so quantization sees the graph the CPU kernels will run.
@@ -118,8 +122,8 @@ def _build_int8(ctx: BuildContext) -> Artifact:
     # Symbolic shape inference is skipped: it crashes on the dynamic-batch Expand of the class
     # token; ONNX's own shape inference still runs and handles the graph.
     quant_pre_process(str(ctx.onnx_path), str(prepared), skip_symbolic_shape=True)
-    exclude = list(ctx.options.get("exclude_nodes", []))
-    if not ctx.options.get("quantize_attention", False):
+    exclude = as_list(ctx.options.get("exclude_nodes"))
+    if not as_bool(ctx.options.get("quantize_attention", False), "quantize_attention"):
         exclude += _activation_matmuls(prepared)
     quantize(prepared, dst, ctx.calibration, fmt, step=ctx.batch, method=method, per_channel=per_channel,
              op_types=op_types, exclude_nodes=exclude)
@@ -129,34 +133,11 @@ def _build_int8(ctx: BuildContext) -> Artifact:
     if want_sensitivity or budget is not None:
         meta.update(sensitivity.analyse(dst, ctx.onnx_path, ctx.evaluation, batch=ctx.batch, threads=ctx.threads,
                                         budget=budget, want_sensitivity=want_sensitivity, float_path=prepared,
-                                        search_images=_as_int(ctx.options.get("search_images"), "search_images"),
+                                        search_images=as_int(ctx.options.get("search_images"), "search_images"),
                                         seed=ctx.seed))
     prepared.unlink()
     OnnxRuntimeRunner(dst, threads=1).close()  # a graph ORT cannot load fails the build, not validation
     return Artifact(target="onnxruntime-int8", path=dst, files=[dst], metadata=meta)
-
-
-def _as_bool(value, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise XcitExportError(f"onnxruntime-int8 option {name}={value!r} is not a boolean; use true or false")
-
-
-def _as_int(value, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        out = 0
-    if out <= 0:
-        raise XcitExportError(f"onnxruntime-int8 option {name}={value!r} is not a positive whole number")
-    return out
 
 
 def _int8_key_inputs(options: dict) -> dict:
@@ -353,4 +334,5 @@ register(Target(
     verified="x86-64 CPU (AMD Zen 4, AVX-512 VNNI; CI)",
     options=_INT8_OPTIONS,
     key_inputs=_int8_key_inputs,
+    reads_budget=True,  # the recipe's max_top1_drop is its max_drop by default
 ))

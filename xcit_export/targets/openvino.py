@@ -37,10 +37,11 @@ so this module never does that, and every build runs the fresh IR at batch 1 and
 at its batch (static) before it is accepted: a graph that does not compile or run fails the
 build with a message that says to pass ``--batch N``.
 
-Accuracy control (``max_drop``, in top-1 percentage points). With labels in the evaluation set
+Accuracy control (``max_drop``, a top-1 drop as a fraction, 0.01 = 1 point, as for every target;
+NNCF's absolute ``max_drop`` is in the same unit since the metric is a fraction). With labels in the evaluation set
 the metric is top-1 accuracy against them; without labels it is top-1 agreement with the FP32
 model (run by OpenVINO in FP32), whose own score is 100%. NNCF reverts the quantized operations
-that cost the most until the INT8 model is within ``max_drop`` points of FP32. The evaluation
+that cost the most until the INT8 model is within ``max_drop`` of FP32. The evaluation
 set then tunes the model, so its report on the same set is optimistic; use a separate split.
 """
 
@@ -57,7 +58,7 @@ import numpy as np
 
 from ..errors import ArtifactError, DataError, XcitExportError
 from . import register
-from .base import Artifact, BuildContext, Target
+from .base import Artifact, BuildContext, Target, as_bool, as_drop, as_int
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
@@ -83,8 +84,8 @@ INT8_OPTIONS = {
     "ignored_scope": "nodes kept in floating point: a list of OpenVINO op types (e.g. [\"MatMul\"]) and/or "
                      "node-name regexes, or {\"names\": [...], \"patterns\": [...], \"types\": [...]}",
     "fast_bias_correction": "true (default) or false (slower, sometimes more accurate bias correction)",
-    "max_drop": "enable accuracy-controlled quantization: maximum top-1 drop in percentage points "
-                "against the evaluation set's labels (or agreement with FP32 if unlabelled), e.g. 1.0",
+    "max_drop": "enable accuracy-controlled quantization: maximum top-1 drop as a fraction (0.01 = 1 point) "
+                "against the evaluation set's labels (or agreement with FP32 if unlabelled), e.g. 0.01",
 }
 
 
@@ -146,13 +147,7 @@ def parse_precision(value: Any, target_precision: str) -> str | None:
 
 
 def _parse_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).strip().lower() in ("true", "1", "yes"):
-        return True
-    if str(value).strip().lower() in ("false", "0", "no"):
-        return False
-    raise XcitExportError(f"option {name}={value!r} is not a boolean: use true or false")
+    return as_bool(value, name)  # the one option parser (targets/base.py)
 
 
 def parse_ignored_scope(value: Any, op_types: set[str]):
@@ -282,16 +277,7 @@ def _int8_settings(ctx: BuildContext) -> dict[str, Any]:
     device = parse_device(opts.get("device"))
     target_device = {"CPU": nncf.TargetDevice.CPU, "GPU": nncf.TargetDevice.GPU,
                      "NPU": nncf.TargetDevice.NPU}.get(re.split(r"[.:]", device)[0], nncf.TargetDevice.ANY)
-    max_drop = opts.get("max_drop")
-    if max_drop is not None:
-        try:
-            max_drop = float(max_drop)
-        except (TypeError, ValueError):
-            raise XcitExportError(f"max_drop={opts['max_drop']!r} is not a number of percentage points "
-                                  f"(e.g. 1.0)") from None
-        if not 0 < max_drop < 100:
-            raise XcitExportError(f"max_drop={max_drop} is out of range: it is a top-1 drop in percentage "
-                                  f"points, between 0 and 100 (e.g. 1.0)")
+    max_drop = as_drop(opts.get("max_drop"))  # a fraction, like every target's max_drop
     if max_drop is not None and ctx.evaluation is None:
         raise DataError("max_drop needs an evaluation set to measure the drop on: pass one (--eval), or drop "
                         "-O openvino-int8:max_drop")
@@ -378,11 +364,12 @@ def _quantize_with_accuracy_control(model, ctx: BuildContext, calib_ds, max_drop
 
     val_ds = nncf.Dataset(items, lambda item: item[0])
     quantized = nncf.quantize_with_accuracy_control(
-        model, calib_ds, val_ds, validate, max_drop=max_drop / 100.0, drop_type=nncf.DropType.ABSOLUTE, **common)
+        model, calib_ds, val_ds, validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
     f32 = {"INFERENCE_PRECISION_HINT": "f32"}  # as NNCF's own validation runs
     fp32_score = 1.0 if labels is None else validate(_core().compile_model(model, "CPU", f32), items)[0]
     int8_score = validate(_core().compile_model(quantized, "CPU", f32), items)[0]
-    return quantized, {"method": "quantize_with_accuracy_control", "max_drop_points": max_drop,
+    return quantized, {"method": "quantize_with_accuracy_control", "max_drop": max_drop,
+                       "max_drop_points": round(100 * max_drop, 6),
                        "accuracy_metric": metric, "evaluation_count": int(len(items) * batch),
                        "fp32_score": round(100 * fp32_score, 3), "int8_score": round(100 * int8_score, 3),
                        "note": "accuracy control tuned on the evaluation set; its figures there are optimistic"}

@@ -237,7 +237,7 @@ def _load(artifact: Artifact, threads: int | None = None, cuda_graph=False, **_o
     if not onnx_name:
         raise ArtifactError(f"'{folder}' holds no precision-ready ONNX record; rebuild the target")
     return open_engine_or_standin(folder, folder / onnx_name, meta.get("engine"), meta.get("library", "tensorrt"),
-                                  threads=threads, cuda_graph=_as_bool(cuda_graph))
+                                  threads=threads, cuda_graph=_as_bool(cuda_graph, "cuda_graph"))
 
 
 def _register(family: str, precision: str) -> None:

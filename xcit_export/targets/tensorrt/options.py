@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...errors import XcitExportError
+from ..base import as_bool, as_int, as_list
 from .device import library_version
 
 DEFAULT_WORKSPACE_MB = 1024
@@ -10,25 +11,12 @@ DEFAULT_MAX_BATCH = 16  # the pipeline validates in batches of 16
 DEFAULT_GOLDEN = 16
 
 
-def _as_list(value) -> list[str]:
-    if value is None or value == "":
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
+# The one option parser (targets/base.py), under the names this package's modules import.
+_as_list = as_list
 
 
 def _as_int(options: dict, key: str, default: int | None) -> int | None:
-    value = options.get(key, default)
-    if value is None:
-        return None
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        raise XcitExportError(f"option {key}={value!r} is not an integer") from None
-    if out < 1:
-        raise XcitExportError(f"option {key}={out} must be >= 1")
-    return out
+    return as_int(options.get(key, default), key, minimum=1)
 
 
 def _exclude_op_types(value) -> list[str]:
@@ -41,10 +29,8 @@ def _exclude_op_types(value) -> list[str]:
     return list(dict.fromkeys([*INT8_DEFAULT_EXCLUDE_OP_TYPES, *given]))
 
 
-def _as_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+def _as_bool(value, name: str = "option") -> bool:
+    return as_bool(value, name)
 
 
 def batch_profile(static_batch: int | None, options: dict) -> dict:
