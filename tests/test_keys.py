@@ -125,7 +125,8 @@ def test_every_target_option_and_budget_renews_that_targets_key_only(base):
     before = build_keys(base)
     for name, target in all_targets().items():
         for option in target.options:
-            after = build_keys(dataclasses.replace(base, target_options={name: {option: "17"}}))
+            value = "true" if option == "sensitivity" else "17"  # sensitivity is parsed as a boolean
+            after = build_keys(dataclasses.replace(base, target_options={name: {option: value}}))
             assert {k for k in before if before[k] != after[k]} == {name}, (name, option)
         after = build_keys(dataclasses.replace(base, thresholds={name: {"thresholds": {"max_top1_drop": 0.02}}}))
         assert {k for k in before if before[k] != after[k]} == {name}, (name, "max_top1_drop")
