@@ -393,7 +393,9 @@ def _build_evaluation(source, fmt, labelled: bool, in_memory: bool) -> Callable:
 
     def evaluation(target, options: dict, budget) -> tuple:
         if in_memory:  # arrays given to the run (eval_data) or seeded inputs: as they are
-            return fmt(np.asarray(source.array)), labels_of()
+            if "arrays" not in cache:
+                cache["arrays"] = (fmt(np.asarray(source.array)), labels_of())
+            return cache["arrays"]
         reads_all = (budget is not None or {"max_drop", "sensitivity"} & set(options)) and "search_images" not in options
         if reads_all:
             if "all" not in cache:
