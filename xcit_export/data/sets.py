@@ -410,7 +410,7 @@ class ImageSet:
         order = self._order()
         if self.array is not None:  # a memory-mapped .npy reads only the selected rows
             self.skipped = []
-            x = np.array(self.array[np.asarray(order)], dtype=np.float32)
+            x = np.array(self.array[np.asarray(order, dtype=np.intp)], dtype=np.float32)
             y = None if self.labels is None else np.asarray([self.labels[i] for i in order], dtype=np.int64)
             return x, y
         h, w = self.pp.input_size
@@ -477,7 +477,7 @@ class ImageSet:
         if self.array is not None:
             stats.workers = 0
             for lo in range(0, wanted, batch):
-                idx = np.asarray(order[lo:min(lo + batch, wanted)])
+                idx = np.asarray(order[lo:min(lo + batch, wanted)], dtype=np.intp)
                 t0 = time.perf_counter()
                 x = np.array(self.array[idx], dtype=np.float32)
                 stats.busy_seconds += time.perf_counter() - t0
