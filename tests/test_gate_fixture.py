@@ -14,6 +14,14 @@ from xcit_export.models.zoo import IMAGENET_MEAN, IMAGENET_STD
 FAST = LatencyOptions(warmup=1, iterations=3)
 
 
+def eval_data(config):
+    """The run's evaluation set as arrays (the run itself streams it and keeps none)."""
+    from xcit_export.data.sets import evaluation_set
+    from xcit_export.models.zoo import get_spec
+
+    return evaluation_set(config.eval, get_spec(config.model).preprocessing, config.eval_size, config.seed).load()
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     out = tmp_path_factory.mktemp("clean")
@@ -33,7 +41,7 @@ def test_clean_run_passes(clean):
 
 def test_wrong_normalisation_trips_the_gate(clean, tmp_path):
     report, config = clean
-    x, labels = config.eval_data
+    x, labels = eval_data(config)
     # The classic deployment bug: feeding [0, 1] pixels to a model that expects mean/std-normalised input.
     mean, std = np.array(IMAGENET_MEAN, np.float32)[:, None, None], np.array(IMAGENET_STD, np.float32)[:, None, None]
     broken = run(RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["onnxruntime-fp32"],
@@ -47,7 +55,7 @@ def test_int8_without_exclusions_trips_the_threshold(clean, tmp_path):
     _, config = clean
     # ModelOpt's default quantizes XCiT's residual Adds; our default keeps them unquantized.
     broken = run(RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["tensorrt-int8"], out_dir=tmp_path,
-                           eval_data=config.eval_data, calib_data=config.calib_data, batch=1, latency=FAST,
+                           eval_data=eval_data(config), calib_data=config.calib_data, batch=1, latency=FAST,
                            target_options={"tensorrt-int8": {"exclude_op_types": "none"}},
                            thresholds={"tensorrt-int8": {"thresholds": {"max_top1_drop": 0.01}}}))
     (entry,) = broken["targets"]

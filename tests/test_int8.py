@@ -20,6 +20,14 @@ from xcit_export.quantize.ort_int8 import AVX2_FORMAT, FORMATS, choose_format, q
 from xcit_export.evaluate.validate import LatencyOptions
 
 FAST = LatencyOptions(warmup=1, iterations=3)
+
+
+def eval_data(config):
+    """The run's evaluation set as arrays (the run itself streams it and keeps none)."""
+    from xcit_export.data.sets import evaluation_set
+    from xcit_export.models.zoo import get_spec
+
+    return evaluation_set(config.eval, get_spec(config.model).preprocessing, config.eval_size, config.seed).load()
 SEARCH_IMAGES = 32
 
 
@@ -137,7 +145,7 @@ def test_sparing_the_most_damaging_group_beats_quantizing_everything(searched, f
 def test_budget_search_meets_the_budget_or_says_it_cannot(searched, formats, budget):
     report, config = searched
     model = onnx.load(str(formats["_dir"] / f"{choose_format()[0].name}.onnx"))
-    x, labels = config.eval_data
+    x, labels = eval_data(config)
     # Without labels the budget is on top-1 agreement: 0.0 allows no flip at all, which the all-INT8
     # model misses on most CPUs, so the search runs its steps.
     evaluator = sens.Evaluator(config.out_dir / "onnx" / "model.onnx", _searched_images(config)[0], None, 8, 2,
@@ -174,7 +182,7 @@ def formats(searched, tmp_path_factory):
     prepared = tmp / "prepared.onnx"
     quant_pre_process(str(config.out_dir / "onnx" / "model.onnx"), str(prepared), skip_symbolic_shape=True)
     exclude = _activation_matmuls(prepared)
-    x, labels = config.eval_data
+    x, labels = eval_data(config)
     evaluator = sens.Evaluator(config.out_dir / "onnx" / "model.onnx", x[:64], labels[:64], None, 2,
                                time_steps=False)
     out = {"_dir": tmp}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 import time
 import traceback
@@ -24,7 +23,7 @@ import numpy as np
 
 from . import export as export_mod
 from . import keys as keys_mod
-from .console import counting, latency_runs, renamed, stepper
+from .console import latency_runs, renamed, stepper
 from .errors import BackendUnavailableError, XcitExportError
 from .fingerprint import device_fingerprint
 from .io import atomic_dir, ensure_writable_dir, sha256_file
@@ -34,8 +33,9 @@ from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META, no_evaluation_error
 from .models.deploy import DeployModel, to_input_format
 from .report.gate import checks_to_dicts, threshold_checks
-from .evaluate.validate import (LatencyOptions, check_reference, check_weights, compare_outputs, labelled_accuracy,
-                                measure_latency, output_problems, rss_mb, run_in_batches, torch_infer)
+from .evaluate.stream import StreamTarget, evaluate_stream
+from .evaluate.validate import (LatencyOptions, check_reference, check_weights, constant_reference_warning,
+                                measure_latency, output_problems, rss_mb, torch_infer)
 from .models.weights import default_num_classes, load_model
 from .models.zoo import get_spec
 
@@ -215,11 +215,14 @@ def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress
     return folder / "model.onnx", meta
 
 
-def load_image_sets(config: RunConfig, spec, progress: Progress) -> dict:
-    """Read ``config.calib`` / ``config.eval`` with the model's preprocessing into arrays.
+def load_image_sets(config: RunConfig, spec, progress: Progress) -> tuple[dict, Any]:
+    """Open ``config.calib`` / ``config.eval`` with the model's preprocessing.
 
     Checks what can be checked before any export: the sets exist, are large enough, fit the
-    model's classes, and do not overlap. Returns provenance for the report.
+    model's classes, and do not overlap. The calibration set (``--calib-size`` images) is read
+    into ``config.calib_data``; the evaluation set is *not* read: it is returned as an
+    :class:`~xcit_export.data.sets.ImageSet` that the evaluation streams batch by batch
+    (:func:`_build_and_report`). Returns ``(provenance for the report, the evaluation set or None)``.
     """
     from .data import sets as data
 
@@ -243,23 +246,30 @@ def load_image_sets(config: RunConfig, spec, progress: Progress) -> dict:
                                "content_hash": config.calib_id, "skipped": len(calib_set.skipped),
                                "warnings": calib_set.warnings}
     if eval_set is not None:
-        progress(f"Data: preprocessing {len(eval_set)} evaluation images")
-        config.eval_data = eval_set.load(on_decoded=stepper(progress, "decoding evaluation images"))
-        config.eval_id = f"{config.eval} ({eval_set.content_hash()[:12]})"
-        info["evaluation_set"] = {"source": config.eval, "count": int(len(config.eval_data[0])),
-                                  "content_hash": eval_set.content_hash(), "skipped": len(eval_set.skipped),
-                                  "warnings": eval_set.warnings}
-    return info
+        digest = eval_set.content_hash()
+        config.eval_id = f"{config.eval} ({digest[:12]})"
+        # count, skipped and warnings are final once the evaluation pass has read every image
+        info["evaluation_set"] = {"source": config.eval, "count": len(eval_set), "content_hash": digest,
+                                  "skipped": 0, "warnings": eval_set.warnings}
+    return info, eval_set
 
 
-def _evaluation_inputs(config: RunConfig, spec) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """Normalised NCHW evaluation inputs (the set given, or seeded random ones) and labels."""
+def _evaluation_source(config: RunConfig, spec, eval_set) -> tuple[Any, str]:
+    """The evaluation inputs as an ImageSet to stream: ``--eval``, the arrays of
+    ``config.eval_data``, or seeded random inputs. Returns the set and its description."""
+    from .data.sets import ImageSet
+
+    if eval_set is not None:
+        return eval_set, config.eval_id or "evaluation set"
     if config.eval_data is not None:
         x, labels = config.eval_data
-        return x, labels, config.eval_id or "evaluation set"
+        return (ImageSet(source="evaluation data", pp=spec.preprocessing, option="--eval", array=x,
+                         labels=None if labels is None else [int(v) for v in labels]),
+                config.eval_id or "evaluation set")
     h, w = spec.preprocessing.input_size
     x = export_mod.seeded_inputs((3, h, w), config.eval_count, seed=config.seed + 2)
-    return x, None, f"{config.eval_count} seeded random inputs (seed {config.seed + 2})"
+    return (ImageSet(source="seeded", pp=spec.preprocessing, option="--eval", array=x),
+            f"{config.eval_count} seeded random inputs (seed {config.seed + 2})")
 
 
 def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
@@ -290,7 +300,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     calib_default = _needs_default_calibration(config, targets)
     if calib_default:
         config = dataclasses.replace(config, calib=DEFAULT_CALIB)
-    data_info = load_image_sets(config, spec, progress)
+    data_info, eval_set = load_image_sets(config, spec, progress)
     if calib_default:
         data_info["calibration"].update(default=True, note=DEFAULT_CALIB_NOTE)
     if config.calib_data is not None and config.calib_id is None:
@@ -302,7 +312,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
 
     # Everything below writes into out_dir: one run at a time there (outdir.py).
     with locked_output_dir(config.out_dir, wait=config.wait_for_lock, progress=progress):
-        return _build_and_report(config, targets, spec, threads, data_info, progress, left_out)
+        return _build_and_report(config, targets, spec, threads, data_info, progress, left_out, eval_set)
 
 
 def _refuse_search_without_data(config: RunConfig, targets) -> None:
@@ -340,8 +350,16 @@ def _needs_default_calibration(config: RunConfig, targets) -> bool:
 
 
 def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info: dict, progress: Progress,
-                      left_out: dict[str, str]) -> dict:
-    """Model, ONNX, every target, the report: the part of :func:`run` that writes ``out_dir``."""
+                      left_out: dict[str, str], eval_set=None) -> dict:
+    """Model, ONNX, every target, the report: the part of :func:`run` that writes ``out_dir``.
+
+    Data flow (memory flat in the evaluation set's size; docs/evaluation.md):
+
+    1. build (or reuse) every target's artifact, and ``--target auto``'s batch-1 variants;
+    2. one streaming pass (:func:`xcit_export.evaluate.stream.evaluate_stream`): each decoded batch
+       goes through PyTorch and every built target, and is reduced to addable counts at once;
+    3. per target, alone: load, latency, latency sweep, per-op profile (on the set's first images).
+    """
     from .report import document as report_mod
 
     progress(f"Model: building {spec.name} ({config.weights} weights)")
@@ -349,66 +367,158 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
                         config.input_format, seed=config.seed)
     check_weights(model)  # NaN/inf weights: stop naming the checkpoint, before the export is blamed
     onnx_path, onnx_meta = prepare_onnx(config, model, spec, progress)
-    input_shape = model.input_shape
 
-    x_eval, labels, eval_desc = _evaluation_inputs(config, spec)
-    # Reference and targets see identical values in the deployed input format.
-    x_eval = to_input_format(x_eval, config.input_format, spec.preprocessing)
-    calib = None if config.calib_data is None else to_input_format(config.calib_data, config.input_format,
-                                                                  spec.preprocessing)
-    if config.output != "logits":
-        labels = None  # labelled accuracy needs class scores
-    progress(f"Reference: PyTorch on {len(x_eval)} evaluation inputs")
-    torch_run = torch_infer(model, threads)
-    reference = run_in_batches(counting(progress, "PyTorch reference outputs", torch_run, len(x_eval)), x_eval,
-                               config.batch or 16)
-    warnings = check_reference(reference, model.output_names, model, eval_desc)  # non-finite: stops here
+    source, eval_desc = _evaluation_source(config, spec, eval_set)
+
+    def fmt(x: np.ndarray) -> np.ndarray:  # reference and targets see identical values in the deployed format
+        return to_input_format(x, config.input_format, spec.preprocessing)
+
+    calib = None if config.calib_data is None else fmt(config.calib_data)
+    classify = config.output == "logits" and spec.num_classes > 0
+    labelled = source.labelled and config.output == "logits"  # labelled accuracy needs class scores
+    batch = config.batch or 16
     lat_batch = config.batch or 1
-    x_lat = x_eval[:lat_batch] if len(x_eval) >= lat_batch else np.repeat(x_eval[:1], lat_batch, 0)
+    # Latency, sweeps and profiles time a few inputs: the set's first readable images.
+    head = fmt(source.head(max(lat_batch, *config.latency_batches, 1)))
+    x_lat = head[:lat_batch] if len(head) >= lat_batch else np.repeat(head[:1], lat_batch, 0)
+    evaluation = _build_evaluation(source, fmt, labelled, in_memory=eval_set is None)
+
+    jobs = [_build_target(target, config, spec, onnx_path, onnx_meta["build_key"], model.input_shape, calib,
+                          evaluation, threads, progress) for target in targets]
+    if config.auto and config.batch != 1:
+        jobs += _batch1_builds(config, model, spec, targets, calib, evaluation, threads, progress)
+
+    torch_run = torch_infer(model, threads)
+    passed = _evaluation_pass(jobs, source, fmt, torch_run, batch, labelled, classify, model.output_names,
+                              threads, progress,
+                              check=lambda ref: check_reference(ref, model.output_names, model, eval_desc))
+    # non-finite reference outputs stopped the pass; a reference constant over the whole set is a warning
+    warnings = [constant_reference_warning(name, passed.count) for name in passed.reference_constant]
+    data_info.get("evaluation_set", {}).update(count=passed.count, skipped=len(source.skipped),
+                                               warnings=source.warnings)
+
     progress("Latency: PyTorch eager")
     torch_latency = measure_latency(latency_runs(progress, "PyTorch eager latency runs", torch_run, config.latency),
                                     np.ascontiguousarray(x_lat), config.latency)
     ref_entry: dict[str, Any] = {"latency": torch_latency.to_dict(), "threads": threads}
-    if labels is not None:
-        ref_entry["accuracy"] = labelled_accuracy(reference[0], labels)
-
+    if passed.reference_accuracy is not None:
+        ref_entry["accuracy"] = passed.reference_accuracy
     if config.latency_batches and not config.batch:
-        ref_entry["latency_sweep"] = _sweep(torch_run, x_eval, config, progress, "PyTorch eager")
-
+        ref_entry["latency_sweep"] = _sweep(torch_run, head, config, progress, "PyTorch eager")
+    torch_ms1 = None
     results = []
-    for target in targets:
-        entry = _run_target(target, config, spec, onnx_path, onnx_meta["build_key"], input_shape, x_eval, labels,
-                            reference, x_lat, calib, torch_latency.median_ms, threads, progress,
-                            output_names=model.output_names)
-        _profile_entry(target, entry, config, x_eval, threads, progress)
-        results.append(entry)
-    if config.auto and config.batch != 1:
-        results += _batch1_variants(config, model, spec, targets, x_eval, labels, reference, calib, threads,
-                                    torch_run, torch_latency, progress)
-    for target, entry in zip(targets + targets, results):
-        entry["export_batch"] = 1 if entry["target"] != target.name else (config.batch or "dynamic")
-        limits = config.thresholds.get(target.name)
+    for job, streamed in zip(jobs, passed.targets):
+        if job.batch1:
+            if torch_ms1 is None:
+                torch_ms1 = torch_latency.median_ms if torch_latency.batch == 1 else \
+                    measure_latency(torch_run, np.ascontiguousarray(head[:1]), config.latency).median_ms
+            _run_target(job, streamed, head[:1], torch_ms1, head, threads, model.output_names, job.progress)
+        else:
+            _run_target(job, streamed, x_lat, torch_latency.median_ms, head, threads, model.output_names, progress)
+        _profile_entry(job.target, job.entry, job.config, head, threads, progress)
+        results.append(job.entry)
+    for job in jobs:
+        job.entry["export_batch"] = 1 if job.batch1 else (config.batch or "dynamic")
+        limits = config.thresholds.get(job.target.name)
         if limits:
-            checks = threshold_checks(entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
-            entry["checks"] = checks_to_dicts(checks)
-            entry["passed"] = all(c.ok for c in checks)
+            checks = threshold_checks(job.entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
+            job.entry["checks"] = checks_to_dicts(checks)
+            job.entry["passed"] = all(c.ok for c in checks)
 
     report = report_mod.build_report(
         config=config, spec=spec, onnx_meta=onnx_meta, reference=ref_entry, targets=results,
-        evaluation={"description": eval_desc, "count": int(len(x_eval)), "labelled": labels is not None,
-                    **data_info},
+        evaluation={"description": eval_desc, "count": passed.count, "labelled": labelled,
+                    **data_info, "throughput": passed.throughput},
         fingerprint=device_fingerprint())
     if warnings:
         report["warnings"] = warnings
     if config.auto:
-        report["recommendation"] = _recommendation(config, results, left_out, labels is not None,
-                                                   config.output == "logits" and spec.num_classes > 0)
+        report["recommendation"] = _recommendation(config, results, left_out, labelled, classify)
     report_mod.write_report(report, config.out_dir)
     return report
 
 
-def _batch1_variants(config: RunConfig, model, spec, targets, x_eval, labels, reference, calib, threads,
-                     torch_run, torch_latency, progress: Progress) -> list[dict]:
+def _build_evaluation(source, fmt, labelled: bool, in_memory: bool) -> Callable:
+    """What a build gets as its evaluation set (``BuildContext.evaluation``), per target options.
+
+    Sets given as arrays are passed as they are. A streamed set is read whole only for a build
+    that reads every image (sensitivity, ``max_drop``, a recipe's ``max_top1_drop``, without
+    ``search_images``); any other build gets its images as :class:`~xcit_export.data.sets.LazyRows`,
+    decoded when indexed (TensorRT reads its 16 golden inputs), so the set is never held whole.
+    """
+    from .data.sets import LazyRows
+
+    cache: dict[str, Any] = {}
+
+    def labels_of():
+        if not labelled:
+            return None
+        return np.asarray([source.labels[i] for i in source._order()], dtype=np.int64)
+
+    def evaluation(target, options: dict, budget) -> tuple:
+        if in_memory:  # arrays given to the run (eval_data) or seeded inputs: as they are
+            if "arrays" not in cache:
+                cache["arrays"] = (fmt(np.asarray(source.array)), labels_of())
+            return cache["arrays"]
+        reads_all = target.needs_evaluation(options, budget) is not None and "search_images" not in options
+        if reads_all:
+            if "all" not in cache:
+                x, y = source.load()
+                cache["all"] = (fmt(x), y if labelled else None)
+            return cache["all"]
+        if "lazy" not in cache:
+            cache["lazy"] = (LazyRows(source, fmt), labels_of())
+        return cache["lazy"]
+
+    return evaluation
+
+
+@dataclass
+class _Job:
+    """One target (or auto's batch-1 variant) between its build and its report entry."""
+
+    target: Any
+    config: RunConfig
+    entry: dict
+    artifact: Artifact | None = None  # None: the build failed (entry says why)
+    batch1: bool = False
+    progress: Progress = lambda msg: None
+
+
+def _fail(entry: dict, exc: BaseException) -> None:
+    entry["status"] = "failed"
+    if isinstance(exc, XcitExportError):
+        entry["error"] = str(exc)
+    else:  # a bug or backend crash: record it, keep the other targets going
+        entry["error"] = f"{type(exc).__name__}: {exc}"
+        entry["traceback"] = traceback.format_exc(limit=8)
+
+
+def _build_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str, input_shape, calib,
+                  evaluation, threads: int, progress: Progress, batch1: bool = False) -> _Job:
+    """Build (or reuse) one target's artifact; a failure is recorded in the entry, not raised."""
+    entry: dict[str, Any] = {"target": target.name, "backend": target.backend, "precision": target.precision}
+    job = _Job(target, config, entry, batch1=batch1, progress=progress)
+    options = dict(config.target_options.get(target.name, {}))
+    budget = (config.thresholds.get(target.name) or {}).get("thresholds", {}).get("max_top1_drop")
+    try:
+        missing = target.missing_requirements()
+        if missing:
+            raise BackendUnavailableError(
+                f"target {target.name} needs {', '.join(missing)}, which is not installed; install the "
+                f"project's extras (see README) or pick another target")
+        artifact, entry["reused"] = build_artifact(target, config, spec, onnx_path, onnx_key, input_shape, calib,
+                                                   evaluation(target, options, budget), threads, progress)
+        entry["artifact"] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes,
+                             **artifact.metadata}
+        job.artifact = artifact
+    except Exception as exc:  # noqa: BLE001 - recorded in the entry; the other targets go on
+        _fail(entry, exc)
+    return job
+
+
+def _batch1_builds(config: RunConfig, model, spec, targets, calib, evaluation, threads,
+                   progress: Progress) -> list[_Job]:
     """``--target auto``: every candidate again from a static batch-1 export, for latency-bound use.
 
     It lives in ``<out>/batch1/`` (its own ``onnx/`` and target folders, keyed like any other
@@ -419,19 +529,70 @@ def _batch1_variants(config: RunConfig, model, spec, targets, x_eval, labels, re
     b1 = dataclasses.replace(config, batch=1, out_dir=config.out_dir / BATCH1, latency_batches=())
     progress("auto: static batch-1 variants")
     onnx_path, onnx_meta = prepare_onnx(b1, model, spec, progress)
-    x1 = np.ascontiguousarray(x_eval[:1])
-    torch_ms = torch_latency.median_ms if torch_latency.batch == 1 else \
-        measure_latency(torch_run, x1, config.latency).median_ms
-    entries = []
+    jobs = []
     for target in targets:
-        entry = _run_target(target, b1, spec, onnx_path, onnx_meta["build_key"], model.input_shape, x_eval,
-                            labels, reference, x1, calib, torch_ms, threads,
-                            renamed(progress, target.name, variant_name(target.name, True)),
-                            output_names=model.output_names)
-        entry["target"] = variant_name(target.name, True)
-        _profile_entry(target, entry, b1, x_eval, threads, progress)
-        entries.append(entry)
-    return entries
+        say = renamed(progress, target.name, variant_name(target.name, True))
+        job = _build_target(target, b1, spec, onnx_path, onnx_meta["build_key"], model.input_shape, calib,
+                            evaluation, threads, say, batch1=True)
+        job.entry["target"] = variant_name(target.name, True)
+        jobs.append(job)
+    return jobs
+
+
+def _counted(batches, step, total: int):
+    """``batches`` as they are, telling ``step(done, total)`` (a progress bar) as each one is consumed."""
+    if step is None:
+        yield from batches
+        return
+    done = 0
+    step(0, total)
+    for x, y in batches:
+        yield x, y
+        done += len(x)  # the consumer asked for the next batch: this one went through every runner
+        step(done, total)
+
+
+def _evaluation_pass(jobs: list[_Job], source, fmt, torch_run, batch: int, labelled: bool, classify: bool,
+                     output_names: list[str], threads: int, progress: Progress, check=None):
+    """Load every built target and stream the evaluation set once through PyTorch and all of them
+    (:mod:`xcit_export.evaluate.stream` says why one pass with every runner open). Decoding runs in
+    ``min(8, threads)`` threads, a few batches ahead. Runners are closed before any latency is
+    measured. Returns the :class:`~xcit_export.evaluate.stream.StreamResult`, whose ``targets``
+    line up with ``jobs`` (a target that did not build or load has an error there)."""
+    from .data.sets import DecodeStats, default_decode_workers
+
+    streamed, runners = [], []
+    try:
+        for job in jobs:
+            st = StreamTarget(job.entry["target"], lambda x: [], job.config.batch or 16)
+            streamed.append(st)
+            if job.artifact is None:
+                st.error = job.entry.get("error", "not built")
+                continue
+            try:
+                runner = job.target.load(job.artifact, threads=threads,
+                                         **job.config.target_options.get(job.target.name, {}))
+            except Exception as exc:  # noqa: BLE001 - recorded as the target's failure
+                _fail(job.entry, exc)
+                st.error = job.entry["error"]
+                continue
+            runners.append(runner)
+            st.infer = runner.infer
+        live = [st for st in streamed if st.error is None]
+        stats = DecodeStats()
+        workers = min(default_decode_workers(), threads)
+        progress(f"Evaluation: streaming {len(source)} inputs through PyTorch and {len(live)} target(s) "
+                 f"({workers} decoding threads)")
+        batches = _counted(((fmt(x), y if labelled else None)
+                            for x, y in source.stream(batch, workers=workers, stats=stats)),
+                           stepper(progress, "evaluation: PyTorch and every target"), len(source))
+        result = evaluate_stream(batches, torch_run, batch, live, output_names, classify, stats, progress,
+                                 total=len(source), check_reference=check)
+    finally:
+        for runner in runners:
+            runner.close()
+    result.targets = streamed
+    return result
 
 
 def _profile_entry(target, entry: dict, config: RunConfig, x_eval, threads: int, progress: Progress) -> None:
@@ -496,37 +657,32 @@ def build_artifact(target, config: RunConfig, spec, onnx_path: Path, onnx_key: s
     return Artifact.from_dir(folder), False
 
 
-def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str, input_shape, x_eval, labels, reference,
-                x_lat, calib, torch_median_ms: float, threads: int, progress: Progress,
-                output_names: list[str]) -> dict:
-    entry: dict[str, Any] = {"target": target.name, "backend": target.backend, "precision": target.precision}
+def _run_target(job: _Job, streamed: StreamTarget, x_lat, torch_median_ms: float, head, threads: int,
+                output_names: list[str], progress: Progress) -> None:
+    """One target after the evaluation pass: its accuracy entry from the pass's counts, the status,
+    then latency with only its runner loaded. Failures are recorded in ``job.entry``."""
+    entry, target, config, artifact = job.entry, job.target, job.config, job.artifact
+    if artifact is None or "status" in entry:  # failed to build or to load: said already
+        return
     options = dict(config.target_options.get(target.name, {}))
     try:
-        missing = target.missing_requirements()
-        if missing:
-            raise BackendUnavailableError(
-                f"target {target.name} needs {', '.join(missing)}, which is not installed; install the "
-                f"project's extras (see README) or pick another target")
-        artifact, entry["reused"] = build_artifact(target, config, spec, onnx_path, onnx_key, input_shape, calib,
-                                                   (x_eval, labels), threads, progress)
-        entry["artifact"] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes,
-                             **artifact.metadata}
-        progress(f"{target.name}: validating accuracy")
+        if streamed.error is not None:
+            entry["status"] = "failed"
+            entry["error"] = streamed.error
+            if streamed.traceback:
+                entry["traceback"] = streamed.traceback
+            return
+        per_output = streamed.accuracy(output_names)
+        entry["accuracy"] = per_output[output_names[0]]
+        if len(per_output) > 1:
+            entry["outputs"] = per_output
+        broken = [f"{name}: {p}" if len(per_output) > 1 else p
+                  for name, acc in per_output.items() for p in output_problems(acc)]
         rss_before = rss_mb()
         t0 = time.perf_counter()
         runner = target.load(artifact, threads=threads, **options)
         entry["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         try:
-            outputs = run_in_batches(counting(progress, f"{target.name}: outputs", runner.infer, len(x_eval)), x_eval,
-                                     config.batch or 16)
-            classify = config.output == "logits" and spec.num_classes > 0
-            per_output = {name: compare_outputs(o, r, labels if i == 0 else None, classify=classify)
-                          for i, (name, o, r) in enumerate(zip(output_names, outputs, reference))}
-            entry["accuracy"] = per_output[output_names[0]]
-            if len(per_output) > 1:
-                entry["outputs"] = per_output
-            broken = [f"{name}: {p}" if len(per_output) > 1 else p
-                      for name, acc in per_output.items() for p in output_problems(acc)]
             entry["threads"] = runner.threads
             entry["device"] = runner.device
             if getattr(runner, "inference_precision", None):
@@ -538,7 +694,7 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str,
                 entry["latency"] = lat.to_dict()
                 entry["speedup_vs_pytorch"] = round(torch_median_ms / lat.median_ms, 3)
                 if config.latency_batches and not config.batch and artifact.metadata.get("batch", "dynamic") == "dynamic":
-                    entry["latency_sweep"] = _sweep(runner.infer, x_eval, config, progress, target.name)
+                    entry["latency_sweep"] = _sweep(runner.infer, head, config, progress, target.name)
             entry["memory_mb"] = round(rss_mb() - rss_before, 1)
         finally:
             runner.close()
@@ -548,18 +704,13 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str,
             entry["error"] = "; ".join(broken)
         if artifact.metadata.get("note"):
             entry["note"] = artifact.metadata["note"]
-    except XcitExportError as exc:
-        entry["status"] = "failed"
-        entry["error"] = str(exc)
-    except Exception as exc:  # a bug or backend crash: record it, keep the other targets going
-        entry["status"] = "failed"
-        entry["error"] = f"{type(exc).__name__}: {exc}"
-        entry["traceback"] = traceback.format_exc(limit=8)
-    return entry
+    except Exception as exc:  # noqa: BLE001 - recorded in the entry; the other targets go on
+        _fail(entry, exc)
 
 
 def _sweep(infer, x_eval, config: RunConfig, progress: Progress, label: str) -> list[dict]:
-    """Latency at each batch size of ``config.latency_batches`` (dynamic-batch artifacts only)."""
+    """Latency at each batch size of ``config.latency_batches`` (dynamic-batch artifacts only), on
+    the set's first images (``x_eval``: at least as many as the largest batch, or the whole set)."""
     rows = []
     for b in config.latency_batches:
         progress(f"{label}: latency at batch {b}")

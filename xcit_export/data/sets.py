@@ -24,10 +24,14 @@ import hashlib
 import json
 import math
 import os
+import time
 import warnings
+import zipfile
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -39,6 +43,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 DEFAULT_CALIB_SIZE = 300
 MIN_RECOMMENDED_CALIB = 100  # below this, activation ranges are noisy: warn, do not fail
 ON_BAD_IMAGE = ("skip", "fail")
+MAX_DECODE_WORKERS = 8  # decoding threads by default: min(this, CPU cores)
+DEFAULT_PREFETCH = 2  # batches decoded ahead of the one being consumed
 # What PIL raises for a missing, truncated, corrupt or absurdly large image file.
 _UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError)
 
@@ -250,6 +256,32 @@ def load_class_index(path: str | os.PathLike) -> dict[str, int]:
 # Image sets
 # --------------------------------------------------------------------------------------------
 
+def default_decode_workers() -> int:
+    """Decoding threads when none are asked for: one per core, at most ``MAX_DECODE_WORKERS``."""
+    return max(1, min(MAX_DECODE_WORKERS, os.cpu_count() or 1))
+
+
+@dataclass
+class DecodeStats:
+    """What a pass of :meth:`ImageSet.stream` spent decoding.
+
+    ``busy_seconds`` adds up every image's decode-and-preprocess time over all workers;
+    ``wait_seconds`` is how long the consumer sat waiting for a decoded image: near zero means
+    decoding kept ahead of inference (it is not the bottleneck).
+    """
+
+    images: int = 0
+    workers: int = 0
+    busy_seconds: float = 0.0
+    wait_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        per_worker = self.images / self.busy_seconds if self.busy_seconds > 0 else None
+        return {"images": self.images, "workers": self.workers, "busy_seconds": round(self.busy_seconds, 3),
+                "wait_seconds": round(self.wait_seconds, 3),
+                "images_per_s_per_worker": None if per_worker is None else round(per_worker, 1)}
+
+
 def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -313,9 +345,12 @@ class ImageSet:
             return cls(source=text, paths=top_images, _root=path, **common)
         suffix = path.suffix.lower()
         if suffix in (".npy", ".npz"):
-            x, y = _read_array(path, option)
+            x, y, note = _read_array(path, option)
             _check_array(x, y, pp, path, option)
-            return cls(source=text, array=x, labels=None if y is None else [int(v) for v in y], **common)
+            images = cls(source=text, array=x, labels=None if y is None else [int(v) for v in y], **common)
+            if note:
+                images._warn(note)
+            return images
         if suffix == ".txt":
             return cls(source=text, paths=_read_list(path, option), _root=path.parent, **common)
         raise DataError(f"{option} '{path}' is a file of an unknown kind ('{suffix}'); pass a folder, "
@@ -375,57 +410,159 @@ class ImageSet:
     def load(self, on_decoded: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Preprocess the selection: ``(x (N, 3, H, W) float32, labels (N,) int64 or None)``.
 
-        ``on_decoded(done, total)`` is called after each image (progress display).
-
-        With ``on_bad_image='skip'`` unreadable images are left out, listed in :attr:`skipped` and
-        counted in a warning; with ``'fail'`` the first one raises, naming the file.
+        The whole selection in one array: for calibration sets and builds that read every image.
+        Evaluation streams instead (:meth:`stream`). With ``on_bad_image='skip'`` unreadable
+        images are left out, listed in :attr:`skipped` and counted in a warning; with ``'fail'``
+        the first one raises, naming the file. Decoding runs in parallel (:meth:`stream`).
+        ``on_decoded(done, total)`` is called as images are decoded (progress display).
         """
         order = self._order()
-        self.skipped = []
-        if self.array is not None:
-            x = np.ascontiguousarray(self.array[order], dtype=np.float32)
+        if self.array is not None:  # a memory-mapped .npy reads only the selected rows
+            self.skipped = []
+            x = np.array(self.array[np.asarray(order, dtype=np.intp)], dtype=np.float32)
             y = None if self.labels is None else np.asarray([self.labels[i] for i in order], dtype=np.int64)
             return x, y
         h, w = self.pp.input_size
         x = np.empty((len(order), 3, h, w), dtype=np.float32)
-        kept: list[int] = []
+        ys: list[np.ndarray] = []
+        n = 0
         if on_decoded is not None:
             on_decoded(0, len(order))
-        for pos, i in enumerate(order, 1):
-            item = self._decode(i)
+        for xb, yb in self.stream(64):
+            x[n:n + len(xb)] = xb
+            n += len(xb)
             if on_decoded is not None:
-                on_decoded(pos, len(order))
-            if item is None:
-                continue
-            x[len(kept)] = item
-            kept.append(i)
-        if self.skipped:
-            self._warn(f"{self.option} '{self.source}': skipped {len(self.skipped)} unreadable image(s) of "
-                       f"{len(order)} (first: {self.skipped[0][0]}); {len(kept)} used")
-        if not kept:
-            raise DataError(f"{self.option} '{self.source}': none of the {len(order)} selected images "
-                            f"could be read; check the files (--on-bad-image fail names the first bad one)")
-        x = x[:len(kept)]
-        y = None if self.labels is None else np.asarray([self.labels[i] for i in kept], dtype=np.int64)
+                on_decoded(n, len(order))
+            if yb is not None:
+                ys.append(yb)
+        x = x[:n]
+        y = None if self.labels is None else np.concatenate(ys).astype(np.int64, copy=False)
         return x, y
 
-    def _decode(self, i: int) -> np.ndarray | None:
-        """Item ``i`` preprocessed, or None when it is unreadable and ``on_bad_image='skip'``
-        (then it is added to :attr:`skipped`)."""
+    def _read(self, i: int) -> tuple[np.ndarray | None, str | None]:
+        """Item ``i`` preprocessed, or ``(None, reason)`` when it is unreadable and
+        ``on_bad_image='skip'``; with ``'fail'`` an unreadable item raises, naming the file.
+        No side effects, so decoding threads may call it."""
         if self.array is not None:
-            return np.asarray(self.array[i], dtype=np.float32)
+            return np.asarray(self.array[i], dtype=np.float32), None
         path = self.paths[i]
         try:
             with Image.open(path) as img:
                 img.load()  # decode now, so truncated files fail here and not later
-                return preprocess(img, self.pp)
+                return preprocess(img, self.pp), None
         except _UNREADABLE as exc:
             reason = f"{type(exc).__name__}: {exc}"
             if self.on_bad_image == "fail":
                 raise DataError(f"{self.option}: image '{path}' cannot be read ({reason}); remove or "
                                 f"replace it, or pass --on-bad-image skip to leave it out") from None
-            self.skipped.append((str(path), reason))
-            return None
+            return None, reason
+
+    def _decode(self, i: int) -> np.ndarray | None:
+        """Item ``i`` preprocessed, or None when it is unreadable and ``on_bad_image='skip'``
+        (then it is added to :attr:`skipped`)."""
+        item, reason = self._read(i)
+        if item is None:
+            self.skipped.append((str(self.paths[i]), reason))
+        return item
+
+    def stream(self, batch: int, workers: int | None = None, prefetch: int = DEFAULT_PREFETCH,
+               stats: "DecodeStats | None" = None, limit: int | None = None, record: bool = True
+               ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """The selection as ``(x, labels or None)`` batches of exactly ``batch`` readable items (the
+        last may be shorter), in order: what :meth:`load` would give, cut into batches.
+
+        Images are decoded by ``workers`` threads (default ``min(MAX_DECODE_WORKERS, cores)``;
+        Pillow releases the GIL while it decodes and resizes) while the caller works on the
+        previous batch. At most ``(prefetch + 1) * batch`` decoded images are in flight, so memory
+        does not depend on the set's size. Rows of a tensor source are read batch by batch (a
+        memory-mapped ``.npy`` reads only those rows). ``limit`` stops after that many readable
+        items. ``stats`` (a :class:`DecodeStats`) receives the decoding time. With ``record``,
+        :attr:`skipped` and the skip warning describe this pass (as :meth:`load` does).
+        Unreadable images are skipped or raise as :attr:`on_bad_image` says; with ``'fail'`` the
+        first bad one in order raises, naming the file.
+        """
+        if batch < 1:
+            raise ValueError(f"batch must be positive, got {batch}")
+        order = self._order()
+        stats = stats if stats is not None else DecodeStats()
+        skipped: list[tuple[str, str]] = []
+        wanted = len(order) if limit is None else min(limit, len(order))
+        if self.array is not None:
+            stats.workers = 0
+            for lo in range(0, wanted, batch):
+                idx = np.asarray(order[lo:min(lo + batch, wanted)], dtype=np.intp)
+                t0 = time.perf_counter()
+                x = np.array(self.array[idx], dtype=np.float32)
+                stats.busy_seconds += time.perf_counter() - t0
+                stats.images += len(x)
+                yield x, None if self.labels is None else np.asarray([self.labels[i] for i in idx], dtype=np.int64)
+            if record:
+                self.skipped = []
+            return
+        workers = workers or default_decode_workers()
+        stats.workers = workers
+        window = max(1, batch * (prefetch + 1))
+
+        def task(i: int):
+            t0 = time.perf_counter()
+            item, reason = self._read(i)
+            return item, reason, time.perf_counter() - t0
+
+        pending: deque = deque()
+        positions = iter(order)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xcit-decode")
+        kept = 0
+        try:
+            def fill() -> None:
+                while len(pending) < window:
+                    i = next(positions, None)
+                    if i is None:
+                        return
+                    pending.append((i, pool.submit(task, i)))
+
+            fill()
+            xs: list[np.ndarray] = []
+            ids: list[int] = []
+            while pending and kept < wanted:
+                i, future = pending.popleft()
+                t0 = time.perf_counter()
+                item, reason, busy = future.result()
+                stats.wait_seconds += time.perf_counter() - t0
+                stats.busy_seconds += busy
+                fill()
+                if item is None:
+                    skipped.append((str(self.paths[i]), reason))
+                    continue
+                xs.append(item)
+                ids.append(i)
+                kept += 1
+                if len(xs) == batch or kept == wanted:
+                    stats.images += len(xs)
+                    yield self._batch(xs, ids)
+                    xs, ids = [], []
+            if xs:
+                stats.images += len(xs)
+                yield self._batch(xs, ids)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if record:
+            self.skipped = skipped
+            if skipped:
+                self._warn(f"{self.option} '{self.source}': skipped {len(skipped)} unreadable image(s) of "
+                           f"{len(order)} (first: {skipped[0][0]}); {kept} used")
+        if not kept:
+            raise DataError(f"{self.option} '{self.source}': none of the {len(order)} selected images "
+                            f"could be read; check the files (--on-bad-image fail names the first bad one)")
+
+    def _batch(self, xs: list[np.ndarray], ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        y = None if self.labels is None else np.asarray([self.labels[i] for i in ids], dtype=np.int64)
+        return np.stack(xs), y
+
+    def head(self, count: int) -> np.ndarray:
+        """The first ``count`` readable items (fewer if the selection is smaller): the inputs of
+        latency and profile runs. Leaves :attr:`skipped` alone."""
+        out = [x for x, _ in self.stream(count, limit=count, record=False)]
+        return out[0] if out else np.empty((0, 3, *self.pp.input_size), np.float32)
 
     def iter_batches(self, batch: int, start: int = 0, stop: int | None = None):
         """Stream positions ``start..stop`` of the selection as ``(x, labels or None)`` batches.
@@ -553,6 +690,60 @@ def representative_subset(count: int, size: int | None, labels: Sequence[int] | 
     return idx, record
 
 
+class LazyRows:
+    """The selection of an :class:`ImageSet` as a read-only array-like whose rows are decoded when
+    indexed: what a build gets as its evaluation images when it may read a few of them (TensorRT's
+    golden inputs), so the set is never held whole. ``np.asarray(rows)`` reads every row.
+
+    Rows are selection positions; an unreadable image among the rows asked for raises a
+    :class:`~xcit_export.errors.DataError` naming it, whatever ``on_bad_image`` says (skipping it
+    would misalign the rows with their labels). ``transform`` (e.g. the deployed input format)
+    is applied to each decoded block.
+    """
+
+    ndim = 4
+
+    def __init__(self, images: ImageSet, transform: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.images, self.transform = images, transform or (lambda x: x)
+        self._row: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _first(self) -> np.ndarray:
+        if self._row is None:
+            self._row = self[0:1][0]
+        return self._row
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self._first().shape)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._first().dtype
+
+    def __getitem__(self, key):
+        positions = np.arange(len(self))[key]
+        if np.ndim(positions) == 0:
+            return self[np.asarray([positions])][0]
+        order = self.images._order()
+        rows = []
+        for p in np.asarray(positions).tolist():
+            item, reason = self.images._read(order[p])
+            if item is None:
+                raise DataError(f"{self.images.option}: image '{self.images.paths[order[p]]}' cannot be read "
+                                f"({reason}) and a build needs it; remove or replace it")
+            rows.append(item)
+        h, w = self.images.pp.input_size
+        x = np.stack(rows) if rows else np.empty((0, 3, h, w), np.float32)
+        return self.transform(x)
+
+    def __array__(self, dtype=None, copy=None):
+        x = self[:]
+        return x if dtype is None else x.astype(dtype, copy=False)
+
+
 def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:
     """Raise if any calibration item has the same content as an evaluation item.
 
@@ -605,20 +796,65 @@ def demo_dataset(split: str, root: str | os.PathLike | None = None, pp: Preproce
                     labels=labels, classes=classes, on_bad_image=on_bad_image, _root=base / split)
 
 
-def _read_array(path: Path, option: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_array(path: Path, option: str) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """``(x, y or None, note or None)`` of a ``.npy`` / ``.npz``, with ``x`` memory-mapped read-only
+    where the file allows it, so a selection reads only its rows.
+
+    A ``.npy`` and the ``x`` of an uncompressed ``.npz`` (``np.savez``) are mapped; the ``x`` of
+    a compressed one (``np.savez_compressed``) cannot be, so it is read whole and ``note`` says so.
+    """
+    def unreadable(exc) -> DataError:
+        return DataError(f"{option} '{path}' cannot be read as NumPy data ({exc}); save it with "
+                         f"np.save / np.savez")
+
     try:
         # allow_pickle=False: a data file must never run code.
-        obj = np.load(path, allow_pickle=False)
+        obj = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise DataError(f"{option} '{path}' cannot be read as NumPy data ({exc}); save it with "
-                        f"np.save / np.savez") from None
+        raise unreadable(exc) from None
     if isinstance(obj, np.ndarray):
-        return obj, None
+        return obj, None, None
     with obj:
         if "x" not in obj.files:
             raise DataError(f"{option} '{path}' has arrays {obj.files} but no 'x'; save it as "
                             f"np.savez(path, x=tensors, y=labels)")
-        return obj["x"], (obj["y"] if "y" in obj.files else None)
+        y = obj["y"] if "y" in obj.files else None
+    try:
+        x, why_not = _map_npz_member(path, "x.npy")
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise unreadable(exc) from None
+    if x is not None:
+        return x, y, None
+    with np.load(path, allow_pickle=False) as obj:
+        x = obj["x"]
+    return x, y, (f"{option} '{path}': 'x' is {why_not}, so all {x.nbytes / 2**20:.0f} MiB of it were read "
+                  f"into memory; save it with np.savez (uncompressed) or as a .npy to read only the rows used")
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _map_npz_member(path: Path, member: str) -> tuple[np.ndarray | None, str | None]:
+    """A read-only memory map of ``member`` inside an uncompressed ``.npz``, or ``(None, why not)``."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None, "compressed"
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)  # the local file header: name and extra lengths at bytes 26..29
+        if local[:4] != b"PK\x03\x04":
+            raise ValueError(f"bad zip local header for {member}")
+        start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+        fh.seek(start)
+        version = np.lib.format.read_magic(fh)
+        if version not in _NPY_HEADERS:
+            return None, f"stored in .npy format version {version}"
+        shape, fortran, dtype = _NPY_HEADERS[version](fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise ValueError("object arrays are not data")
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"), None
 
 
 def _check_array(x: np.ndarray, y: np.ndarray | None, pp: Preprocessing, path: Path, option: str) -> None:

@@ -145,9 +145,14 @@ def check_reference(reference: list[np.ndarray], names: list[str], model=None, i
                  "the model overflows on these inputs (check the weights and the preprocessing)")
         raise BrokenReferenceError(f"the PyTorch reference is not finite on {inputs} ({'; '.join(problems)}): "
                                    f"{cause}; nothing can be validated against it, and no export is to blame")
-    return [f"the PyTorch reference's output '{name}' is the same for every one of the {len(r)} evaluation inputs: "
+    return [constant_reference_warning(name, len(r)) for name, r in zip(names, reference) if constant_outputs(r)]
+
+
+def constant_reference_warning(name: str, count: int) -> str:
+    """The report's warning for a reference output that is the same for all ``count`` inputs."""
+    return (f"the PyTorch reference's output '{name}' is the same for every one of the {count} evaluation inputs: "
             f"agreement with it means nothing, so no target can pass (a zeroed head, wrong weights, or one image "
-            f"repeated?)" for name, r in zip(names, reference) if constant_outputs(r)]
+            f"repeated?)")
 
 
 def compare_outputs(target: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
