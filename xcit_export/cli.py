@@ -35,6 +35,18 @@ def _parse_size(value: str | None) -> tuple[int, int] | None:
     return dims[0], dims[1]
 
 
+def _parse_eval_sizes(value: str | None) -> tuple:
+    if value is None:
+        return ()
+    from .evaluate.sizes import parse_sizes
+    from .errors import XcitExportError
+
+    try:
+        return parse_sizes(value)
+    except XcitExportError as exc:
+        raise click.BadParameter(str(exc), param_hint="--eval-sizes") from None
+
+
 def _split_targets(values: tuple[str, ...]) -> list[str]:
     from .targets import all_targets
 
@@ -83,6 +95,10 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--num-classes", type=int, help="Classifier classes (default: the zoo's 1000; 0 = feature extractor).")
 @click.option("--input-size", help="Input size HxW or S (multiple of the patch size), e.g. 256.")
 @click.option("--batch", type=int, help="Export a static batch N (default: dynamic batch).")
+@click.option("--dynamic-size", is_flag=True,
+              help="Symbolic height and width: one ONNX/artifact for any size that is a multiple of the patch size "
+                   "(docs/dynamic-size.md).")
+@click.option("--eval-sizes", help="Validate and time at each size, e.g. 224,384,512x768,800x1344 (needs --dynamic-size).")
 @click.option("--output", "output", type=click.Choice(["logits", "embedding", "tokens", "features"]),
               default="logits", show_default=True,
               help="What the graph returns: class logits, pooled embedding, all tokens, or 4 detection feature maps.")
@@ -132,7 +148,7 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--shards", type=click.IntRange(min=1), help="Split each evaluation set into N shards (default: local 1, ray: the cluster's CPUs).")
 @click.pass_context
 @_fail_cleanly
-def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
+def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dynamic_size, eval_sizes, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
          warmup, iterations, min_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
          min_top1_agreement, min_cosine_mean, require_winner, op_profile, executor, ray_address, shards):
@@ -197,7 +213,8 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
         output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
         eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
         auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner, profile=op_profile,
-        wait_for_lock=not no_wait)
+        wait_for_lock=not no_wait, dynamic_size=dynamic_size,
+        eval_sizes=_parse_eval_sizes(eval_sizes))
     if config.auto:
         config.targets = []  # every registered target: those that cannot run here are listed with the reason
     _run_and_print(config, run, markdown_table)

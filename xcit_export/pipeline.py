@@ -86,6 +86,10 @@ class RunConfig:
     budget: Any = None  # auto.Budget; None = its defaults
     require_winner: str | None = None
     profile: bool = True  # per-op-type breakdown from each runtime's profiler, after each latency figure
+    # --dynamic-size: symbolic height/width in the ONNX (any multiple of the patch size); --eval-sizes: the
+    # (height, width) sizes to evaluate at (evaluate/sizes.py), each run like the export size.
+    dynamic_size: bool = False
+    eval_sizes: tuple[tuple[int, int], ...] = ()
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -139,13 +143,14 @@ def _reusable(folder: Path, key: str) -> Artifact | None:
 
 def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress) -> tuple[Path, dict]:
     """Export, check, simplify and parity-check the FP32 ONNX (or reuse an identical one)."""
-    options = export_mod.ExportOptions(batch=config.batch, opset=config.opset)
+    options = export_mod.ExportOptions(batch=config.batch, opset=config.opset, dynamic_size=config.dynamic_size)
     options.validate()
     key = _key({"stage": "onnx", "model": spec.name, "num_classes": spec.num_classes,
                 "input": spec.preprocessing.input_size, "output": config.output,
                 "input_format": config.input_format,
                 "weights": weights_fingerprint(config.weights, config.seed), "batch": config.batch,
-                "opset": config.opset, "export_form": FORM_VERSION, "libs": library_versions()})
+                "opset": config.opset, "export_form": FORM_VERSION, "libs": library_versions(),
+                **({"dynamic_size": True} if config.dynamic_size else {})})
     folder = config.out_dir / "onnx"
     reused = None if config.rebuild else _reusable(folder, key)
     if reused is not None:
@@ -162,9 +167,13 @@ def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress
         x = export_mod.seeded_inputs((3, h, w), options.batch or options.parity_inputs, seed=config.seed + 1)
         x = to_input_format(x, config.input_format, spec.preprocessing)
         worst = export_mod.check_parity(simplified, x, export_mod.torch_reference(model, x))
+        if config.dynamic_size:  # also at other sizes: nothing may be baked at the export size
+            worst = export_mod.check_parity_at_sizes(simplified, model, spec, config.input_format, options,
+                                                     config.seed, worst)
         meta = {"build_key": key, "opset": config.opset, "batch": config.batch or "dynamic",
                 "output": config.output, "output_names": model.output_names, "input_format": config.input_format,
                 "input_shape": list(model.input_shape), "input_dtype": str(model.input_dtype).replace("torch.", ""),
+                "dynamic_size": config.dynamic_size,
                 "export_seconds": round(time.perf_counter() - t0, 2), "parity_max_abs_error": worst,
                 "raw_size_bytes": raw.stat().st_size, "size_bytes": simplified.stat().st_size}
         raw.unlink()  # the raw trace is only an intermediate
@@ -237,6 +246,10 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     if num_classes is None:
         num_classes = default_num_classes(config.weights, config.model)
     spec = get_spec(config.model).with_overrides(num_classes, config.input_size)
+    if config.eval_sizes:  # checked before any work (evaluate/sizes.py)
+        from .evaluate.sizes import check_run
+
+        check_run(config.eval_sizes, spec.patch_size, spec.name, config.dynamic_size)
     if config.threads is not None and config.threads < 1:
         raise XcitExportError(f"threads must be 1 or more, got {config.threads}; leave --threads out for all cores")
     ensure_writable_dir(config.out_dir)
@@ -289,7 +302,7 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
 
     progress(f"Model: building {spec.name} ({config.weights} weights)")
     model = DeployModel(load_model(spec, config.weights, config.seed), spec.preprocessing, config.output,
-                        config.input_format, seed=config.seed)
+                        config.input_format, seed=config.seed, dynamic_size=config.dynamic_size)
     onnx_path, onnx_meta = prepare_onnx(config, model, spec, progress)
     input_shape = model.input_shape
 
@@ -331,17 +344,76 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
             checks = threshold_checks(entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
             entry["checks"] = checks_to_dicts(checks)
             entry["passed"] = all(c.ok for c in checks)
+    sizes_info = None
+    if config.eval_sizes:  # --eval-sizes (issue 23): every target again at each size
+        sizes_info = _evaluate_sizes(config, model, spec, targets, onnx_path, onnx_meta["build_key"], results[:len(targets)],
+                                     calib, threads, torch_run, progress)
 
     report = report_mod.build_report(
         config=config, spec=spec, onnx_meta=onnx_meta, reference=ref_entry, targets=results,
         evaluation={"description": eval_desc, "count": int(len(x_eval)), "labelled": labels is not None,
                     **data_info},
         fingerprint=device_fingerprint())
+    if sizes_info is not None:
+        report["sizes"] = sizes_info
     if config.auto:
         report["recommendation"] = _recommendation(config, results, left_out, labels is not None,
                                                    config.output == "logits" and spec.num_classes > 0)
     report_mod.write_report(report, config.out_dir)
     return report
+
+
+# ---- --eval-sizes (issue 23): a loop over sizes around the existing per-target evaluation ----------------
+def _evaluate_sizes(config: RunConfig, model, spec, targets, onnx_path: Path, onnx_key: str, results: list[dict],
+                    calib, threads: int, torch_run, progress: Progress) -> dict:
+    """Reference and every target at each of ``config.eval_sizes`` (one ``--dynamic-size`` artifact).
+
+    Each size runs :func:`_run_target` on inputs preprocessed at that size (the same artifact,
+    reused by its build key); the per-size records go to ``entry["sizes"]`` and a size that fails
+    fails the target. Returns the report's ``sizes`` section (reference latency, fitted slopes).
+    """
+    from .evaluate import sizes as sizes_mod
+
+    loop = dataclasses.replace(config, rebuild=False, latency_batches=())  # built once, above
+    section: dict[str, Any] = {"sizes": [sizes_mod.label(s) for s in config.eval_sizes], "patch_size": spec.patch_size,
+                               "reference": []}
+    for size in config.eval_sizes:
+        lab = sizes_mod.label(size)
+        x, labels, desc = _evaluation_inputs_at(config, spec, size)
+        x = to_input_format(x, config.input_format, spec.preprocessing)
+        labels = labels if config.output == "logits" else None
+        progress(f"Size {lab}: PyTorch reference on {len(x)} inputs")
+        reference = run_in_batches(torch_run, x, config.batch or 16)
+        lat_batch = config.batch or 1
+        x_lat = np.ascontiguousarray(np.resize(x, (lat_batch, *x.shape[1:])))
+        torch_lat = measure_latency(torch_run, x_lat, config.latency)
+        section["reference"].append(sizes_mod.reference_record(size, spec.patch_size, torch_lat.to_dict(), desc))
+        for target, entry in zip(targets, results):
+            sized = _run_target(target, loop, spec, onnx_path, onnx_key, model.input_shape, x, labels, reference,
+                                x_lat, calib, torch_lat.median_ms, threads,
+                                lambda msg: progress(f"[{lab}] {msg}"), output_names=model.output_names)
+            sizes_mod.add_size_record(entry, size, spec.patch_size, sized,
+                                      (config.thresholds.get(target.name) or {}).get("thresholds"))
+    section["slopes"] = sizes_mod.slopes(section["reference"], results)
+    return section
+
+
+def _evaluation_inputs_at(config: RunConfig, spec, size: tuple[int, int]):
+    """Evaluation inputs at ``size``: the --eval images preprocessed at that size (timm's rule: resize
+    to size / crop_pct, centre crop), else seeded random inputs of that size."""
+    pp = dataclasses.replace(spec.preprocessing, input_size=tuple(size))
+    if config.eval is not None:
+        from .data import sets as data
+
+        eval_set = data.evaluation_set(config.eval, pp, config.eval_size, config.seed, config.on_bad_image,
+                                       config.class_index,
+                                       spec.num_classes if config.output == "logits" and spec.num_classes else None)
+        x, labels = eval_set.load()
+        return x, labels, f"{config.eval} at {size[0]}x{size[1]}"
+    count = len(config.eval_data[0]) if config.eval_data is not None else config.eval_count
+    x = export_mod.seeded_inputs((3, *size), count, seed=config.seed + 2)
+    return x, None, f"{count} seeded random inputs (seed {config.seed + 2})"
+# ---- end of --eval-sizes ----------------------------------------------------------------------------------
 
 
 def _batch1_variants(config: RunConfig, model, spec, targets, x_eval, labels, reference, calib, threads,
@@ -415,6 +487,8 @@ def build_artifact(target, config: RunConfig, spec, onnx_path: Path, onnx_key: s
         key_obj["target_inputs"] = target.key_inputs(options)
     if budget is not None:
         key_obj["max_top1_drop"] = budget
+    if config.eval_sizes:  # TensorRT profiles and per-size golden data span them
+        key_obj["sizes"] = [list(size) for size in config.eval_sizes]
     if evaluation is not None and (budget is not None or {"max_drop", "sensitivity"} & set(options)):
         # the build reads the evaluation set (sensitivity, budget search): a new set means a new build
         key_obj["eval"] = config.eval_id or hashlib.sha256(np.ascontiguousarray(evaluation[0]).tobytes()).hexdigest()
@@ -430,7 +504,8 @@ def build_artifact(target, config: RunConfig, spec, onnx_path: Path, onnx_key: s
         ctx = BuildContext(spec=spec, onnx_path=onnx_path, out_dir=tmp, batch=config.batch,
                            input_shape=input_shape, calibration=calib,
                            calibration_id=config.calib_id, options=options, threads=threads,
-                           evaluation=evaluation, max_top1_drop=budget)
+                           evaluation=evaluation, max_top1_drop=budget, dynamic_size=config.dynamic_size,
+                           sizes=tuple(config.eval_sizes))
         built = target.build(ctx)
         built.metadata["build_key"] = key
         built.metadata["build_seconds"] = round(time.perf_counter() - t0, 2)
@@ -470,6 +545,8 @@ def _run_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: str,
             entry["device"] = runner.device
             if getattr(runner, "inference_precision", None):
                 entry["inference_precision"] = runner.inference_precision
+            if getattr(runner, "shape_mode", None) and config.dynamic_size:  # which OpenVINO form is timed
+                entry["shape_mode"] = runner.shape_mode
             if getattr(runner, "measures_latency", True):
                 progress(f"{target.name}: measuring latency")
                 lat = measure_latency(runner.infer, np.ascontiguousarray(x_lat), config.latency)

@@ -74,6 +74,8 @@ COMMON_OPTIONS = {
     "hint": "performance hint: latency (default) or throughput",
     "inference_precision": "runtime precision of floating-point ops: f32, bf16, f16 or default "
                            "(the device's own; openvino-fp32 defaults to f32, the others to default)",
+    "shapes": "a --dynamic-size IR: static (default; a reshape and compile per input size, faster on CPU) or "
+              "dynamic (one compile for every size)",
 }
 INT8_OPTIONS = {
     **COMMON_OPTIONS,
@@ -143,6 +145,20 @@ def parse_precision(value: Any, target_precision: str) -> str | None:
         raise XcitExportError(f"unsupported inference_precision '{value}' (-O inference_precision=...): use "
                               f"{', '.join(PRECISIONS)}")
     return PRECISIONS[key]
+
+
+SHAPES = ("static", "dynamic")
+
+
+def parse_shapes(value: Any) -> str:
+    """``-O shapes=``: how a --dynamic-size IR runs: ``static`` (a reshape per input shape, the default:
+    faster on CPU) or ``dynamic`` (one compile for every shape)."""
+    if value is None:
+        return "static"
+    text = str(value).strip().lower()
+    if text not in SHAPES:
+        raise XcitExportError(f"-O shapes={value!r}: use static (a reshape per input size, faster on CPU) or dynamic")
+    return text
 
 
 def _parse_bool(name: str, value: Any) -> bool:
@@ -411,6 +427,7 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
     target = f"openvino-{precision}"
     device = parse_device(ctx.options.get("device"))  # fail on a bad name before any work
     parse_hint(ctx.options.get("hint"))
+    parse_shapes(ctx.options.get("shapes"))
     inference_precision = parse_precision(ctx.options.get("inference_precision"), precision)
     int8 = _int8_settings(ctx) if precision == "int8" else None
     model = _convert(ctx)
@@ -469,7 +486,7 @@ class OpenVINORunner:
 
     def __init__(self, xml: Path, bin_size: int | None = None, precision: str = "fp32",
                  threads: int | None = None, device: Any = None, hint: Any = None,
-                 inference_precision: Any = None):
+                 inference_precision: Any = None, shapes: Any = None):
         self.device = parse_device(device)
         self.hint = parse_hint(hint)
         precision_hint = parse_precision(inference_precision, precision)
@@ -512,6 +529,27 @@ class OpenVINORunner:
         shape = self.compiled.input(0).get_partial_shape()
         self.static_batch = None if shape[0].is_dynamic else shape[0].get_length()
         self.input_dtype = self.compiled.input(0).get_element_type().to_dtype()
+        # A --dynamic-size IR (symbolic height/width): OpenVINO's CPU plugin is faster on static shapes,
+        # so by default each input shape gets its own static compile (``reshape`` at first use, cached);
+        # ``shapes=dynamic`` runs the dynamic compile instead. ``shape_mode`` says which one is timed.
+        size_dynamic = any(shape[i].is_dynamic for i in range(1, len(shape)))
+        self.shape_mode = parse_shapes(shapes) if size_dynamic else "static"
+        self._model, self._core, self._config = (model, core, config) if size_dynamic else (None, None, None)
+        self._per_shape: dict[tuple, Any] = {}
+
+    def _request_for(self, shape: tuple):
+        """The static-shape request for ``shape`` (reshaped from the dynamic IR and compiled once)."""
+        request = self._per_shape.get(shape)
+        if request is None:
+            model = self._model.clone()
+            try:
+                model.reshape({model.input(0): self._ov.PartialShape(list(shape))})
+                compiled = self._core.compile_model(model, self.device, self._config)
+            except Exception as exc:
+                raise ArtifactError(f"OpenVINO cannot compile this IR for input shape {shape} "
+                                    f"({_last_line(exc)}); run it with -O shapes=dynamic") from None
+            request = self._per_shape[shape] = compiled.create_infer_request()
+        return request
 
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
         if self.static_batch is not None and len(x) != self.static_batch:
@@ -531,13 +569,16 @@ class OpenVINORunner:
         # no input dict and no OVDict of results, is the cheapest Python call OpenVINO offers
         # (BENCHMARKS.md, "Runner overhead"). One copy out: the request writes its output tensors
         # in place on the next call, and callers (run_in_batches, reports) keep what infer returned.
-        self.request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
-        self.request.infer()
-        return [self.request.get_output_tensor(i).data.copy() for i in range(self.output_count)]
+        request = self.request if self._model is None or self.shape_mode == "dynamic" else self._request_for(x.shape)
+        request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
+        request.infer()
+        return [request.get_output_tensor(i).data.copy() for i in range(self.output_count)]
 
     def close(self) -> None:
         self.request = None
         self.compiled = None
+        self._per_shape = {}
+        self._model = None
 
 
 def _last_line(exc: Exception) -> str:
@@ -550,7 +591,7 @@ def load(artifact: Artifact, threads: int | None = None, **options) -> OpenVINOR
     return OpenVINORunner(artifact.path, bin_size=artifact.metadata.get("bin_size_bytes"),
                           precision=artifact.metadata.get("precision", "fp32"), threads=threads,
                           device=options.get("device"), hint=options.get("hint"),
-                          inference_precision=options.get("inference_precision"))
+                          inference_precision=options.get("inference_precision"), shapes=options.get("shapes"))
 
 
 def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs: int | None = None,
