@@ -169,3 +169,46 @@ def test_vit_matches_timm_dynamic_img_size():
         with torch.no_grad():
             diff = (ours(x) - ref(x)).abs().max().item()
         assert diff < 1e-4, (h, w, diff)
+
+
+# --------------------------------------------------------------------------------------------
+# TensorRT-RTX: an optimisation profile over the sizes asked for, built ahead of time here
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None, reason="tensorrt-rtx not installed")
+def test_tensorrt_rtx_profile_spans_the_sizes_and_device_check_runs_each(xcit, tmp_path):
+    import json
+
+    from xcit_export.device.bundle import create_bundle, device_check
+    from xcit_export.targets import Artifact
+
+    spec, _, path = xcit
+    out = tmp_path / "rtx"
+    out.mkdir()
+    ctx = BuildContext(spec=spec, onnx_path=path, out_dir=out, batch=None, input_shape=(3, 224, 224), threads=2,
+                       dynamic_size=True, sizes=((224, 224), (320, 384)),
+                       options={"compute_capability": "8.6", "max_batch": 2, "golden_count": 2})
+    target = get_target("tensorrt-rtx-fp32")
+    artifact = target.build(ctx)
+    artifact.save_metadata()
+    artifact = Artifact.from_dir(out)
+    engine = json.loads((out / "engine.json").read_text())
+    assert engine["profile"]["min"] == [1, 3, 224, 224]
+    assert engine["profile"]["opt"] == [1, 3, 224, 224]
+    assert engine["profile"]["max"] == [2, 3, 320, 384]
+    assert artifact.metadata["profile"]["size"] == {"layout": "nchw", "min": [224, 224], "opt": [224, 224],
+                                                    "max": [320, 384]}
+    assert (out / "golden_320x384.npz").exists() and "320x384" in artifact.metadata["golden_sizes"]
+    runner = target.load(artifact, threads=2)  # no GPU here: the precision-ready ONNX on onnxruntime
+    try:
+        assert runner.infer(_inputs(320, 384))[0].shape == (1, 1000)
+        with pytest.raises(DataError, match="outside .*size range 224x224 .. 320x384"):
+            runner.infer(_inputs(384, 384))
+    finally:
+        runner.close()
+    bundle = create_bundle(out, tmp_path / "bundle", tarball=False)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["profile"]["size"]["max"] == [320, 384] and "320x384" in meta["golden_sizes"]
+    report = device_check(bundle, iterations=2, warmup=1, profile=False)
+    assert report["passed"] and report["sizes"]["320x384"]["checks"]
+    assert all(c["passed"] for c in report["sizes"]["320x384"]["checks"])
