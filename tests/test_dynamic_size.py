@@ -212,3 +212,76 @@ def test_tensorrt_rtx_profile_spans_the_sizes_and_device_check_runs_each(xcit, t
     report = device_check(bundle, iterations=2, warmup=1, profile=False)
     assert report["passed"] and report["sizes"]["320x384"]["checks"]
     assert all(c["passed"] for c in report["sizes"]["320x384"]["checks"])
+
+
+def test_features_at_800x1344_have_strides_4_to_32(tmp_path):
+    """--output features --dynamic-size: the four detection maps at strides 4, 8, 16, 32 of any size."""
+    spec = get_spec("xcit_nano_12_p16_224")
+    torch.manual_seed(0)
+    model = DeployModel(build_model(spec), spec.preprocessing, output="features", dynamic_size=True)
+    raw = export_mod.export_onnx(model, model.input_shape, tmp_path / "raw.onnx",
+                                 export_mod.ExportOptions(batch=1, dynamic_size=True))
+    x = _inputs(800, 1344)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(raw), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x})
+    assert [o.name for o in sess.get_outputs()] == ["features_s4", "features_s8", "features_s16", "features_s32"]
+    assert [g.shape for g in got] == [(1, 128, 800 // s, 1344 // s) for s in (4, 8, 16, 32)]
+    ref = export_mod.torch_reference(model, x)
+    for g, r in zip(got, ref):
+        assert np.abs(g - r).max() < 1e-4
+
+
+# --------------------------------------------------------------------------------------------
+# --eval-sizes through the pipeline, the CLI and recipes
+# --------------------------------------------------------------------------------------------
+
+def test_eval_sizes_needs_dynamic_size_and_patch_multiples(tmp_path):
+    from xcit_export.errors import XcitExportError
+    from xcit_export.evaluate.validate import LatencyOptions
+    from xcit_export.pipeline import RunConfig, run
+
+    base = dict(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32"], out_dir=tmp_path / "o",
+                input_size=(64, 64), latency=LatencyOptions(warmup=0, iterations=1))
+    with pytest.raises(XcitExportError, match="--eval-sizes needs --dynamic-size"):
+        run(RunConfig(**base, eval_sizes=((64, 64), (96, 96))))
+    with pytest.raises(XcitExportError, match="100x96 does not fit .* multiples of the patch size 16"):
+        run(RunConfig(**base, dynamic_size=True, eval_sizes=((100, 96),)))
+
+
+def test_pipeline_reports_accuracy_and_latency_per_size(tmp_path):
+    from xcit_export.evaluate.validate import LatencyOptions
+    from xcit_export.pipeline import RunConfig, run
+
+    report = run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32"], out_dir=tmp_path / "o",
+                           input_size=(64, 64), eval_count=2, threads=2, profile=False, dynamic_size=True,
+                           eval_sizes=((64, 64), (96, 128)), latency=LatencyOptions(warmup=1, iterations=2),
+                           thresholds={"onnxruntime-fp32": {"thresholds": {"min_cosine": 0.9999}}}))
+    entry = report["targets"][0]
+    assert entry["status"] == "ok" and entry["passed"] is True
+    assert [s["size"] for s in entry["sizes"]] == ["64x64", "96x128"]
+    assert [s["tokens"] for s in entry["sizes"]] == [16, 48]
+    for s in entry["sizes"]:
+        assert s["status"] == "ok" and s["accuracy"]["cosine_min"] > 0.9999 and s["latency_median_ms"] > 0
+    assert any(c["metric"] == "cosine_min @ 96x128" for c in entry["checks"])
+    assert set(report["sizes"]["slopes"]) == {"pytorch", "onnxruntime-fp32"}
+    html = (tmp_path / "o" / "report.html").read_text()
+    assert "<h2>Sizes</h2>" in html and 'data-plot="tokens"' in html
+    assert "## Sizes" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_recipe_and_cli_take_eval_sizes(tmp_path):
+    from click.testing import CliRunner
+
+    from xcit_export.cli import main
+    from xcit_export.recipe import load_recipe, to_run_config
+
+    path = tmp_path / "r.toml"
+    path.write_text('[model]\nname = "xcit_nano_12_p16_224"\n[export]\ndynamic_size = true\n'
+                    'eval_sizes = [224, "512x768", [800, 1344]]\n[targets.onnxruntime-fp32]\n')
+    config = to_run_config(load_recipe(path))
+    assert config.dynamic_size is True and config.eval_sizes == ((224, 224), (512, 768), (800, 1344))
+    result = CliRunner().invoke(main, ["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32",
+                                       "--dynamic-size", "--eval-sizes", "224,abc"])
+    assert result.exit_code != 0 and "'abc' is not a size" in result.output
