@@ -285,3 +285,20 @@ def test_recipe_and_cli_take_eval_sizes(tmp_path):
     result = CliRunner().invoke(main, ["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32",
                                        "--dynamic-size", "--eval-sizes", "224,abc"])
     assert result.exit_code != 0 and "'abc' is not a size" in result.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nncf") is None, reason="nncf not installed")
+def test_openvino_int8_tied_to_one_size_fails_its_build(tmp_path):
+    """NNCF's INT8 IR of a --dynamic-size XCiT only runs at the size it was quantized at: the build
+    says so (and what to use instead) instead of a target that passes at 64x64 and breaks elsewhere."""
+    from xcit_export.errors import ArtifactError
+
+    spec = get_spec("xcit_nano_12_p16_224").with_overrides(input_size=(64, 64))
+    torch.manual_seed(0)
+    model = DeployModel(build_model(spec), spec.preprocessing, dynamic_size=True)
+    raw = export_mod.export_onnx(model, model.input_shape, tmp_path / "raw.onnx",
+                                 export_mod.ExportOptions(dynamic_size=True))
+    ctx = _ctx(spec, raw, tmp_path / "ov8")
+    ctx.calibration = export_mod.seeded_inputs((3, 64, 64), 32, seed=5)
+    with pytest.raises(ArtifactError, match="does not run at another size .*onnxruntime-int8 or tensorrt-int8"):
+        get_target("openvino-int8").build(ctx)

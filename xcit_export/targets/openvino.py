@@ -421,6 +421,26 @@ def _self_check(xml: Path, batch: int | None, input_shape: tuple[int, int, int])
                             f"{how}") from None
 
 
+def _check_other_size(xml: Path, ctx: BuildContext, precision: str) -> None:
+    """A --dynamic-size IR run at a size other than the export size (taller and wider by patches).
+
+    NNCF's INT8 IR of a dynamic-size XCiT is tied to the export size (OpenVINO 2025: a dequantization
+    constant of the LayerNorm output has the export size's token count), so it fails here, at build
+    time, with a message that says what to use instead, rather than at the first other size.
+    """
+    shape = tuple(ctx.input_shape)
+    p = int(getattr(ctx.spec, "patch_size", 16) or 16)
+    other = (shape[0], shape[1] + 2 * p, shape[2] + 4 * p) if shape[0] == 3 else (shape[0] + 2 * p, shape[1] + 4 * p, shape[2])
+    try:
+        _self_check(xml, ctx.batch or 1, other)
+    except ArtifactError as exc:
+        hint = (" NNCF's INT8 IR is tied to the size it was quantized at; for --dynamic-size use onnxruntime-int8 or "
+                "tensorrt-int8, or export openvino-int8 at one size (without --dynamic-size)" if precision == "int8"
+                else "")
+        raise ArtifactError(f"openvino-{precision}: the --dynamic-size IR does not run at another size "
+                            f"({'x'.join(map(str, other))}): {exc}.{hint}") from None
+
+
 def _build(ctx: BuildContext, precision: str) -> Artifact:
     import openvino as ov
 
@@ -441,6 +461,8 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
     ov.save_model(model, str(xml), compress_to_fp16=compress)
     bin_path = xml.with_suffix(".bin")
     _self_check(xml, ctx.batch, ctx.input_shape)
+    if ctx.dynamic_size:  # --dynamic-size: the IR must also run at another size, or the build fails here
+        _check_other_size(xml, ctx, precision)
     meta.update({
         "precision": precision,
         "openvino": ov.__version__.split("-")[0],
@@ -547,7 +569,7 @@ class OpenVINORunner:
                 compiled = self._core.compile_model(model, self.device, self._config)
             except Exception as exc:
                 raise ArtifactError(f"OpenVINO cannot compile this IR for input shape {shape} "
-                                    f"({_last_line(exc)}); run it with -O shapes=dynamic") from None
+                                    f"({_last_line(exc)}); try -O shapes=dynamic") from None
             request = self._per_shape[shape] = compiled.create_infer_request()
         return request
 
