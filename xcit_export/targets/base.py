@@ -158,6 +158,8 @@ class SizeCheckedRunner:
         return self._runner.infer(x)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_runner":  # no recursion before __init__ (copy, pickle)
+            raise AttributeError(name)
         return getattr(self._runner, name)
 
 
