@@ -61,6 +61,8 @@ def _changes(config: RunConfig, tmp_path: Path) -> dict[str, list]:
         "opset": [config.opset - 1],
         "output": ["embedding", "tokens", "features"],
         "input_format": ["nhwc", "nhwc-uint8"],
+        "dynamic_size": [True],
+        "eval_sizes": [((64, 64), (96, 128))],
         "calib": ["demo"],
         "calib_size": [200],
         "calib_data": [_x(4, 1), _x(5, 0)],
@@ -85,7 +87,7 @@ def test_every_run_config_field_is_classified_once():
                                           f"keys.READ_BY_NONE (why none does)")
     assert (read | none) - names == set(), f"keys.py names fields RunConfig lacks: {sorted((read | none) - names)}"
     for readers in keys.RUN_CONFIG_READS.values():
-        assert readers and set(readers) <= {keys.ONNX, keys.CALIBRATION, keys.EVALUATION, keys.TARGET}
+        assert readers and set(readers) <= {keys.ONNX, keys.CALIBRATION, keys.EVALUATION, keys.TARGET, keys.SIZES}
 
 
 def _expected(config: RunConfig, field: str) -> set[str]:
@@ -93,6 +95,8 @@ def _expected(config: RunConfig, field: str) -> set[str]:
     readers = set(keys.RUN_CONFIG_READS[field])
     if keys.ONNX in readers:
         return {"onnx", *config.targets}
+    if keys.SIZES in readers:  # every target's build records the sizes it takes
+        return set(config.targets)
     out = set()
     for name in config.targets:
         target = all_targets()[name]

@@ -328,6 +328,7 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
         eval: str | None = None, eval_size: int | None = None, eval_count: int = 32,  # noqa: A002 (the CLI's name)
         out: PathLike | None = None, seed: int = 0, num_classes: int | None = None,
         input_size: int | str | Sequence[int] | None = None, batch: int | None = None,
+        dynamic_size: bool = False, eval_sizes: str | Sequence[Any] | None = None,
         output: str = "logits", input_format: str = "nchw", opset: int | None = None,
         threads: int | None = None, class_index: str | None = None, on_bad_image: str = "fail",
         warmup: int = 10, iterations: int = 50, min_seconds: float = 0.0, max_seconds: float | None = None,
@@ -351,6 +352,9 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
             ``eval_count`` seeded random inputs are compared.
         out: output folder (default ``out/<model>``).
         input_size: ``256``, ``"256x320"`` or ``(256, 320)``.
+        dynamic_size, eval_sizes: one artifact for any size that is a multiple of the patch size
+            (symbolic height and width), validated and timed at each of ``eval_sizes``
+            (``"224,384,512x768"`` or a list; needs ``dynamic_size``; docs/dynamic-size.md).
         warmup, iterations, min_seconds, max_seconds: the latency loop (``max_seconds`` None: a 30 s
             cap only when neither ``iterations`` nor ``min_seconds`` asks for more than its default).
         options: target options given to every selected target that takes them (``--device``,
@@ -374,11 +378,21 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
     return _run_config(config, progress)
 
 
+def _parse_eval_sizes(value: str | Sequence[Any] | None) -> tuple[tuple[int, int], ...]:
+    """``--eval-sizes`` as (height, width) pairs (evaluate/sizes.py checks them)."""
+    if value is None:
+        return ()
+    from .evaluate.sizes import parse_sizes
+
+    return parse_sizes(value)
+
+
 def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[str] | None = None,
                   weights: str = "random", calib: str | None = None, calib_size: int = 300,
                   eval: str | None = None, eval_size: int | None = None, eval_count: int = 32,  # noqa: A002
                   out: PathLike | None = None, seed: int = 0, num_classes: int | None = None,
                   input_size: int | str | Sequence[int] | None = None, batch: int | None = None,
+                  dynamic_size: bool = False, eval_sizes: str | Sequence[Any] | None = None,
                   output: str = "logits", input_format: str = "nchw", opset: int | None = None,
                   threads: int | None = None, class_index: str | None = None, on_bad_image: str = "fail",
                   warmup: int = 10, iterations: int = 50, min_seconds: float = 0.0, max_seconds: float | None = None,
@@ -420,6 +434,7 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
         model=model, targets=names, target_options=distribute_options(names, general, specific),
         out_dir=Path(out) if out is not None else Path("out") / model, weights=str(weights), seed=seed,
         num_classes=num_classes, input_size=_parse_size(input_size), batch=batch, opset=opset or DEFAULT_OPSET,
+        dynamic_size=bool(dynamic_size), eval_sizes=_parse_eval_sizes(eval_sizes),
         threads=threads, eval_count=eval_count,
         latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds,
                                max_seconds=max_seconds).check(),

@@ -52,6 +52,10 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 @click.option("--num-classes", type=int, help="Classifier classes (default: the zoo's 1000; 0 = feature extractor).")
 @click.option("--input-size", help="Input size HxW or S (multiple of the patch size), e.g. 256.")
 @click.option("--batch", type=int, help="Export a static batch N (default: dynamic batch).")
+@click.option("--dynamic-size", is_flag=True,
+              help="Symbolic height and width: one ONNX/artifact for any size that is a multiple of the patch size "
+                   "(docs/dynamic-size.md).")
+@click.option("--eval-sizes", help="Validate and time at each size, e.g. 224,384,512x768,800x1344 (needs --dynamic-size).")
 @click.option("--output", "output", type=click.Choice(["logits", "embedding", "tokens", "features"]),
               default="logits", show_default=True,
               help="What the graph returns: class logits, pooled embedding, all tokens, or 4 detection feature maps.")
@@ -107,7 +111,7 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
               help="Also every threshold check, the INT8 details and each per-op profile's correction story.")
 @click.pass_context
 @_fail_cleanly
-def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, output, input_format, opset, out, threads,
+def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dynamic_size, eval_sizes, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
          warmup, iterations, min_seconds, max_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
          min_top1_agreement, min_cosine_mean, require_winner, op_profile, executor, ray_address, shards, quiet, verbose):
@@ -150,7 +154,8 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, out
     general, specific = _parse_options(raw_options)
     options = dict(
         weights=weights, seed=seed, num_classes=num_classes, input_size=input_size, batch=batch, output=output,
-        input_format=input_format, opset=opset, out=out, threads=threads, calib=calib, calib_size=calib_size,
+        input_format=input_format, opset=opset, out=out, threads=threads, dynamic_size=dynamic_size,
+        eval_sizes=eval_sizes, calib=calib, calib_size=calib_size,
         eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
         eval_count=eval_count, warmup=warmup, iterations=iterations, min_seconds=min_seconds, max_seconds=max_seconds, device=device,
         hint=hint, options=general, target_options=specific, rebuild=rebuild, wait=not no_wait, profile=op_profile)

@@ -15,6 +15,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -36,6 +37,11 @@ PARITY_RTOL = 1e-3
 class ExportOptions:
     """How the graph is traced: ``batch=None`` keeps the batch dimension dynamic.
 
+    ``dynamic_size`` (timm's ``--dynamic-size``) makes the height and width symbolic too: one graph
+    for every input size that is a multiple of the patch size (``height``/``width`` in the ONNX
+    input's shape). The model must compute everything size-dependent from the input (XCiT's
+    Fourier encoding does; ViT needs ``dynamic_img_size``, set by :func:`export_onnx`).
+
     ``export_form`` traces :func:`xcit_export.models.fuse.export_form` of the model (same function,
     fewer data moves; see that module); ``False`` traces the reference as written (for comparisons).
     """
@@ -44,6 +50,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     parity_inputs: int = 2
     export_form: bool = True
+    dynamic_size: bool = False
 
     def validate(self) -> None:
         if self.batch is not None and self.batch < 1:
@@ -88,6 +95,25 @@ def torch_reference(model: torch.nn.Module, x: np.ndarray, batch: int | None = N
     return [np.concatenate(parts) for parts in zip(*chunks)]
 
 
+# Symbolic height/width bounds (pixels): the smallest is two patches of the largest patch size, so no
+# dimension is 1 (which the tracer would specialise); the largest covers detection inputs.
+MIN_SIDE = 32
+MAX_SIDE = 8192
+
+
+def size_dims(model: torch.nn.Module, input_shape: tuple[int, ...]) -> dict[int, Any]:
+    """``{axis: Dim}`` for the height and width of ``input_shape`` (NCHW ``(3, H, W)`` or NHWC
+    ``(H, W, 3)``, told apart by the model's ``input_format``), and ``dynamic_img_size`` switched on
+    in a backbone whose size-dependent parts need it (ViT's position table)."""
+    layout = getattr(model, "input_format", "nchw")
+    h_axis = 2 if layout == "nchw" else 1
+    backbone = getattr(model, "backbone", model)
+    if hasattr(backbone, "dynamic_img_size"):
+        backbone.dynamic_img_size = True
+    return {h_axis: torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
+            h_axis + 1: torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE)}
+
+
 def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path,
                 options: ExportOptions = ExportOptions(), dtype: torch.dtype = torch.float32) -> Path:
     """Trace ``model`` to ``path`` (raw, unsimplified); checked with ``onnx.checker``.
@@ -102,9 +128,12 @@ def export_onnx(model: torch.nn.Module, input_shape: tuple[int, ...], path: Path
 
         model = export_form(model)
     example = torch.zeros((options.batch or 2, *input_shape), dtype=dtype)
-    dynamic_shapes = None
+    dims: dict[int, Any] = {}
     if options.batch is None:
-        dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+        dims[0] = torch.export.Dim("batch", min=1, max=4096)
+    if options.dynamic_size:
+        dims.update(size_dims(model, input_shape))
+    dynamic_shapes = (dims,) if dims else None
     with atomic_path(path) as tmp:
         try:
             with _quiet():
@@ -169,4 +198,27 @@ def check_parity(onnx_path: Path, inputs: np.ndarray, reference: list[np.ndarray
             raise ParityError(
                 f"{onnx_path.name}: output '{name}' differs from PyTorch by max {err.max():.3g} "
                 f"(tolerance {atol:g} + {rtol:g}*|ref|); the export is wrong, not just imprecise")
+    return worst
+
+
+def parity_sizes(height: int, width: int, patch: int) -> list[tuple[int, int]]:
+    """Sizes besides the export size at which a ``--dynamic-size`` export is parity-checked: a taller
+    and a wider one (non-square, so swapped axes or a size baked at export cannot pass)."""
+    return [(height + 2 * patch, width + 4 * patch)]
+
+
+def check_parity_at_sizes(onnx_path: Path, model: torch.nn.Module, spec, input_format: str,
+                          options: ExportOptions, seed: int, worst: dict[str, float],
+                          sizes: list[tuple[int, int]] | None = None) -> dict[str, float]:
+    """:func:`check_parity` of a ``--dynamic-size`` ONNX at ``sizes`` (default :func:`parity_sizes`);
+    returns the worst error per output over these and ``worst``."""
+    from .models.deploy import to_input_format
+
+    h, w = spec.preprocessing.input_size
+    worst = dict(worst)
+    for sh, sw in sizes or parity_sizes(h, w, spec.patch_size):
+        x = seeded_inputs((3, sh, sw), options.batch or 1, seed=seed + 1)
+        x = to_input_format(x, input_format, spec.preprocessing)
+        for name, err in check_parity(onnx_path, x, torch_reference(model, x)).items():
+            worst[name] = max(worst.get(name, 0.0), err)
     return worst

@@ -35,7 +35,7 @@ from .models.deploy import seeds_parameters
 from .models.fuse import FORM_VERSION
 from .models.weights import weights_fingerprint
 
-ONNX, CALIBRATION, EVALUATION, TARGET = "onnx", "calibration", "evaluation", "target"
+ONNX, CALIBRATION, EVALUATION, TARGET, SIZES = "onnx", "calibration", "evaluation", "target", "sizes"
 
 # Every RunConfig field an artifact reads -> the artifacts that read it.
 RUN_CONFIG_READS: dict[str, tuple[str, ...]] = {
@@ -49,6 +49,10 @@ RUN_CONFIG_READS: dict[str, tuple[str, ...]] = {
     "opset": (ONNX,),
     "output": (ONNX,),
     "input_format": (ONNX,),
+    "dynamic_size": (ONNX,),  # symbolic height and width
+    # --eval-sizes: every target's build records the sizes it takes (TensorRT: the profile's
+    # min/opt/max and per-size golden data), so each target reads them
+    "eval_sizes": (SIZES,),
     "calib": (CALIBRATION,),
     "calib_size": (CALIBRATION,),
     "calib_data": (CALIBRATION,),  # by content (calib_id, else a hash of the array)
@@ -164,6 +168,7 @@ def target_key(target, config, onnx: str, evaluation_given: bool = True) -> str:
                            "target": {"options": options, "max_top1_drop": budget}}
     if target.key_inputs is not None:  # e.g. the ISA class a CPU-specific format was chosen for
         obj["target_inputs"] = target.key_inputs(options)
+    obj[SIZES] = {name: _value(config, name, SIZES) for name in fields_read_by(SIZES)}
     reads = target_reads(target, options, budget)
     for reader in (CALIBRATION, EVALUATION):
         if reader in reads:

@@ -90,6 +90,10 @@ class RunConfig:
     budget: Any = None  # auto.Budget; None = its defaults
     require_winner: str | None = None
     profile: bool = True  # per-op-type breakdown from each runtime's profiler, after each latency figure
+    # --dynamic-size: symbolic height/width in the ONNX (any multiple of the patch size); --eval-sizes: the
+    # (height, width) sizes to evaluate at (evaluate/sizes.py), each run like the export size.
+    dynamic_size: bool = False
+    eval_sizes: tuple[tuple[int, int], ...] = ()
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -185,7 +189,7 @@ def build_keys(config: RunConfig, evaluation_given: bool = True) -> dict[str, st
 
 def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress) -> tuple[Path, dict]:
     """Export, check, simplify and parity-check the FP32 ONNX (or reuse an identical one)."""
-    options = export_mod.ExportOptions(batch=config.batch, opset=config.opset)
+    options = export_mod.ExportOptions(batch=config.batch, opset=config.opset, dynamic_size=config.dynamic_size)
     options.validate()
     key = keys_mod.onnx_key(config, spec)  # every field the ONNX reads (keys.RUN_CONFIG_READS)
     folder = config.out_dir / "onnx"
@@ -204,9 +208,13 @@ def prepare_onnx(config: RunConfig, model: DeployModel, spec, progress: Progress
         x = export_mod.seeded_inputs((3, h, w), options.batch or options.parity_inputs, seed=config.seed + 1)
         x = to_input_format(x, config.input_format, spec.preprocessing)
         worst = export_mod.check_parity(simplified, x, export_mod.torch_reference(model, x))
+        if config.dynamic_size:  # also at other sizes: nothing may be baked at the export size
+            worst = export_mod.check_parity_at_sizes(simplified, model, spec, config.input_format, options,
+                                                     config.seed, worst)
         meta = {"build_key": key, "opset": config.opset, "batch": config.batch or "dynamic",
                 "output": config.output, "output_names": model.output_names, "input_format": config.input_format,
                 "input_shape": list(model.input_shape), "input_dtype": str(model.input_dtype).replace("torch.", ""),
+                "dynamic_size": config.dynamic_size,
                 "export_seconds": round(time.perf_counter() - t0, 2), "parity_max_abs_error": worst,
                 "raw_size_bytes": raw.stat().st_size, "size_bytes": simplified.stat().st_size}
         raw.unlink()  # the raw trace is only an intermediate
@@ -292,6 +300,10 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     if num_classes is None:
         num_classes = default_num_classes(config.weights, config.model)
     spec = get_spec(config.model).with_overrides(num_classes, config.input_size)
+    if config.eval_sizes:  # checked before any work (evaluate/sizes.py)
+        from .evaluate.sizes import check_run
+
+        check_run(config.eval_sizes, spec.patch_size, spec.name, config.dynamic_size)
     if config.threads is not None and config.threads < 1:
         raise XcitExportError(f"threads must be 1 or more, got {config.threads}; leave --threads out for all cores")
     ensure_writable_dir(config.out_dir)
@@ -364,7 +376,7 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
 
     progress(f"Model: building {spec.name} ({config.weights} weights)")
     model = DeployModel(load_model(spec, config.weights, config.seed), spec.preprocessing, config.output,
-                        config.input_format, seed=config.seed)
+                        config.input_format, seed=config.seed, dynamic_size=config.dynamic_size)
     check_weights(model)  # NaN/inf weights: stop naming the checkpoint, before the export is blamed
     onnx_path, onnx_meta = prepare_onnx(config, model, spec, progress)
 
@@ -424,6 +436,11 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
             checks = threshold_checks(job.entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
             job.entry["checks"] = checks_to_dicts(checks)
             job.entry["passed"] = all(c.ok for c in checks)
+    sizes_info = None
+    if config.eval_sizes:  # --eval-sizes (issue 23): every target again at each size
+        sizes_info = _evaluate_sizes(config, model, spec, targets, onnx_path, onnx_meta["build_key"],
+                                     [job.entry for job in jobs if not job.batch1], calib, threads, torch_run,
+                                     progress)
 
     report = report_mod.build_report(
         config=config, spec=spec, onnx_meta=onnx_meta, reference=ref_entry, targets=results,
@@ -432,10 +449,76 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         fingerprint=device_fingerprint())
     if warnings:
         report["warnings"] = warnings
+    if sizes_info is not None:
+        report["sizes"] = sizes_info
     if config.auto:
         report["recommendation"] = _recommendation(config, results, left_out, labelled, classify)
     report_mod.write_report(report, config.out_dir)
     return report
+
+
+# ---- --eval-sizes (issue 23): the same evaluation pass, once more at each size ---------------------------
+def _evaluate_sizes(config: RunConfig, model, spec, targets, onnx_path: Path, onnx_key: str, results: list[dict],
+                    calib, threads: int, torch_run, progress: Progress) -> dict:
+    """Reference and every target at each of ``config.eval_sizes`` (one ``--dynamic-size`` artifact).
+
+    Each size streams inputs preprocessed at that size through PyTorch and every target (the same
+    artifacts, reused by their build keys; :func:`_evaluation_pass`, :func:`_run_target`: the
+    same rule decides), times each at that size, and records it in ``entry["sizes"]``; a size
+    that fails fails the target. Returns the report's ``sizes`` section (reference latency,
+    fitted slopes).
+    """
+    from .evaluate import sizes as sizes_mod
+
+    loop = dataclasses.replace(config, rebuild=False, latency_batches=())  # built once, above
+    section: dict[str, Any] = {"sizes": [sizes_mod.label(s) for s in config.eval_sizes], "patch_size": spec.patch_size,
+                               "reference": []}
+
+    def fmt(x: np.ndarray) -> np.ndarray:
+        return to_input_format(x, config.input_format, spec.preprocessing)
+
+    classify = config.output == "logits" and spec.num_classes > 0
+    lat_batch = config.batch or 1
+    for size in config.eval_sizes:
+        lab = sizes_mod.label(size)
+        say = renamed(progress, "", f"[{lab}] ")
+        source, desc = _evaluation_source_at(config, spec, size)
+        labelled = source.labelled and config.output == "logits"
+        evaluation = _build_evaluation(source, fmt, labelled, in_memory=config.eval is None)
+        jobs = [_build_target(target, loop, spec, onnx_path, onnx_key, model.input_shape, calib, evaluation,
+                              threads, say) for target in targets]
+        say(f"Size {lab}: PyTorch and every target on {len(source)} inputs")
+        passed = _evaluation_pass(jobs, source, fmt, torch_run, config.batch or 16, labelled, classify,
+                                  model.output_names, threads, say,
+                                  check=lambda ref, d=desc: check_reference(ref, model.output_names, model, d))
+        head = fmt(source.head(lat_batch))
+        x_lat = np.ascontiguousarray(np.resize(head, (lat_batch, *head.shape[1:])))
+        torch_lat = measure_latency(torch_run, x_lat, config.latency)
+        section["reference"].append(sizes_mod.reference_record(size, spec.patch_size, torch_lat.to_dict(), desc))
+        for job, streamed, entry in zip(jobs, passed.targets, results):
+            _run_target(job, streamed, x_lat, torch_lat.median_ms, head, threads, model.output_names, say)
+            sizes_mod.add_size_record(entry, size, spec.patch_size, job.entry,
+                                      (config.thresholds.get(job.target.name) or {}).get("thresholds"))
+    section["slopes"] = sizes_mod.slopes(section["reference"], results)
+    return section
+
+
+def _evaluation_source_at(config: RunConfig, spec, size: tuple[int, int]):
+    """Evaluation inputs at ``size`` as an ImageSet to stream: the --eval images preprocessed at that
+    size (timm's rule: resize to size / crop_pct, centre crop), else seeded random inputs of that size."""
+    from .data import sets as data
+
+    pp = dataclasses.replace(spec.preprocessing, input_size=tuple(size))
+    if config.eval is not None:
+        eval_set = data.evaluation_set(config.eval, pp, config.eval_size, config.seed, config.on_bad_image,
+                                       config.class_index,
+                                       spec.num_classes if config.output == "logits" and spec.num_classes else None)
+        return eval_set, f"{config.eval} at {size[0]}x{size[1]}"
+    count = len(config.eval_data[0]) if config.eval_data is not None else config.eval_count
+    x = export_mod.seeded_inputs((3, *size), count, seed=config.seed + 2)
+    return (data.ImageSet(source="seeded", pp=pp, option="--eval", array=x),
+            f"{count} seeded random inputs (seed {config.seed + 2}) at {size[0]}x{size[1]}")
+# ---- end of --eval-sizes ----------------------------------------------------------------------------------
 
 
 def _build_evaluation(source, fmt, labelled: bool, in_memory: bool) -> Callable:
@@ -648,7 +731,8 @@ def build_artifact(target, config: RunConfig, spec, onnx_path: Path, onnx_key: s
                            input_shape=input_shape, calibration=calib,
                            calibration_id=config.calib_id, options=options, threads=threads,
                            evaluation=evaluation, max_top1_drop=budget, seed=config.seed,
-                           calibration_labels=config.calib_labels)
+                           calibration_labels=config.calib_labels,
+                           dynamic_size=config.dynamic_size, sizes=tuple(config.eval_sizes))
         built = target.build(ctx)
         built.metadata["build_key"] = key
         built.metadata["file_sha256"] = _file_hashes(built.files)
@@ -687,6 +771,8 @@ def _run_target(job: _Job, streamed: StreamTarget, x_lat, torch_median_ms: float
             entry["device"] = runner.device
             if getattr(runner, "inference_precision", None):
                 entry["inference_precision"] = runner.inference_precision
+            if getattr(runner, "shape_mode", None) and config.dynamic_size:  # which OpenVINO form is timed
+                entry["shape_mode"] = runner.shape_mode
             if getattr(runner, "measures_latency", True):
                 progress(f"{target.name}: measuring latency")
                 lat = measure_latency(latency_runs(progress, f"{target.name}: latency runs", runner.infer, config.latency),

@@ -9,7 +9,7 @@ file and the key. Relative paths resolve against the recipe's folder.
 Layout (every table optional except ``model`` and ``targets``)::
 
     [model]    name (one name, or a list: a matrix of models), weights, num_classes, input_size, seed
-    [export]   batch, opset, output, input_format
+    [export]   batch, opset, output, input_format, dynamic_size (bool), eval_sizes (list: 224, "512x768")
     [data]     calib, calib_size, eval, eval_size, eval_count, class_index, on_bad_image
     [latency]  threads, warmup, iterations, min_seconds, max_seconds, batch_sweep
     [targets.<target-name>]
@@ -55,7 +55,8 @@ _LABELLED = ("max_top1_drop", "min_top1")
 
 _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "model": {"name": (str, list), "weights": (str,), "num_classes": (int,), "input_size": (int, list), "seed": (int,)},
-    "export": {"batch": (int,), "opset": (int,), "output": (str,), "input_format": (str,)},
+    "export": {"batch": (int,), "opset": (int,), "output": (str,), "input_format": (str,), "dynamic_size": (bool,),
+               "eval_sizes": (list, str)},
     "data": {"calib": (str,), "calib_size": (int,), "eval": (str,), "eval_size": (int,), "eval_count": (int,),
              "class_index": (str,), "on_bad_image": (str,)},
     "latency": {"threads": (int,), "warmup": (int,), "iterations": (int,), "min_seconds": (int, float),
@@ -120,7 +121,7 @@ def _check_table(path: Path, name: str, table: Any, schema: dict[str, tuple[type
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise _err(path, f"[{name}] {key}", f"unknown key{hint}; allowed: {', '.join(schema)}")
         types = schema[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             want = " or ".join(t.__name__ for t in types)
             raise _err(path, f"[{name}] {key}", f"must be {want}, got {type(value).__name__} {value!r}")
 
@@ -302,6 +303,18 @@ def _resolve(recipe: Recipe, value: str | None, keywords: tuple[str, ...] = ()) 
     return str(p if p.is_absolute() else (recipe.path.parent / p))
 
 
+def _eval_sizes(recipe: Recipe, value) -> tuple:
+    """``[export] eval_sizes``: a list (224, "512x768", [800, 1344]) or a "224,384" string."""
+    if value is None:
+        return ()
+    from .evaluate.sizes import parse_sizes
+
+    try:
+        return parse_sizes(value, "eval_sizes")
+    except XcitExportError as exc:
+        raise _err(recipe.path, "[export] eval_sizes", str(exc)) from None
+
+
 def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = False, model_name: str | None = None):
     """The :class:`~xcit_export.pipeline.RunConfig` a recipe describes (for ``model_name``, which a
     recipe listing several models must give)."""
@@ -337,6 +350,7 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
         seed=model.get("seed", 0), num_classes=model.get("num_classes"), input_size=size,
         batch=export.get("batch"), opset=export.get("opset", 18), output=export.get("output", "logits"),
         input_format=export.get("input_format", "nchw"),
+        dynamic_size=export.get("dynamic_size", False), eval_sizes=_eval_sizes(recipe, export.get("eval_sizes")),
         threads=lat.get("threads"),
         latency=LatencyOptions(warmup=lat.get("warmup", defaults.warmup),
                                iterations=lat.get("iterations", defaults.iterations),

@@ -195,6 +195,9 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
     from ..targets.tensorrt.layer_profile import onnx_node_types
 
     input_name, output_names = onnx_io_names(onnx_path)
+    sized = _sized_golden(folder, meta, precision, thresholds, golden_count)
+    if sized:
+        limits["per_size"] = {label: info["thresholds"] for label, info in sized.items()}
     bundle_meta = {
         "format": FORMAT, "model": meta.get("model"), "target": artifact.target, "library": meta["library"],
         "precision": precision, "onnx": meta["onnx"], "input_name": input_name, "output_names": output_names,
@@ -202,6 +205,9 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
         "golden": {"file": GOLDEN, "count": int(len(golden["x"])), "source": onnx_check["source"],
                    "labelled": "labels" in golden},
         "host_onnx_check": onnx_check,
+        # --dynamic-size: golden inputs at every other size of the profile, each with its own thresholds
+        "golden_sizes": {label: {"file": info["file"], "count": info["count"], "host_onnx_check": info["check"]}
+                         for label, info in sized.items()},
         # TensorRT names engine layers after ONNX nodes; device-check types the layer profile by them
         # (targets/tensorrt/layer_profile.py) on a device that has no onnx package to read the ONNX.
         "onnx_node_types": onnx_node_types(onnx_path),
@@ -218,13 +224,17 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
         shutil.copyfile(onnx_path, tmp / meta["onnx"])
         with open(tmp / GOLDEN, "wb") as fh:
             np.savez(fh, **golden)
+        for info in sized.values():
+            with open(tmp / info["file"], "wb") as fh:
+                np.savez(fh, **info["arrays"])
         write_json_atomic(tmp / THRESHOLDS, limits)
         write_json_atomic(tmp / CALIBRATION, calibration)
         write_text_atomic(tmp / TRTEXEC, trtexec)
         write_json_atomic(tmp / BUNDLE_META, bundle_meta)
         write_text_atomic(tmp / README, _readme(bundle_meta, limits, trtexec))
         build_pyz(tmp / PYZ_NAME)  # the device runner, from this package's device-side modules
-        names = [meta["onnx"], GOLDEN, THRESHOLDS, CALIBRATION, TRTEXEC, BUNDLE_META, README, PYZ_NAME]
+        names = [meta["onnx"], GOLDEN, *[i["file"] for i in sized.values()], THRESHOLDS, CALIBRATION, TRTEXEC,
+                 BUNDLE_META, README, PYZ_NAME]
         write_json_atomic(tmp / MANIFEST, {
             "format": FORMAT, "algorithm": "sha256",
             "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}})
@@ -239,6 +249,30 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
                     tar.add(path, arcname=f"{out_dir.name}/{path.name}", recursive=False)
         progress(f"bundle: wrote {tar_path}")
     return out_dir
+
+
+def _sized_golden(folder: Path, meta: dict, precision: str, thresholds: dict | None,
+                  golden_count: int | None) -> dict:
+    """The target's per-size golden data (``golden_<H>x<W>.npz``, a --dynamic-size build): arrays,
+    the host's ONNX-level check and the thresholds at each size (from that check, as at the export size)."""
+    out = {}
+    for label, info in (meta.get("golden_sizes") or {}).items():
+        path = folder / info["file"]
+        if not path.exists():
+            raise ArtifactError(f"'{path}' is missing from the target folder; rebuild the target with --rebuild")
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        if golden_count is not None:
+            arrays = {k: v[:golden_count] for k, v in arrays.items()}
+        check = compare_outputs(arrays["onnx_output"], arrays["reference"])
+        check["source"] = info.get("source", "unknown")
+        limits = default_thresholds(precision, check)
+        for key, value in (thresholds or {}).items():
+            if value is not None:
+                limits[key] = value
+        out[label] = {"file": info["file"], "count": int(len(arrays["x"])), "arrays": arrays, "check": check,
+                      "thresholds": limits}
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,6 +332,9 @@ def verify_bundle(bundle: Path) -> dict:
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"bundle '{bundle}' has format {meta.get('format')}; this xcit-export reads format "
                             f"{FORMAT}: use the version that made it")
+    unlisted = [g["file"] for g in (meta.get("golden_sizes") or {}).values() if g.get("file") not in files]
+    if unlisted:
+        raise ArtifactError(f"{manifest_path} does not list {', '.join(unlisted)}; re-create the bundle")
     if meta.get("onnx") not in files:
         raise ArtifactError(f"{manifest_path} does not list the ONNX '{meta.get('onnx')}'; re-create the bundle")
     return meta
@@ -463,6 +500,9 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
                 latency["gpu_compute"] = {"median_ms": float(np.median(gpu_ms)), "p99_ms": float(np.percentile(gpu_ms, 99)),
                                           "min_ms": float(gpu_ms.min()), "iterations": int(len(gpu_ms)),
                                           "cuda_graph": bool(cuda_graph)}
+            per_size = _check_sizes(runner, bundle, meta, thresholds, progress)
+            for label, result in per_size.items():
+                checks += [{**c, "check": f"{c['check']} @ {label}"} for c in result["checks"]]
             max_ms = thresholds.get("max_latency_ms")
             if max_ms is not None and runner.measures_latency:
                 checks.append({"check": "max_latency_ms", "value": lat.median_ms, "threshold": max_ms,
@@ -491,6 +531,7 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
                          "checks": checks, "note": engine.get("note"), **prof}],
             "note": engine.get("note"),
             "golden_count": int(len(golden["x"])), "run_seconds": round(run_seconds, 3),
+            "sizes": per_size,
             "accuracy_vs_fp32_reference": accuracy, "agreement_with_host_onnx": vs_host,
             "thresholds": thresholds, "checks": checks, "latency": latency,
             "host_onnx_check": meta.get("host_onnx_check"),
@@ -503,6 +544,32 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
     finally:
         if tmp_holder is not None:
             tmp_holder.cleanup()
+
+
+def _threshold_checks(accuracy: dict, thresholds: dict) -> list[dict]:
+    checks = []
+    for key, limit in thresholds.items():
+        value = accuracy.get(key)
+        if value is None or isinstance(limit, dict):
+            continue
+        ok = bool(value) == bool(limit) if isinstance(limit, bool) else value >= limit
+        checks.append({"check": key, "value": value, "threshold": limit, "passed": bool(ok)})
+    return checks
+
+
+def _check_sizes(runner, bundle: Path, meta: dict, thresholds: dict, progress: Progress) -> dict:
+    """The golden inputs at every other size of a --dynamic-size bundle, against that size's thresholds."""
+    out = {}
+    for label, info in (meta.get("golden_sizes") or {}).items():
+        with np.load(bundle / info["file"]) as data:
+            golden = {k: data[k] for k in data.files}
+        progress(f"device-check: running {len(golden['x'])} golden inputs at {label}")
+        outputs = _run_batches(runner, golden["x"], meta.get("batch"))
+        accuracy = compare_outputs(outputs, golden["reference"])
+        limits = (thresholds.get("per_size") or {}).get(label) or thresholds
+        out[label] = {"accuracy": accuracy, "checks": _threshold_checks(accuracy, limits),
+                      "agreement_with_host_onnx": compare_outputs(outputs, golden["onnx_output"])}
+    return out
 
 
 def _layer_profile(runner, x: np.ndarray, meta: dict, progress: Progress) -> dict:

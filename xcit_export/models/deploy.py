@@ -78,13 +78,18 @@ class DeployModel(nn.Module):
     """Backbone + input conversion + selected outputs; ``output_names`` names the ONNX outputs."""
 
     def __init__(self, backbone: nn.Module, preprocessing, output: str = "logits", input_format: str = "nchw",
-                 seed: int = 0):
+                 seed: int = 0, dynamic_size: bool = False):
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"input format must be one of {INPUT_FORMATS}, got {input_format!r}")
         self.backbone = backbone.eval()
+        # Any input size (--dynamic-size): a backbone with a size-bound part (ViT's position table)
+        # resamples it to the input's grid at run time, as timm's dynamic_img_size does.
+        self.dynamic_size = dynamic_size
+        if dynamic_size and hasattr(backbone, "dynamic_img_size"):
+            backbone.dynamic_img_size = True
         self.output = output
         self.input_format = input_format
         self.output_names = output_names(output)

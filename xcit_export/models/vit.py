@@ -5,7 +5,15 @@ the small variant and its training recipe from Steiner et al., "How to train you
 
 Parameter names follow timm's ``VisionTransformer`` (class token, learned absolute ``pos_embed``,
 pre-norm blocks, no LayerScale), so timm checkpoints load key-for-key. As in our XCiT, attention is
-explicit ``matmul -> softmax -> matmul`` for export. The interface matches :class:`Xcit`
+explicit ``matmul -> softmax -> matmul`` for export.
+
+Any input size (``dynamic_img_size``, timm's name and behaviour): the learned position table is
+sized for ``img_size``; with ``dynamic_img_size = True`` it is resampled at run time to the grid of
+the input, exactly as timm's ``VisionTransformer._pos_embed`` with ``dynamic_img_size=True`` does
+(``resample_abs_pos_embed``: class-token row kept, the grid resized by ``F.interpolate(size=...,
+mode="bicubic", antialias=True, align_corners=False)``). The resize is always applied in that mode
+(it is the identity at the native grid), so an export traces it with the grid size as a symbolic
+``size`` (never a baked ``scale_factor`` or a table of the export size). The interface matches :class:`Xcit`
 (``forward_features``, ``forward_head``, ``forward_intermediates``), so the pipeline and every
 target treat both architectures alike.
 """
@@ -15,9 +23,21 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .xcit import Mlp, init_linear_
+
+
+def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int]) -> torch.Tensor:
+    """timm's ``resample_abs_pos_embed`` (one prefix token, bicubic, antialias) for a run-time grid."""
+    cls_pos, grid_pos = pos_embed[:, :1], pos_embed[:, 1:]
+    dim = pos_embed.shape[-1]
+    grid_pos = grid_pos.float().reshape(1, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
+    grid_pos = F.interpolate(grid_pos, size=(new_grid[0], new_grid[1]), mode="bicubic", antialias=True,
+                             align_corners=False)
+    grid_pos = grid_pos.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos_embed.dtype)
+    return torch.cat([cls_pos, grid_pos], dim=1)
 
 
 class Attention(nn.Module):
@@ -73,7 +93,9 @@ class VisionTransformer(nn.Module):
         self.patch_size = patch_size
         self.depth = depth
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
-        num_patches = (img_size[0] // patch_size) * (img_size[1] // patch_size)
+        self.grid_size = (img_size[0] // patch_size, img_size[1] // patch_size)
+        self.dynamic_img_size = False  # True: resample pos_embed to the input's grid (see module doc)
+        num_patches = self.grid_size[0] * self.grid_size[1]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
         self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias, norm_layer) for _ in range(depth)])
@@ -86,7 +108,8 @@ class VisionTransformer(nn.Module):
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x, grid = self.patch_embed(x)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
-        return x + self.pos_embed, grid
+        pos = resample_pos_embed(self.pos_embed, grid, self.grid_size) if self.dynamic_img_size else self.pos_embed
+        return x + pos, grid
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x, _ = self._embed(x)

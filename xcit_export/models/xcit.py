@@ -12,8 +12,10 @@ Two deliberate differences from timm, both export-driven and numerically equival
 * attention is written as explicit ``matmul -> softmax -> matmul``; no
   ``scaled_dot_product_attention``, which older ONNX opsets and some runtimes cannot map and which
   hides the XCA temperature inside a fused op that quantizers cannot see;
-* the Fourier positional encoding is computed from the static feature-map size with plain tensor
-  ops, so the exporter folds it into a constant.
+* the Fourier positional encoding is computed from the feature-map size with plain tensor ops:
+  at a static export size the exporter folds it into a constant; with ``--dynamic-size`` the grid
+  size is symbolic and the encoding is traced as a small subgraph (``Range`` -> ``Div`` ->
+  ``Sin``/``Cos`` -> 1x1 conv) that the runtime computes for whatever size it is given.
 """
 
 from __future__ import annotations
@@ -286,7 +288,8 @@ class Xcit(nn.Module):
     def _embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         x, (Hp, Wp) = self.patch_embed(x)
         # Built for batch 1 and broadcast: it then depends on the grid size only, so the exporter
-        # and onnxsim fold it into one constant even when the batch dimension is dynamic.
+        # and onnxsim fold it into one constant when the height and width are static, and it stays
+        # a function of the symbolic grid (never a constant of the export size) when they are not.
         pos = self.pos_embed(1, Hp, Wp).reshape(1, -1, x.shape[1]).permute(0, 2, 1)
         return x + pos, (Hp, Wp)
 

@@ -140,7 +140,21 @@ def markdown_table(report: dict) -> str:
     from .int8 import int8_markdown  # format choice, what INT8 buys, sensitivity, budget search
 
     lines += int8_markdown(report)
+    lines += _sizes_markdown(report)
     return "\n".join(lines) + "\n"
+
+
+def _sizes_markdown(report: dict) -> list[str]:
+    """--eval-sizes: accuracy and median latency per size, and the fitted slopes (evaluate/sizes.py)."""
+    if not report.get("sizes"):
+        return []
+    from ..evaluate.sizes import size_rows
+
+    head, rows, _ = size_rows(report)
+    slopes = ", ".join(f"{k} {v:.2f}" for k, v in (report["sizes"].get("slopes") or {}).items() if v is not None)
+    return (["", "## Sizes", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            + ["| " + " | ".join(r) + " |" for r in rows]
+            + ([f"", f"Fitted log-log slope of median latency against tokens: {slopes}"] if slopes else []))
 
 
 def write_report(report: dict, out_dir: Path) -> tuple[Path, Path, Path]:

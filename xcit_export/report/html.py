@@ -30,6 +30,24 @@ def _int8(rep: dict) -> Optional[tuple[str, str]]:
 
 EXTRA_SECTIONS.append(_int8)
 
+
+def _cost_curve(rep: dict) -> Optional[tuple[str, str]]:
+    """--eval-sizes: accuracy per size and the latency-vs-tokens curve (log-log, fitted slopes)."""
+    sec = rep.get("sizes")
+    if not sec:
+        return None
+    from ..evaluate.sizes import size_rows
+
+    head, rows, series = size_rows(rep)
+    table = _table(head, [[_e(c) for c in r] for r in rows])
+    plot = plots.latency_vs_tokens(series) if any(len(s["points"]) > 1 for s in series) else ""
+    return ("Sizes", f"<p class='sub'>One --dynamic-size artifact at each size (patch {sec.get('patch_size')}); "
+                     f"accuracy against PyTorch at the same size. Slope: fitted log-log slope of median latency "
+                     f"against tokens (1 = linear, 2 = quadratic).</p>" + table + plot)
+
+
+EXTRA_SECTIONS.append(_cost_curve)
+
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;padding:16px 20px;max-width:1180px;
 color:#1d1d1d;line-height:1.35;font-size:14px}

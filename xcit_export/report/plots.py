@@ -192,3 +192,38 @@ def op_breakdown(rows: Sequence[dict], top: int = 8) -> str:
     fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=LABEL_PT - 0.5,
                frameon=False, bbox_to_anchor=(0.64, 0.0))
     return _svg(fig, "ops")
+
+
+def latency_vs_tokens(series: Sequence[dict]) -> str:
+    """Median latency against patch tokens on log-log axes, one line per series, its fitted slope in
+    the legend (near 1: linear in the tokens, as XCiT's attention; toward 2: quadratic, as ViT's).
+
+    ``series``: ``{"label", "points": [(tokens, median_ms), ...], "slope": float | None}``.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    series = [s for s in series if len(s.get("points") or ()) >= 1]
+    fig = _figure(620, 340)
+    ax = fig.add_axes((0.11, 0.14, 0.58, 0.8))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    fmt = FuncFormatter(lambda v, _: f"{v:g}")
+    for i, s in enumerate(series):
+        pts = sorted(s["points"])
+        color = PALETTE[i % len(PALETTE)]
+        slope = s.get("slope")
+        label = f"{s['label']}: slope {slope:.2f}" if slope is not None else s["label"]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=5, color=color,
+                linestyle="--" if s.get("dashed") else "-", linewidth=1.2, label=label)
+    ax.set_xlabel("patch tokens (log)")
+    ax.set_ylabel("median latency, ms (log)")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(fmt)
+        axis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.grid(which="major", color="#e5e5e5", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=LABEL_PT, frameon=False)
+    return _svg(fig, "tokens")

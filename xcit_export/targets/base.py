@@ -9,7 +9,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from ..errors import ArtifactError, XcitExportError
+from ..errors import ArtifactError, DataError, XcitExportError
 from ..io import write_json_atomic
 
 ARTIFACT_META = "artifact.json"
@@ -160,6 +160,10 @@ class BuildContext:
     threads: int | None = None
     # The recipe's max_top1_drop for this target (a fraction), for targets that search an accuracy budget.
     max_top1_drop: float | None = None
+    # The ONNX has symbolic height and width (--dynamic-size); ``input_shape`` is then the export size.
+    dynamic_size: bool = False
+    # Every size the run evaluates at, (height, width) (--eval-sizes; TensorRT profiles span them).
+    sizes: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
@@ -209,6 +213,96 @@ class Runner(Protocol):
     def close(self) -> None: ...
 
 
+SIZE_META = "input_size"  # artifact metadata: which input sizes the artifact takes (size_rule)
+
+
+def size_rule(ctx: BuildContext) -> dict[str, Any]:
+    """What input sizes an artifact built from ``ctx`` takes: its layout, the export size and, for a
+    ``--dynamic-size`` artifact, the multiple height and width must be (the patch size)."""
+    shape = tuple(ctx.input_shape)
+    layout = "nchw" if shape[0] == 3 else "nhwc"
+    h, w = (shape[1], shape[2]) if layout == "nchw" else (shape[0], shape[1])
+    rule: dict[str, Any] = {"layout": layout, "height": int(h), "width": int(w), "dynamic": bool(ctx.dynamic_size)}
+    if ctx.dynamic_size:
+        rule["multiple"] = int(getattr(ctx.spec, "patch_size", 1) or 1)
+    return rule
+
+
+def check_input_size(rule: dict[str, Any] | None, x: np.ndarray, where: str = "this artifact") -> None:
+    """A clear :class:`DataError` when ``x``'s height/width do not fit ``rule`` (see :func:`size_rule`).
+
+    Every runner's ``infer`` goes through it (:class:`SizeCheckedRunner`), so a wrong size is named
+    here instead of surfacing as a shape error from deep inside a runtime.
+    """
+    if not rule or getattr(x, "ndim", 0) != 4:
+        return
+    hax = 2 if rule.get("layout", "nchw") == "nchw" else 1
+    h, w = int(x.shape[hax]), int(x.shape[hax + 1])
+    if rule.get("dynamic"):
+        m = int(rule.get("multiple", 1))
+        lo = rule.get("min")
+        hi = rule.get("max")
+        if h % m or w % m or h < m or w < m:
+            raise DataError(f"input size {h}x{w} does not fit {where}: height and width must be positive "
+                            f"multiples of the patch size {m} (e.g. {max(m, h // m * m)}x{max(m, w // m * m)}); "
+                            f"resize or crop the images to such a size")
+        if lo and hi and not (lo[0] <= h <= hi[0] and lo[1] <= w <= hi[1]):
+            raise DataError(f"input size {h}x{w} is outside {where}'s size range {lo[0]}x{lo[1]} .. {hi[0]}x{hi[1]} "
+                            f"(its optimisation profile); rebuild it with --eval-sizes covering {h}x{w}")
+    elif (h, w) != (rule.get("height"), rule.get("width")):
+        raise DataError(f"input size {h}x{w} does not fit {where}, which was exported for "
+                        f"{rule.get('height')}x{rule.get('width')} only; export with --dynamic-size for any size "
+                        f"(a multiple of the patch size), or pass --input-size {h}x{w}")
+
+
+class SizeCheckedRunner:
+    """A runner whose ``infer`` first checks the input's height and width (:func:`check_input_size`);
+    everything else is the wrapped runner's."""
+
+    def __init__(self, runner: Any, rule: dict[str, Any], where: str):
+        self._runner = runner
+        self._rule = rule
+        self._where = where
+
+    def infer(self, x: np.ndarray) -> list[np.ndarray]:
+        check_input_size(self._rule, x, self._where)
+        return self._runner.infer(x)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_runner":  # no recursion before __init__ (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self._runner, name)
+
+
+class _RecordSize:
+    """``build`` that records the artifact's size rule in its metadata (picklable, unlike a closure)."""
+
+    def __init__(self, build: Callable[[BuildContext], Artifact]):
+        self.build = build
+
+    def __call__(self, ctx: BuildContext) -> Artifact:
+        artifact = self.build(ctx)
+        rule = size_rule(ctx)
+        rule.update(artifact.metadata.get(SIZE_META) or {})  # a target may add its range (TensorRT profiles)
+        artifact.metadata[SIZE_META] = rule
+        return artifact
+
+
+class _CheckSize:
+    """``load`` whose runner checks input sizes against the artifact's recorded rule."""
+
+    def __init__(self, load: Callable[..., Runner], name: str):
+        self.load = load
+        self.name = name
+
+    def __call__(self, artifact: Artifact, *args: Any, **kwargs: Any) -> Runner:
+        runner = self.load(artifact, *args, **kwargs)
+        rule = artifact.metadata.get(SIZE_META)
+        if not rule or isinstance(runner, SizeCheckedRunner):
+            return runner
+        return SizeCheckedRunner(runner, rule, f"the {self.name} artifact '{artifact.path.name}'")
+
+
 @dataclass(frozen=True)
 class Target:
     """A registered target: ``name`` is ``<backend>-<precision>``."""
@@ -245,15 +339,20 @@ class Target:
     # The build searches the recipe's ``max_top1_drop`` (BuildContext.max_top1_drop) as its budget.
     reads_budget: bool = False
 
-    def __post_init__(self):
+    def needs_evaluation(self, options: dict[str, Any], max_top1_drop: float | None = None) -> str | None:
+        """What makes this build read the evaluation set (see :func:`evaluation_reason`), or None."""
+        return evaluation_reason(self.name, options, max_top1_drop, self.reads_budget)
+
+    def __post_init__(self) -> None:
         unknown = set(self.reads) - {"calibration", "evaluation", "evaluation:search"}
         if unknown or (self.needs_calibration and "calibration" not in self.reads):
             raise ValueError(f"target {self.name}: reads={self.reads!r} must list its inputs among calibration, "
                              f"evaluation, evaluation:search (and calibration when it needs calibration)")
-
-    def needs_evaluation(self, options: dict[str, Any], max_top1_drop: float | None = None) -> str | None:
-        """What makes this build read the evaluation set (see :func:`evaluation_reason`), or None."""
-        return evaluation_reason(self.name, options, max_top1_drop, self.reads_budget)
+        # Every target's artifacts record which sizes they take, and every runner checks them.
+        if not isinstance(self.build, _RecordSize):
+            object.__setattr__(self, "build", _RecordSize(self.build))
+        if not isinstance(self.load, _CheckSize):
+            object.__setattr__(self, "load", _CheckSize(self.load, self.name))
 
     def check_options(self, options: dict[str, Any]) -> None:
         unknown = sorted(set(options) - set(self.options))

@@ -75,6 +75,8 @@ COMMON_OPTIONS = {
     "hint": "performance hint: latency (default) or throughput",
     "inference_precision": "runtime precision of floating-point ops: f32, bf16, f16 or default "
                            "(the device's own; openvino-fp32 defaults to f32, the others to default)",
+    "shapes": "a --dynamic-size IR: static (default; a reshape and compile per input size, faster on CPU) or "
+              "dynamic (one compile for every size)",
 }
 INT8_OPTIONS = {
     **COMMON_OPTIONS,
@@ -144,6 +146,20 @@ def parse_precision(value: Any, target_precision: str) -> str | None:
         raise XcitExportError(f"unsupported inference_precision '{value}' (-O inference_precision=...): use "
                               f"{', '.join(PRECISIONS)}")
     return PRECISIONS[key]
+
+
+SHAPES = ("static", "dynamic")
+
+
+def parse_shapes(value: Any) -> str:
+    """``-O shapes=``: how a --dynamic-size IR runs: ``static`` (a reshape per input shape, the default:
+    faster on CPU) or ``dynamic`` (one compile for every shape)."""
+    if value is None:
+        return "static"
+    text = str(value).strip().lower()
+    if text not in SHAPES:
+        raise XcitExportError(f"-O shapes={value!r}: use static (a reshape per input size, faster on CPU) or dynamic")
+    return text
 
 
 def _parse_bool(name: str, value: Any) -> bool:
@@ -398,12 +414,33 @@ def _self_check(xml: Path, batch: int | None, input_shape: tuple[int, int, int])
                             f"{how}") from None
 
 
+def _check_other_size(xml: Path, ctx: BuildContext, precision: str) -> None:
+    """A --dynamic-size IR run at a size other than the export size (taller and wider by patches).
+
+    NNCF's INT8 IR of a dynamic-size XCiT is tied to the export size (OpenVINO 2025: a dequantization
+    constant of the LayerNorm output has the export size's token count), so it fails here, at build
+    time, with a message that says what to use instead, rather than at the first other size.
+    """
+    shape = tuple(ctx.input_shape)
+    p = int(getattr(ctx.spec, "patch_size", 16) or 16)
+    other = (shape[0], shape[1] + 2 * p, shape[2] + 4 * p) if shape[0] == 3 else (shape[0] + 2 * p, shape[1] + 4 * p, shape[2])
+    try:
+        _self_check(xml, ctx.batch or 1, other)
+    except ArtifactError as exc:
+        hint = (" NNCF's INT8 IR is tied to the size it was quantized at; for --dynamic-size use onnxruntime-int8 or "
+                "tensorrt-int8, or export openvino-int8 at one size (without --dynamic-size)" if precision == "int8"
+                else "")
+        raise ArtifactError(f"openvino-{precision}: the --dynamic-size IR does not run at another size "
+                            f"({'x'.join(map(str, other))}): {exc}.{hint}") from None
+
+
 def _build(ctx: BuildContext, precision: str) -> Artifact:
     import openvino as ov
 
     target = f"openvino-{precision}"
     device = parse_device(ctx.options.get("device"))  # fail on a bad name before any work
     parse_hint(ctx.options.get("hint"))
+    parse_shapes(ctx.options.get("shapes"))
     inference_precision = parse_precision(ctx.options.get("inference_precision"), precision)
     int8 = _int8_settings(ctx) if precision == "int8" else None
     model = _convert(ctx)
@@ -417,6 +454,8 @@ def _build(ctx: BuildContext, precision: str) -> Artifact:
     ov.save_model(model, str(xml), compress_to_fp16=compress)
     bin_path = xml.with_suffix(".bin")
     _self_check(xml, ctx.batch, ctx.input_shape)
+    if ctx.dynamic_size:  # --dynamic-size: the IR must also run at another size, or the build fails here
+        _check_other_size(xml, ctx, precision)
     meta.update({
         "precision": precision,
         "openvino": ov.__version__.split("-")[0],
@@ -462,7 +501,7 @@ class OpenVINORunner:
 
     def __init__(self, xml: Path, bin_size: int | None = None, precision: str = "fp32",
                  threads: int | None = None, device: Any = None, hint: Any = None,
-                 inference_precision: Any = None):
+                 inference_precision: Any = None, shapes: Any = None):
         self.device = parse_device(device)
         self.hint = parse_hint(hint)
         precision_hint = parse_precision(inference_precision, precision)
@@ -505,6 +544,27 @@ class OpenVINORunner:
         shape = self.compiled.input(0).get_partial_shape()
         self.static_batch = None if shape[0].is_dynamic else shape[0].get_length()
         self.input_dtype = self.compiled.input(0).get_element_type().to_dtype()
+        # A --dynamic-size IR (symbolic height/width): OpenVINO's CPU plugin is faster on static shapes,
+        # so by default each input shape gets its own static compile (``reshape`` at first use, cached);
+        # ``shapes=dynamic`` runs the dynamic compile instead. ``shape_mode`` says which one is timed.
+        size_dynamic = any(shape[i].is_dynamic for i in range(1, len(shape)))
+        self.shape_mode = parse_shapes(shapes) if size_dynamic else "static"
+        self._model, self._core, self._config = (model, core, config) if size_dynamic else (None, None, None)
+        self._per_shape: dict[tuple, Any] = {}
+
+    def _request_for(self, shape: tuple):
+        """The static-shape request for ``shape`` (reshaped from the dynamic IR and compiled once)."""
+        request = self._per_shape.get(shape)
+        if request is None:
+            model = self._model.clone()
+            try:
+                model.reshape({model.input(0): self._ov.PartialShape(list(shape))})
+                compiled = self._core.compile_model(model, self.device, self._config)
+            except Exception as exc:
+                raise ArtifactError(f"OpenVINO cannot compile this IR for input shape {shape} "
+                                    f"({_last_line(exc)}); try -O shapes=dynamic") from None
+            request = self._per_shape[shape] = compiled.create_infer_request()
+        return request
 
     def infer(self, x: np.ndarray) -> list[np.ndarray]:
         if self.static_batch is not None and len(x) != self.static_batch:
@@ -524,13 +584,16 @@ class OpenVINORunner:
         # no input dict and no OVDict of results, is the cheapest Python call OpenVINO offers
         # (BENCHMARKS.md, "Runner overhead"). One copy out: the request writes its output tensors
         # in place on the next call, and callers (run_in_batches, reports) keep what infer returned.
-        self.request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
-        self.request.infer()
-        return [self.request.get_output_tensor(i).data.copy() for i in range(self.output_count)]
+        request = self.request if self._model is None or self.shape_mode == "dynamic" else self._request_for(x.shape)
+        request.set_input_tensor(self._ov.Tensor(x, shared_memory=True))
+        request.infer()
+        return [request.get_output_tensor(i).data.copy() for i in range(self.output_count)]
 
     def close(self) -> None:
         self.request = None
         self.compiled = None
+        self._per_shape = {}
+        self._model = None
 
 
 def _last_line(exc: Exception) -> str:
@@ -543,7 +606,7 @@ def load(artifact: Artifact, threads: int | None = None, **options) -> OpenVINOR
     return OpenVINORunner(artifact.path, bin_size=artifact.metadata.get("bin_size_bytes"),
                           precision=artifact.metadata.get("precision", "fp32"), threads=threads,
                           device=options.get("device"), hint=options.get("hint"),
-                          inference_precision=options.get("inference_precision"))
+                          inference_precision=options.get("inference_precision"), shapes=options.get("shapes"))
 
 
 def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs: int | None = None,

@@ -56,7 +56,7 @@ from .device import (CUDA_PYTHON_HINT, _cudart, engine_unavailable_reason, gpu_i
 from .engine import (ENGINE_FILE, ENGINE_META, RTX_PORTABLE, build_engine, cache_dir, check_engine_metadata,
                      parse_onnx, trtexec_command)
 from .options import (DEFAULT_GOLDEN, DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, _as_bool, _as_int, _cc_text,
-                      batch_profile, compute_capabilities)
+                      batch_profile, compute_capabilities, size_profile)
 from .precision_onnx import GOLDEN_FILE, _calibration_provenance, make_precision_onnx, write_golden
 from .runner import EngineRunner
 
@@ -69,6 +69,9 @@ _COMMON_OPTIONS = {
     "min_batch": "optimisation profile: smallest batch (default 1; dynamic-batch exports only)",
     "opt_batch": "optimisation profile: batch the kernels are tuned for (default 1)",
     "max_batch": f"optimisation profile: largest batch (default {DEFAULT_MAX_BATCH})",
+    "min_size": "optimisation profile, --dynamic-size: smallest HxW (default: the smallest of the export size and --eval-sizes)",
+    "opt_size": "optimisation profile, --dynamic-size: HxW the kernels are tuned for (default: the export size)",
+    "max_size": "optimisation profile, --dynamic-size: largest HxW (default: the largest of the export size and --eval-sizes)",
     "workspace_mb": f"builder workspace limit in MiB (default {DEFAULT_WORKSPACE_MB})",
     "golden_count": f"golden inputs kept for the device bundle (default {DEFAULT_GOLDEN})",
     "cuda_graph": "runner: replay inference as a CUDA graph (default false)",
@@ -174,6 +177,9 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
                "install TensorRT (JetPack ships it; pip install tensorrt on x86-64)")
             + ", or drop engine=required to get the precision-ready ONNX and a device bundle")
     profile = batch_profile(ctx.batch, options)
+    size_range = size_profile(ctx.input_shape, ctx.dynamic_size, ctx.sizes, options)
+    if size_range is not None:  # --dynamic-size: the profile spans the sizes asked for (options.size_profile)
+        profile["size"] = size_range
 
     # 1. precision-ready ONNX
     onnx_out = ctx.out_dir / f"model.{precision}.onnx"
@@ -183,6 +189,7 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
     golden_count = _as_int(options, "golden_count", DEFAULT_GOLDEN)
     onnx_check = write_golden(ctx, onnx_out, golden_count)
     input_name, output_names = onnx_io_names(onnx_out)
+    golden_sizes = _golden_sizes(ctx, onnx_out, golden_count, size_range)
 
     metadata: dict[str, Any] = {
         "model": getattr(ctx.spec, "name", None), "library": library, "precision": precision,
@@ -191,7 +198,11 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
         "onnx_check": onnx_check, "calibration": _calibration_provenance(ctx, precision, options),
         "engine": None, "input_name": input_name, "output_names": output_names,
     }
-    files = [onnx_out]
+    if size_range is not None:  # the runner refuses sizes outside the profile (targets/base.py)
+        metadata["input_size"] = {"min": size_range["min"], "max": size_range["max"]}
+    if golden_sizes:  # device-check runs the golden inputs at every size (golden_<H>x<W>.npz)
+        metadata["golden_sizes"] = golden_sizes
+    files = [onnx_out, *[ctx.out_dir / g["file"] for g in golden_sizes.values()]]
 
     # 3. engine
     if mode == "skip":
@@ -228,6 +239,24 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
                                     f"CPU and no latency is reported")
     path = ctx.out_dir / ENGINE_FILE if metadata["engine"] else onnx_out
     return Artifact(target=name, path=path, files=files, metadata=metadata)
+
+
+def _golden_sizes(ctx: BuildContext, onnx_out, count: int, size_range: dict | None) -> dict:
+    """Golden data at each ``--eval-sizes`` size other than the export size: ``{"HxW": {"file", ...check}}``."""
+    from .precision_onnx import golden_file
+
+    if size_range is None:
+        return {}
+    shape = tuple(ctx.input_shape)
+    export = (shape[1], shape[2]) if size_range["layout"] == "nchw" else (shape[0], shape[1])
+    out = {}
+    for size in ctx.sizes:
+        size = (int(size[0]), int(size[1]))
+        if size == tuple(export):
+            continue
+        check = write_golden(ctx, onnx_out, count, size=size)
+        out[f"{size[0]}x{size[1]}"] = {"file": golden_file(size), **check}
+    return out
 
 
 def _load(artifact: Artifact, threads: int | None = None, cuda_graph=False, **_options):

@@ -13,7 +13,7 @@ from pathlib import Path
 from ...errors import ArtifactError, BackendUnavailableError, ExportError, XcitExportError
 from ...io import atomic_path, sha256_file
 from .device import _clean, _make_logger, gpu_info, import_library, library_version
-from .options import DEFAULT_WORKSPACE_MB, _cc_text, compute_capabilities
+from .options import DEFAULT_WORKSPACE_MB, _cc_text, compute_capabilities, profile_shapes
 
 ENGINE_FILE = "model.engine"
 ENGINE_META = "engine.json"
@@ -127,10 +127,12 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
     inp = network.get_input(0)
     dims = tuple(inp.shape)
-    if dims and dims[0] == -1:
+    if any(d == -1 for d in dims):  # a dynamic batch and/or (--dynamic-size) height and width
+        if profile.get("size") is None and any(d == -1 for d in dims[1:]):
+            raise ExportError(f"'{onnx_path}' has a dynamic height/width but the profile has no size range; "
+                              f"build it from a --dynamic-size run (the profile spans --eval-sizes)")
         opt_profile = builder.create_optimization_profile()
-        opt_profile.set_shape(inp.name, (profile["min"], *input_shape), (profile["opt"], *input_shape),
-                              (profile["max"], *input_shape))
+        opt_profile.set_shape(inp.name, *profile_shapes(profile, input_shape))
         config.add_optimization_profile(opt_profile)
     if ccs:
         config.num_compute_capabilities = len(ccs)
@@ -202,8 +204,8 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
 
 def profile_record(input_name: str, profile: dict, input_shape) -> dict:
     """The optimisation profile as ``engine.json`` records it (and engine reuse compares it)."""
-    return {"input": input_name, "min": [int(profile["min"]), *input_shape], "opt": [int(profile["opt"]), *input_shape],
-            "max": [int(profile["max"]), *input_shape]}
+    lo, opt, hi = profile_shapes(profile, input_shape)
+    return {"input": input_name, "min": list(lo), "opt": list(opt), "max": list(hi)}
 
 
 def _attach_timing_cache(config, path: Path) -> str:
@@ -271,12 +273,11 @@ def check_engine_metadata(meta: dict, trt, gpu: dict | None, engine_path: Path) 
 def trtexec_command(onnx_name: str, precision: str, profile: dict, input_shape, input_name: str = "input",
                     workspace_mb: int = DEFAULT_WORKSPACE_MB, static: bool = False, library: str = "tensorrt") -> str:
     """The equivalent ``trtexec`` command line (TensorRT 10.x on the device), plus the 8.6 variant."""
-    shape = "x".join(str(d) for d in input_shape)
     parts = ["trtexec", f"--onnx={onnx_name}", "--stronglyTyped"]
-    if not static:
-        parts += [f"--minShapes={input_name}:{profile['min']}x{shape}",
-                  f"--optShapes={input_name}:{profile['opt']}x{shape}",
-                  f"--maxShapes={input_name}:{profile['max']}x{shape}"]
+    if not static or profile.get("size"):
+        lo, opt, hi = ("x".join(str(d) for d in s) for s in profile_shapes(profile, input_shape))
+        parts += [f"--minShapes={input_name}:{lo}", f"--optShapes={input_name}:{opt}",
+                  f"--maxShapes={input_name}:{hi}"]
     if precision == "fp32":
         parts.append("--noTF32")  # as build_engine: an FP32 engine computes in FP32
     parts += [f"--memPoolSize=workspace:{workspace_mb}", "--timingCacheFile=timing.cache",

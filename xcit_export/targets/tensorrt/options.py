@@ -76,3 +76,60 @@ def compute_capabilities(trt, value) -> list:
 def _cc_text(member) -> str:
     name = str(member).split(".")[-1]
     return "current GPU" if name == "CURRENT" else f"sm_{name[2:]}"
+
+
+def _hw(options: dict, key: str, default: tuple[int, int]) -> tuple[int, int]:
+    value = options.get(key)
+    if value is None:
+        return default
+    parts = str(value).lower().replace(",", "x").split("x")
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        raise XcitExportError(f"option {key}={value!r} is not a size; use 384 or 512x768 (height x width)") from None
+    if len(dims) == 1:
+        dims *= 2
+    if len(dims) != 2 or min(dims) <= 0:
+        raise XcitExportError(f"option {key}={value!r} is not a size; use 384 or 512x768 (height x width)")
+    return dims[0], dims[1]
+
+
+def size_profile(input_shape, dynamic_size: bool, sizes, options: dict) -> dict | None:
+    """min/opt/max height and width of the optimisation profile of a ``--dynamic-size`` ONNX.
+
+    Default: min and max span the export size and every ``--eval-sizes`` size (height and width
+    separately), opt is the export size (where INT8 calibrates and the kernels are tuned);
+    ``-O min_size= opt_size= max_size=`` (``HxW``) override. None for a static-size ONNX.
+    """
+    given = [k for k in ("min_size", "opt_size", "max_size") if k in options]
+    if not dynamic_size:
+        if given:
+            raise XcitExportError(f"{', '.join(given)} need a --dynamic-size export (this ONNX has a static size)")
+        return None
+    shape = tuple(input_shape)
+    layout = "nchw" if shape[0] == 3 else "nhwc"
+    export = (int(shape[1]), int(shape[2])) if layout == "nchw" else (int(shape[0]), int(shape[1]))
+    every = [export, *[(int(h), int(w)) for h, w in (sizes or ())]]
+    lo = _hw(options, "min_size", (min(s[0] for s in every), min(s[1] for s in every)))
+    opt = _hw(options, "opt_size", export)
+    hi = _hw(options, "max_size", (max(s[0] for s in every), max(s[1] for s in every)))
+    if not all(lo[i] <= opt[i] <= hi[i] for i in (0, 1)):
+        raise XcitExportError(f"optimisation profile needs min_size <= opt_size <= max_size (height and width); got "
+                              f"{lo[0]}x{lo[1]} <= {opt[0]}x{opt[1]} <= {hi[0]}x{hi[1]}")
+    return {"layout": layout, "min": list(lo), "opt": list(opt), "max": list(hi)}
+
+
+def profile_shapes(profile: dict, input_shape) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Full (batch, ...) min/opt/max input shapes of ``profile`` (batch range, plus ``size`` when the
+    height and width are dynamic) for an input of ``input_shape`` (without the batch)."""
+    size = profile.get("size")
+
+    def shape(which: str) -> tuple[int, ...]:
+        dims = [int(d) for d in input_shape]
+        if size:
+            h, w = size[which]
+            axis = 1 if size.get("layout", "nchw") == "nchw" else 0
+            dims[axis], dims[axis + 1] = int(h), int(w)
+        return (int(profile[which]), *dims)
+
+    return shape("min"), shape("opt"), shape("max")

@@ -65,11 +65,24 @@ def _graph_input_dtype(path: Path) -> np.dtype:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
 
 
-def write_golden(ctx: BuildContext, precision_onnx: Path, count: int) -> dict:
+def golden_file(size: tuple[int, int] | None = None) -> str:
+    """``golden.npz`` at the export size; ``golden_<H>x<W>.npz`` at another ``--eval-sizes`` size."""
+    return GOLDEN_FILE if size is None else f"golden_{size[0]}x{size[1]}.npz"
+
+
+def write_golden(ctx: BuildContext, precision_onnx: Path, count: int, size: tuple[int, int] | None = None) -> dict:
     """Golden inputs (evaluation set, else seeded), the FP32 ONNX's outputs as the reference and the
-    precision ONNX's outputs, in ``golden.npz``; returns the ONNX-level agreement."""
+    precision ONNX's outputs, in ``golden.npz``; returns the ONNX-level agreement.
+
+    ``size`` (a ``--dynamic-size`` ONNX): seeded inputs of that height and width instead, written
+    to :func:`golden_file` of it, so device-check runs the engine at every size of its profile.
+    """
+    shape = tuple(ctx.input_shape)
+    if size is not None:
+        axis = 1 if shape[0] == 3 else 0
+        shape = (*shape[:axis], int(size[0]), int(size[1]), *shape[axis + 2:])
     selection = None
-    if ctx.evaluation is not None and len(ctx.evaluation[0]):
+    if size is None and ctx.evaluation is not None and len(ctx.evaluation[0]):
         from ...data.sets import representative_subset
 
         x_all, labels_all = ctx.evaluation
@@ -81,10 +94,12 @@ def write_golden(ctx: BuildContext, precision_onnx: Path, count: int) -> dict:
     else:
         rng = np.random.default_rng(20240607)
         if _graph_input_dtype(ctx.onnx_path) == np.uint8:
-            x = rng.integers(0, 256, (count, *ctx.input_shape), dtype=np.uint8)
+            x = rng.integers(0, 256, (count, *shape), dtype=np.uint8)
         else:
-            x = rng.standard_normal((count, *ctx.input_shape), dtype=np.float32)
+            x = rng.standard_normal((count, *shape), dtype=np.float32)
         labels, source = None, "seeded random inputs (seed 20240607)"
+        if size is not None:
+            source += f" at {size[0]}x{size[1]}"
     if ctx.batch and len(x) % ctx.batch:  # a static-batch ONNX takes whole batches only
         keep = max(ctx.batch, len(x) // ctx.batch * ctx.batch)
         x = np.resize(x, (keep, *x.shape[1:]))
@@ -98,7 +113,7 @@ def write_golden(ctx: BuildContext, precision_onnx: Path, count: int) -> dict:
     arrays = {"x": x, "reference": reference, "onnx_output": output}
     if labels is not None:
         arrays["labels"] = labels
-    with atomic_path(ctx.out_dir / GOLDEN_FILE) as tmp:
+    with atomic_path(ctx.out_dir / golden_file(size)) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return {"source": source, "selection": selection, **result}
