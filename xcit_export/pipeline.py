@@ -497,8 +497,9 @@ def _evaluate_sizes(config: RunConfig, model, spec, targets, onnx_path: Path, on
         section["reference"].append(sizes_mod.reference_record(size, spec.patch_size, torch_lat.to_dict(), desc))
         for job, streamed, entry in zip(jobs, passed.targets, results):
             _run_target(job, streamed, x_lat, torch_lat.median_ms, head, threads, model.output_names, say)
+            limits = (config.thresholds.get(job.target.name) or {}).get("thresholds")
             sizes_mod.add_size_record(entry, size, spec.patch_size, job.entry,
-                                      (config.thresholds.get(job.target.name) or {}).get("thresholds"))
+                                      threshold_checks(job.entry, limits, {}) if limits else None)
     section["slopes"] = sizes_mod.slopes(section["reference"], results)
     return section
 

@@ -86,7 +86,7 @@ def check_run(sizes: Iterable[tuple[int, int]], patch: int, model: str, dynamic_
     check_sizes(sizes, patch, model)
 
 
-_KEEP_ACCURACY = ("count", "finite", "max_abs_error", "cosine_mean", "cosine_min", "top1_agreement",
+_KEEP_ACCURACY = ("count", "finite", "nonfinite_count", "constant", "max_abs_error", "cosine_mean", "cosine_min", "top1_agreement",
                   "top5_agreement", "top1", "top5", "reference_top1", "reference_top5")
 
 
@@ -96,13 +96,14 @@ def reference_record(size: tuple[int, int], patch: int, latency: dict, inputs: s
             "latency_median_ms": latency.get("median_ms"), "latency": latency, "inputs": inputs}
 
 
-def add_size_record(entry: dict, size: tuple[int, int], patch: int, sized: dict, thresholds: dict | None) -> dict:
+def add_size_record(entry: dict, size: tuple[int, int], patch: int, sized: dict, checks: list | None) -> dict:
     """Record ``sized`` (the target's result at ``size``) in ``entry["sizes"]``.
 
-    A size that did not run, or misses the target's thresholds (the same as at the export size),
-    fails the target: the export size alone passing is not a pass.
+    A size that did not run, or misses the target's thresholds (``checks``: report.gate's
+    ``threshold_checks`` of ``sized``, the same thresholds as at the export size), fails the
+    target: the export size alone passing is not a pass.
     """
-    from ..report.gate import checks_to_dicts, threshold_checks
+    from dataclasses import asdict
 
     record: dict = {"size": label(size), "height": size[0], "width": size[1], "tokens": tokens(size, patch),
                     "status": sized.get("status")}
@@ -118,12 +119,11 @@ def add_size_record(entry: dict, size: tuple[int, int], patch: int, sized: dict,
     if sized.get("status") != "ok" and entry.get("status") == "ok":
         entry["status"] = "failed"
         entry["error"] = f"at size {label(size)}: {sized.get('error', 'did not run')}"
-    if thresholds:
-        checks = threshold_checks(sized, thresholds, {})
+    if checks:
         for c in checks:
             c.metric = f"{c.metric} @ {label(size)}"
         record["passed"] = all(c.ok for c in checks)
-        entry.setdefault("checks", []).extend(checks_to_dicts(checks))
+        entry.setdefault("checks", []).extend(asdict(c) for c in checks)
         entry["passed"] = bool(entry.get("passed", True)) and record["passed"]
     return record
 
