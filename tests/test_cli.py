@@ -40,8 +40,8 @@ def test_main_job_end_to_end(tmp_path):
     # What a CI log (no TTY) shows: stage lines, counted loops, then a plain table (no ANSI, no Markdown).
     text = res.output
     assert "\x1b[" not in text and "|---" not in text
-    for done in ("PyTorch reference outputs: 4 in", "PyTorch eager latency runs: 5 in",
-                 "onnxruntime-fp32: outputs: 4 in", "onnxruntime-fp32: latency runs: 5 in"):
+    for done in ("evaluation: PyTorch and every target: 4 in", "PyTorch eager latency runs: 5 in",
+                 "onnxruntime-fp32: latency runs: 5 in"):
         assert f"  done {done}" in text, done
     assert re.search(r"^target +status +top-1 agree ", text, re.M) and re.search(r"^onnxruntime-fp32 +ok ", text, re.M)
     assert re.search(r"^  onnxruntime-fp32: \w+ \d+%, \w+ \d+%, \w+ \d+%$", text, re.M)  # top three op types

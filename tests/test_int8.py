@@ -79,7 +79,7 @@ def searched(tmp_path_factory):
 
 def _searched_images(config):
     """The evaluation images the search ran on: data.sets.representative_subset, as recorded."""
-    x, labels = config.eval_data
+    x, labels = eval_data(config)
     idx, _ = representative_subset(len(x), SEARCH_IMAGES, labels, config.seed)
     return x[idx], labels[idx]
 
@@ -87,8 +87,8 @@ def _searched_images(config):
 def test_search_images_are_a_stratified_draw_recorded_in_the_artifact(searched):
     report, config = searched
     selection = _int8(report)["artifact"]["search_selection"]
-    assert selection == representative_subset(len(config.eval_data[0]), SEARCH_IMAGES, config.eval_data[1],
-                                               config.seed)[1]
+    x, labels = eval_data(config)
+    assert selection == representative_subset(len(x), SEARCH_IMAGES, labels, config.seed)[1]
     assert selection["method"] == "stratified" and selection["classes"]["covered"] == 10
 
 

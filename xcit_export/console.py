@@ -128,9 +128,12 @@ def make_console(stderr: bool = False, *, force_terminal: bool | None = None, wi
 
     console = Console(stderr=stderr, force_terminal=force_terminal, log_path=False, highlight=False,
                       width=width)
-    if not console.is_terminal and width is None and "COLUMNS" not in os.environ:
+    if not console.is_terminal and width is None:
         # A log has no width: keep table rows on one line (a table is no wider than its content).
-        console = Console(stderr=stderr, force_terminal=False, log_path=False, highlight=False, width=200)
+        # COLUMNS only widens it: runners set COLUMNS=80 for their workers (pytest-xdist does), and
+        # cells cut to "stat…" in a CI log would hide the verdict.
+        wide = max(200, int(os.environ.get("COLUMNS", "0")) if os.environ.get("COLUMNS", "").isdigit() else 200)
+        console = Console(stderr=stderr, force_terminal=False, log_path=False, highlight=False, width=wide)
     return console
 
 

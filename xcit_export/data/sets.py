@@ -428,13 +428,15 @@ class ImageSet:
         n = 0
         if on_decoded is not None:
             on_decoded(0, len(order))
-        for xb, yb in self.stream(64):
+        for xb, yb in self.stream(16):
             x[n:n + len(xb)] = xb
             n += len(xb)
-            if on_decoded is not None:
+            if on_decoded is not None:  # counted per batch of 16 decoded images
                 on_decoded(n, len(order))
             if yb is not None:
                 ys.append(yb)
+        if on_decoded is not None and n < len(order):  # unreadable ones skipped: every image was tried
+            on_decoded(len(order), len(order))
         x = x[:n]
         y = None if self.labels is None else np.concatenate(ys).astype(np.int64, copy=False)
         return x, y
