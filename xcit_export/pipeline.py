@@ -333,7 +333,7 @@ def _refuse_search_without_data(config: RunConfig, targets) -> None:
     if config.eval is not None or config.eval_data is not None:
         return
     for target in targets:
-        budget = (config.thresholds.get(target.name) or {}).get("thresholds", {}).get("max_top1_drop")
+        budget = keys_mod.max_top1_drop(config, target.name)
         reason = target.needs_evaluation(config.target_options.get(target.name, {}), budget)
         if reason:
             raise no_evaluation_error(reason)
@@ -584,7 +584,7 @@ def _build_target(target, config: RunConfig, spec, onnx_path: Path, onnx_key: st
     entry: dict[str, Any] = {"target": target.name, "backend": target.backend, "precision": target.precision}
     job = _Job(target, config, entry, batch1=batch1, progress=progress)
     options = dict(config.target_options.get(target.name, {}))
-    budget = (config.thresholds.get(target.name) or {}).get("thresholds", {}).get("max_top1_drop")
+    budget = keys_mod.max_top1_drop(config, target.name)
     try:
         missing = target.missing_requirements()
         if missing:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import RecipeError, XcitExportError
+from ..keys import max_top1_drop
 from .executor import PYTORCH_KIND, Outcome, Task
 from .sharding import AccuracyCounts, accuracy_shard, latency_probe, pack_artifact, reference_shard, shard_ranges
 
@@ -321,7 +322,7 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
                 raise XcitExportError(f"target {tname} needs {', '.join(missing)}, which is not installed on the "
                                       f"building machine; install the project's extras (see README)")
             evaluation, build_config = None, config
-            budget = (config.thresholds.get(tname) or {}).get("thresholds", {}).get("max_top1_drop")
+            budget = max_top1_drop(config, tname)
             reason = target.needs_evaluation(options[tname], budget)
             if reason:  # sensitivity / budget search / accuracy control read the whole set here
                 if config.eval is None:
