@@ -1,0 +1,182 @@
+"""Where the accuracy went: per-point error of built targets against the PyTorch reference.
+
+:func:`explain` is the library entry: the exported model, its FP32 ONNX, the targets' artifacts
+and a few evaluation images in, one ``divergence`` record per target out (the report's
+``targets[i].divergence``; docs/report-schema.md). Steps, each a module of its own:
+
+1. :mod:`.points`: the block boundaries of the model, named by PyTorch module path;
+2. :mod:`.reference`: PyTorch at those points (forward hooks), per batch, kept for the few images;
+3. :mod:`.locate`: the FP32 ONNX tensor of each point, found by value;
+4. :mod:`.mark`: each target's own graph with those tensors as extra outputs, run on its runtime;
+5. :mod:`.compare`: relative error, cosine, max error, non-finite count and the error each point
+   adds; ``worst`` is the point that adds the most.
+
+Memory: the reference is kept for the images explained (``images x points x tokens x channels``
+float32: 16 images of XCiT-nano at 224 is 70 MB), the targets' values are reduced to sums per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .compare import PointStats, worst
+from .locate import Location, locate, relative_error
+from .mark import open_marked
+from .points import model_points
+from .reference import capture
+
+Progress = Callable[[str], None]
+
+# Evaluation images a diagnosis runs on by default (a seeded, class-stratified subset).
+DEFAULT_IMAGES = 16
+# Images per batch through PyTorch and each marked graph.
+BATCH = 8
+# Images the FP32 ONNX is run on with every tensor marked, to find the points (locate.py).
+LOCATE_IMAGES = 2
+
+
+@dataclass
+class Reference:
+    """PyTorch at every point for the images explained, batch by batch."""
+
+    batches: list[np.ndarray]  # inputs, in the deployed format
+    points: list[dict[str, np.ndarray]]
+    outputs: list[list[np.ndarray]]
+    kinds: dict[str, str]  # module -> points.KINDS key
+
+    @property
+    def modules(self) -> list[str]:
+        return list(self.points[0]) if self.points else []
+
+
+def reference_at_points(model, x: np.ndarray, batch: int = BATCH) -> Reference:
+    """:func:`.reference.capture` over ``x`` in batches."""
+    pts = model_points(model)
+    ref = Reference([], [], [], {p.module: p.kind for p in pts})
+    for i in range(0, len(x), batch):
+        xb = np.ascontiguousarray(x[i:i + batch])
+        values, outs = capture(model, xb, pts)
+        ref.batches.append(xb)
+        ref.points.append(values)
+        ref.outputs.append(outs)
+    return ref
+
+
+def nonfinite_origin(model, x: np.ndarray) -> dict | None:
+    """Where PyTorch's own reference first turns non-finite on ``x``, and which parameters hold NaN
+    or inf: ``{"module", "kind", "parameters"}``, or None when the reference is finite everywhere.
+
+    A broken reference cannot be compared with (every run stops on it: BrokenReferenceError); this
+    names the block, so the report says *where* the model is broken, not only that it is."""
+    values, _ = capture(model, np.ascontiguousarray(x), model_points(model))
+    first = next((m for m, v in values.items() if not np.isfinite(v).all()), None)
+    params = nonfinite_parameters(model)
+    if first is None and not params:
+        return None
+    kinds = {p.module: p.kind for p in model_points(model)}
+    return {"module": first, "kind": kinds.get(first), "parameters": params}
+
+
+def nonfinite_parameters(model) -> list[str]:
+    """Names (backbone-relative) of the parameters and buffers holding a NaN or an infinity."""
+    import torch
+
+    out = []
+    with torch.no_grad():
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                out.append(name.removeprefix("backbone."))
+    return out
+
+
+def _run(runner, reference: Reference, cut: bool) -> tuple[dict[str, PointStats], list[np.ndarray]]:
+    """Every batch through a marked (or cut) runner: per-point sums and the graph's own first output."""
+    stats: dict[str, PointStats] = {}
+    finals = []
+    try:
+        for xb, ref in zip(reference.batches, reference.points):
+            outs, values = runner.infer(xb, ref if cut else None)
+            finals.append(outs[0])
+            for module, value in values.items():
+                stats.setdefault(module, PointStats()).add(value, ref[module])
+    finally:
+        runner.close()
+    return stats, finals
+
+
+def explain_target(target, artifact, locations: dict[str, Location], reference: Reference,
+                   threads: int | None = None, options: dict | None = None) -> dict:
+    """The ``divergence`` record of one built target (module docstring; docs/report-schema.md)."""
+    options = dict(options or {})
+    t0 = time.perf_counter()
+    runner, ran_on = open_marked(target, artifact, locations, threads, **options)
+    missing = list(runner.missing)
+    marked, marked_final = _run(runner, reference, cut=False)
+    cut_runner, _ = open_marked(target, artifact, locations, threads, cut=True, **options)
+    isolated, _ = _run(cut_runner, reference, cut=True)
+    deployed = target.load(artifact, threads=threads, **options)
+    try:
+        unmarked = [deployed.infer(xb)[0] for xb in reference.batches]
+    finally:
+        deployed.close()
+    rows = []
+    for module in reference.modules:
+        if module not in marked:
+            continue
+        own = isolated.get(module)
+        rows.append({"module": module, "kind": reference.kinds.get(module), "tensor": locations[module].names[0],
+                     **marked[module].to_dict(),
+                     "added": own.to_dict()["rel_error"] if own else None,
+                     "added_nonfinite": own.nonfinite if own else None})
+    final_ref = np.concatenate([o[0] for o in reference.outputs])
+    return {
+        "images": int(sum(len(b) for b in reference.batches)),
+        "ran_on": ran_on,
+        "added_method": "isolated",
+        "points": rows,
+        "worst": worst(rows),
+        "missing": missing,
+        "output_rel_error": _round(relative_error(np.concatenate(unmarked), final_ref)),
+        "marking_effect": _round(relative_error(np.concatenate(marked_final), np.concatenate(unmarked))),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}") if np.isfinite(value) else value
+
+
+def explain(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, threads: int | None = None,
+            progress: Progress = lambda msg: None) -> dict[str, dict]:
+    """``{target name: divergence}`` for ``jobs`` (``(target, artifact, options)``) on images ``x``
+    (the deployed input format). A target whose marked graph fails gets ``{"error": ...}``."""
+    progress(f"Explain: PyTorch at every block boundary on {len(x)} images")
+    reference = reference_at_points(model, x)
+    origin = _broken(reference)
+    if origin is not None:
+        rec = {"error": f"the PyTorch reference is not finite from {origin} on: nothing can be compared there",
+               "reference_nonfinite_from": origin}
+        return {target.name: dict(rec) for target, _, _ in jobs}
+    n = min(LOCATE_IMAGES, len(reference.batches[0]))
+    locations = locate(Path(onnx_path), reference.batches[0][:n],
+                       {m: v[:n] for m, v in reference.points[0].items()}, threads)
+    out = {}
+    for target, artifact, options in jobs:
+        progress(f"Explain: {target.name} at {len(locations)} points")
+        try:
+            out[target.name] = explain_target(target, artifact, locations, reference, threads, options)
+        except Exception as exc:  # noqa: BLE001 - a diagnosis failure never fails the target
+            out[target.name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+    return out
+
+
+def _broken(reference: Reference) -> str | None:
+    for module in reference.modules:
+        if any(not np.isfinite(p[module]).all() for p in reference.points):
+            return module
+    return None

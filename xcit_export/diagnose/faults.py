@@ -1,0 +1,130 @@
+"""Planted faults: a model broken in one named block, to check that the debugger names that block.
+
+Each function changes a backbone (an :class:`~xcit_export.models.xcit.Xcit` or a
+:class:`~xcit_export.models.vit.VisionTransformer`) in place and returns what it planted. The first
+two keep the FP32 function (so PyTorch's reference and the FP32 ONNX are unchanged up to rounding,
+and only a lower precision feels them); the third breaks it.
+
+* :func:`plant_outlier`: one channel of a pre-norm LayerNorm scaled up by ``factor`` (weight and
+  bias) and the matching input column of the Linear that reads it scaled down by the same factor.
+  ``Linear(s * y_c) / s`` is exact in real arithmetic, but the Linear's input now has one channel
+  ``factor`` times larger than the rest: a per-tensor INT8 scale spent on that channel leaves the
+  others a few levels (the activation outliers of LLM.int8 and SmoothQuant, planted on purpose).
+* :func:`plant_fp16_overflow`: the query rows of one XCA block's ``qkv`` (weights and bias) scaled
+  by ``factor``. XCA L2-normalises q over the tokens, which cancels any scale, so FP32 is
+  unchanged; the query activations and their sum of squares leave FP16's range (65,504).
+  (ViT: the keys are scaled down by the same factor, so q.k is unchanged.)
+* :func:`plant_nan`: one weight of a block's ``mlp.fc1`` set to NaN: the reference itself is
+  broken from that block on (the run stops with :class:`~xcit_export.errors.BrokenReferenceError`
+  naming the parameter; :func:`xcit_export.diagnose.explain.nonfinite_origin` names the block).
+
+``python -m xcit_export.diagnose.faults KIND --block N --out FILE.safetensors`` writes the planted
+weights of the bundled demo model (or ``--weights``) as a checkpoint ``--weights FILE`` reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+FAULTS = ("outlier", "fp16-overflow", "nan")
+
+
+def _block(model, block: int):
+    backbone = getattr(model, "backbone", model)
+    if not 0 <= block < len(backbone.blocks):
+        raise ValueError(f"block {block} is out of range: the model has blocks 0..{len(backbone.blocks) - 1}")
+    return backbone.blocks[block]
+
+
+@torch.no_grad()
+def plant_outlier(model, block: int, factor: float = 100.0, branch: str = "mlp", channel: int | None = None) -> dict:
+    """Scale LayerNorm channel ``channel`` of ``blocks.<block>`` (``norm2`` before the MLP, ``norm1``
+    before attention, ``norm3`` before XCiT's local patch interaction) up by ``factor`` and the
+    input channel of the layer that reads it (``mlp.fc1``, ``attn.qkv``, the depth-wise
+    ``local_mp.conv1``) down by it (module docstring). NNCF's transformer preset applies
+    SmoothQuant to MatMul inputs, which moves such an outlier into the weights and undoes an
+    ``mlp`` or ``attn`` plant for ``openvino-int8``; it leaves convolutions alone, so a
+    ``local_mp`` plant reaches every INT8 backend.
+    ``channel`` None: the channel whose normalised output is largest in magnitude (``|weight| + |bias|``),
+    so the outlier is the largest activation of the block."""
+    blk = _block(model, block)
+    pairs = {"mlp": ("norm2", "mlp.fc1"), "attn": ("norm1", "attn.qkv"), "local_mp": ("norm3", "local_mp.conv1")}
+    if branch not in pairs or (branch == "local_mp" and not hasattr(blk, "local_mp")):
+        raise ValueError(f"branch {branch!r} is not one of this block's: "
+                         f"{', '.join(b for b in pairs if b != 'local_mp' or hasattr(blk, 'local_mp'))}")
+    norm_name, layer_name = pairs[branch]
+    norm, layer = blk.get_submodule(norm_name), blk.get_submodule(layer_name)
+    if channel is None:
+        channel = int((norm.weight.abs() + norm.bias.abs()).argmax())
+    norm.weight[channel] *= factor
+    norm.bias[channel] *= factor
+    if isinstance(layer, torch.nn.Conv2d):  # LPI's depth-wise conv: output channel c reads input channel c only
+        layer.weight[channel] /= factor
+    else:
+        layer.weight[:, channel] /= factor
+    return {"fault": "outlier", "module": f"blocks.{block}.{branch}", "block": block, "channel": channel,
+            "factor": factor, "planted": [f"blocks.{block}.{norm_name}", f"blocks.{block}.{layer_name}"]}
+
+
+@torch.no_grad()
+def plant_fp16_overflow(model, block: int, factor: float = 1e4) -> dict:
+    """Scale the query rows of ``blocks.<block>.attn.qkv`` by ``factor`` (module docstring)."""
+    blk = _block(model, block)
+    qkv = blk.attn.qkv
+    dim = qkv.weight.shape[0] // 3
+    qkv.weight[:dim] *= factor
+    if qkv.bias is not None:
+        qkv.bias[:dim] *= factor
+    if not hasattr(blk.attn, "temperature"):  # ViT: softmax(q.k) is not scale-invariant; keep q.k
+        qkv.weight[dim:2 * dim] /= factor
+        if qkv.bias is not None:
+            qkv.bias[dim:2 * dim] /= factor
+    return {"fault": "fp16-overflow", "module": f"blocks.{block}.attn", "block": block, "factor": factor,
+            "planted": [f"blocks.{block}.attn.qkv"]}
+
+
+@torch.no_grad()
+def plant_nan(model, block: int) -> dict:
+    """One NaN in ``blocks.<block>.mlp.fc1.weight``."""
+    blk = _block(model, block)
+    blk.mlp.fc1.weight[0, 0] = float("nan")
+    return {"fault": "nan", "module": f"blocks.{block}.mlp", "block": block,
+            "planted": [f"blocks.{block}.mlp.fc1.weight"]}
+
+
+def plant(model, kind: str, block: int, **kwargs) -> dict:
+    """Plant fault ``kind`` (one of :data:`FAULTS`) in ``blocks.<block>``."""
+    planters = {"outlier": plant_outlier, "fp16-overflow": plant_fp16_overflow, "nan": plant_nan}
+    if kind not in planters:
+        raise ValueError(f"unknown fault {kind!r}: use one of {', '.join(FAULTS)}")
+    return planters[kind](model, block, **kwargs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m xcit_export.diagnose.faults",
+                                     description="Write a checkpoint with a fault planted in one block.")
+    parser.add_argument("kind", choices=FAULTS)
+    parser.add_argument("--block", type=int, required=True)
+    parser.add_argument("--out", required=True, help="the .safetensors file to write")
+    parser.add_argument("--model", default="xcit_nano_12_p16_224")
+    parser.add_argument("--weights", default="demo")
+    parser.add_argument("--factor", type=float, default=None)
+    args = parser.parse_args(argv)
+    from safetensors.torch import save_file
+
+    from ..models.weights import default_num_classes, load_model
+    from ..models.zoo import get_spec
+
+    spec = get_spec(args.model).with_overrides(default_num_classes(args.weights, args.model))
+    model = load_model(spec, args.weights)
+    record = plant(model, args.kind, args.block, **({"factor": args.factor} if args.factor else {}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
+    print(f"planted {record['fault']} in {record['module']} ({', '.join(record['planted'])}): {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

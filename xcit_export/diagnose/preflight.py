@@ -1,0 +1,138 @@
+"""FP16 pre-flight: which tensors and reductions of the FP32 model leave FP16's range on real images.
+
+Before an FP16 build, PyTorch runs the calibration images (at every size the run evaluates) with
+hooks that keep only maxima, and flags what would overflow FP16 (largest finite value 65,504):
+
+* ``range``: a module's output whose largest magnitude exceeds 65,504 (every leaf module: each
+  Linear, Conv, norm, activation), and every point of :mod:`.points` (the residual stream);
+* ``layernorm_sum_sq``: a LayerNorm's sum over the channels of ``(x - mean)^2`` for the worst
+  token, what an FP16 variance accumulates before it divides (the overflow of TensorRT #2564 and
+  #3999, and why :data:`xcit_export.quantize.precision.FP16_KEEP_OP_TYPES` keeps LayerNorm in FP32);
+* ``l2_sum_sq``: XCA's L2 normalisation of q and k sums squares over *all tokens* (196 at p16/224,
+  2,304 at p8/384): the largest per-channel sum of ``q^2`` or ``k^2``;
+* ``softmax_input``: the largest magnitude entering a softmax (class attention, ViT attention;
+  XCA's is bounded by its learnt temperature, since L2-normalised q.k lies in [-1, 1]). A softmax
+  kernel subtracts the row maximum before ``exp``, so its sum stays at most the row length; the
+  input itself is what must fit.
+
+Each finding names the module (backbone-relative PyTorch path), the size, the value and the
+``margin`` (65,504 / value: below 1 it overflows). :func:`kept_in_fp32` then says, per FP16 target
+of the run, whether the chosen FP16 path keeps each flagged tensor in FP32: read from the
+precision-ready ONNX for TensorRT (the node's output type after AutoCast), and from OpenVINO's
+runtime model for OpenVINO (each executed node's ``runtimePrecision``).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+FP16_MAX = 65504.0
+# Findings listed besides the flagged ones: the closest to the limit (smallest margins).
+CLOSEST = 8
+
+
+def _max_abs(t) -> float:
+    return float(t.detach().abs().amax()) if t.numel() else 0.0
+
+
+def _hooks(model, peaks: dict):
+    """Forward hooks on ``model`` that raise ``peaks[(module, check)]`` to the batch's maxima."""
+    import torch
+    from torch import nn
+
+    backbone = getattr(model, "backbone", model)
+    prefix = "backbone." if backbone is not model else ""
+    handles = []
+
+    def bump(key, value):
+        if value == value:  # NaN never counts as a peak
+            peaks[key] = max(peaks.get(key, 0.0), value)
+
+    def name_of(path: str) -> str:
+        return path[len(prefix):] if path.startswith(prefix) else path
+
+    for path, module in model.named_modules():
+        if not path.startswith(prefix) or path == prefix.rstrip("."):
+            continue
+        name = name_of(path)
+        if not list(module.children()):
+            handles.append(module.register_forward_hook(
+                lambda m, a, out, n=name: bump((n, "range"), _max_abs(out if isinstance(out, torch.Tensor) else out[0]))))
+        if isinstance(module, nn.LayerNorm):
+            def ln_hook(m, args, n=name):
+                x = args[0].to(torch.float32)
+                bump((n, "layernorm_sum_sq"), float(((x - x.mean(-1, keepdim=True)) ** 2).sum(-1).amax()))
+            handles.append(module.register_forward_pre_hook(ln_hook))
+        if hasattr(module, "temperature") and hasattr(module, "qkv"):  # XCA
+            def xca_hook(_qkv, a, out, n=name, mod=module):
+                c = out.shape[-1] // 3
+                qk = out[..., :2 * c].to(torch.float32)  # (B, N, 2C): sums over tokens per channel
+                bump((n, "l2_sum_sq"), float((qk ** 2).sum(1).amax()))
+                bump((n, "softmax_input"), float(mod.temperature.detach().abs().amax()))
+            handles.append(module.qkv.register_forward_hook(xca_hook))
+        elif all(hasattr(module, k) for k in ("q", "k", "num_heads", "scale")):  # class attention
+            store = {}
+
+            def keep(which, out, s=store):
+                s[which] = out
+
+            def logits(m, _a, _out, n=name, s=store):
+                q, k = s.get("q"), s.get("k")
+                if q is None or k is None:
+                    return
+                B, N, C = k.shape
+                h = m.num_heads
+                qh = (q * m.scale).reshape(B, 1, h, C // h).permute(0, 2, 1, 3)
+                kh = k.reshape(B, N, h, C // h).permute(0, 2, 1, 3)
+                bump((n, "softmax_input"), _max_abs(qh @ kh.transpose(-2, -1)))
+            handles.append(module.q.register_forward_hook(lambda m, a, out, f=keep: f("q", out)))
+            handles.append(module.k.register_forward_hook(lambda m, a, out, f=keep: f("k", out)))
+            handles.append(module.register_forward_hook(logits))
+        elif hasattr(module, "qkv") and hasattr(module, "head_dim"):  # ViT attention
+            def vit_hook(m, a, out, n=name, mod=module):
+                B, N, C3 = out.shape
+                qkv = out.reshape(B, N, 3, mod.num_heads, mod.head_dim).permute(2, 0, 3, 1, 4)
+                bump((n, "softmax_input"), _max_abs((qkv[0] * mod.scale) @ qkv[1].transpose(-2, -1)))
+            handles.append(module.qkv.register_forward_hook(vit_hook))
+    return handles
+
+
+def activation_peaks(model, batches: Iterable[np.ndarray]) -> tuple[dict[tuple[str, str], float], int]:
+    """``{(module, check): peak}`` over every batch, and how many images that was."""
+    from .points import model_points
+    from .reference import capture
+
+    peaks: dict[tuple[str, str], float] = {}
+    handles = _hooks(model, peaks)
+    points = model_points(model)
+    count = 0
+    try:
+        for xb in batches:
+            values, _ = capture(model, np.ascontiguousarray(xb), points)  # the residual stream points
+            for module, value in values.items():
+                key = (module, "range")
+                peaks[key] = max(peaks.get(key, 0.0), float(np.nanmax(np.abs(value))) if value.size else 0.0)
+            count += len(xb)
+    finally:
+        for h in handles:
+            h.remove()
+    return peaks, count
+
+
+def preflight(model, images_by_size: dict[str, np.ndarray], batch: int = 16) -> dict:
+    """The pre-flight record (module docstring) for ``{"HxW": images in the deployed format}``."""
+    findings = []
+    counts = {}
+    for size, x in images_by_size.items():
+        peaks, counts[size] = activation_peaks(model, (x[i:i + batch] for i in range(0, len(x), batch)))
+        for (module, check), value in peaks.items():
+            margin = FP16_MAX / value if value > 0 else float("inf")
+            findings.append({"module": module, "check": check, "size": size, "value": float(f"{value:.6g}"),
+                             "margin": float(f"{margin:.4g}") if np.isfinite(margin) else None})
+    ranked = sorted((f for f in findings if f["margin"] is not None), key=lambda f: f["margin"])
+    flagged = [f for f in ranked if f["margin"] < 1]
+    return {"limit": FP16_MAX, "images": counts, "sizes": list(images_by_size),
+            "flagged": flagged, "closest": [f for f in ranked if f["margin"] >= 1][:CLOSEST],
+            "checks": sorted({f["check"] for f in findings})}
