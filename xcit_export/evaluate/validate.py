@@ -126,7 +126,13 @@ def check_weights(model) -> None:
     every output would be non-finite and every comparison meaningless."""
     bad = nonfinite_parameters(model)
     if bad:
-        raise BrokenReferenceError(f"the PyTorch model has {bad} non-finite weight value(s) (NaN or inf): the "
+        import torch
+
+        with torch.no_grad():  # name them (backbone-relative, as a checkpoint's keys): the block is then known
+            names = [n.removeprefix("backbone.") for n, t in list(model.named_parameters()) + list(model.named_buffers())
+                     if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        raise BrokenReferenceError(f"the PyTorch model has {bad} non-finite weight value(s) (NaN or inf) in "
+                                   f"{', '.join(names[:4])}{' and more' if len(names) > 4 else ''}: the "
                                    f"checkpoint is broken, not any export; fix or replace --weights")
 
 

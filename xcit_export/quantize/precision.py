@@ -307,7 +307,7 @@ def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: s
             exclude_op_types: Sequence[str] = INT8_DEFAULT_EXCLUDE_OP_TYPES, exclude_nodes: Sequence[str] = (),
             high_precision: str = "fp16", keep_op_types: Sequence[str] = FP16_KEEP_OP_TYPES,
             calibration_batch: int = 8, data_max: float = FP16_DATA_MAX, isolate: bool = True,
-            reference_labels=None, reference_seed: int = 0) -> dict:
+            keep_nodes: Sequence[str] = (), reference_labels=None, reference_seed: int = 0) -> dict:
     """INT8 Q/DQ ONNX with ModelOpt post-training quantization, calibrated on onnxruntime CPU.
 
     ``method``: ``entropy`` (KL divergence, TensorRT's classic choice, robust to outliers) or
@@ -318,6 +318,7 @@ def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: s
     an INT8 network at) applies exactly the FP16 policy of :func:`to_fp16` to the Q/DQ graph
     (ModelOpt's own FP16 pass blocks by op type only, which cannot keep the L2-normalisation
     chain's Clip/Div in FP32 without also blocking every GELU Div); ``fp32`` leaves it in FP32.
+    ``keep_nodes`` (regular expressions) keep those unquantized nodes in FP32 under ``fp16`` too.
 
     ``isolate`` (default): run ModelOpt in a child process. ModelOpt's INT8 path monkeypatches
     onnxruntime's calibrators and quantizer classes for the rest of the process
@@ -337,6 +338,7 @@ def to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: s
     kwargs = {"method": method, "exclude_op_types": list(exclude_op_types), "exclude_nodes": list(exclude_nodes),
               "high_precision": high_precision, "keep_op_types": list(keep_op_types),
               "calibration_batch": int(calibration_batch), "data_max": float(data_max),
+              "keep_nodes": list(keep_nodes),
               "reference_labels": None if reference_labels is None else [int(v) for v in reference_labels],
               "reference_seed": int(reference_seed)}
     if not isolate:
@@ -388,7 +390,7 @@ def _worker(job_path: str) -> int:
 def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: str,
              exclude_op_types: Sequence[str], exclude_nodes: Sequence[str], high_precision: str,
              keep_op_types: Sequence[str], calibration_batch: int, data_max: float,
-             reference_labels=None, reference_seed: int = 0) -> dict:
+             keep_nodes: Sequence[str] = (), reference_labels=None, reference_seed: int = 0) -> dict:
     from modelopt.onnx.quantization import quantize
 
     model = onnx.load(str(onnx_in), load_external_data=False)
@@ -420,7 +422,7 @@ def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: 
         if not dst.exists():
             raise ExportError(f"ModelOpt INT8 quantization of '{onnx_in}' wrote no model")
         if high_precision == "fp16":
-            exclude = [f"^{re.escape(n)}$" for n in l2]
+            exclude = [f"^{re.escape(n)}$" for n in l2] + list(keep_nodes)
             quantized, _, fp16_selection = _autocast(dst, calibration, keep_op_types, exclude, data_max,
                                                      FP16_MAX_REFERENCE_IMAGES, reference_labels, reference_seed)
         else:
@@ -437,7 +439,7 @@ def _to_int8(onnx_in: Path, onnx_out: Path, calibration: np.ndarray, *, method: 
     return {"precision": "int8", "tool": "modelopt.onnx.quantization", "calibration_method": method,
             "calibration_images": int(len(calibration)), "calibration_step": step,
             "exclude_op_types": list(exclude_op_types), "exclude_nodes": list(exclude_nodes),
-            "high_precision": high_precision, "fp16_reference_selection": fp16_selection,
+            "keep_fp32_nodes": list(keep_nodes), "high_precision": high_precision, "fp16_reference_selection": fp16_selection,
             "fp32_compute_nodes": _fp32_compute_nodes(quantized) if high_precision == "fp16" else "all unquantized",
             "seconds": round(time.perf_counter() - t0, 2), **summary}
 

@@ -92,6 +92,8 @@ _INT8_OPTIONS = {
                         "e.g. BatchNormalization; 'none' quantizes the Adds too",
     "exclude_nodes": "node names left unquantized (regular expressions, comma-separated)",
     "high_precision": "type of the unquantized rest: fp16 (default, as TensorRT runs INT8) or fp32",
+    "keep_fp32_nodes": "node names (regular expressions, comma-separated) of the unquantized rest to keep in FP32 "
+                       "rather than high_precision (--explain's remedy for a named block)",
     **SEARCH_OPTIONS,  # sensitivity, max_drop, search_images (xcit_export/quantize/sensitivity.py)
 }
 

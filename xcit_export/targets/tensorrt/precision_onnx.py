@@ -43,6 +43,7 @@ def make_precision_onnx(ctx: BuildContext, name: str, precision: str, options: d
                            exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
                            exclude_nodes=_as_list(options.get("exclude_nodes")),
                            high_precision=str(options.get("high_precision", "fp16")),
+                           keep_nodes=_as_list(options.get("keep_fp32_nodes")),
                            reference_labels=ctx.calibration_labels, reference_seed=ctx.seed)
     # Per-group sensitivity and the accuracy-budget search (-O ...:sensitivity / max_drop; quantize/sensitivity.py).
     summary.update(prec.int8_search(onnx_out, ctx))
