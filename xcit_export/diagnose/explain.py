@@ -130,6 +130,7 @@ def explain_target(target, artifact, locations: dict[str, Location], reference: 
             continue
         own = isolated.get(module)
         rows.append({"module": module, "kind": reference.kinds.get(module), "tensor": locations[module].names[0],
+                     "tensors": list(locations[module].names),
                      **marked[module].to_dict(),
                      "added": own.to_dict()["rel_error"] if own else None,
                      "added_nonfinite": own.nonfinite if own else None})
@@ -151,17 +152,19 @@ def _round(value: float) -> float:
     return float(f"{value:.6g}") if np.isfinite(value) else value
 
 
-def explain(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, threads: int | None = None,
-            progress: Progress = lambda msg: None) -> dict[str, dict]:
-    """``{target name: divergence}`` for ``jobs`` (``(target, artifact, options)``) on images ``x``
-    (the deployed input format). A target whose marked graph fails gets ``{"error": ...}``."""
+def explain_all(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, threads: int | None = None,
+                progress: Progress = lambda msg: None) -> tuple[dict[str, dict], dict[str, Location]]:
+    """``({target name: divergence}, the points' locations)`` for ``jobs`` (``(target, artifact,
+    options)``) on images ``x`` (the deployed input format). A target whose marked graph fails gets
+    ``{"error": ...}`` (a diagnosis never fails a target); a PyTorch reference that is not finite
+    gives every target ``{"error", "reference_nonfinite_from"}`` and no locations."""
     progress(f"Explain: PyTorch at every block boundary on {len(x)} images")
     reference = reference_at_points(model, x)
     origin = _broken(reference)
     if origin is not None:
         rec = {"error": f"the PyTorch reference is not finite from {origin} on: nothing can be compared there",
                "reference_nonfinite_from": origin}
-        return {target.name: dict(rec) for target, _, _ in jobs}
+        return {target.name: dict(rec) for target, _, _ in jobs}, {}
     n = min(LOCATE_IMAGES, len(reference.batches[0]))
     locations = locate(Path(onnx_path), reference.batches[0][:n],
                        {m: v[:n] for m, v in reference.points[0].items()}, threads)
@@ -172,7 +175,13 @@ def explain(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, thr
             out[target.name] = explain_target(target, artifact, locations, reference, threads, options)
         except Exception as exc:  # noqa: BLE001 - a diagnosis failure never fails the target
             out[target.name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
-    return out
+    return out, locations
+
+
+def explain(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, threads: int | None = None,
+            progress: Progress = lambda msg: None) -> dict[str, dict]:
+    """``{target name: divergence}``: :func:`explain_all` without the locations."""
+    return explain_all(model, onnx_path, jobs, x, threads=threads, progress=progress)[0]
 
 
 def _broken(reference: Reference) -> str | None:

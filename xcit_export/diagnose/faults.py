@@ -91,8 +91,8 @@ def plant_nan(model, block: int) -> dict:
     """One NaN in ``blocks.<block>.mlp.fc1.weight``."""
     blk = _block(model, block)
     blk.mlp.fc1.weight[0, 0] = float("nan")
-    return {"fault": "nan", "module": f"blocks.{block}.mlp", "block": block,
-            "planted": [f"blocks.{block}.mlp.fc1.weight"]}
+    return {"fault": "nan", "module": f"blocks.{block}.mlp", "block": block, "planted": [f"blocks.{block}.mlp.fc1"],
+            "parameter": f"blocks.{block}.mlp.fc1.weight"}
 
 
 def plant(model, kind: str, block: int, **kwargs) -> dict:
@@ -101,6 +101,59 @@ def plant(model, kind: str, block: int, **kwargs) -> dict:
     if kind not in planters:
         raise ValueError(f"unknown fault {kind!r}: use one of {', '.join(FAULTS)}")
     return planters[kind](model, block, **kwargs)
+
+
+def _holds(init, value) -> bool:
+    """Whether initializer ``init`` stores exactly ``value`` (as is, transposed, or reshaped)."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    if int(np.prod(init.dims)) != value.size:
+        return False
+    stored = numpy_helper.to_array(init)
+    if stored.dtype != value.dtype:
+        return False
+    if value.ndim == 2 and stored.shape == value.T.shape and np.array_equal(stored, value.T):
+        return True
+    return np.array_equal(stored.reshape(-1), value.reshape(-1))
+
+
+def copy_parameters_to_onnx(original, model, modules, onnx_in, onnx_out) -> list[str]:
+    """Write the parameters of ``modules`` (backbone-relative paths, e.g. a record's ``planted``) of
+    ``model`` into ``onnx_in`` (exported from ``original``, the same model before planting), saved as
+    ``onnx_out``: the exported graph of the planted model without exporting again. An initializer is
+    the parameter's when it has its name, else when it holds exactly the original's values, transposed
+    (the exporter stores a Linear's weight as ``W^T`` for Gemm, under a generated name) or in another
+    shape (the export form adds XCA's qkv bias as a column). Returns
+    the initializers written; raises when a parameter has none (:func:`xcit_export.diagnose.locate.locate`
+    then proves that the pair agrees at every point)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph_model = onnx.load(str(onnx_in), load_external_data=False)
+    inits = {i.name: i for i in graph_model.graph.initializer}
+    backbone, before = getattr(model, "backbone", model), getattr(original, "backbone", original)
+    prefix = "backbone." if any(n.startswith("backbone.") for n in inits) else ""
+    written = []
+    for module in modules:
+        old_params = dict(before.get_submodule(module).named_parameters())
+        for pname, tensor in backbone.get_submodule(module).named_parameters():
+            value = tensor.detach().numpy()
+            old = old_params[pname].detach().numpy()
+            name = f"{prefix}{module}.{pname}"
+            candidates = [name] if name in inits else [n for n, init in inits.items() if _holds(init, old)]
+            if not candidates:
+                raise KeyError(f"no initializer of {onnx_in} holds {module}.{pname}")
+            for cname in candidates:
+                stored = numpy_helper.to_array(inits[cname])
+                transposed = value.ndim == 2 and stored.shape == value.T.shape and np.array_equal(stored, old.T)
+                new = value.T if transposed and stored.shape != value.shape else value
+                inits[cname].CopyFrom(numpy_helper.from_array(
+                    np.ascontiguousarray(new.astype(stored.dtype)).reshape(stored.shape), cname))
+                written.append(cname)
+    onnx.save(graph_model, str(onnx_out))
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="xcit_nano_12_p16_224")
     parser.add_argument("--weights", default="demo")
     parser.add_argument("--factor", type=float, default=None)
+    parser.add_argument("--branch", choices=("mlp", "attn", "local_mp"), default=None,
+                        help="outlier only: the branch whose input gets the outlier (default mlp)")
     args = parser.parse_args(argv)
     from safetensors.torch import save_file
 
@@ -120,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = get_spec(args.model).with_overrides(default_num_classes(args.weights, args.model))
     model = load_model(spec, args.weights)
-    record = plant(model, args.kind, args.block, **({"factor": args.factor} if args.factor else {}))
+    kwargs = {"factor": args.factor} if args.factor else {}
+    if args.branch:
+        if args.kind != "outlier":
+            parser.error("--branch applies to the outlier fault only")
+        kwargs["branch"] = args.branch
+    record = plant(model, args.kind, args.block, **kwargs)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
     print(f"planted {record['fault']} in {record['module']} ({', '.join(record['planted'])}): {args.out}")
     return 0

@@ -24,6 +24,7 @@ runtime model for OpenVINO (each executed node's ``runtimePrecision``).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -136,3 +137,119 @@ def preflight(model, images_by_size: dict[str, np.ndarray], batch: int = 16) -> 
     return {"limit": FP16_MAX, "images": counts, "sizes": list(images_by_size),
             "flagged": flagged, "closest": [f for f in ranked if f["margin"] >= 1][:CLOSEST],
             "checks": sorted({f["check"] for f in findings})}
+
+
+# ------------------------------------------------------------------------------------------------
+# Which flagged tensors an FP16 path keeps in FP32
+# ------------------------------------------------------------------------------------------------
+
+def _param_prefix(model) -> str:
+    return "backbone." if any(i.name.startswith("backbone.") for i in model.graph.initializer) else ""
+
+
+def _readers(model, names: set[str]) -> list:
+    """Nodes that read one of ``names`` directly or through one Transpose/Cast/DequantizeLinear."""
+    via = {n.output[0] for n in model.graph.node
+           if n.op_type in ("Transpose", "Cast", "DequantizeLinear") and n.input and n.input[0] in names}
+    return [n for n in model.graph.node if any(i in names or i in via for i in n.input)
+            and n.op_type not in ("Transpose", "Cast", "DequantizeLinear", "QuantizeLinear")]
+
+
+def _region(model, module: str, prefix: str) -> list:
+    """The nodes of ``module``: those reading its parameters, and every node after them up to a
+    node that reads another module's parameters (attention's L2 norms and softmax sit in between)."""
+    inits = {i.name for i in model.graph.initializer}
+    own = {n for n in inits if n.startswith(f"{prefix}{module}.")}
+    others = {n for n in inits if n.startswith(prefix) and n not in own and "." in n[len(prefix):]}
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    start = _readers(model, own)
+    seen = {n.name: n for n in start}
+    todo = list(start)
+    while todo:
+        node = todo.pop()
+        for out in node.output:
+            for nxt in consumers.get(out, []):
+                if nxt.name in seen or any(i in others for i in nxt.input):
+                    continue
+                seen[nxt.name] = nxt
+                todo.append(nxt)
+    return [n for n in model.graph.node if n.name in seen]
+
+
+def finding_nodes(fp32_model, finding: dict) -> list[str]:
+    """ONNX node names (of the FP32 graph, kept by every converted graph) computing a finding's
+    tensor; [] where the finding is not mapped (a parameterless module's output, a point)."""
+    prefix = _param_prefix(fp32_model)
+    module, check = finding["module"], finding["check"]
+    if check in ("range", "layernorm_sum_sq"):
+        # a Linear's weight is stored transposed under a generated name (Gemm): its bias names the node
+        params = {f"{prefix}{module}.weight", f"{prefix}{module}.bias"}
+        ops = ("LayerNormalization",) if check == "layernorm_sum_sq" else None
+        return [n.name for n in _readers(fp32_model, params) if ops is None or n.op_type in ops]
+    op = {"l2_sum_sq": "ReduceL2", "softmax_input": "Softmax"}[check]
+    return [n.name for n in _region(fp32_model, module, prefix) if n.op_type == op]
+
+
+def _onnx_precisions(path: Path, names: list[str]) -> dict[str, str]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    words = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16", onnx.TensorProto.BFLOAT16: "bf16"}
+    by_name = {n.name: n for n in model.graph.node}
+    return {n: words.get(types.get(by_name[n].output[0]), "other") for n in names if n in by_name}
+
+
+def _openvino_precisions(artifact, options: dict, threads, names: list[str]) -> dict[str, str]:
+    """Each node's precision in OpenVINO's runtime model (``runtimePrecision`` of the executed node
+    whose ``originalLayersNames`` holds it), compiled as the target's runner compiles it."""
+    from ..targets import openvino as ovt
+
+    core = ovt._core()
+    device = ovt.parse_device(options.get("device"))
+    config = ovt.compile_config(device, ovt.parse_hint(options.get("hint")),
+                                ovt.parse_precision(options.get("inference_precision"),
+                                                    artifact.metadata.get("precision", "fp32")), threads)
+    runtime = core.compile_model(core.read_model(str(artifact.path)), device, config).get_runtime_model()
+    wanted, out = set(names), {}
+    words = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}
+    for op in runtime.get_ops():
+        rt = op.get_rt_info()
+        if "originalLayersNames" not in rt or "runtimePrecision" not in rt:
+            continue
+        for name in set(rt["originalLayersNames"].astype(str).split(",")) & wanted:
+            precision = rt["runtimePrecision"].astype(str)
+            out[name] = words.get(precision, precision)
+    return out
+
+
+def kept_in_fp32(record: dict, target, artifact, fp32_onnx: Path, options: dict | None = None,
+                 threads: int | None = None) -> list[dict]:
+    """Per flagged finding of ``record``: the nodes computing it and the precision ``target``'s
+    deployed graph computes them in (``fp32``, ``fp16``, ``bf16``),
+    and ``safe``: whether that precision has FP32's range (fp32, bf16). None where not mapped."""
+    import onnx
+
+    fp32_model = onnx.load(str(fp32_onnx), load_external_data=False)
+    rows = []
+    for finding in record.get("flagged", []):
+        names = finding_nodes(fp32_model, finding)
+        rows.append({**{k: finding[k] for k in ("module", "check", "size")}, "nodes": names})
+    every = sorted({n for r in rows for n in r["nodes"]})
+    if target.backend == "openvino":
+        precisions = _openvino_precisions(artifact, options or {}, threads, every)
+        where = "OpenVINO's runtime model on this device"
+    else:
+        onnx_name = artifact.metadata.get("onnx")
+        precisions = _onnx_precisions(Path(artifact.path).parent / onnx_name, every) if onnx_name else {}
+        where = "the precision-ready ONNX"
+    for row in rows:
+        got = sorted({precisions[n] for n in row["nodes"] if n in precisions})
+        row["precision"] = ",".join(got) or None
+        row["safe"] = None if not got else all(p in ("fp32", "bf16") for p in got)
+        row["read_from"] = where
+    return rows

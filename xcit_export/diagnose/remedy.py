@@ -13,8 +13,9 @@ Per backend, through options the targets already take (``list-targets --options`
 * ``onnxruntime-int8``: ``exclude_nodes`` (onnxruntime ``quantize_static``'s ``nodes_to_exclude``),
   node names of the artifact's own QDQ graph, which keeps the names of the prepared model it was
   quantized from;
-* ``openvino-int8``: ``ignored_scope`` names (NNCF ``IgnoredScope(names=...)``): the OpenVINO
-  ONNX frontend names each operation after its ONNX node, so the FP32 ONNX's names are the IR's;
+* ``openvino-int8``: ``ignored_scope`` patterns (NNCF ``IgnoredScope(patterns=...)``): the OpenVINO
+  ONNX frontend names each operation after its ONNX node (a biased Conv or Gemm becomes
+  ``<node>/WithoutBiases`` and ``<node>``), so the FP32 ONNX's names anchor the IR's;
 * ``tensorrt-int8`` / ``tensorrt-rtx-int8``: ``exclude_nodes`` (ModelOpt ``nodes_to_exclude``,
   regular expressions on the FP32 ONNX's node names) plus ``keep_fp32_nodes`` for the whole segment,
   so the named layers run in FP32 rather than the INT8 graph's FP16 remainder;
@@ -126,7 +127,10 @@ def remedy(target, artifact, fp32_onnx: Path, locations: dict[str, Location], mo
     if target.backend == "onnxruntime":
         record["options"] = {"exclude_nodes": compute}
     elif target.backend == "openvino":
-        record["options"] = {"ignored_scope": {"names": compute}}
+        # The OpenVINO ONNX frontend names an operation after its ONNX node, and splits a Conv/Gemm with
+        # a bias into "<node>/WithoutBiases" + "<node>" (the Add): a pattern covers both, and NNCF
+        # validates that every pattern matches (IgnoredScope, validate=True).
+        record["options"] = {"ignored_scope": {"patterns": [f"^{re.escape(n)}(/.*)?$" for n in compute]}}
     elif target.backend.startswith("tensorrt"):
         record["options"] = ({"keep_fp32_nodes": _regexes(every)} if precision == "fp16" else
                              {"exclude_nodes": _regexes(compute), "keep_fp32_nodes": _regexes(every)})
