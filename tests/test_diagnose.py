@@ -265,3 +265,56 @@ def test_a_nan_weight_is_named_by_pytorch_by_the_run_and_by_every_backend(base):
         first_bad = next(r["module"] for r in rec["points"] if r["nonfinite_count"])
         assert first_bad == f"blocks.{NAN_BLOCK}.mlp"
 
+
+# ------------------------------------------------------------------------------------------------
+# In a run: a target that misses its limits is explained, --fix rebuilds it, the report shows both
+# ------------------------------------------------------------------------------------------------
+
+def _seed_export(base, config, onnx_path: Path) -> None:
+    """Put ``onnx_path`` where ``config``'s run looks for its FP32 ONNX, under the build key the run
+    computes, so the run reuses it instead of exporting again (the pipeline's own reuse rule)."""
+    import shutil
+
+    from xcit_export import keys
+    from xcit_export.io import sha256_file
+
+    spec = get_spec(config.model).with_overrides(config.num_classes, config.input_size)
+    folder = config.out_dir / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(onnx_path, folder / "model.onnx")
+    Artifact("onnx", folder / "model.onnx", [folder / "model.onnx"],
+             {"build_key": keys.onnx_key(config, spec), "output_names": ["logits"], "input_shape": [3, *SIZE],
+              "file_sha256": {"model.onnx": sha256_file(folder / "model.onnx")}}).save_metadata()
+
+
+def test_a_run_explains_the_target_that_misses_its_limits_and_fix_rebuilds_it(base, tmp_path):
+    from xcit_export.evaluate.validate import LatencyOptions
+    from xcit_export.pipeline import RunConfig, run
+    from xcit_export.report.document import html_page, markdown_table
+
+    checkpoint = tmp_path / "planted.safetensors"
+    assert faults.main(["outlier", "--block", str(OUTLIER_BLOCK), "--branch", "local_mp", "--factor",
+                        str(OUTLIER_FACTOR), "--out", str(checkpoint)]) == 0
+    config = RunConfig(model=MODEL, weights=str(checkpoint), num_classes=10, input_size=SIZE,
+                       targets=["onnxruntime-int8"], out_dir=tmp_path / "run", calib="demo", calib_size=32,
+                       eval="demo", eval_size=16, latency=LatencyOptions(warmup=1, iterations=3), profile=False,
+                       thresholds={"onnxruntime-int8": {"thresholds": {"min_cosine": 0.999}}}, fix=True)
+    model, planted_onnx, _ = planted(base, "outlier", OUTLIER_BLOCK, branch="local_mp", factor=OUTLIER_FACTOR)
+    _seed_export(base, config, planted_onnx)
+    report = run(config)
+    entry = report["targets"][0]
+    assert entry["passed"] is False  # the planted block costs the limit...
+    div = entry["divergence"]  # ...so it is explained without --explain
+    planted_module = f"blocks.{OUTLIER_BLOCK}.local_mp"
+    assert div["worst"]["module"] == planted_module and div["selection"]["size"] == 16 == div["images"]
+    assert div["remedy"]["modules"][0] == planted_module and "exclude_nodes" in div["remedy"]["command"]
+    fix = entry["fix"]
+    assert fix["after"]["cosine_min"] > fix["before"]["cosine_min"]
+    blamed_row = next(b for b in fix["blamed"] if b["module"] == planted_module)
+    assert blamed_row["added_after"] < blamed_row["added_before"] / 3
+    assert fix["worst_after"]["module"] != planted_module
+    assert (config.out_dir / "fixed" / "report.json").exists() and report["fix"]["targets"] == ["onnxruntime-int8"]
+    page = html_page(report)
+    section = page.split("Where the accuracy went</h2>")[1]
+    assert 'data-plot="divergence-onnxruntime-int8"' in section and planted_module in section and "--fix" in section
+    assert f"**{planted_module}**" in markdown_table(report)

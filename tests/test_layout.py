@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "xcit_export"
-STAGES = {"models", "data", "quantize", "targets", "evaluate", "report", "device", "scale"}
+STAGES = {"models", "data", "quantize", "targets", "evaluate", "report", "device", "scale", "diagnose"}
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

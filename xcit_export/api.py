@@ -338,6 +338,7 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
         max_top1_drop: float | None = None, min_top1_agreement: float | None = None,
         min_cosine_mean: float | None = None, require_winner: str | None = None,
         profile: bool = True, rebuild: bool = False, wait: bool = True,
+        explain: bool = False, fix: bool = False,
         progress: ProgressArg = None) -> Report:
     """Export ``model``, build every target, validate each against PyTorch, write the report.
 
@@ -363,6 +364,10 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
         max_top1_drop, min_top1_agreement, min_cosine_mean, require_winner: ``targets="auto"``'s
             accuracy budget (fractions; defaults 0.01, 0.97, 0.99) and the candidate that must win.
         wait: another run holds ``out``: wait for it (False: raise ``OutputDirBusyError`` at once).
+        explain: per-point error against PyTorch for every target (each entry's ``divergence``,
+            docs/explain.md); targets that miss their limits are explained without it.
+        fix: rebuild every explained target with its remedy in ``out/fixed`` and report before and
+            after (each entry's ``fix``); implies ``explain``.
         progress: None/False (silent), True (progress bars on stderr), or a callable taking stage
             messages; give it a ``step(label, done, total)`` method to get counts as well.
 
@@ -401,7 +406,8 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
                   target_options: Mapping[str, Mapping[str, Any]] | None = None,
                   max_top1_drop: float | None = None, min_top1_agreement: float | None = None,
                   min_cosine_mean: float | None = None, require_winner: str | None = None,
-                  profile: bool = True, rebuild: bool = False, wait: bool = True) -> Any:
+                  profile: bool = True, rebuild: bool = False, wait: bool = True,
+                  explain: bool = False, fix: bool = False) -> Any:
     """The pipeline's RunConfig for :func:`run`'s arguments (``candidates``: ``auto`` among these only)."""
     from .evaluate.validate import LatencyOptions
     from .export import DEFAULT_OPSET
@@ -441,7 +447,7 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
         output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
         eval=eval, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
         auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner, profile=profile,
-        wait_for_lock=wait)
+        wait_for_lock=wait, explain=bool(explain or fix), fix=bool(fix))
     if config.auto:
         # the candidates (default: every registered target); pipeline.run lists those that cannot run here
         config.targets = list(candidates or [])

@@ -100,6 +100,12 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
               help="--target auto: smallest mean cosine with PyTorch where it stands in (no labels/no logits).")
 @click.option("--require-winner", help="--target auto: exit 1 unless this candidate is recommended, "
                                         "e.g. openvino-fp32@batch1.")
+@click.option("--explain", is_flag=True,
+              help="Per-block error of every target against PyTorch, named by module path, and each backend's "
+                   "remedy (docs/explain.md); targets that miss their limits are explained anyway.")
+@click.option("--fix", is_flag=True,
+              help="Rebuild every explained target with its remedy in <out>/fixed and report before and after "
+                   "(implies --explain).")
 @click.option("--profile/--no-profile", "op_profile", default=True, show_default=True,
               help="Per-operator-type latency breakdown from each runtime's profiler (a separate pass).")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
@@ -114,7 +120,8 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dynamic_size, eval_sizes, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
          warmup, iterations, min_seconds, max_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
-         min_top1_agreement, min_cosine_mean, require_winner, op_profile, executor, ray_address, shards, quiet, verbose):
+         min_top1_agreement, min_cosine_mean, require_winner, explain, fix, op_profile, executor, ray_address, shards,
+         quiet, verbose):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
@@ -158,7 +165,8 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dyn
         eval_sizes=eval_sizes, calib=calib, calib_size=calib_size,
         eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
         eval_count=eval_count, warmup=warmup, iterations=iterations, min_seconds=min_seconds, max_seconds=max_seconds, device=device,
-        hint=hint, options=general, target_options=specific, rebuild=rebuild, wait=not no_wait, profile=op_profile)
+        hint=hint, options=general, target_options=specific, rebuild=rebuild, wait=not no_wait, profile=op_profile,
+        explain=explain, fix=fix)
     # The accuracy budget's defaults are the CLI's; only the options given count as "given for auto".
     budget = dict(max_top1_drop=max_top1_drop, min_top1_agreement=min_top1_agreement,
                   min_cosine_mean=min_cosine_mean, require_winner=require_winner)

@@ -82,6 +82,8 @@ READ_BY_NONE: dict[str, str] = {
     "budget": "--target auto's recommendation budget, read after building",
     "require_winner": "--target auto's exit rule, read after building",
     "profile": "per-operator profiles, measured after building",
+    "explain": "the per-point diagnosis (diagnose/) reads built artifacts, after building",
+    "fix": "--fix rebuilds in <out>/fixed with the remedies as target options, which key those builds",
 }
 
 

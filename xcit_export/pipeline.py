@@ -24,6 +24,7 @@ import numpy as np
 from . import export as export_mod
 from . import keys as keys_mod
 from .console import latency_runs, renamed, stepper
+from .diagnose import run as diagnose_run
 from .errors import BackendUnavailableError, XcitExportError
 from .fingerprint import device_fingerprint
 from .io import atomic_dir, ensure_writable_dir, sha256_file
@@ -94,6 +95,9 @@ class RunConfig:
     # (height, width) sizes to evaluate at (evaluate/sizes.py), each run like the export size.
     dynamic_size: bool = False
     eval_sizes: tuple[tuple[int, int], ...] = ()
+    # --explain: per-point error against PyTorch for every target (diagnose/); --fix: rebuild with the remedies
+    explain: bool = False
+    fix: bool = False
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -395,6 +399,7 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
     x_lat = head[:lat_batch] if len(head) >= lat_batch else np.repeat(head[:1], lat_batch, 0)
     evaluation = _build_evaluation(source, fmt, labelled, in_memory=eval_set is None)
 
+    preflight = diagnose_run.fp16_preflight(config, model, spec, targets, progress)  # before any FP16 build
     jobs = [_build_target(target, config, spec, onnx_path, onnx_meta["build_key"], model.input_shape, calib,
                           evaluation, threads, progress) for target in targets]
     if config.auto and config.batch != 1:
@@ -436,6 +441,8 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
             checks = threshold_checks(job.entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
             job.entry["checks"] = checks_to_dicts(checks)
             job.entry["passed"] = all(c.ok for c in checks)
+    diagnose_run.attach(config=config, model=model, onnx_path=onnx_path, jobs=jobs, source=source, fmt=fmt,
+                        labelled=labelled, threads=threads, progress=progress, preflight=preflight)
     sizes_info = None
     if config.eval_sizes:  # --eval-sizes (issue 23): every target again at each size
         sizes_info = _evaluate_sizes(config, model, spec, targets, onnx_path, onnx_meta["build_key"],
@@ -453,6 +460,12 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         report["sizes"] = sizes_info
     if config.auto:
         report["recommendation"] = _recommendation(config, results, left_out, labelled, classify)
+    if preflight is not None:
+        report["fp16_preflight"] = preflight
+    if config.fix:
+        from .diagnose import fix as fix_mod
+
+        fix_mod.apply(config, report, run, progress)
     report_mod.write_report(report, config.out_dir)
     return report
 

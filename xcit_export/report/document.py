@@ -141,6 +141,9 @@ def markdown_table(report: dict) -> str:
 
     lines += int8_markdown(report)
     lines += _sizes_markdown(report)
+    from .divergence import markdown as divergence_markdown  # --explain, --fix, the FP16 pre-flight
+
+    lines += divergence_markdown(report)
     return "\n".join(lines) + "\n"
 
 

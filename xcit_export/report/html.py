@@ -48,6 +48,15 @@ def _cost_curve(rep: dict) -> Optional[tuple[str, str]]:
 
 EXTRA_SECTIONS.append(_cost_curve)
 
+
+def _divergence(rep: dict) -> Optional[tuple[str, str]]:
+    from .divergence import section  # --explain: error by depth per target, remedies, --fix, FP16 pre-flight
+
+    return section(rep)
+
+
+EXTRA_SECTIONS.append(_divergence)
+
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;padding:16px 20px;max-width:1180px;
 color:#1d1d1d;line-height:1.35;font-size:14px}
