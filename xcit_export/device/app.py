@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-graph", action="store_true", help="replay inference as a CUDA graph")
     p.add_argument("--no-profile", dest="profile", action="store_false",
                    help="skip the per-layer-type breakdown from TensorRT's layer profiler (run by default)")
+    p.add_argument("--explain", action="store_true",
+                   help="per-point error of the engine (a second engine with the bundle's points marked as outputs)")
     return p
 
 
@@ -49,7 +51,7 @@ def main(argv: list | None = None) -> int:
                               report_path=Path(args.report) if args.report else None,
                               require_engine=args.require_engine, threads=args.threads, warmup=args.warmup,
                               iterations=args.iterations, cuda_graph=args.cuda_graph, profile=args.profile,
-                              progress=say)
+                              explain=args.explain, progress=say)
     except XcitExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -55,6 +55,8 @@ BUNDLE_META = "bundle.json"
 THRESHOLDS = "thresholds.json"
 CALIBRATION = "calibration.json"
 GOLDEN = "golden.npz"
+POINTS = "points.npz"  # --explain: the FP32 reference at every point on the first golden inputs
+POINTS_COUNT = 4  # golden inputs the points are kept for (each point is a whole token map)
 TRTEXEC = "trtexec.txt"
 README = "README.md"
 WORK_DIR = "device-check"
@@ -196,6 +198,7 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
 
     input_name, output_names = onnx_io_names(onnx_path)
     sized = _sized_golden(folder, meta, precision, thresholds, golden_count)
+    points, point_arrays = _points_reference(folder, artifact.target, onnx_path, golden["x"][:POINTS_COUNT], progress)
     if sized:
         limits["per_size"] = {label: info["thresholds"] for label, info in sized.items()}
     bundle_meta = {
@@ -212,6 +215,8 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
         # (targets/tensorrt/layer_profile.py) on a device that has no onnx package to read the ONNX.
         "onnx_node_types": onnx_node_types(onnx_path),
         "precision_conversion": meta.get("precision_conversion"),
+        # --explain: [{"module", "tensors"}] in model order; their FP32 values on the first golden inputs in points.npz
+        "points": points,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "created_with": {"xcit-export": __version__, **library_versions()},
         "source_artifact": str(folder.resolve()),
@@ -227,14 +232,17 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
         for info in sized.values():
             with open(tmp / info["file"], "wb") as fh:
                 np.savez(fh, **info["arrays"])
+        if points:
+            with open(tmp / POINTS, "wb") as fh:
+                np.savez(fh, **point_arrays)
         write_json_atomic(tmp / THRESHOLDS, limits)
         write_json_atomic(tmp / CALIBRATION, calibration)
         write_text_atomic(tmp / TRTEXEC, trtexec)
         write_json_atomic(tmp / BUNDLE_META, bundle_meta)
         write_text_atomic(tmp / README, _readme(bundle_meta, limits, trtexec))
         build_pyz(tmp / PYZ_NAME)  # the device runner, from this package's device-side modules
-        names = [meta["onnx"], GOLDEN, *[i["file"] for i in sized.values()], THRESHOLDS, CALIBRATION, TRTEXEC,
-                 BUNDLE_META, README, PYZ_NAME]
+        names = [meta["onnx"], GOLDEN, *[i["file"] for i in sized.values()], *([POINTS] if points else []), THRESHOLDS,
+                 CALIBRATION, TRTEXEC, BUNDLE_META, README, PYZ_NAME]
         write_json_atomic(tmp / MANIFEST, {
             "format": FORMAT, "algorithm": "sha256",
             "files": {n: {"sha256": sha256_file(tmp / n), "bytes": (tmp / n).stat().st_size} for n in names}})
@@ -249,6 +257,116 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
                     tar.add(path, arcname=f"{out_dir.name}/{path.name}", recursive=False)
         progress(f"bundle: wrote {tar_path}")
     return out_dir
+
+
+def _points_reference(folder: Path, target: str, onnx_path: Path, x: np.ndarray, progress: Progress):
+    """``(points, arrays)`` for device-check's per-point report, when the run that built ``folder``
+    explained this target (its report.json beside the target folder holds the points' tensors):
+    each point's tensor names present in the precision-ready ONNX, and the FP32 ONNX's values there
+    on ``x`` (the FP32 ONNX equals PyTorch at every point: that is how the points were found). Host
+    side (needs onnx); ``(None, None)`` when the run did not explain the target."""
+    report_path, fp32 = folder.parent / "report.json", folder.parent / "onnx" / "model.onnx"
+    if not report_path.exists() or not fp32.exists():
+        return None, None
+    entry = next((t for t in json.loads(report_path.read_text()).get("targets", []) if t.get("target") == target), {})
+    rows = (entry.get("divergence") or {}).get("points") or []
+    if not rows:
+        return None, None
+    import onnx
+
+    from ..diagnose.locate import Location
+    from ..diagnose.mark import MarkedOnnxRunner
+
+    produced = {o for n in onnx.load(str(onnx_path), load_external_data=False).graph.node for o in n.output}
+    locations = {r["module"]: Location(r["module"], list(r.get("tensors") or [r["tensor"]])) for r in rows}
+    points = [{"module": m, "tensors": [n for n in loc.names if n in produced]} for m, loc in locations.items()]
+    points = [p for p in points if p["tensors"]]
+    progress(f"bundle: the FP32 reference at {len(points)} points on {len(x)} golden inputs (--explain)")
+    runner = MarkedOnnxRunner(fp32, {p["module"]: locations[p["module"]] for p in points})
+    try:
+        _, values = runner.infer(np.ascontiguousarray(x))
+    finally:
+        runner.close()
+    return points, {"x": x, **{f"point:{m}": v for m, v in values.items()}}
+
+
+def _device_divergence(bundle: Path, meta: dict, work: Path, engine: dict, final: np.ndarray, threads,
+                       progress: Progress) -> dict:
+    """device-check ``--explain``: the points of the bundle marked on the engine (a second, marked
+    engine built beside the first) or, without one, on the precision-ready ONNX on onnxruntime, run on
+    the golden inputs the points were kept for; per-point figures against the FP32 reference, the
+    added error as the jump from the previous point (no cut graph on the device), and how far marking
+    moved the final output (``final``: the unmarked run's first output on the same inputs)."""
+    from ..diagnose.compare import PointStats, with_jumps, worst
+
+    points = meta.get("points")
+    if not points or not (bundle / POINTS).exists():
+        return {"error": "this bundle carries no points: make it from a run that explained the target "
+                         "(xcit-export ... --explain, then xcit-export bundle)"}
+    with np.load(bundle / POINTS) as data:
+        ref = {k: data[k] for k in data.files}
+    x = ref.pop("x")
+    if engine.get("status") in ("built", "reused"):
+        values, final_marked, ran_on = _marked_engine(bundle, meta, work, points, x, threads, progress)
+    else:
+        from ..diagnose.locate import Location
+
+        try:
+            from ..diagnose.mark import MarkedOnnxRunner  # host side (onnx); not in device_check.pyz
+        except ImportError:
+            return {"error": "no engine here, and the onnxruntime stand-in's marked graph needs xcit-export itself "
+                             "(xcit-export device-check --explain) rather than device_check.pyz"}
+        runner = MarkedOnnxRunner(bundle / meta["onnx"], {p["module"]: Location(p["module"], p["tensors"])
+                                                           for p in points}, threads)
+        try:
+            outs, values = runner.infer(np.ascontiguousarray(x))
+        finally:
+            runner.close()
+        final_marked, ran_on = outs[0], "onnxruntime CPU on the precision-ready ONNX (no engine here)"
+    rows = []
+    for p in points:
+        if p["module"] not in values:
+            continue
+        stats = PointStats()
+        stats.add(values[p["module"]], ref[f"point:{p['module']}"])
+        rows.append({"module": p["module"], "tensor": p["tensors"][0], **stats.to_dict()})
+    rows = with_jumps(rows)
+    from ..diagnose.locate import relative_error
+
+    return {"images": int(len(x)), "ran_on": ran_on, "added_method": "jump", "points": rows, "worst": worst(rows),
+            "missing": [p["module"] for p in points if p["module"] not in values],
+            "marking_effect": float(relative_error(final_marked, final[:len(x)])),
+            "reference": "the FP32 ONNX at each point (equal to PyTorch there: that is how the points were found)"}
+
+
+def _marked_engine(bundle: Path, meta: dict, work: Path, points: list, x: np.ndarray, threads, progress: Progress):
+    """Build (or reuse) the marked engine beside the deployed one and run ``x``: ``({module: value},
+    final output, what ran)``. UNVERIFIED ON HARDWARE (targets/tensorrt/engine.mark_points)."""
+    from ..targets.tensorrt import device as trtdev
+    from ..targets.tensorrt import engine as trteng
+    from ..targets.tensorrt.runner import EngineRunner
+
+    library = meta["library"]
+    trt, gpu, _ = trtdev.engine_status(library)
+    tag = f"{library}-{trtdev.library_version(trt)}-{gpu['name']}-cc{gpu['compute_capability']}-marked"
+    engine_path = work / tag.replace(" ", "_").replace("/", "_") / trteng.ENGINE_FILE
+    meta_path = engine_path.parent / trteng.ENGINE_META
+    wanted = {**wanted_engine(bundle / meta["onnx"], meta), "points": {p["module"]: p["tensors"][0] for p in points}}
+    if not engine_reusable(engine_path, meta_path, {k: v for k, v in wanted.items() if k != "points"}):
+        progress(f"device-check: building the marked engine ({len(points)} points as extra outputs)")
+        engine_path.parent.mkdir(parents=True, exist_ok=True)
+        trteng.build_engine(bundle / meta["onnx"], engine_path, library, meta["precision"], meta["profile"],
+                            tuple(meta["input_shape"]), workspace_mb=wanted["workspace_mb"],
+                            compute_capability="current" if library == "tensorrt_rtx" else None,
+                            points=[(p["module"], p["tensors"]) for p in points])
+    emeta = json.loads(meta_path.read_text())
+    runner = EngineRunner(engine_path, library, threads=threads, output_names=emeta["output_names"])
+    try:
+        outs = dict(zip(emeta["output_names"], runner.infer(np.ascontiguousarray(x))))
+    finally:
+        runner.close()
+    values = {m: outs[name] for m, name in (emeta.get("points") or {}).items() if name in outs}
+    return values, outs[meta["output_names"][0]], f"the {library} engine with the points marked (a second engine)"
 
 
 def _sized_golden(folder: Path, meta: dict, precision: str, thresholds: dict | None,
@@ -440,9 +558,12 @@ def _run_batches(runner, x: np.ndarray, batch) -> np.ndarray:
 
 def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Path | None = None,
                  require_engine: bool = False, threads: int | None = None, warmup: int = 10,
-                 iterations: int = 50, cuda_graph: bool = False, profile: bool = True,
+                 iterations: int = 50, cuda_graph: bool = False, profile: bool = True, explain: bool = False,
                  progress: Progress = lambda m: None) -> dict:
     """Verify, build if possible, run the golden inputs, compare, time; write and return the report.
+
+    ``explain``: per-point figures of the engine (:func:`_device_divergence`, the report's ``divergence``),
+    for a bundle made from a run that explained the target.
 
     ``profile``: after the latency figures, a separate pass with TensorRT's layer profiler
     (:func:`_layer_profile`). ``report["passed"]`` is False when a threshold fails; errors in the
@@ -511,6 +632,7 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
             prof = _layer_profile(runner, x_lat, meta, progress) if profile else {}
         finally:
             runner.close()
+        divergence = _device_divergence(bundle, meta, work, engine, outputs, threads, progress) if explain else None
         from ..fingerprint import device_fingerprint
 
         passed = all(c["passed"] for c in checks)
@@ -537,6 +659,8 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
             "host_onnx_check": meta.get("host_onnx_check"),
             "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        if divergence is not None:
+            report["divergence"] = report["targets"][0]["divergence"] = divergence
         report_path = Path(report_path) if report_path else work / REPORT
         write_json_atomic(report_path, report)
         report["report_path"] = str(report_path)
@@ -617,6 +741,12 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  layer profile: {prof['total_ms']:.3f} ms profiled at batch {prof['batch']}: {top}")
     elif entry.get("op_profile_error"):
         lines.append(f"  layer profile failed: {entry['op_profile_error']}")
+    div = report.get("divergence")
+    if div:
+        worst = div.get("worst") or {}
+        lines.append(f"  explain: {div['error']}" if div.get("error") else
+                     f"  explain ({len(div['points'])} points, {div['ran_on']}): {worst.get('module')} "
+                     f"{worst.get('reason', '')}")
     lines.append(("PASSED" if report["passed"] else "FAILED") + f"; report: {report['report_path']}")
     return lines
 

@@ -79,14 +79,18 @@ def bundle(artifact, target, out_dir, golden_count, min_cosine, min_top1_agreeme
 @click.option("--cuda-graph", is_flag=True, help="Replay inference as a CUDA graph.")
 @click.option("--profile/--no-profile", default=True, show_default=True,
               help="Per-layer-type breakdown from TensorRT's layer profiler, in a separate pass after the timing.")
+@click.option("--explain", is_flag=True,
+              help="Per-point error of the engine against the FP32 reference (a second engine with the points of a "
+                   "bundle made from an --explain run marked as outputs; docs/explain.md).")
 @_fail_cleanly
-def device_check(bundle_path, work_dir, report_path, require_engine, threads, warmup, iterations, cuda_graph, profile):
+def device_check(bundle_path, work_dir, report_path, require_engine, threads, warmup, iterations, cuda_graph, profile,
+                 explain):
     """Verify a bundle, build its engine if possible, check the golden outputs and time it."""
     from .bundle import device_check as run_check, summary_lines
 
     report = run_check(bundle_path, work_dir=work_dir, report_path=report_path, require_engine=require_engine,
                        threads=threads, warmup=warmup, iterations=iterations, cuda_graph=cuda_graph, profile=profile,
-                       progress=_say)
+                       explain=explain, progress=_say)
     for line in summary_lines(report):
         click.echo(line)
     if not report["passed"]:

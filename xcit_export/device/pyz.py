@@ -32,6 +32,7 @@ DEVICE_MODULES = (
     "targets/tensorrt/__init__.py", "targets/tensorrt/device.py", "targets/tensorrt/engine.py",
     "targets/tensorrt/options.py", "targets/tensorrt/precision_onnx.py", "targets/tensorrt/runner.py",
     "targets/tensorrt/layer_profile.py",
+    "diagnose/__init__.py", "diagnose/compare.py", "diagnose/locate.py",
 )
 
 _MAIN = '''\

@@ -70,6 +70,43 @@ def parse_onnx(trt, onnx_path: Path, strongly_typed: bool = True):
     return builder, network, parser, logger, strongly_typed
 
 
+def mark_points(network, points) -> dict:
+    """Mark every point's tensor as an extra network output (``--explain`` in device-check).
+
+    ``points``: ``[(module, [tensor names, first preferred])]`` in model order, the ONNX tensor names
+    of :mod:`xcit_export.diagnose.locate`; the ONNX parser names each ``ITensor`` after its ONNX
+    tensor. Returns ``{module: marked tensor name}``; a point whose tensors the network lacks is left
+    out. Written after Polygraphy's ``polygraphy/backend/trt/util.py`` ``mark_outputs`` (a name ->
+    ``ITensor`` map over every layer's inputs and outputs, then
+    ``INetworkDefinition.mark_output``), except that the graph's own outputs stay marked.
+    ``mark_output`` on an intermediate tensor makes it a binding the engine must write, so TensorRT
+    cannot fuse across it (NVIDIA/TensorRT#252: marking outputs is the documented way to disable a
+    fusion): a marked engine is slower and can round differently from the deployed one, which is why
+    device-check also compares the marked engine's final output with the unmarked engine's
+    (``marking_effect``). In a strongly typed network a marked tensor keeps its type (FP16 in an
+    FP16 region); the runner widens every output to float32.
+
+    UNVERIFIED ON HARDWARE: an engine built from a marked network is checked to build ahead of time
+    with TensorRT-RTX on a CPU-only host (tests/test_tensorrt_rtx.py); no marked engine has run on a GPU.
+    """
+    tensors = {}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for j in range(layer.num_outputs):
+            tensor = layer.get_output(j)
+            if tensor is not None:
+                tensors.setdefault(tensor.name, tensor)
+    marked = {}
+    for module, names in points:
+        name = next((n for n in names if n in tensors), None)
+        if name is None:
+            continue
+        if not tensors[name].is_network_output:
+            network.mark_output(tensors[name])
+        marked[module] = name
+    return marked
+
+
 def _pin_fp32_layers(trt, network) -> int:
     """Weakly typed fallback: keep the layers whose outputs the ONNX types as FP32 in FP32."""
     pinned = 0
@@ -89,11 +126,13 @@ def _pin_fp32_layers(trt, network) -> int:
 
 def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: str, profile: dict,
                  input_shape: tuple[int, ...], workspace_mb: int = DEFAULT_WORKSPACE_MB,
-                 compute_capability=None, timing_cache: Path | None = None) -> dict:
+                 compute_capability=None, timing_cache: Path | None = None, points=None) -> dict:
     """Build ``engine_path`` from ``onnx_path`` with ``library`` and write ``engine.json`` beside it.
 
     Returns the engine metadata. ``tensorrt`` needs a CUDA GPU; ``tensorrt_rtx`` builds ahead of
-    time without one for ``compute_capability`` (None: its portable default).
+    time without one for ``compute_capability`` (None: its portable default). ``points``
+    (``[(module, [tensor names])]``) marks them as extra outputs (:func:`mark_points`); the metadata
+    then lists them under ``points`` and their tensors among ``output_names``.
     """
     trt = import_library(library)
     if trt is None:
@@ -106,6 +145,7 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
         raise XcitExportError("compute_capability applies to TensorRT-RTX only: TensorRT builds for the GPU it runs on")
     gpu = gpu_info()
     builder, network, parser, logger, strongly_typed = parse_onnx(trt, onnx_path)
+    marked = mark_points(network, points) if points else None
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     config.profiling_verbosity = getattr(trt.ProfilingVerbosity, PROFILING_VERBOSITY)
@@ -181,6 +221,7 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
                      "compute_capability": gpu["compute_capability"] if gpu else None},
         "input_name": inp.name,
         "output_names": output_names,
+        "points": marked,
         "profile": profile_record(inp.name, profile, input_shape),
         "workspace_mb": int(workspace_mb),
         "profiling_verbosity": PROFILING_VERBOSITY.lower(),
