@@ -287,24 +287,34 @@ def _seed_export(base, config, onnx_path: Path) -> None:
               "file_sha256": {"model.onnx": sha256_file(folder / "model.onnx")}}).save_metadata()
 
 
-def test_a_run_explains_the_target_that_misses_its_limits_and_fix_rebuilds_it(base, tmp_path):
+@pytest.fixture(scope="module")
+def explained_run(base, tmp_path_factory):
+    """A run of the planted checkpoint: onnxruntime-int8 misses a limit (explained without --explain)
+    and is rebuilt by --fix; tensorrt-fp32 (no engine) is explained because --explain is given."""
     from xcit_export.evaluate.validate import LatencyOptions
     from xcit_export.pipeline import RunConfig, run
-    from xcit_export.report.document import html_page, markdown_table
 
+    tmp_path = tmp_path_factory.mktemp("explained-run")
     checkpoint = tmp_path / "planted.safetensors"
     assert faults.main(["outlier", "--block", str(OUTLIER_BLOCK), "--branch", "local_mp", "--factor",
                         str(OUTLIER_FACTOR), "--out", str(checkpoint)]) == 0
     config = RunConfig(model=MODEL, weights=str(checkpoint), num_classes=10, input_size=SIZE,
-                       targets=["onnxruntime-int8"], out_dir=tmp_path / "run", calib="demo", calib_size=32,
-                       eval="demo", eval_size=16, latency=LatencyOptions(warmup=1, iterations=3), profile=False,
-                       thresholds={"onnxruntime-int8": {"thresholds": {"min_cosine": 0.999}}}, fix=True)
-    model, planted_onnx, _ = planted(base, "outlier", OUTLIER_BLOCK, branch="local_mp", factor=OUTLIER_FACTOR)
+                       targets=["onnxruntime-int8", "tensorrt-fp32"], out_dir=tmp_path / "run", calib="demo",
+                       calib_size=32, eval="demo", eval_size=16, latency=LatencyOptions(warmup=1, iterations=3),
+                       profile=False, target_options={"tensorrt-fp32": {"engine": "skip"}},
+                       thresholds={"onnxruntime-int8": {"thresholds": {"min_cosine": 0.999}}}, explain=True, fix=True)
+    _, planted_onnx, _ = planted(base, "outlier", OUTLIER_BLOCK, branch="local_mp", factor=OUTLIER_FACTOR)
     _seed_export(base, config, planted_onnx)
-    report = run(config)
+    return config, run(config)
+
+
+def test_a_run_explains_the_target_that_misses_its_limits_and_fix_rebuilds_it(explained_run):
+    from xcit_export.report.document import html_page, markdown_table
+
+    config, report = explained_run
     entry = report["targets"][0]
-    assert entry["passed"] is False  # the planted block costs the limit...
-    div = entry["divergence"]  # ...so it is explained without --explain
+    assert entry["passed"] is False  # the planted block costs the limit
+    div = entry["divergence"]
     planted_module = f"blocks.{OUTLIER_BLOCK}.local_mp"
     assert div["worst"]["module"] == planted_module and div["selection"]["size"] == 16 == div["images"]
     assert div["remedy"]["modules"][0] == planted_module and "exclude_nodes" in div["remedy"]["command"]
@@ -314,7 +324,34 @@ def test_a_run_explains_the_target_that_misses_its_limits_and_fix_rebuilds_it(ba
     assert blamed_row["added_after"] < blamed_row["added_before"] / 3
     assert fix["worst_after"]["module"] != planted_module
     assert (config.out_dir / "fixed" / "report.json").exists() and report["fix"]["targets"] == ["onnxruntime-int8"]
+    fp32 = report["targets"][1]["divergence"]  # explained because --explain was given; nothing to fix in FP32
+    assert max(r["added"] for r in fp32["points"]) < 1e-4 and "conversion bug" in fp32["remedy"]["note"]
     page = html_page(report)
     section = page.split("Where the accuracy went</h2>")[1]
     assert 'data-plot="divergence-onnxruntime-int8"' in section and planted_module in section and "--fix" in section
     assert f"**{planted_module}**" in markdown_table(report)
+
+
+def test_device_check_explains_a_bundle_of_an_explained_run(explained_run, tmp_path):
+    """The bundle of an explained TensorRT target carries the points and their FP32 values; device-check
+    --explain reports per point (here on the onnxruntime stand-in: no GPU), and a marked network
+    builds ahead of time with TensorRT-RTX (the engine half, unverified on hardware)."""
+    import json
+
+    from xcit_export.device.bundle import POINTS, create_bundle, device_check
+
+    config, _ = explained_run
+    bundle = create_bundle(config.out_dir / "tensorrt-fp32", tmp_path / "bundle", tarball=False)
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert len(meta["points"]) == 42 and POINTS in json.loads((bundle / "manifest.json").read_text())["files"]
+    report = device_check(bundle, warmup=1, iterations=2, profile=False, explain=True)
+    div = report["divergence"]
+    assert div["added_method"] == "jump" and len(div["points"]) == 42 and div["missing"] == []
+    assert max(r["rel_error"] for r in div["points"]) < 1e-4  # an FP32 graph agrees with PyTorch everywhere
+    pytest.importorskip("tensorrt_rtx")
+    from xcit_export.targets.tensorrt.engine import build_engine
+
+    points = [(p["module"], p["tensors"]) for p in meta["points"]]
+    built = build_engine(bundle / meta["onnx"], tmp_path / "marked" / "model.engine", "tensorrt_rtx", "fp32",
+                         {"min": 1, "opt": 1, "max": 1}, (3, *SIZE), points=points)
+    assert set(built["points"]) == {m for m, _ in points} and len(built["output_names"]) == 42
