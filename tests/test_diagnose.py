@@ -132,6 +132,34 @@ def test_a_graph_that_is_not_the_model_is_refused_naming_the_points(base, tmp_pa
         locate(base["onnx"], ref.batches[0], ref.points[0])
 
 
+def test_worst_prefers_the_first_point_that_turns_non_finite_then_the_largest_added():
+    from xcit_export.diagnose.compare import with_jumps, worst
+
+    rows = [{"module": "a", "added": 0.3, "added_nonfinite": 0, "count": 4},
+            {"module": "b", "added": 0.01, "added_nonfinite": 2, "count": 4},
+            {"module": "c", "added": 0.5, "added_nonfinite": 4, "count": 4}]
+    assert worst(rows)["module"] == "b"
+    assert worst([{**r, "added_nonfinite": 0} for r in rows])["module"] == "c"
+    jumps = with_jumps([{"module": "a", "rel_error": 0.1, "nonfinite_count": 0, "count": 4},
+                        {"module": "b", "rel_error": 0.3, "nonfinite_count": 0, "count": 4},
+                        {"module": "c", "rel_error": None, "nonfinite_count": 4, "count": 4}])
+    assert [r["added"] for r in jumps] == [0.1, 0.2, None] and worst(jumps)["module"] == "c"
+
+
+def test_blamed_points_and_remedy_options_merge_with_what_was_given():
+    from xcit_export.diagnose.run import merge_options
+
+    record = {"worst": {"module": "b", "added": 0.4},
+              "points": [{"module": "a", "added": 0.25}, {"module": "b", "added": 0.4}, {"module": "c", "added": 0.1}]}
+    assert blamed(record) == ["b", "a"]
+    assert merge_options({"exclude_nodes": "x,y", "method": "entropy"}, {"exclude_nodes": ["y", "z"]}) == \
+        {"exclude_nodes": ["x", "y", "z"], "method": "entropy"}
+    assert merge_options({"ignored_scope": ["Multiply"]}, {"ignored_scope": {"patterns": ["^n$"]}}) == \
+        {"ignored_scope": ["Multiply", "^n$"]}  # a type stays a type (the target tells types from patterns)
+    assert merge_options({"ignored_scope": {"types": ["Multiply"]}}, {"ignored_scope": {"patterns": ["^n$"]}}) == \
+        {"ignored_scope": {"types": ["Multiply"], "patterns": ["^n$"]}}
+
+
 # ------------------------------------------------------------------------------------------------
 # Planted fault 1: a function-preserving activation outlier (every INT8 backend names the block)
 # ------------------------------------------------------------------------------------------------
@@ -176,6 +204,9 @@ def test_the_remedy_keeps_the_blamed_segment_and_the_rebuild_brings_its_error_do
         if target.name == "tensorrt-int8":
             assert set(rem["options"]) == {"exclude_nodes", "keep_fp32_nodes"}
             continue  # a second ModelOpt build costs more than the suite affords; docs/explain.md shows one
+        if target.name == "onnxruntime-int8":
+            assert rem["options"] == {"exclude_nodes": nodes}
+            continue  # rebuilt by --fix in the explained run below
         fixed[target.name] = build(base, target.name, outlier["onnx"], "fixed", **rem["options"])
     after, _ = explain_all(outlier["model"], outlier["onnx"], [(t, a, {}) for t, a in fixed.values()], base["x"])
     for name, record in after.items():

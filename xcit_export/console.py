@@ -424,6 +424,10 @@ def print_report(report: dict, console: Any, *, verbose: bool = False, json_path
     correction story), and where the report files are."""
     for item in report_renderables(report, verbose=verbose):
         console.print(item, soft_wrap=not hasattr(item, "columns"))
+    from .report.divergence import console_lines  # --explain: the block that adds the most, the remedy, --fix
+
+    for line in console_lines(report):
+        console.print(line, markup=False, soft_wrap=True)
     if json_path is not None:
         console.print(f"report: {json_path} (also report.md, report.html)", markup=False, soft_wrap=True)
 

@@ -37,28 +37,20 @@ class PointStats:
     count: int = 0
 
     def add(self, target: np.ndarray, reference: np.ndarray) -> None:
-        t = np.asarray(target, np.float64).reshape(len(target), -1)
-        r = np.asarray(reference, np.float64).reshape(len(reference), -1)
-        if t.shape != r.shape:
-            raise ValueError(f"target shape {target.shape} != reference {reference.shape}")
-        finite = np.isfinite(t).all(axis=1) & np.isfinite(r).all(axis=1)
+        from ..evaluate.validate import per_sample_errors  # the one per-image cosine (NaN where not finite)
+
+        t, r, err, cos = per_sample_errors(np.asarray(target), np.asarray(reference))
         self.count += len(t)
         self.nonfinite += int((~np.isfinite(t).all(axis=1)).sum())
-        if not finite.any():
+        ok = np.isfinite(cos)  # rows where both are finite
+        if not ok.any():
             return
-        t, r = t[finite], r[finite]
-        err = t - r
-        self.err_sq += float((err * err).sum())
-        self.ref_sq += float((r * r).sum())
-        self.max_abs = max(self.max_abs, float(np.abs(err).max()) if err.size else 0.0)
-        nt, nr = np.linalg.norm(t, axis=1), np.linalg.norm(r, axis=1)
-        denom = nt * nr
-        cos = np.where(denom > 0, (t * r).sum(axis=1) / np.where(denom > 0, denom, 1.0),
-                       np.where((nt == 0) & (nr == 0), 1.0, 0.0))
-        cos = np.clip(cos, -1.0, 1.0)
-        self.cos_sum += float(cos.sum())
-        self.cos_min = min(self.cos_min, float(cos.min()))
-        self.cos_count += len(cos)
+        self.err_sq += float((err[ok] ** 2).sum())
+        self.ref_sq += float((r[ok] ** 2).sum())
+        self.max_abs = max(self.max_abs, float(err[ok].max()) if err[ok].size else 0.0)
+        self.cos_sum += float(cos[ok].sum())
+        self.cos_min = min(self.cos_min, float(cos[ok].min()))
+        self.cos_count += int(ok.sum())
 
     @property
     def rel_error(self) -> float:

@@ -100,22 +100,43 @@ def _hooks(model, peaks: dict):
     return handles
 
 
-def activation_peaks(model, batches: Iterable[np.ndarray]) -> tuple[dict[tuple[str, str], float], int]:
-    """``{(module, check): peak}`` over every batch, and how many images that was."""
+def _point_hooks(model, peaks: dict):
+    """Range hooks at every point of :mod:`.points` (the residual stream, which no module outputs)."""
     from .points import model_points
-    from .reference import capture
+    from .reference import _tensor_of
+
+    modules = dict(model.named_modules())
+    handles = []
+    for point in model_points(model):
+        module = modules.get(point.hook)
+        if module is None:
+            continue
+
+        def bump(value, name=point.module):
+            tensor = _tensor_of(value)
+            if tensor is not None:
+                peaks[(name, "range")] = max(peaks.get((name, "range"), 0.0), _max_abs(tensor))
+
+        if point.where == "input":
+            handles.append(module.register_forward_pre_hook(lambda m, args, f=bump: f(args)))
+        else:
+            handles.append(module.register_forward_hook(lambda m, args, out, f=bump: f(out)))
+    return handles
+
+
+def activation_peaks(model, batches: Iterable[np.ndarray]) -> tuple[dict[tuple[str, str], float], int]:
+    """``{(module, check): peak}`` over every batch, and how many images that was (only maxima are
+    kept: memory does not grow with the images)."""
+    import torch
 
     peaks: dict[tuple[str, str], float] = {}
-    handles = _hooks(model, peaks)
-    points = model_points(model)
+    handles = _hooks(model, peaks) + _point_hooks(model, peaks)
     count = 0
     try:
-        for xb in batches:
-            values, _ = capture(model, np.ascontiguousarray(xb), points)  # the residual stream points
-            for module, value in values.items():
-                key = (module, "range")
-                peaks[key] = max(peaks.get(key, 0.0), float(np.nanmax(np.abs(value))) if value.size else 0.0)
-            count += len(xb)
+        with torch.inference_mode():
+            for xb in batches:
+                model(torch.from_numpy(np.ascontiguousarray(xb)))
+                count += len(xb)
     finally:
         for h in handles:
             h.remove()

@@ -141,8 +141,9 @@ def remedy(target, artifact, fp32_onnx: Path, locations: dict[str, Location], mo
 
 def option_flags(target_name: str, options: dict) -> list[str]:
     """``-O target:key=value`` arguments for ``options`` (lists comma-separated, dicts as JSON),
-    merged with what the run already gave is the caller's job."""
+    quoted for a POSIX shell; merging with what the run already gave is the caller's job."""
     import json
+    import shlex
 
     flags = []
     for key, value in options.items():
@@ -152,5 +153,5 @@ def option_flags(target_name: str, options: dict) -> list[str]:
             text = ",".join(str(v) for v in value)
         else:
             text = str(value)
-        flags.append(f"-O {target_name}:{key}={text}")
+        flags.append(f"-O {shlex.quote(f'{target_name}:{key}={text}')}")
     return flags

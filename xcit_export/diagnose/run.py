@@ -2,8 +2,8 @@
 
 The pipeline calls three functions, one line each:
 
-* :func:`fp16_preflight` before the builds, when an FP16 path is among the targets
-  (:func:`fp16_paths`): the calibration images at every evaluation size through PyTorch with range
+* :func:`fp16_preflight` before the builds, with ``--explain`` when an FP16 path is among the
+  targets (:func:`fp16_paths`): the calibration images at every evaluation size through PyTorch with range
   hooks (:mod:`.preflight`); the report's ``fp16_preflight``;
 * :func:`attach` after the evaluation: ``divergence`` (with its ``remedy``) on every target asked
   for (``--explain``) or that misses its limits (:func:`needs_explaining`), and per FP16 path
@@ -25,7 +25,7 @@ from .remedy import blamed, option_flags, remedy
 
 Progress = Callable[[str], None]
 # Calibration images the FP16 pre-flight runs at each size (a seeded, class-stratified subset).
-PREFLIGHT_IMAGES = 64
+PREFLIGHT_IMAGES = 32
 
 
 def needs_explaining(entry: dict) -> bool:
@@ -99,7 +99,8 @@ def _remedy(config, job, onnx_path: Path, locations, record: dict) -> dict:
 
 def merge_options(given: dict, remedy_options: dict) -> dict:
     """A target's options with a remedy's added: lists are joined (what was given first), an
-    ``ignored_scope`` dict's lists too; anything else is the remedy's value."""
+    ``ignored_scope`` dict's lists too (a list given stays a list, the remedy's patterns appended);
+    anything else is the remedy's value."""
     from ..targets.base import as_list
 
     out = dict(given)
@@ -107,8 +108,11 @@ def merge_options(given: dict, remedy_options: dict) -> dict:
         old = out.get(key)
         if isinstance(value, list):
             out[key] = list(dict.fromkeys([*as_list(old), *value]))
+        elif isinstance(value, dict) and old and not isinstance(old, dict):
+            # a list given (op types and name patterns, told apart by the target): the remedy's patterns join it
+            out[key] = list(dict.fromkeys([*as_list(old), *(value.get("patterns") or []), *(value.get("names") or [])]))
         elif isinstance(value, dict):
-            base = old if isinstance(old, dict) else ({"patterns": as_list(old)} if old else {})
+            base = old if isinstance(old, dict) else {}
             out[key] = {k: list(dict.fromkeys([*(base.get(k) or []), *(value.get(k) or [])]))
                         for k in dict.fromkeys([*base, *value])}
         else:
@@ -117,13 +121,15 @@ def merge_options(given: dict, remedy_options: dict) -> dict:
 
 
 def fp16_preflight(config, model, spec, targets, progress: Progress) -> dict | None:
-    """The FP16 pre-flight of a run with an FP16 path (:func:`fp16_paths`), or None without one.
+    """The FP16 pre-flight of an ``--explain`` run with an FP16 path (:func:`fp16_paths`), or None.
 
+    Only with ``--explain``: it is the debugger's, and a PyTorch pass over the calibration images at
+    every size costs every FP16 run seconds it did not ask for.
     It runs on up to :data:`PREFLIGHT_IMAGES` calibration images (a seeded, stratified subset) at
     the export size and at every ``--eval-sizes`` size (the images preprocessed again at that size);
     without calibration images it says so instead (the pre-flight needs real images)."""
     paths = fp16_paths(targets)
-    if not paths:
+    if not paths or not getattr(config, "explain", False):
         return None
     names = [t.name for t in paths]
     if config.calib_data is None:

@@ -134,7 +134,7 @@ def _target_html(entry: dict) -> str:
     rem = d.get("remedy") or {}
     if rem.get("command"):
         parts.append(f"<p>Remedy (keeps {_e(', '.join(rem['modules']))} in higher precision): "
-                     f"<code>{_e(rem['command'])}</code>, or rerun with <code>--fix</code>.</p>")
+                     f"<code style='word-break:break-all'>{_e(rem['command'])}</code>, or rerun with <code>--fix</code>.</p>")
     elif rem.get("note"):
         parts.append(f"<p class='sub'>{_e(rem['note'])}</p>")
     if entry.get("fix"):
@@ -219,4 +219,31 @@ def markdown(report: dict) -> list[str]:
                 if isinstance(rows, list) for r in rows if (r["module"], r["check"], r["size"]) == (f["module"], f["check"], f["size"])]
         lines.append(f"- FP16 pre-flight: {f['module']} {f['check']} at {f['size']} reaches {f['value']:.4g} "
                      f"(margin {f['margin']:.3g}x){'; ' + ', '.join(kept) if kept else ''}")
+    return lines
+
+
+def console_lines(report: dict) -> list[str]:
+    """The terminal's lines (after the results table): per explained target its worst point, and the
+    remedy or --fix's before and after; the pre-flight's flags in one line."""
+    lines = []
+    for t in _explained(report):
+        d = t["divergence"]
+        if d.get("error"):
+            lines.append(f"explain {t['target']}: not explained ({d['error']})")
+            continue
+        worst = d.get("worst") or {}
+        lines.append(f"explain {t['target']}: {worst.get('module')} {worst.get('reason', '')}")
+        fix, rem = t.get("fix"), d.get("remedy") or {}
+        if fix:
+            b, a = fix["before"], fix["after"]
+            lines.append(f"  --fix ({', '.join(rem.get('modules') or [])} kept in higher precision): top-1 agreement "
+                         f"{_g(b.get('top1_agreement'), '.2%')} -> {_g(a.get('top1_agreement'), '.2%')}, cosine min "
+                         f"{_g(b.get('cosine_min'), '.4f')} -> {_g(a.get('cosine_min'), '.4f')}, status "
+                         f"{b.get('status')} -> {a.get('status')}")
+        elif rem.get("command"):
+            lines.append(f"  remedy: {rem['command']} (or --fix)")
+    flagged = (report.get("fp16_preflight") or {}).get("flagged") or []
+    if flagged:
+        lines.append(f"FP16 pre-flight: {len(flagged)} tensor(s) leave FP16's range, first "
+                     f"{flagged[0]['module']} {flagged[0]['check']} ({flagged[0]['margin']:.3g}x); report.md lists them")
     return lines
