@@ -4,8 +4,10 @@ Issue 31's budget: the debugger on XCiT-nano with 16 images costs under 2x a nor
 targets. Each round runs the same command twice from scratch (``--rebuild``, its own ``--out``):
 once plain, once with ``--explain`` (every target explained on 16 stratified evaluation images),
 in alternating order (A B, B A, ...) so a drifting load on a shared machine hits both alike. The
-figure is the median over rounds of (explain run / plain run), and the explain phase alone (the
-``seconds`` the report records per target). ``uptime``'s load average is recorded beside it.
+figure is the median over rounds of (explain run / plain run), in wall time and in CPU time (user +
+system of the run's processes: what the run itself consumed, which a machine shared with other jobs
+disturbs less than the wall clock), and the explain phase alone (the ``seconds`` the report records
+per target). The 1-minute load average is recorded beside each run.
 
     .venv/bin/python benchmarks/explain_cost.py --rounds 2
 """
@@ -33,12 +35,18 @@ def _command(out: Path, explain: bool) -> list[str]:
     return cmd + (["--explain"] if explain else [])
 
 
-def _once(out: Path, explain: bool) -> tuple[float, dict]:
+def _once(out: Path, explain: bool) -> tuple[float, float, dict]:
+    """Wall seconds, CPU seconds (user + system of the run's process tree) and the report."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(_command(out, explain), check=False, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     report = json.loads((out / "report.json").read_text())
-    return seconds, report
+    return seconds, cpu, report
 
 
 def main() -> int:
@@ -52,18 +60,21 @@ def main() -> int:
             times, phase = {}, 0.0
             for explain in order:
                 load = os.getloadavg()[0]
-                seconds, report = _once(Path(tmp) / f"r{r}-{int(explain)}", explain)
-                times[explain] = (seconds, load)
+                seconds, cpu, report = _once(Path(tmp) / f"r{r}-{int(explain)}", explain)
+                times[explain] = (seconds, load, cpu)
                 if explain:
                     phase = sum((t.get("divergence") or {}).get("seconds", 0.0) for t in report["targets"])
                     worst = {t["target"]: (t.get("divergence") or {}).get("worst", {}).get("module")
                              for t in report["targets"]}
             rows.append({"plain_s": round(times[False][0], 1), "explain_s": round(times[True][0], 1),
-                         "ratio": round(times[True][0] / times[False][0], 3), "explain_phase_s": round(phase, 1),
+                         "ratio": round(times[True][0] / times[False][0], 3),
+                         "plain_cpu_s": round(times[False][2], 1), "explain_cpu_s": round(times[True][2], 1),
+                         "cpu_ratio": round(times[True][2] / times[False][2], 3), "explain_phase_s": round(phase, 1),
                          "load_1min": [round(times[False][1], 2), round(times[True][1], 2)], "worst": worst})
             print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"targets": TARGETS, "rounds": rows,
-                      "median_ratio": statistics.median(r["ratio"] for r in rows)}, indent=1))
+                      "median_ratio": statistics.median(r["ratio"] for r in rows),
+                      "median_cpu_ratio": statistics.median(r["cpu_ratio"] for r in rows)}, indent=1))
     return 0
 
 

@@ -361,6 +361,10 @@ def test_a_run_explains_the_target_that_misses_its_limits_and_fix_rebuilds_it(ex
     section = page.split("Where the accuracy went</h2>")[1]
     assert 'data-plot="divergence-onnxruntime-int8"' in section and planted_module in section and "--fix" in section
     assert f"**{planted_module}**" in markdown_table(report)
+    from xcit_export.report.divergence import console_lines
+
+    lines = console_lines(report)
+    assert lines[0].startswith(f"explain onnxruntime-int8: {planted_module} adds") and "--fix" in lines[1]
 
 
 def test_device_check_explains_a_bundle_of_an_explained_run(explained_run, tmp_path):

@@ -36,8 +36,10 @@ Progress = Callable[[str], None]
 DEFAULT_IMAGES = 16
 # Images per batch through PyTorch and each marked graph.
 BATCH = 8
-# Images the FP32 ONNX is run on with every tensor marked, to find the points (locate.py).
-LOCATE_IMAGES = 2
+# Images the FP32 ONNX is run on with every tensor marked, to find the points (locate.py): one
+# suffices (FP32 agrees to ~1e-6, any other tensor is off by orders of magnitude), and the run with
+# every tensor an output is the costliest step of a diagnosis after PyTorch's.
+LOCATE_IMAGES = 1
 
 
 @dataclass
@@ -153,19 +155,25 @@ def _round(value: float) -> float:
 
 
 def explain_all(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, threads: int | None = None,
+                static_batch: int | None = None,
                 progress: Progress = lambda msg: None) -> tuple[dict[str, dict], dict[str, Location]]:
     """``({target name: divergence}, the points' locations)`` for ``jobs`` (``(target, artifact,
     options)``) on images ``x`` (the deployed input format). A target whose marked graph fails gets
     ``{"error": ...}`` (a diagnosis never fails a target); a PyTorch reference that is not finite
-    gives every target ``{"error", "reference_nonfinite_from"}`` and no locations."""
+    gives every target ``{"error", "reference_nonfinite_from"}`` and no locations. ``static_batch``: the
+    export's static batch (``--batch N``), which every batch then has (``x`` is cut to a multiple of it)."""
+    if static_batch:
+        x = x[:max(static_batch, len(x) // static_batch * static_batch)]
+        if len(x) < static_batch:
+            x = np.resize(x, (static_batch, *x.shape[1:]))
     progress(f"Explain: PyTorch at every block boundary on {len(x)} images")
-    reference = reference_at_points(model, x)
+    reference = reference_at_points(model, x, static_batch or BATCH)
     origin = _broken(reference)
     if origin is not None:
         rec = {"error": f"the PyTorch reference is not finite from {origin} on: nothing can be compared there",
                "reference_nonfinite_from": origin}
         return {target.name: dict(rec) for target, _, _ in jobs}, {}
-    n = min(LOCATE_IMAGES, len(reference.batches[0]))
+    n = static_batch or min(LOCATE_IMAGES, len(reference.batches[0]))
     locations = locate(Path(onnx_path), reference.batches[0][:n],
                        {m: v[:n] for m, v in reference.points[0].items()}, threads)
     out = {}
@@ -179,9 +187,9 @@ def explain_all(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *,
 
 
 def explain(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, threads: int | None = None,
-            progress: Progress = lambda msg: None) -> dict[str, dict]:
+            static_batch: int | None = None, progress: Progress = lambda msg: None) -> dict[str, dict]:
     """``{target name: divergence}``: :func:`explain_all` without the locations."""
-    return explain_all(model, onnx_path, jobs, x, threads=threads, progress=progress)[0]
+    return explain_all(model, onnx_path, jobs, x, threads=threads, static_batch=static_batch, progress=progress)[0]
 
 
 def _broken(reference: Reference) -> str | None:

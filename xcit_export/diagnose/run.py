@@ -63,7 +63,8 @@ def attach(*, config, model, onnx_path: Path, jobs: list, source, fmt: Callable,
         jobs_in = [(j.target, j.artifact, config.target_options.get(j.target.name, {})) for j in wanted]
         try:
             x, selection = explain_images(source, fmt, labelled, DEFAULT_IMAGES, config.seed)
-            results, locations = explain_all(model, onnx_path, jobs_in, x, threads=threads, progress=progress)
+            results, locations = explain_all(model, onnx_path, jobs_in, x, threads=threads, static_batch=config.batch,
+                                             progress=progress)
         except XcitExportError as exc:  # the points could not be found: said per target, never a failed run
             results, locations, selection = {j.target.name: {"error": str(exc)} for j in wanted}, {}, None
         for job in wanted:
