@@ -91,6 +91,11 @@ class TargetResult:
     def error(self) -> str | None:
         return self.data.get("error")
 
+    @property
+    def divergence(self) -> dict[str, Any] | None:
+        """``explain``: per-point error against PyTorch, ``worst`` and the ``remedy`` (docs/explain.md), or None."""
+        return self.data.get("divergence")
+
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(self.data))
 
