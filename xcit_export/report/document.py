@@ -92,8 +92,12 @@ def profile_markdown(report: dict) -> list[str]:
 
 
 def warning_lines(report: dict) -> list[str]:
-    """The report's warnings (e.g. a PyTorch reference constant over the evaluation set), bold, first."""
-    return [f"**Warning: {w}**" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
+    """The report's warnings (e.g. a PyTorch reference constant over the evaluation set, noisy
+    latency figures), bold, first."""
+    from .noise import noise_line
+
+    warnings = list(report.get("warnings", [])) + [line for line in [noise_line(report)] if line]
+    return [f"**Warning: {w}**" for w in warnings] + ([""] if warnings else [])
 
 
 def markdown_table(report: dict) -> str:
@@ -158,7 +162,13 @@ def _sizes_markdown(report: dict) -> list[str]:
 
 
 def write_report(report: dict, out_dir: Path) -> tuple[Path, Path, Path]:
+    """``report.json``, ``report.md`` and ``report.html`` in ``out_dir``; first the report gets its
+    ``latency_noise`` section (report/noise.py), from every latency it holds by now."""
+    from .noise import latency_noise
+
     out_dir = Path(out_dir)
+    if report.get("kind") != "device-check":
+        report["latency_noise"] = latency_noise(report)
     return (write_json_atomic(out_dir / "report.json", report),
             write_text_atomic(out_dir / "report.md", markdown_table(report)),
             write_html(report, out_dir / "report.html"))
