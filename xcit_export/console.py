@@ -209,11 +209,24 @@ class TerminalProgress:
         if not self.quiet:
             warnings.showwarning = self._warning
         if self.live:
-            from rich.progress import BarColumn, Progress as Bars, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress as Bars, ProgressColumn, SpinnerColumn, TextColumn
+            from rich.table import Column
+            from rich.text import Text
 
-            self._bars = Bars(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
-                              TextColumn("{task.fields[count]}"), TextColumn("{task.fields[rate]}"),
-                              TimeElapsedColumn(), TextColumn("{task.fields[eta]}"),
+            class Figures(ProgressColumn):
+                """A phase's count, rate and ETA; a stage's elapsed time (refreshed by the display)."""
+
+                def render(self, task: Any) -> Any:
+                    figures = task.fields.get("figures")
+                    return Text(figures if figures is not None else _fmt_seconds(task.elapsed or 0.0), style="dim")
+
+            # Every live row stays one line at any width (a long description is cut with "…"; the
+            # stage message is printed whole above): a row that wraps makes the live area's height
+            # wrong, and lines printed above it get overwritten.
+            room = max(12, self.console.width - 48)
+            self._bars = Bars(SpinnerColumn(), TextColumn("{task.description}", table_column=Column(
+                                  no_wrap=True, overflow="ellipsis", max_width=room)),
+                              BarColumn(bar_width=16), Figures(table_column=Column(no_wrap=True)),
                               console=self.console, transient=True, refresh_per_second=8)
             self._bars.start()
         if not self.quiet and not self.live and self.heartbeat_every > 0:
@@ -262,7 +275,7 @@ class TerminalProgress:
             self._print(f"{stamp} {message}", markup=f"[dim]{stamp}[/] {_escape(message)}")
             if self._bars is not None:
                 if self._stage_task is None:
-                    self._stage_task = self._bars.add_task(_escape(message), total=None, count="", rate="", eta="")
+                    self._stage_task = self._bars.add_task(_escape(message), total=None)
                 else:
                     self._bars.update(self._stage_task, description=_escape(message))
                     self._bars.reset(self._stage_task, total=None)
@@ -285,7 +298,7 @@ class TerminalProgress:
                 loop = self._loops[label] = {"start": now, "done": 0, "total": total, "last": now, "last_log": now,
                                              "task": None, "closed": False}
                 if self._bars is not None:
-                    loop["task"] = self._bars.add_task(_escape(label), total=total, count="", rate="", eta="")
+                    loop["task"] = self._bars.add_task(_escape(label), total=total, figures="")
             loop["done"] = done
             loop["total"] = total
             if total is not None and done >= total and done > 0:
@@ -296,8 +309,8 @@ class TerminalProgress:
                     return  # the display refreshes a few times a second; counts are kept in between
                 loop["last"] = now
                 count, rate, eta = self._figures(loop, now)
-                self._bars.update(loop["task"], completed=done, total=total, count=count, rate=rate,
-                                  eta=f"ETA {eta}" if eta else "")
+                self._bars.update(loop["task"], completed=done, total=total,
+                                  figures=" ".join(f for f in (count, rate, f"ETA {eta}" if eta else "") if f))
             elif now - loop["last_log"] >= self.log_every and done > 0:
                 loop["last_log"] = loop["last"] = now
                 self._print(self._log_line(label, loop, now))
