@@ -276,11 +276,12 @@ def test_noisy_latency_is_said_in_the_terminal_and_the_report():
     rep["targets"][0]["latency"]["load_avg_1m"] = 7.5
     rep["latency_noise"] = noise = latency_noise(rep, cores=2)
     assert not noise["stable"]
-    assert noise["reasons"] == ["p90 over median above 1.5x: pytorch-eager 1.6x",
-                                "load average up to 7.5 on 2 cores while timing onnxruntime-fp32"]
+    assert noise["reasons"] == ["p90 over median above 1.5x in 1 of 2 timed loops (worst: pytorch-eager 1.6x)",
+                                "load average up to 7.5 on 2 cores while timing 1 of 2 loops"]
+    assert [t["noisy"] for t in noise["timings"]] == [True, True]
     console = Console(width=100, record=True, file=io.StringIO())
     print_report(rep, console)
-    assert "latency figures are noisy (p90 over median above 1.5x: pytorch-eager 1.6x;" in console.export_text()
+    assert "latency figures are noisy (p90 over median above 1.5x in 1 of 2 timed loops" in console.export_text()
     assert "**Warning: latency figures are noisy" in markdown_table({**rep, "device": {
         **rep["device"], "cpu_count": 2}, "latency_method": {"threads": 2}})
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
-import math
 import os
 import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar, runtime_checkable
+
+from .report.formats import fmt_cosine, fmt_ms, fmt_percent, fmt_speedup  # noqa: F401 - re-exported
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -398,36 +399,6 @@ def top_ops_line(entry: dict, n: int = 3) -> str | None:
     return f"{entry['target']}: {ops}"
 
 
-def _floor(value: float, decimals: int) -> float:
-    """``value`` cut (not rounded) to ``decimals``: 0.99996 is never shown as 1.0000."""
-    scale = 10 ** decimals
-    return math.floor(value * scale + 1e-9) / scale
-
-
-def fmt_percent(value: Any) -> str:
-    """A fraction as a percentage, one decimal, cut rather than rounded (``99.9%``); ``100%`` only
-    when it is exactly one; ``-`` when it was not measured."""
-    if value is None:
-        return "-"
-    return "100%" if value >= 1 else f"{_floor(100 * value, 1):.1f}%"
-
-
-def fmt_cosine(value: Any) -> str:
-    """Five decimals, cut (``0.99999``: a cosine of 0.999996 is not shown as a perfect 1.00000)."""
-    return "-" if value is None else f"{min(1.0, _floor(value, 5)):.5f}"
-
-
-def fmt_ms(value: Any) -> str:
-    """Milliseconds to three significant figures or whole milliseconds: ``3.42``, ``52.6``, ``879``."""
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:,.0f}"
-
-
-def fmt_speedup(value: Any) -> str:
-    return "-" if not value else (f"{value:.2f}x" if value < 10 else f"{value:.1f}x" if value < 100 else f"{value:,.0f}x")
-
-
 def _mb(entry: dict) -> str:
     size = (entry.get("artifact") or {}).get("size_bytes")
     return "-" if not size else f"{size / 1e6:.1f}"
@@ -560,29 +531,15 @@ def results_table(report: dict) -> Any:
 
 
 def _size_rows(report: dict) -> tuple[list[tuple[str, str, str, dict[str, str]]], list[str]]:
-    """``--eval-sizes`` rows: per size (fewest tokens first), PyTorch's latency, then each target."""
-    sec = report.get("sizes") or {}
-    ref_ms = {r["size"]: r.get("latency_median_ms") for r in sec.get("reference", [])}
-    tokens = {r["size"]: r.get("tokens", 0) for r in sec.get("reference", [])}
-    per_size: dict[str, list] = {size: [] for size in ref_ms}
-    for entry in report.get("targets", []):
-        for r in entry.get("sizes", []):
-            tokens.setdefault(r["size"], r.get("tokens", 0))
-            label, style = _status(r)
-            acc = r.get("accuracy") or {}
-            ms, ref = r.get("latency_median_ms"), ref_ms.get(r["size"])
-            cells = {"top-1": fmt_percent(acc.get("top1")), "agree": fmt_percent(acc.get("top1_agreement")),
-                     "cos min": fmt_cosine(acc.get("cosine_min")), "med ms": fmt_ms(ms),
-                     "speed-up": fmt_speedup(ref / ms if ref and ms else None), "timed as": r.get("shape_mode") or "-"}
-            per_size.setdefault(r["size"], []).append((f"{r['size']} {entry['target']}", label, style, cells))
-    rows = []
-    for size in sorted(per_size, key=lambda k: (tokens.get(k, 0), k)):
-        if ref_ms.get(size) is not None:
-            rows.append((f"{size} pytorch-eager", "reference", "dim", {"med ms": fmt_ms(ref_ms[size])}))
-        rows += per_size[size]
-    columns = [c for c in ("top-1", "agree", "cos min", "med ms", "speed-up", "timed as")
-               if any(r[3].get(c, "-") != "-" for r in rows)]
-    return rows, columns
+    """``--eval-sizes`` rows (:func:`xcit_export.report.formats.size_rows`) as the table's rows."""
+    from .report.formats import size_rows
+
+    rows, columns = size_rows(report)
+    out = []
+    for r in rows:
+        label, style = ("reference", "dim") if r["reference"] else _status(r["entry"])
+        out.append((f"{r['size']} {r['target']}", label, style, r["cells"]))
+    return out, columns
 
 
 def sizes_layout(report: dict, width: int) -> list[Any]:

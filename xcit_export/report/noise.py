@@ -20,6 +20,8 @@ import os
 
 P90_OVER_MEDIAN_MAX = 1.5
 LOAD_PER_CORE_MAX = 1.0
+ADVICE = ("medians and speed-ups may be far from this machine's idle figures; rerun when `uptime` shows a load "
+          "below the core count")
 
 
 def usable_cores() -> int:
@@ -65,16 +67,18 @@ def latency_noise(report: dict, cores: int | None = None) -> dict:
         timings.append({"timed": name, "p90_over_median": ratio, "load_avg_1m": load,
                         "noisy": noisy_spread or noisy_load})
         if noisy_spread:
-            spread.append(f"{name} {ratio:.1f}x")
+            spread.append((ratio, name))
         if noisy_load:
-            loaded.append((name, load))
+            loaded.append(load)
+    n = len(timings)
     reasons = []
     if spread:
-        reasons.append(f"p90 over median above {P90_OVER_MEDIAN_MAX:g}x: {', '.join(spread)}")
+        ratio, name = max(spread)
+        reasons.append(f"p90 over median above {P90_OVER_MEDIAN_MAX:g}x in {len(spread)} of {n} timed loops "
+                       f"(worst: {name} {ratio:.1f}x)")
     if loaded:
-        worst = max(load for _, load in loaded)
-        reasons.append(f"load average up to {worst:.1f} on {cores} core{'s' if cores != 1 else ''} while timing "
-                       f"{', '.join(name for name, _ in loaded)}")
+        reasons.append(f"load average up to {max(loaded):.1f} on {cores} core{'s' if cores != 1 else ''} while "
+                       f"timing {len(loaded)} of {n} loops")
     return {"stable": not reasons, "bounds": {"p90_over_median": P90_OVER_MEDIAN_MAX,
                                               "load_avg_over_cores": LOAD_PER_CORE_MAX},
             "cores": cores, "timings": timings, "reasons": reasons}
@@ -85,5 +89,4 @@ def noise_line(report: dict) -> str | None:
     noise = report.get("latency_noise")
     if not noise or noise.get("stable", True):
         return None
-    return ("latency figures are noisy (" + "; ".join(noise["reasons"]) + "): medians and speed-ups may be far "
-            "from this machine's idle figures; rerun when `uptime` shows a load below the core count")
+    return "latency figures are noisy (" + "; ".join(noise["reasons"]) + "): " + ADVICE
