@@ -2,14 +2,16 @@
 
 The convention (docs/development.md, "Commands in the docs"): every fenced block is tagged.
 
-* ``sh``: commands. Each ``xcit-export`` command is parsed by the real click parser (its options
+* ``sh``: commands (a ``# needs: <what>`` line of its own marks every command after it in the
+  block). Each ``xcit-export`` command is parsed by the real click parser (its options
   exist) and every file it names that is not made by an earlier command exists in the repository;
   then :func:`docs_run` runs every command once, page by page in a scratch folder, with small-input
   overrides (:data:`SMALL`), and checks its exit status (0, or 1 where the line's comment says
   ``exit 1``). A command whose comment says ``# needs: <what>`` needs hardware or a network the
   suite does not have: it is parsed, never run, and the files it reads must exist once the page's
   commands before it ran (the device's ``tar xzf ...tar.gz`` finds the bundle the page made).
-  ``make setup`` and the test command are what CI runs (``.ci/run``).
+  A comment that starts with ``exit 1`` says the command may exit 1 (``# exit 1 when another
+  candidate wins``). ``make setup`` and the test command are what CI runs (``.ci/run``).
 * ``text``: synopses and listings, not commands. ``python``: the README's API example, run by
   tests/test_api.py. ``toml``: parsed. ``yaml``: parsed, its ``run:`` commands checked as ``sh``.
 
@@ -57,6 +59,7 @@ class Command:
     comment: str = ""
     needs: str | None = None
     block: int = 0
+    tag: str = "sh"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -65,7 +68,7 @@ class Command:
 
     @property
     def may_exit_1(self) -> bool:
-        return "exit 1" in self.comment
+        return self.comment.startswith("exit 1")
 
     def where(self) -> str:
         return f"{self.page.relative_to(ROOT)}: {self.text}"
@@ -105,16 +108,19 @@ def _shell_lines(tag: str, body: str) -> list[str]:
 def commands(page: Path) -> list[Command]:
     out = []
     for n, (tag, body) in enumerate(blocks(page)):
+        block_needs = None  # a "# needs: ..." line of its own: every command after it in the block
         for line in _shell_lines(tag, body):
             code, comment = _split_comment(line)
             if not code.strip():
+                if comment.startswith("needs:"):
+                    block_needs = comment.split("needs:", 1)[1].strip()
                 continue
-            needs = comment.split("needs:", 1)[1].strip() if "needs:" in comment else None
+            needs = comment.split("needs:", 1)[1].strip() if "needs:" in comment else block_needs
             for part in code.split("&&"):
                 args = shlex.split(part)
                 while args and re.match(r"^[A-Z_]+=", args[0]):  # VAR=value command ...
                     args = args[1:]
-                out.append(Command(page, part.strip(), args, comment, needs, n))
+                out.append(Command(page, part.strip(), args, comment, needs, n, tag))
     return out
 
 
@@ -135,24 +141,28 @@ def parse(args: list[str]) -> list[tuple[click.Command, click.Context]]:
         chain.append((cmd, ctx))
         if not isinstance(cmd, click.Group):
             return chain
-        left = [*(getattr(ctx, "_protected_args", None) or getattr(ctx, "protected_args", [])), *ctx.args]
+        protected = ctx._protected_args if hasattr(ctx, "_protected_args") else ctx.protected_args  # click 8.3 / older
+        left = [*protected, *ctx.args]
         if not left:
             return chain
         name, cmd, rest = cmd.resolve_command(ctx, left)
         parent = ctx
 
 
-def _paths(c: Command) -> list[str]:
-    """The files a command names: its arguments that look like paths (a folder, a .toml...)."""
-    found = []
+def _paths(c: Command) -> tuple[list[str], list[str]]:
+    """The files a command reads and those it writes (``--out``; ``--baseline`` with
+    ``--update-baseline``): its arguments that look like paths (a folder, a .toml...)."""
+    reads, writes = [], []
     for i, a in enumerate(c.args[1:], 1):
         if a.startswith("-") or "://" in a or "=" in a:
             continue
         if "/" in a or a.endswith((".toml", ".json", ".tar.gz", ".pyz")):
-            if c.args[i - 1] in ("--out", "-o", "--baseline") and c.args[i - 1] != "--baseline":
-                continue  # an output folder
-            found.append(a)
-    return found
+            flag = c.args[i - 1]
+            if flag in ("--out", "-o") or (flag == "--baseline" and "--update-baseline" in c.args):
+                writes.append(a)
+            else:
+                reads.append(a)
+    return reads, writes
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,6 +181,8 @@ def test_every_command_runs_in_the_suite_or_says_what_it_needs():
             parse(c.args[1:])
         elif " ".join(c.args) in RUN_BY_CI:
             assert " ".join(c.args) in ci, c.where()
+        elif c.tag == "yaml" and c.args[:1] in (["pip"], ["python"]) and "install" in c.args:
+            continue  # a workflow's install step: it runs on the CI runner
         elif c.needs is None:
             other.append(c.where())
     assert not other, f"commands neither run by the suite nor marked '# needs: ...': {other}"
@@ -185,11 +197,15 @@ def test_a_bad_option_in_a_doc_would_be_caught():
 
 
 def test_files_named_by_the_docs_exist():
-    missing = []
+    missing, made = [], set()
     for c in ALL:
-        for path in _paths(c) if c.xcit else []:
-            if not path.startswith("out/") and not (ROOT / path).exists():
+        if not c.xcit or c.needs:
+            continue
+        reads, writes = _paths(c)
+        for path in reads:  # out/ is what the runs make (docs_run runs them in order)
+            if not path.startswith("out/") and path not in made and not (ROOT / path).exists():
                 missing.append(f"{c.where()}: {path}")
+        made.update(writes)
     assert not missing, missing
 
 
