@@ -416,9 +416,16 @@ _COLUMNS: list[tuple[str, str, Callable[[dict], str]]] = [
     ("speed-up", "speed", lambda t: fmt_speedup(t.get("speedup_vs_pytorch"))),
     ("MB", "speed", _mb),
 ]
-# What each short header means, printed under the table on a terminal (and in every log).
-COLUMN_KEY = ("agree: top-1 agreement with PyTorch; cos min: lowest cosine with PyTorch's output; max err: largest "
-              "absolute difference; med/p90 ms: latency per inference; speed-up: PyTorch's median over the target's")
+# What each short header means, printed under the table (for the columns it shows).
+COLUMN_KEY = {"agree": "agree: top-1 agreement with PyTorch", "cos min": "cos min: lowest cosine with PyTorch's output",
+              "max err": "max err: largest absolute difference", "med ms": "med/p90 ms: latency per inference",
+              "speed-up": "speed-up: PyTorch's median over the target's"}
+
+
+def column_key(report: dict) -> str:
+    """``agree: top-1 agreement with PyTorch; ...`` for the short headers the results table shows."""
+    _, columns = _result_rows(report)
+    return "; ".join(COLUMN_KEY[c] for c, _ in columns if c in COLUMN_KEY)
 
 
 def _status(entry: dict) -> tuple[str, str]:
@@ -602,7 +609,8 @@ def report_renderables(report: dict, *, verbose: bool = False, width: int = 200)
     for warning in report.get("warnings", []):
         out.append(Text(f"warning: {warning}", style="bold yellow"))
     out += results_layout(report, width)
-    out.append(Text(COLUMN_KEY, style="dim"))
+    if column_key(report):
+        out.append(Text(column_key(report), style="dim"))
     noisy = noise_line(report)
     if noisy:
         out.append(Text(noisy, style="bold yellow"))

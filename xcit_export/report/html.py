@@ -80,7 +80,7 @@ td.why{text-align:left;white-space:normal;min-width:220px;overflow-wrap:anywhere
 .pass{background:#dff3e4;color:#14532d;font-weight:600}.fail{background:#fadbd8;color:#7f1d1d;font-weight:600}
 .skip{background:#f1f1f1;color:#555}.chosen{background:#dff3e4;font-weight:650}
 .badge{display:inline-block;border-radius:3px;padding:0 6px;font-size:12px;font-weight:600}
-.nm{white-space:nowrap}
+.nm,td.k{white-space:nowrap}td.k{text-align:left;color:#333}
 .columns{display:flex;flex-wrap:wrap;gap:8px 24px;align-items:flex-start}
 .columns>div{flex:1 1 420px;min-width:0}.columns>table{flex:0 1 auto}
 svg.plot{display:block;margin:4px 0 12px}
@@ -112,8 +112,9 @@ def _table(header: list | None, rows: list[list], left: int = 1, cls: str = "") 
     """A real ``<table>``; cells are pre-escaped HTML or ``(html, css class)``, the first ``left``
     columns align left (and a header given as ``(text,)`` too); ``header`` None: no header row."""
     if header is None:
-        body = "".join("<tr>" + "".join(f'<td class="l">{c}</td>' if not isinstance(c, tuple) else
-                                        f'<td class="{c[1]} l">{c[0]}</td>' for c in row) + "</tr>" for row in rows)
+        body = "".join("<tr>" + "".join((f'<td class="{"k" if i == 0 else "l"}">{c}</td>' if not isinstance(c, tuple)
+                                         else f'<td class="{c[1]} l">{c[0]}</td>') for i, c in enumerate(row))
+                       + "</tr>" for row in rows)
         return f'<table class="{cls}"><tbody>{body}</tbody></table>'
     head = "".join(f'<th class="l">{h[0] if isinstance(h, tuple) else h}</th>' if i < left or isinstance(h, tuple)
                    else f"<th>{h}</th>" for i, h in enumerate(header))
@@ -341,6 +342,11 @@ def profile_section(rep: dict) -> str:
               "<code>raw_total_ms</code>).</p>" + failed)
 
 
+def _span(values: list[float]) -> str:
+    lo, hi = f"{min(values):.1f}", f"{max(values):.1f}"
+    return lo if lo == hi else f"{lo}-{hi}"
+
+
 def latency_method(rep: dict) -> str:
     """How latency was taken, in one sentence (``10 untimed warm-ups, then at least 50 timed
     inferences, stopped after 30 s at most, ...``)."""
@@ -369,8 +375,8 @@ def device_section(rep: dict) -> str:
         loads = [t["load_avg_1m"] for t in noise["timings"] if t.get("load_avg_1m") is not None]
         worst = max((t["p90_over_median"] for t in noise["timings"] if t.get("p90_over_median")), default=None)
         rows.append(["stability", _e(f"p90 / median up to {worst:.2f} (bound {noise['bounds']['p90_over_median']:g})"
-                                     + (f"; load average {min(loads):.1f}-{max(loads):.1f} on "
-                                        f"{plural(noise['cores'], 'core')} while timing" if loads else ""))])
+                                     + (f"; load average {_span(loads)} on {plural(noise['cores'], 'core')} "
+                                        f"while timing" if loads else ""))])
     return "<h2>Device and method</h2>" + _table(None, rows, cls="facts")
 
 
@@ -402,14 +408,14 @@ def _calibration(ev: dict) -> str:
 
 def warnings_html(rep: dict) -> str:
     """The report's warnings and, when the latency figures are noisy, that warning: first on the page."""
-    from .noise import ADVICE
+    from .noise import ADVICE, noise_reasons
 
     boxes = "".join(f'<div class="verdict bad"><div class="head">Warning: {_e(w)}</div></div>'
                     for w in rep.get("warnings", []))
-    noise = rep.get("latency_noise") or {}
-    if noise.get("stable") is False:
+    reasons = noise_reasons(rep)
+    if reasons:
         boxes += (f'<div class="verdict warn" id="noise"><p><b>Latency figures are noisy</b> '
-                  f'({_e("; ".join(noise["reasons"]))}): {_e(ADVICE)}.</p></div>')
+                  f'({_e("; ".join(reasons))}): {_e(ADVICE)}.</p></div>')
     return boxes
 
 

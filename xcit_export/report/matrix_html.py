@@ -78,11 +78,13 @@ def reason(row: dict) -> str:
     """A failed cell's error for a page that already names the cell: without the ``cell M x T x K:``
     prefix the matrix runner puts on it, the first line whole (the fix is named at its end)."""
     text = str(row.get("error") or "").splitlines()[0] if row.get("error") else ""
-    prefix = f"cell {row.get('model')} x {row.get('target')} x {row.get('device_kind') or 'any'}: "
-    if text.startswith(prefix):
-        text = text[len(prefix):]
+    label = f"{row.get('model')} x {row.get('target')} x {row.get('device_kind') or 'any'}"
+    if text.startswith(f"cell {label}: "):
+        text = text[len(label) + 7:]
     elif text.startswith("cell ") and ": " in text:  # "cell ...: " (a label written some other way)
         text = text.split(": ", 1)[1]
+    if text.startswith(label + " "):  # a task's label starts with the cell's: "<cell> accuracy 0:16: ..."
+        text = text[len(label) + 1:]
     return text
 
 

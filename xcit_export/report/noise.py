@@ -84,9 +84,16 @@ def latency_noise(report: dict, cores: int | None = None) -> dict:
             "cores": cores, "timings": timings, "reasons": reasons}
 
 
+def noise_reasons(report: dict) -> list[str]:
+    """Why the latency figures a person reads are noisy; empty when they are stable, or when no
+    target was timed (PyTorch's figure alone is only a reference)."""
+    noise = report.get("latency_noise")
+    if not noise or noise.get("stable", True) or not any(t.get("latency") for t in report.get("targets", [])):
+        return []
+    return list(noise["reasons"])
+
+
 def noise_line(report: dict) -> str | None:
     """One sentence for the terminal and the reports when the latency figures are noisy; else None."""
-    noise = report.get("latency_noise")
-    if not noise or noise.get("stable", True):
-        return None
-    return "latency figures are noisy (" + "; ".join(noise["reasons"]) + "): " + ADVICE
+    reasons = noise_reasons(report)
+    return "latency figures are noisy (" + "; ".join(reasons) + "): " + ADVICE if reasons else None
