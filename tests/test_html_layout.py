@@ -131,13 +131,15 @@ def test_accuracy_plot_axis_fits_and_points_are_numbered():
     key = key[:key.index("</table>")]
     for i, t in enumerate(timed, 1):  # ... and the key table beside the plot names each
         assert re.search(rf"<b>{i}</b></td><td[^>]*><span class=\"nm\">{re.escape(t['target'])}</span>", key)
-    # One value only: the axis still spans it (no 99.8-100.2% around a single point).
-    one = _report([_target("onnxruntime-fp32", 10.0, top1=0.9)])
-    one["targets"][0]["accuracy"]["top1"] = None
-    one["evaluation"]["labelled"] = False
-    one["targets"][0]["accuracy"]["top1_agreement"] = 1.0
-    ticks = [float(t) for t in re.findall(r">(\d+(?:\.\d+)?)%<", _svg(html_page(one), "accuracy"))]
-    assert ticks and max(ticks) == 100.0
+    # All at 100% agreement: the axis ends at 100% (no 99.8-100.2% around one value); one target: no plot.
+    two = _report([_target("onnxruntime-fp32", 10.0), _target("openvino-fp32", 12.0)])
+    two["evaluation"]["labelled"] = False
+    for t in two["targets"]:
+        t["accuracy"].update(top1=None, top1_agreement=1.0)
+    ticks = [float(t) for t in re.findall(r">(\d+(?:\.\d+)?)%<", _svg(html_page(two), "accuracy"))]
+    assert ticks and max(ticks) == 100.0 and min(ticks) >= 99.0
+    two["targets"].pop()
+    assert 'data-plot="accuracy"' not in html_page(two)
 
 
 def test_label_placement_never_overlaps():

@@ -128,6 +128,7 @@ def markdown_table(report: dict) -> str:
             f"{_fmt(acc.get('top1_agreement'), '.2%')} | {_fmt(acc.get('cosine_min'), '.6f')} | "
             f"{_fmt(acc.get('max_abs_error'), '.2e')} | {_fmt(lat.get('median_ms'), '.2f')} | "
             f"{_fmt(lat.get('p90_ms'), '.2f')} | {_fmt(t.get('speedup_vs_pytorch'), '.2f') + 'x' if t.get('speedup_vs_pytorch') else '-'} |")
+    lines += _sizes_markdown(report)  # the answer first: results at each size right after the table
     failures = [t for t in report["targets"] if t.get("error") or t.get("note")]
     if failures:
         lines += ["", "## Notes", ""]
@@ -144,7 +145,6 @@ def markdown_table(report: dict) -> str:
     from .int8 import int8_markdown  # format choice, what INT8 buys, sensitivity, budget search
 
     lines += int8_markdown(report)
-    lines += _sizes_markdown(report)
     return "\n".join(lines) + "\n"
 
 

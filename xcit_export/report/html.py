@@ -191,7 +191,7 @@ def thresholds_table(rep: dict) -> str:
         for c in t.get("checks", []):
             state = "skip" if str(c["why"]).startswith("skipped") else "pass" if c["ok"] else "fail"
             value = c["value"]
-            rows.append([_e(t["target"]), _e(c["metric"]), _e(f"{value:.6g}" if isinstance(value, float) else value),
+            rows.append([_name(t["target"]), _e(c["metric"]), _e(f"{value:.6g}" if isinstance(value, float) else value),
                          _e(c["limit"]), (state.upper(), state)])
     if not rows:
         return ""
@@ -263,8 +263,8 @@ def _accuracy_plot(rep: dict) -> str:
     if not any((t.get("accuracy") or {}).get(metric) is not None for t in rep["targets"]):
         metric, label, percent = "cosine_mean", "mean cosine with PyTorch", False
     timed = [t for t in rep["targets"] if t.get("latency") and (t.get("accuracy") or {}).get(metric) is not None]
-    if not timed:
-        return ""
+    if len(timed) < 2:
+        return ""  # one point says nothing the results table does not
     kind = {"chosen": "chosen", "out": "out"}
     points = [{"label": str(i), "median_ms": t["latency"]["median_ms"], "value": t["accuracy"][metric],
                "kind": kind.get(verdicts.get(t["target"]), "ok")} for i, t in enumerate(timed, 1)]
@@ -316,7 +316,7 @@ def profile_section(rep: dict) -> str:
         top = ", ".join(f"{o['op_type']} {o['share']:.0%}" for o in p["ops"][:6])
         removed = (f"{p['node_cost_us']:.1f} us x {p.get('nodes', '?')} nodes"
                    if p.get("node_cost_us") is not None else "none")
-        rows.append([_e(t["target"]), _num(p["total_ms"], ".2f"),
+        rows.append([_name(t["target"]), _num(p["total_ms"], ".2f"),
                      _num((t.get("latency") or {}).get("median_ms"), ".2f"), _ratio_cell(cov),
                      _num(p.get("unprofiled_ms"), ".2f"), _ratio_cell(same_pass_ratio(p)), _e(removed),
                      (_e(top), "why")])
