@@ -258,9 +258,14 @@ def test_sizes_reach_the_terminal():
         print_report(rep, console)
         text = console.export_text()
         assert "at each size (--eval-sizes)" in text
-        assert re.search(r"384x384 onnxruntime-fp32 +ok +99\.5% +0\.99990 +29\.5 +4\.00x", text), text
-        assert re.search(r"384x384 pytorch-eager +reference +118", text)
+        assert re.search(r"^384x384 +pytorch-eager +118 *$", text, re.M), text  # every row ok: no status column
+        assert re.search(r"^ +onnxruntime-fp32 +99\.5% +0\.99990 +29\.5 +4\.00x *$", text, re.M), text
+        assert max(len(line.rstrip()) for line in text.splitlines() if "0.9999" in line) <= width
         assert "pytorch 1.02, onnxruntime-fp32 0.98" in text
+    rep["targets"][0]["sizes"][1].update(status="failed")  # a failed size: the status column appears
+    console = Console(width=80, record=True, file=io.StringIO(), force_terminal=False)
+    print_report(rep, console)
+    assert re.search(r"^ +onnxruntime-fp32 +failed +99\.5%", console.export_text(), re.M)
 
 
 def test_noisy_latency_is_said_in_the_terminal_and_the_report():

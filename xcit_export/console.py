@@ -537,31 +537,43 @@ def results_table(report: dict) -> Any:
     return _table(rows, [c for c, _ in columns])
 
 
-def _size_rows(report: dict) -> tuple[list[tuple[str, str, str, dict[str, str]]], list[str]]:
-    """``--eval-sizes`` rows (:func:`xcit_export.report.formats.size_rows`) as the table's rows."""
-    from .report.formats import size_rows
-
-    rows, columns = size_rows(report)
-    out = []
-    for r in rows:
-        label, style = ("reference", "dim") if r["reference"] else _status(r["entry"])
-        out.append((f"{r['size']} {r['target']}", label, style, r["cells"]))
-    return out, columns
-
-
 def sizes_layout(report: dict, width: int) -> list[Any]:
     """``--eval-sizes``: PyTorch's latency and every target's accuracy and latency at each size
-    (the figures of ``report["sizes"]`` and each target's ``sizes``), fitted to ``width``; the
-    fitted slopes of latency against tokens under it."""
+    (the figures of ``report["sizes"]`` and each target's ``sizes``), fitted to ``width``: a
+    table with the size in its first column (once per size) and a status column only when some
+    row is not plainly ``ok``; a block per row when even that is too wide. The fitted slopes of
+    latency against tokens follow."""
+    from rich import box
+    from rich.table import Table
     from rich.text import Text
 
     if not report.get("sizes"):
         return []
-    rows, columns = _size_rows(report)
-    table = _table(rows, columns, title="at each size (--eval-sizes)")
-    table.columns[0].header = "size target"
-    out: list[Any] = [table] if _width(table) <= width else [Text("at each size (--eval-sizes)", style="bold"),
-                                                             *_blocks(rows, columns, width)]
+    from .report.formats import size_rows
+
+    rows, columns = size_rows(report)
+    labels = [("reference", "dim") if r["reference"] else _status(r["entry"]) for r in rows]
+    status = any(label not in ("reference", "ok") for label, _ in labels)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title="at each size (--eval-sizes)",
+                  title_justify="left", title_style="bold")
+    table.add_column("size", no_wrap=True)
+    table.add_column("target", no_wrap=True)
+    if status:
+        table.add_column("status", no_wrap=True)
+    for c in columns:
+        table.add_column(c, justify="left" if c == "timed as" else "right", no_wrap=True)
+    last = None
+    for r, (label, style) in zip(rows, labels):
+        dim = "dim" if r["reference"] else ""
+        table.add_row(Text(r["size"] if r["size"] != last else "", style="bold"), Text(r["target"], style=dim),
+                      *([Text(label, style=style)] if status else []),
+                      *[Text(r["cells"].get(c, ""), style=dim) for c in columns])
+        last = r["size"]
+    if _width(table) <= width:
+        out: list[Any] = [table]
+    else:
+        blocks = [(f"{r['size']} {r['target']}", label, style, r["cells"]) for r, (label, style) in zip(rows, labels)]
+        out = [Text("at each size (--eval-sizes)", style="bold"), *_blocks(blocks, columns, width)]
     slopes = {k: v for k, v in (report["sizes"].get("slopes") or {}).items() if v is not None}
     if slopes:
         out.append(Text("latency vs tokens, fitted log-log slope (1 = linear): "
