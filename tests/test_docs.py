@@ -265,6 +265,15 @@ def _key(c: Command) -> tuple:
     return tuple(a for a in c.args if a not in ("--quiet", "-q") and a not in XCIT)
 
 
+def _without_out(args) -> list[str]:
+    args = list(args)
+    for flag in ("--out", "-o"):
+        if flag in args:
+            i = args.index(flag)
+            del args[i:i + 2]
+    return args
+
+
 def _out_of(args: list[str]) -> str | None:
     for flag in ("--out", "-o"):
         if flag in args:
@@ -352,8 +361,7 @@ def docs_run(tmp_path_factory):
                 continue
             args = _with_small_inputs(c)
             out = _out_of(args)
-            twin = next((k for k in seen if [a for a in k if a != out] == [a for a in key if a != out]
-                         and _out_of(list(k)) != out), None)
+            twin = next((k for k in seen if _without_out(k) == _without_out(key) and _out_of(list(k)) != out), None)
             if twin is not None and out and seen[twin] and Path(seen[twin]).exists() and not Path(out).exists():
                 shutil.copytree(seen[twin], out)  # the same run elsewhere: its artifacts are reused by key
             started = time.perf_counter()

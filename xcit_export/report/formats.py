@@ -1,33 +1,32 @@
 """How figures are written for people: one format per kind of figure, for the terminal and report.html.
 
-Accuracy figures are cut, never rounded up, so that a target that is not perfect never reads as
-perfect (99.96% agreement is ``99.9%``, not ``100.0%``; a cosine of 0.999996 is ``0.99999``);
+Accuracy figures are rounded, but never up to a perfect score, so that a target that is not perfect
+never reads as perfect (99.96% agreement is ``99.9%``, not ``100.0%``; a cosine of 0.999996 is
+``0.99999``);
 latencies carry three significant figures (the run-to-run noise of a shared machine is larger).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 
-def _floor(value: float, decimals: int) -> float:
-    """``value`` cut (not rounded) to ``decimals``: 0.99996 is never shown as 1.0000."""
-    scale = 10 ** decimals
-    return math.floor(value * scale + 1e-9) / scale
-
-
 def fmt_percent(value: Any) -> str:
-    """A fraction as a percentage, one decimal, cut rather than rounded (``99.9%``); ``100%`` only
-    when it is exactly one; ``-`` when it was not measured."""
+    """A fraction as a percentage with one decimal (``18.8%``), never rounded up to a perfect
+    ``100%`` (99.96% agreement is ``99.9%``); ``100%`` only when it is exactly one; ``-`` when
+    it was not measured."""
     if value is None:
         return "-"
-    return "100%" if value >= 1 else f"{_floor(100 * value, 1):.1f}%"
+    if value >= 1:
+        return "100%"
+    return f"{min(round(100 * value, 1), 99.9):.1f}%"
 
 
 def fmt_cosine(value: Any) -> str:
-    """Five decimals, cut (``0.99999``: a cosine of 0.999996 is not shown as a perfect 1.00000)."""
-    return "-" if value is None else f"{min(1.0, _floor(value, 5)):.5f}"
+    """Five decimals, never rounded up to a perfect ``1.00000`` (a cosine of 0.999996 is ``0.99999``)."""
+    if value is None:
+        return "-"
+    return "1.00000" if value >= 1 else f"{min(round(value, 5), 0.99999):.5f}"
 
 
 def fmt_ms(value: Any) -> str:
