@@ -224,10 +224,13 @@ class TerminalProgress:
             # Every live row stays one line at any width (a long description is cut with "…"; the
             # stage message is printed whole above): a row that wraps makes the live area's height
             # wrong, and lines printed above it get overwritten.
-            room = max(12, self.console.width - 48)
+            # spinner 1 + description + bar 12 + figures 38 ("50,000/50,000 123.4/s ETA 1 h 05 min") and the
+            # three spaces between them stay one column short of the width.
+            room = max(12, self.console.width - 56)
             self._bars = Bars(SpinnerColumn(), TextColumn("{task.description}", table_column=Column(
                                   no_wrap=True, overflow="ellipsis", max_width=room)),
-                              BarColumn(bar_width=16), Figures(table_column=Column(no_wrap=True)),
+                              BarColumn(bar_width=12), Figures(table_column=Column(no_wrap=True, overflow="ellipsis",
+                                                                                   max_width=38)),
                               console=self.console, transient=True, refresh_per_second=8)
             self._bars.start()
         if not self.quiet and not self.live and self.heartbeat_every > 0:
