@@ -328,8 +328,13 @@ def explained_run(base, tmp_path_factory):
 
     tmp_path = tmp_path_factory.mktemp("explained-run")
     checkpoint = tmp_path / "planted.safetensors"
-    assert faults.main(["outlier", "--block", str(OUTLIER_BLOCK), "--branch", "local_mp", "--factor",
-                        str(OUTLIER_FACTOR), "--out", str(checkpoint)]) == 0
+    from click.testing import CliRunner
+
+    from xcit_export.cli import main
+
+    result = CliRunner().invoke(main, ["plant-fault", "outlier", "--block", str(OUTLIER_BLOCK), "--branch", "local_mp",
+                                       "--factor", str(OUTLIER_FACTOR), "--out", str(checkpoint)])
+    assert result.exit_code == 0 and f"blocks.{OUTLIER_BLOCK}.local_mp" in result.output, result.output
     config = RunConfig(model=MODEL, weights=str(checkpoint), num_classes=10, input_size=SIZE,
                        targets=["onnxruntime-int8", "tensorrt-fp32"], out_dir=tmp_path / "run", calib="demo",
                        calib_size=32, eval="demo", eval_size=16, latency=LatencyOptions(warmup=1, iterations=3),

@@ -15,6 +15,7 @@ from .version import __version__
 from .device.cli import _fail_cleanly  # one error printer for every command
 from .device.cli import bundle as _bundle_cmd
 from .device.cli import device_check as _device_check_cmd
+from .diagnose.cli import plant_fault as _plant_fault_cmd
 
 
 def _parse_value(text: str):
@@ -304,6 +305,7 @@ def report_merge(reports, out, labels):
 
 main.add_command(_bundle_cmd)
 main.add_command(_device_check_cmd)
+main.add_command(_plant_fault_cmd)
 
 
 if __name__ == "__main__":

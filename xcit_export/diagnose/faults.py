@@ -18,14 +18,11 @@ and only a lower precision feels them); the third breaks it.
   broken from that block on (the run stops with :class:`~xcit_export.errors.BrokenReferenceError`
   naming the parameter; :func:`xcit_export.diagnose.explain.nonfinite_origin` names the block).
 
-``python -m xcit_export.diagnose.faults KIND --block N --out FILE.safetensors`` writes the planted
-weights of the bundled demo model (or ``--weights``) as a checkpoint ``--weights FILE`` reads.
+``xcit-export plant-fault KIND --block N --out FILE.safetensors`` (:func:`write_planted`) writes the
+planted weights of the bundled demo model (or ``--weights``) as a checkpoint ``--weights FILE`` reads.
 """
 
 from __future__ import annotations
-
-import argparse
-import sys
 
 import torch
 
@@ -156,35 +153,31 @@ def copy_parameters_to_onnx(original, model, modules, onnx_in, onnx_out) -> list
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xcit_export.diagnose.faults",
-                                     description="Write a checkpoint with a fault planted in one block.")
-    parser.add_argument("kind", choices=FAULTS)
-    parser.add_argument("--block", type=int, required=True)
-    parser.add_argument("--out", required=True, help="the .safetensors file to write")
-    parser.add_argument("--model", default="xcit_nano_12_p16_224")
-    parser.add_argument("--weights", default="demo")
-    parser.add_argument("--factor", type=float, default=None)
-    parser.add_argument("--branch", choices=("mlp", "attn", "local_mp"), default=None,
-                        help="outlier only: the branch whose input gets the outlier (default mlp)")
-    args = parser.parse_args(argv)
+def write_planted(kind: str, block: int, out, *, model: str = "xcit_nano_12_p16_224", weights: str = "demo",
+                  factor: float | None = None, branch: str | None = None) -> dict:
+    """Load ``model`` with ``weights``, plant ``kind`` in ``blocks.<block>``, and write the state dict to
+    ``out`` (safetensors, atomically): a checkpoint ``--weights out`` reads (``xcit-export plant-fault``).
+    Returns the plant's record."""
+    from pathlib import Path
+
     from safetensors.torch import save_file
 
+    from ..errors import UsageError, XcitExportError
+    from ..io import atomic_path
     from ..models.weights import default_num_classes, load_model
     from ..models.zoo import get_spec
 
-    spec = get_spec(args.model).with_overrides(default_num_classes(args.weights, args.model))
-    model = load_model(spec, args.weights)
-    kwargs = {"factor": args.factor} if args.factor else {}
-    if args.branch:
-        if args.kind != "outlier":
-            parser.error("--branch applies to the outlier fault only")
-        kwargs["branch"] = args.branch
-    record = plant(model, args.kind, args.block, **kwargs)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, args.out)
-    print(f"planted {record['fault']} in {record['module']} ({', '.join(record['planted'])}): {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    kwargs: dict = {"factor": factor} if factor else {}
+    if branch:
+        if kind != "outlier":
+            raise UsageError("--branch applies to the outlier fault only")
+        kwargs["branch"] = branch
+    spec = get_spec(model).with_overrides(default_num_classes(weights, model))
+    net = load_model(spec, weights)
+    try:
+        record = plant(net, kind, block, **kwargs)
+    except ValueError as exc:
+        raise XcitExportError(str(exc)) from None
+    with atomic_path(Path(out)) as tmp:
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+    return record
