@@ -364,6 +364,9 @@ def test_a_run_explains_the_target_that_misses_its_limits_and_fix_rebuilds_it(ex
     fp32 = report["targets"][1]["divergence"]  # explained because --explain was given; nothing to fix in FP32
     assert max(r["added"] for r in fp32["points"]) < 1e-4 and "conversion bug" in fp32["remedy"]["note"]
     page = html_page(report)
+    from html_width import too_wide  # tests/html_width.py: no table wider than the page
+
+    assert not too_wide(page, 1280) and not too_wide(page, 800), (too_wide(page, 1280), too_wide(page, 800))
     section = page.split("Where the accuracy went</h2>")[1]
     assert 'data-plot="divergence-onnxruntime-int8"' in section and planted_module in section and "--fix" in section
     assert f"**{planted_module}**" in markdown_table(report)
