@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..evaluate.validate import nonfinite_weights
 from .compare import PointStats, worst
 from .locate import Location, locate, relative_error
 from .mark import open_marked
@@ -77,23 +78,11 @@ def nonfinite_origin(model, x: np.ndarray) -> dict | None:
     names the block, so the report says *where* the model is broken, not only that it is."""
     values, _ = capture(model, np.ascontiguousarray(x), model_points(model))
     first = next((m for m, v in values.items() if not np.isfinite(v).all()), None)
-    params = nonfinite_parameters(model)
+    params = nonfinite_weights(model)
     if first is None and not params:
         return None
     kinds = {p.module: p.kind for p in model_points(model)}
     return {"module": first, "kind": kinds.get(first), "parameters": params}
-
-
-def nonfinite_parameters(model) -> list[str]:
-    """Names (backbone-relative) of the parameters and buffers holding a NaN or an infinity."""
-    import torch
-
-    out = []
-    with torch.no_grad():
-        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                out.append(name.removeprefix("backbone."))
-    return out
 
 
 def _run(runner, reference: Reference, cut: bool) -> tuple[dict[str, PointStats], list[np.ndarray]]:

@@ -121,16 +121,22 @@ def nonfinite_parameters(model) -> int:
     return total
 
 
+def nonfinite_weights(model) -> list[str]:
+    """Names (backbone-relative, as a checkpoint's keys) of the parameters and buffers holding a NaN
+    or an infinity: the block they belong to is then known."""
+    import torch
+
+    with torch.no_grad():
+        return [n.removeprefix("backbone.") for n, t in list(model.named_parameters()) + list(model.named_buffers())
+                if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
 def check_weights(model) -> None:
     """Stop before any export when the model's own weights hold NaN or inf (a broken checkpoint):
     every output would be non-finite and every comparison meaningless."""
     bad = nonfinite_parameters(model)
     if bad:
-        import torch
-
-        with torch.no_grad():  # name them (backbone-relative, as a checkpoint's keys): the block is then known
-            names = [n.removeprefix("backbone.") for n, t in list(model.named_parameters()) + list(model.named_buffers())
-                     if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        names = nonfinite_weights(model)
         raise BrokenReferenceError(f"the PyTorch model has {bad} non-finite weight value(s) (NaN or inf) in "
                                    f"{', '.join(names[:4])}{' and more' if len(names) > 4 else ''}: the "
                                    f"checkpoint is broken, not any export; fix or replace --weights")
