@@ -147,6 +147,16 @@ def test_worst_prefers_the_first_point_that_turns_non_finite_then_the_largest_ad
     assert [r["added"] for r in jumps] == [0.1, 0.2, None] and worst(jumps)["module"] == "c"
 
 
+def test_a_target_is_explained_unasked_for_its_accuracy_not_its_latency():
+    from xcit_export.diagnose.run import needs_explaining
+
+    assert needs_explaining({"accuracy": {}, "status": "failed"})
+    assert needs_explaining({"accuracy": {}, "status": "ok", "checks": [{"metric": "cosine_min", "ok": False}]})
+    assert not needs_explaining({"accuracy": {}, "status": "ok",
+                                 "checks": [{"metric": "latency median_ms", "ok": False}]})
+    assert not needs_explaining({"status": "failed"})  # never compared: nothing to explain
+
+
 def test_blamed_points_and_remedy_options_merge_with_what_was_given():
     from xcit_export.diagnose.run import merge_options
 

@@ -29,12 +29,13 @@ PREFLIGHT_IMAGES = 32
 
 
 def needs_explaining(entry: dict) -> bool:
-    """Whether a target misses its limits and so is explained without ``--explain``: it was
-    compared (it has an accuracy entry) and either failed (the output rule) or holds a threshold
-    check that failed. (Issue 29's verdict function replaces this test when it lands.)"""
+    """Whether a target misses its accuracy limits and so is explained without ``--explain``: it
+    was compared (it has an accuracy entry) and either failed (the output rule) or holds a failed
+    check that is not a latency budget's (a slow target has nothing to explain here)."""
     if "accuracy" not in entry:
         return False
-    return entry.get("status") == "failed" or entry.get("passed") is False
+    return entry.get("status") == "failed" or any(
+        not c.get("ok", True) and not str(c.get("metric", "")).startswith("latency") for c in entry.get("checks") or [])
 
 
 def fp16_paths(targets) -> list:
