@@ -398,7 +398,7 @@ def docs_run(tmp_path_factory):
 
 def test_docs_commands_run_as_written(docs_run):
     results, ran, seconds = docs_run
-    failed = [f"{c.where()}: exit {r[3]}\n{r[4]}\n{r[5]}" for c, kind, *r in results if kind == "run" and not r[0]]
+    failed = [f"{c.where()}: exit {r[1]}\n{r[2]}\n{r[3]}" for c, kind, *r in results if kind == "run" and not r[0]]
     assert not failed, "\n\n".join(failed)
     missing = [c.where() for c, kind, *r in results if kind == "file" and not r[0]]
     assert not missing, f"a device command reads a file no command before it made: {missing}"
