@@ -159,10 +159,20 @@ def test_apply_and_describe():
     assert describe(rel) == "relative error (worst input) 2 > 0.01"
     drop = judge({"target": "t", "status": "ok", "accuracy": {"count": 10, "top1": 0.5, "reference_top1": 0.531}},
                  Limits({"max_top1_drop": 0.01}, required=frozenset({"max_top1_drop"})))
-    assert describe(drop.failures[0]) == "2.1 pt over the budget (top-1 drop 3.1 pt > 1.0 pt)"
+    assert describe(drop.failures[0], "the budget") == "2.1 pt over the budget (top-1 drop 3.1 pt > 1.0 pt)"
+    assert describe(drop.failures[0]) == "2.1 pt over the limit (top-1 drop 3.1 pt > 1.0 pt)"
     agree = judge({"target": "t", "status": "ok", "accuracy": {"count": 10, "top1_agreement": 0.95}},
                   Limits({"min_top1_agreement": 0.97}, required=frozenset({"min_top1_agreement"})))
     assert describe(agree.failures[0]) == "top-1 agreement 95.0% < 97.0%"
     none = judge({"target": "t", "status": "ok", "accuracy": {"count": 10}},
                  Limits({"min_cosine_mean": 0.99}, required=frozenset({"min_cosine_mean"})))
     assert describe(none.failures[0]) == "no mean cosine in the report"
+
+
+def test_every_recipe_threshold_is_a_verdict_limit():
+    from xcit_export.recipe import THRESHOLD_KEYS
+    from xcit_export.verdict import LIMIT_KEYS
+
+    assert set(THRESHOLD_KEYS) <= set(LIMIT_KEYS)
+    for cls in DEFAULT_LIMITS.values():
+        assert set(cls) <= set(THRESHOLD_KEYS)

@@ -32,10 +32,10 @@ from .evaluate.profiling import profile_error
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META, no_evaluation_error
 from .models.deploy import DeployModel, to_input_format
-from .report.gate import checks_to_dicts, threshold_checks
 from .evaluate.stream import StreamTarget, evaluate_stream
 from .evaluate.validate import (LatencyOptions, check_reference, check_weights, constant_reference_warning,
-                                measure_latency, output_problems, rss_mb, torch_infer)
+                                measure_latency, rss_mb, torch_infer)
+from .verdict import built_note, judge, limits_for, record_outputs
 from .models.weights import default_num_classes, load_model
 from .models.zoo import get_spec
 
@@ -89,6 +89,7 @@ class RunConfig:
     auto: bool = False
     budget: Any = None  # auto.Budget; None = its defaults
     require_winner: str | None = None
+    allow_no_winner: bool = False  # --target auto: no candidate within the budget is not a failure (exit 0)
     profile: bool = True  # per-op-type breakdown from each runtime's profiler, after each latency figure
     # --dynamic-size: symbolic height/width in the ONNX (any multiple of the patch size); --eval-sizes: the
     # (height, width) sizes to evaluate at (evaluate/sizes.py), each run like the export size.
@@ -431,11 +432,8 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         results.append(job.entry)
     for job in jobs:
         job.entry["export_batch"] = 1 if job.batch1 else (config.batch or "dynamic")
-        limits = config.thresholds.get(job.target.name)
-        if limits:
-            checks = threshold_checks(job.entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
-            job.entry["checks"] = checks_to_dicts(checks)
-            job.entry["passed"] = all(c.ok for c in checks)
+        # the one verdict (verdict.py): status, output rule, every output, the recipe's or the default limits
+        judge(job.entry, _limits(config, job.target, job.entry), outputs=model.output_names).apply(job.entry)
     sizes_info = None
     if config.eval_sizes:  # --eval-sizes (issue 23): every target again at each size
         sizes_info = _evaluate_sizes(config, model, spec, targets, onnx_path, onnx_meta["build_key"],
@@ -497,9 +495,9 @@ def _evaluate_sizes(config: RunConfig, model, spec, targets, onnx_path: Path, on
         section["reference"].append(sizes_mod.reference_record(size, spec.patch_size, torch_lat.to_dict(), desc))
         for job, streamed, entry in zip(jobs, passed.targets, results):
             _run_target(job, streamed, x_lat, torch_lat.median_ms, head, threads, model.output_names, say)
-            limits = (config.thresholds.get(job.target.name) or {}).get("thresholds")
-            sizes_mod.add_size_record(entry, size, spec.patch_size, job.entry,
-                                      threshold_checks(job.entry, limits, {}) if limits else None)
+            verdict = judge(job.entry, _limits(config, job.target, job.entry, latency=False), outputs=model.output_names)
+            verdict.apply(job.entry)
+            sizes_mod.add_size_record(entry, size, spec.patch_size, job.entry, verdict.checks)
     section["slopes"] = sizes_mod.slopes(section["reference"], results)
     return section
 
@@ -701,7 +699,8 @@ def _recommendation(config: RunConfig, results: list[dict], left_out: dict, labe
                     classifies: bool) -> dict:
     from .evaluate import auto as auto_mod
 
-    rec = auto_mod.recommend(results, config.budget, left_out, labelled=labelled, classifies=classifies)
+    rec = auto_mod.recommend(results, config.budget, left_out, labelled=labelled, classifies=classifies,
+                             allow_no_winner=config.allow_no_winner)
     if config.require_winner:
         auto_mod.require_winner(rec, config.require_winner)
     return rec
@@ -757,12 +756,7 @@ def _run_target(job: _Job, streamed: StreamTarget, x_lat, torch_median_ms: float
             if streamed.traceback:
                 entry["traceback"] = streamed.traceback
             return
-        per_output = streamed.accuracy(output_names)
-        entry["accuracy"] = per_output[output_names[0]]
-        if len(per_output) > 1:
-            entry["outputs"] = per_output
-        broken = [f"{name}: {p}" if len(per_output) > 1 else p
-                  for name, acc in per_output.items() for p in output_problems(acc)]
+        record_outputs(entry, streamed.accuracy(output_names))  # the verdict (judge) reads every output
         rss_before = rss_mb()
         t0 = time.perf_counter()
         runner = target.load(artifact, threads=threads, **options)
@@ -785,14 +779,22 @@ def _run_target(job: _Job, streamed: StreamTarget, x_lat, torch_median_ms: float
             entry["memory_mb"] = round(rss_mb() - rss_before, 1)
         finally:
             runner.close()
-        entry["status"] = "ok"
-        if broken:  # the one rule (validate.output_problems): a broken output never passes
-            entry["status"] = "failed"
-            entry["error"] = "; ".join(broken)
+        # ok: it ran on its runtime; built: only a stand-in ran (a TensorRT engine on a host). judge() decides.
+        entry["status"] = "ok" if getattr(runner, "measures_latency", True) else "built"
         if artifact.metadata.get("note"):
             entry["note"] = artifact.metadata["note"]
+        if entry["status"] == "built":
+            entry["note"] = built_note(entry.get("note"), str(artifact.path.parent))
     except Exception as exc:  # noqa: BLE001 - recorded in the entry; the other targets go on
         _fail(entry, exc)
+
+
+def _limits(config: RunConfig, target, entry: dict, latency: bool = True):
+    """A target's limits: its recipe's thresholds and latency budget over the default limits of its
+    precision class (verdict.limits_for), for the precision its runtime really computed in."""
+    given = config.thresholds.get(target.name) or {}
+    return limits_for(target.precision, given.get("thresholds"), given.get("latency_budget") if latency else None,
+                      entry.get("inference_precision"))
 
 
 def _sweep(infer, x_eval, config: RunConfig, progress: Progress, label: str) -> list[dict]:

@@ -191,6 +191,15 @@ def output_count_problem(got: Sequence[str], expected: Sequence[str]) -> Optiona
             f"({', '.join(missing)} missing): the artifact returns fewer outputs than PyTorch")
 
 
+def returned_outputs_problem(count: int, expected: Sequence[str]) -> Optional[str]:
+    """Why a runner that returned ``count`` outputs cannot be compared with a reference that has
+    ``expected`` (None: the counts agree). Comparing the first ``count`` would hide the rest."""
+    if count == len(expected):
+        return None
+    return (f"the artifact returned {count} output(s) where PyTorch gives {len(expected)} ({', '.join(expected)}): "
+            f"it does not have the model's outputs")
+
+
 # --------------------------------------------------------------------------------------------
 # Limits
 # --------------------------------------------------------------------------------------------
@@ -253,8 +262,9 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
-def describe(check: Check) -> str:
-    """A failing limit check as a sentence with its figures (the ``--target auto`` losers' lines)."""
+def describe(check: Check, limit_word: str = "the limit") -> str:
+    """A failing limit check as a sentence with its figures (the ``--target auto`` losers' lines);
+    ``limit_word`` names what a top-1 drop went over ("the budget")."""
     key = next((k for k, spec in LIMIT_KEYS.items() if check.metric.split(" [")[0] == spec[0]), None)
     if key is None or check.ok:
         return check.why
@@ -264,7 +274,8 @@ def describe(check: Check) -> str:
     if value is None:
         return f"no {words} in the report{where}"
     if key == DROP:
-        return f"{100 * (value - limit):.1f} pt over the budget (top-1 drop {100 * value:.1f} pt > {100 * limit:.1f} pt)"
+        return (f"{100 * (value - limit):.1f} pt over {limit_word} (top-1 drop {100 * value:.1f} pt > "
+                f"{100 * limit:.1f} pt)")
     if LIMIT_KEYS[key][0] in _FRACTIONS:
         shown = f"{_pct(value)} {'<' if LIMIT_KEYS[key][1] == 'min' else '>'} {_pct(limit)}"
     elif key.startswith("min_cosine"):
@@ -341,6 +352,70 @@ def worst_output(per_output: Mapping[str, Mapping[str, Any]]) -> Optional[str]:
     return max(per_output.items(), key=badness)[0] if per_output else None
 
 
+def record_outputs(entry: dict, per_output: Mapping[str, Mapping[str, Any]]) -> dict:
+    """Put the compared outputs in a report entry: ``accuracy`` (the only output, or for a
+    multi-output model the worst one: :func:`worst_output`, named in ``worst_output``) and, for a
+    multi-output model, every output's figures in ``outputs``."""
+    if not per_output:
+        return entry
+    if len(per_output) == 1:
+        entry["accuracy"] = dict(next(iter(per_output.values())))
+        return entry
+    worst = worst_output(per_output)
+    entry["outputs"] = {name: dict(acc) for name, acc in per_output.items()}
+    entry["accuracy"] = dict(per_output[worst])
+    entry["worst_output"] = worst
+    return entry
+
+
+def built_note(note: Optional[str], where: str) -> str:
+    """The report line of a ``built`` target: why nothing ran it here, and what to run on the device
+    (``where``: its artifact folder)."""
+    head = (note or "built, not run here").rstrip(". ")
+    return (f"{head}. Not run here: status 'built' (exit status 0; no pass or fail for the deployed artifact). "
+            f"On the device: xcit-export bundle {where}, copy the bundle there and run python3 device_check.pyz . "
+            f"in it (docs/device.md)")
+
+
+def recorded_failures(entry: Mapping[str, Any], seen: Sequence[Check] = ()) -> List[Check]:
+    """Failing checks stored in a report entry that recorded no ``limits`` (a report written before
+    they were: its recipe's thresholds then), in either format (``metric/limit/ok``, or an older
+    device-check's ``check/threshold/passed``), less those in ``seen``. Such a report keeps failing
+    what it failed when it was written."""
+    if isinstance(entry.get("limits"), Mapping):
+        return []
+    have = {(c.metric, c.value) for c in seen}
+    out = []
+    for c in entry.get("checks") or []:
+        if not isinstance(c, Mapping):
+            continue
+        metric, limit = c.get("metric", c.get("check")), c.get("limit", c.get("threshold"))
+        if c.get("ok", c.get("passed")) is False and (metric, c.get("value")) not in have:
+            out.append(Check(str(entry.get("target", "?")), str(metric), c.get("value"), limit, False,
+                             str(c.get("why") or "failed when the report was written")))
+    return out
+
+
+def recommendation_held(rec: Mapping[str, Any]) -> bool:
+    """A ``--target auto`` recommendation holds when it has a winner (or the run allowed none) and
+    the required winner, if one was asked for, won."""
+    if rec.get("target") is None and not rec.get("allow_no_winner"):
+        return False
+    return bool((rec.get("require_winner") or {}).get("ok", True))
+
+
+def report_passed(report: Mapping[str, Any]) -> bool:
+    """The exit status of a run, a matrix or a device-check (True: exit 0). With ``--target auto``
+    the recommendation(s) decide; otherwise every target (cell) must hold: a holding status and no
+    failed check."""
+    recs = [report["recommendation"]] if report.get("recommendation") else list(report.get("recommendations") or [])
+    if recs:
+        return all(recommendation_held(r) for r in recs)
+    entries = report.get("cells") if report.get("kind") == "matrix" else report.get("targets")
+    return bool(entries) and all(e.get("status") in HOLDING_STATUSES and e.get("passed") is not False
+                                 for e in entries)
+
+
 def judge(entry: Mapping[str, Any], limits: Optional[Limits] = None, *,
           outputs: Optional[Sequence[str]] = None) -> Verdict:
     """The verdict on one report entry (see the module docstring for the order of the rules).
@@ -391,4 +466,5 @@ def judge(entry: Mapping[str, Any], limits: Optional[Limits] = None, *,
 
 __all__ = ["Check", "DEFAULT_LIMITS", "HOLDING_STATUSES", "LIMIT_KEYS", "Limits", "PRECISION_CLASSES", "Verdict",
            "describe", "entry_limits", "holds", "judge", "latency_checks", "limit_checks", "limits_for",
-           "output_count_problem", "output_problems", "per_output_figures", "precision_class", "worst_output"]
+           "built_note", "output_count_problem", "output_problems", "per_output_figures", "precision_class",
+           "recommendation_held", "record_outputs", "recorded_failures", "report_passed", "returned_outputs_problem", "worst_output"]

@@ -250,6 +250,11 @@ def accuracy_shard(pack: dict, target_name: str, options: dict, source, start: i
         finally:
             runner.close()
     outputs = [np.concatenate(parts) for parts in zip(*outs)]
+    from ..verdict import returned_outputs_problem
+
+    wrong = returned_outputs_problem(len(outputs), output_names)
+    if wrong:  # zip() below would compare the first outputs and drop the rest unseen
+        raise XcitExportError(wrong)
     labels = reference["labels"]
     counts = {name: AccuracyCounts.of(o, r, labels if i == 0 else None, classify=classify)
               for i, (name, o, r) in enumerate(zip(output_names, outputs, reference["outputs"]))}
