@@ -219,9 +219,8 @@ def cell_key(cell: Cell, m: dict, executor) -> dict:
             "device_kind": cell.kind or "any", "executor": executor.name,
             "target_options": m["options"][cell.target], "evaluation_batch": m["batch"],
             "input_format": m["input_format"],
-            "latency": {"warmup": m["latency"].warmup, "iterations": m["latency"].iterations,
-                        "min_seconds": m["latency"].min_seconds, "batch": int(len(m["x_lat"])),
-                        "threads": threads}}
+            # every latency setting (LatencyOptions' fields: max_seconds too), then what decides the timing here
+            "latency": {**dataclasses.asdict(m["latency"]), "batch": int(len(m["x_lat"])), "threads": threads}}
 
 
 def write_finished_cell(out_dir: Path, cell: Cell, key: dict, row: dict) -> Path:

@@ -177,7 +177,10 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files if f.exists())
+        """Bytes of what is deployed: every file but the ``support_files`` the metadata names (e.g.
+        TensorRT's golden data for device-check), which are listed and hashed like the others."""
+        support = set(self.metadata.get("support_files") or ())
+        return sum(f.stat().st_size for f in self.files if f.exists() and f.name not in support)
 
     def save_metadata(self) -> Path:
         meta = {"target": self.target, "path": self.path.name,

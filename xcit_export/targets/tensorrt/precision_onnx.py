@@ -92,13 +92,13 @@ def write_golden(ctx: BuildContext, precision_onnx: Path, count: int, size: tupl
         shape = (*shape[:axis], int(size[0]), int(size[1]), *shape[axis + 2:])
     selection = None
     if size is None and ctx.evaluation is not None and len(ctx.evaluation[0]):
-        from ...data.sets import representative_subset
+        from ...data.sets import representative_subset, take_rows
 
         x_all, labels_all = ctx.evaluation
         # A seeded, class-stratified draw, never the first `count` (a class-ordered set gives few classes).
         picked, selection = representative_subset(len(x_all), count, labels_all, ctx.seed)
-        x = np.asarray(x_all[picked])  # already in the graph's input format (float32 or uint8)
-        labels = None if labels_all is None else np.asarray(labels_all)[picked]
+        # already in the graph's input format (float32 or uint8); --on-bad-image skip replaces an unreadable one
+        x, labels = take_rows(x_all, labels_all, picked)
         source = "evaluation set"
     else:
         rng = np.random.default_rng(20240607)
