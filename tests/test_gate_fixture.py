@@ -64,7 +64,9 @@ def test_int8_without_exclusions_trips_the_threshold(clean, tmp_path):
                            thresholds={"tensorrt-int8": {"thresholds": {"max_top1_drop": 0.01}}}))
     (entry,) = broken["targets"]
     assert entry["status"] == "built" and entry["passed"] is False
-    assert [c["metric"] for c in entry["checks"] if not c["ok"]] == ["top1 drop vs PyTorch"]
+    # the recipe's drop, and the int8 default limits too (relative error mean 1.03, worst 1.87 when measured)
+    assert {c["metric"] for c in entry["checks"] if not c["ok"]} >= {"rel_error_mean", "rel_error_max",
+                                                                    "top1 drop vs PyTorch"}
 
 
 def test_demo_eval_split_is_labelled_and_disjoint_from_calib():

@@ -47,6 +47,7 @@ THRESHOLD_KEYS = {
     "min_top1_agreement": "fraction of inputs whose top-1 class equals PyTorch's (0..1)",
     "min_top5_agreement": "fraction whose PyTorch top-1 is in the target's top-5 (0..1)",
     "min_cosine": "minimum per-input cosine similarity with PyTorch's output",
+    "min_cosine_mean": "mean per-input cosine similarity with PyTorch's output",
     "max_abs_error": "largest absolute difference from PyTorch's output",
     "max_rel_error": "largest per-input relative error ||target - PyTorch|| / ||PyTorch|| (sees a scale or shift)",
     "max_rel_error_mean": "mean per-input relative error",

@@ -38,13 +38,15 @@ PRECISION_CLASSES = ("fp32", "fp16", "int8")
 _CLASS_OF = {"fp32": "fp32", "fp16": "fp16", "bf16": "fp16", "f16": "fp16", "int8": "int8"}
 
 # Limits every target gets without a recipe, per precision class: figures against PyTorch on the
-# evaluation set. ``max_rel_error`` (the worst input's ||target - PyTorch|| / ||PyTorch||) sees a
-# scale or a shift of the outputs, which the cosine and the top-1 class do not. Measured margins
-# are in docs/verdict.md; a recipe's threshold of the same key replaces the default.
+# evaluation set. The relative error (per input, ||target - PyTorch|| / ||PyTorch||) sees a scale or
+# a shift of the outputs, which the cosine and the top-1 class do not (3x logits: 2.0). FP32 is held
+# on its worst input; FP16/BF16 and INT8, whose worst input on a large set is a tail, on the mean,
+# with a loose worst-input backstop. Measured margins are in docs/verdict.md; a recipe's threshold
+# of the same key replaces the default.
 DEFAULT_LIMITS: Dict[str, Dict[str, float]] = {
     "fp32": {"max_rel_error": 0.01, "min_cosine": 0.9999},
-    "fp16": {"max_rel_error": 0.1, "min_cosine": 0.99},
-    "int8": {"max_rel_error": 0.5, "min_cosine": 0.85},
+    "fp16": {"max_rel_error_mean": 0.05, "max_rel_error": 0.3, "min_cosine_mean": 0.99},
+    "int8": {"max_rel_error_mean": 0.25, "max_rel_error": 1.0, "min_cosine_mean": 0.95},
 }
 
 # Every limit key: (the accuracy figure it reads, "min" or "max", the figure in words). Recipe
