@@ -15,7 +15,6 @@ from xcit_export.cli import main
 from xcit_export.errors import RecipeError
 from xcit_export.report.gate import gate
 from xcit_export.pipeline import RunConfig, run
-from xcit_export.report.plots import spread_labels
 from xcit_export.evaluate.profiling import OUTSIDE_OPERATORS, breakdown, coverage, coverage_line, subtract_node_cost
 from xcit_export.recipe import load_recipe, to_run_config
 from xcit_export.report.document import html_page, merge_reports
@@ -65,20 +64,6 @@ def test_unlabelled_budget_uses_agreement_and_cosine():
         Budget(max_top1_drop=2).check()
 
 
-def test_spread_labels_never_overlap():
-    gap = 0.05
-    for positions in ([0.5] * 6, [0.99, 0.98, 0.97, 0.1], [0.3, 0.31, 0.9, 0.29], [0.5] * 30):
-        placed = spread_labels(positions, gap, 0.0, 1.0, tiebreak=list(range(len(positions))))
-        ys = sorted(placed)
-        assert all(b - a >= gap - 1e-9 for a, b in zip(ys, ys[1:]))
-        if (len(positions) - 1) * gap < 1:
-            assert 0.0 <= ys[0] and ys[-1] <= 1.0
-        # Labels keep their points' order (ties by tiebreak), so leader lines do not cross.
-        order = sorted(range(len(positions)), key=lambda i: (positions[i], i))
-        assert [placed[i] for i in order] == ys
-    assert spread_labels([0.2, 0.8], gap, 0.0, 1.0) == [0.2, 0.8]  # room: untouched
-
-
 @pytest.fixture(scope="module")
 def auto_run(tmp_path_factory):
     """A cheap real auto run: two candidates plus their batch-1 variants, labelled inputs."""
@@ -111,7 +96,9 @@ def test_auto_recommends_fastest_within_budget(auto_run):
     assert why["tensorrt-fp16"].startswith("cannot run here") and set(why) == set(names) | {"tensorrt-fp16"}
     assert rec["require_winner"] == {"target": "no-such-target", "ok": False}
     md = (out / "report.md").read_text()
-    assert md.splitlines()[2] == f"**{rec['lines'][0]}**"
+    # The recommendation heads the report, after any warnings (a noisy machine adds one).
+    head = [line for line in md.splitlines()[2:] if line and not line.startswith("**Warning:")]
+    assert head[0] == f"**{rec['lines'][0]}**"
 
 
 def test_profiles_come_from_the_runtimes_and_add_up(auto_run):
