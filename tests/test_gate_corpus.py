@@ -144,6 +144,34 @@ def test_a_built_target_is_a_skip_not_a_pass_and_exits_0(tmp_path):
     assert _gate(tmp_path, bad, report).exit_code == 1  # the stand-in's figures are still judged
 
 
+
+def test_a_built_target_is_never_shown_as_a_pass(tmp_path):
+    """The terminal table and report.html over a run with a built (not run) TensorRT target: its row
+    says 'built, not run' even when its stand-in's checks hold, and the HTML banner is no green PASS."""
+    from xcit_export.console import results_table
+    from xcit_export.report.html import verdict as html_verdict
+    from xcit_export.verdict import judge
+
+    built = _entry("tensorrt-int8", precision="int8", status="built", note="no engine built: no GPU")
+    built.pop("latency")
+    report = _report(_entry("onnxruntime-fp32"), built)
+    for entry in report["targets"]:
+        judge(entry).apply(entry)
+    assert [e["passed"] for e in report["targets"]] == [True, True]
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(results_table(report))
+    rows = {line.split()[0]: line for line in console.file.getvalue().splitlines() if line.strip()}
+    assert "built, not run" in rows["tensorrt-int8"] and "pass" not in rows["tensorrt-int8"]
+    assert "ok, pass" in rows["onnxruntime-fp32"]
+    banner = html_verdict(report)
+    assert 'class="verdict warn"' in banner and "PASS" not in banner and "run it on the device" in banner
+    report["targets"] = report["targets"][:1]
+    assert 'class="verdict ok"' in html_verdict(report)
+
 def _device_report(old_format: bool = False, scale: float = 1.0) -> dict:
     acc = _acc(scale * LOGITS[:16], LOGITS[:16], LABELS[:16])
     if old_format:  # written before issue 29: check/threshold/passed, no limits, no precision on the entry
