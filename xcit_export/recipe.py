@@ -197,7 +197,14 @@ def _thresholds(path: Path, target: str, table: Any) -> dict[str, float]:
         if key not in THRESHOLD_KEYS:
             raise _err(path, f"{where} {key}", f"unknown threshold; allowed: {', '.join(THRESHOLD_KEYS)}")
         number = _number(path, f"{where} {key}", value)
-        if key in ("max_abs_error", "max_rel_error", "max_rel_error_mean"):
+        if key == "max_top1_drop":  # the one guard on every drop budget: 1 would be 100 points, refused
+            from .targets.base import as_drop
+
+            try:
+                as_drop(number, key)
+            except XcitExportError as exc:
+                raise _err(path, f"{where} {key}", str(exc)) from None
+        elif key in ("max_abs_error", "max_rel_error", "max_rel_error_mean"):
             if not number >= 0:
                 raise _err(path, f"{where} {key}", f"must be 0 or more ({THRESHOLD_KEYS[key]}), got {value!r}")
         elif not 0 <= number <= 1:
@@ -237,6 +244,13 @@ def load_recipe(path: str | Path) -> Recipe:
     if "auto" in raw and not auto:
         raise _err(path, "[auto]", "sets the --target auto budget; add auto = true under [targets]")
     for key, value in raw.get("auto", {}).items():
+        if key == "max_top1_drop":  # the one guard on every drop budget (targets.base.as_drop)
+            from .targets.base import as_drop
+
+            try:
+                as_drop(value, key)
+            except XcitExportError as exc:
+                raise _err(path, f"[auto] {key}", str(exc)) from None
         if key not in ("require_winner", "allow_no_winner") and not 0 <= value <= 1:
             raise _err(path, f"[auto] {key}", f"is a fraction between 0 and 1, got {value!r}")
     if not targets_raw and not auto:

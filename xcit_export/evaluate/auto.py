@@ -33,6 +33,9 @@ class Budget:
     min_cosine_mean: float = 0.99  # the unlabelled stand-in (with agreement) for the labelled drop
 
     def check(self) -> "Budget":
+        from ..targets.base import as_drop
+
+        as_drop(self.max_top1_drop, "max_top1_drop")  # 1 would be read as 100 points: refused, like max_drop
         for key, value in asdict(self).items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise XcitExportError(f"accuracy budget {key}={value!r} must be a fraction between 0 and 1 "
