@@ -24,7 +24,7 @@ import numpy as np
 from . import export as export_mod
 from . import keys as keys_mod
 from .console import latency_runs, renamed, stepper
-from .errors import BackendUnavailableError, XcitExportError
+from .errors import BackendUnavailableError, UsageError, XcitExportError
 from .fingerprint import device_fingerprint
 from .io import atomic_dir, ensure_writable_dir, sha256_file
 from .outdir import locked_output_dir
@@ -281,6 +281,23 @@ def _evaluation_source(config: RunConfig, spec, eval_set) -> tuple[Any, str]:
             f"{config.eval_count} seeded random inputs (seed {config.seed + 2})")
 
 
+# The smallest value of each numeric option not checked elsewhere (the latency loop's, --threads and
+# --batch have their own checks; None: the option is not given).
+_RANGES = (("--seed", lambda c: c.seed, 0), ("--eval-count", lambda c: c.eval_count, 1),
+           ("--calib-size", lambda c: c.calib_size, 1), ("--eval-size", lambda c: c.eval_size, 1))
+
+
+def check_ranges(config: RunConfig) -> None:
+    """Refuse a numeric option out of its range (``--eval-count -3``, ``--seed -5``, ``--eval-count 0``)
+    before any work, naming the option: they used to fail after the model loaded, in a traceback."""
+    for option, get, least in _RANGES:
+        value = get(config)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < least:
+            raise UsageError(f"{option} {value!r} is out of range: it must be {least} or more")
+
+
 def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     """Run the whole pipeline and return the report (also written to ``out_dir``).
 
@@ -288,6 +305,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     (:func:`xcit_export.outdir.locked_output_dir`), so two runs never interleave in one folder.
     """
     left_out: dict[str, str] = {}
+    check_ranges(config)  # numbers out of range fail here, in one line, before the model loads
     if config.auto:
         from .evaluate import auto as auto_mod
 
