@@ -249,6 +249,12 @@ def test_eval_sizes_needs_dynamic_size_and_patch_multiples(tmp_path):
         run(RunConfig(**base, eval_sizes=((64, 64), (96, 96))))
     with pytest.raises(XcitExportError, match="100x96 does not fit .* multiples of the patch size 16"):
         run(RunConfig(**base, dynamic_size=True, eval_sizes=((100, 96),)))
+    # a tensor evaluation set cannot be preprocessed at another size: refused before any work (issue 29)
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 3, 64, 64), np.float32))
+    with pytest.raises(XcitExportError, match=r"holds tensors preprocessed at one size, which cannot be evaluated "
+                                              r"at 96x96 \(--eval-sizes\)"):
+        run(RunConfig(**base, dynamic_size=True, eval=str(tmp_path / "x.npz"), eval_sizes=((64, 64), (96, 96))))
+    assert not (tmp_path / "o").exists()
 
 
 def test_pipeline_reports_accuracy_and_latency_per_size(tmp_path):

@@ -323,6 +323,13 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
         from .evaluate.sizes import check_run
 
         check_run(config.eval_sizes, spec.patch_size, spec.name, config.dynamic_size)
+        tensors = config.eval is not None and Path(config.eval).suffix.lower() in (".npy", ".npz")
+        other = [s for s in config.eval_sizes if tuple(s) != tuple(spec.preprocessing.input_size)]
+        if tensors and other:  # tensors cannot be preprocessed again at another size: refuse before any work
+            raise XcitExportError(
+                f"--eval '{config.eval}' holds tensors preprocessed at one size, which cannot be evaluated at "
+                f"{', '.join(f'{h}x{w}' for h, w in other)} (--eval-sizes); give images there (a folder, a .txt "
+                f"list or demo) or drop --eval to use seeded inputs at each size")
     if config.threads is not None and config.threads < 1:
         raise XcitExportError(f"threads must be 1 or more, got {config.threads}; leave --threads out for all cores")
     ensure_writable_dir(config.out_dir)
