@@ -314,6 +314,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
     for target in targets:
         target.check_options(config.target_options.get(target.name, {}))
+        target.check_here(config.target_options.get(target.name, {}))  # e.g. --device GPU where there is none
     _refuse_search_without_data(config, targets)
     num_classes = config.num_classes
     if num_classes is None:
