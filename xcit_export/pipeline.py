@@ -36,7 +36,7 @@ from .evaluate.stream import StreamTarget, evaluate_stream
 from .evaluate.validate import (LatencyOptions, check_reference, check_weights, constant_reference_warning,
                                 measure_latency, rss_mb, torch_infer)
 from .verdict import built_note, judge, limits_for, record_outputs
-from .models.weights import default_num_classes, load_model
+from .models.weights import check_checkpoint_path, default_num_classes, load_model
 from .models.zoo import get_spec
 
 Progress = Callable[[str], None]
@@ -333,25 +333,46 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
                 f"list or demo) or drop --eval to use seeded inputs at each size")
     if config.threads is not None and config.threads < 1:
         raise XcitExportError(f"threads must be 1 or more, got {config.threads}; leave --threads out for all cores")
+    check_checkpoint_path(config.weights)
+    # The folders ensure_writable_dir creates are removed again when an input check below fails: a run
+    # refused before its work leaves --out as it found it.
+    created = next((p for p in reversed([Path(config.out_dir), *Path(config.out_dir).parents]) if not p.exists()), None)
     ensure_writable_dir(config.out_dir)
     threads = config.resolved_threads()
-
-    calib_default = _needs_default_calibration(config, targets)
-    if calib_default:
-        config = dataclasses.replace(config, calib=DEFAULT_CALIB)
-    data_info, eval_set = load_image_sets(config, spec, progress)
-    if calib_default:
-        data_info["calibration"].update(default=True, note=DEFAULT_CALIB_NOTE)
-    if config.calib_data is not None and config.calib_id is None:
-        config.calib_id = hashlib.sha256(np.ascontiguousarray(config.calib_data).tobytes()).hexdigest()
-    for target in targets:
-        if target.needs_calibration and config.calib_data is None:
-            raise XcitExportError(f"target {target.name} needs calibration images: pass --calib FOLDER "
-                                  f"(or --calib demo for the bundled set)")
+    try:
+        calib_default = _needs_default_calibration(config, targets)
+        if calib_default:
+            config = dataclasses.replace(config, calib=DEFAULT_CALIB)
+        data_info, eval_set = load_image_sets(config, spec, progress)
+        if calib_default:
+            data_info["calibration"].update(default=True, note=DEFAULT_CALIB_NOTE)
+        if config.calib_data is not None and config.calib_id is None:
+            config.calib_id = hashlib.sha256(np.ascontiguousarray(config.calib_data).tobytes()).hexdigest()
+        for target in targets:
+            if target.needs_calibration and config.calib_data is None:
+                raise XcitExportError(f"target {target.name} needs calibration images: pass --calib FOLDER "
+                                      f"(or --calib demo for the bundled set)")
+    except BaseException:
+        _remove_empty(Path(config.out_dir), created)
+        raise
 
     # Everything below writes into out_dir: one run at a time there (outdir.py).
     with locked_output_dir(config.out_dir, wait=config.wait_for_lock, progress=progress):
         return _build_and_report(config, targets, spec, threads, data_info, progress, left_out, eval_set)
+
+
+def _remove_empty(folder: Path, top: Path | None) -> None:
+    """Remove ``folder`` and its parents up to ``top`` (the first one this run created), each only
+    while empty: nothing of the user's is ever deleted."""
+    if top is None:
+        return
+    for path in [folder, *folder.parents]:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        if path == top:
+            return
 
 
 def _refuse_search_without_data(config: RunConfig, targets) -> None:
