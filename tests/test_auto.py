@@ -60,8 +60,10 @@ def test_unlabelled_budget_uses_agreement_and_cosine():
     assert {c["target"]: c["why"] for c in rec["candidates"]}["a"] == "mean cosine 0.9800 < 0.9900"
     assert require_winner(rec, "a")["require_winner"] == {"target": "a", "ok": False}
     assert rec["lines"][-1] == "Required winner a: NOT held (the best choice changed)"
-    with pytest.raises(Exception, match="max_top1_drop=2 must be a fraction"):
+    with pytest.raises(Exception, match=r"max_top1_drop=2 is read as a fraction \(200 points\); for 2 points pass 0.02"):
         Budget(max_top1_drop=2).check()
+    with pytest.raises(Exception, match="min_top1_agreement=2 must be a fraction"):
+        Budget(min_top1_agreement=2).check()
 
 
 @pytest.fixture(scope="module")
