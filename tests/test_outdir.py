@@ -124,7 +124,7 @@ def _scenario(folder: Path, RunConfig, run, LatencyOptions) -> dict:
     leftovers = sorted(p.name for p in folder.iterdir() if io_mod.is_atomic_temp(p.name))
     assert len(leftovers) == 1 and leftovers[0].startswith(".onnx.")
     assert _lock_is_free(folder)  # the kernel dropped the dead process's lock
-    (folder / ".report.json.abc_1234.tmp").write_text("{")  # a report cut short the same way
+    (folder / ".report.json.abc_1234.xcit-export.tmp").write_text("{")  # a report cut short the same way
 
     # First run: the headline command (INT8, no --calib) as a user types it, in its own process.
     with umask(0o022):
@@ -240,10 +240,11 @@ def test_atomic_writers_follow_an_unusual_umask(tmp_path):
 
 
 def test_lock_refuses_at_once_without_waiting_and_cleans_only_temporaries(tmp_path):
-    keep = ["report.json", ".hidden", ".onnx.tmp", ".onnx.abcdefgh.tmp.bak"]
+    keep = ["report.json", ".hidden", ".onnx.tmp", ".onnx.abcdefgh.tmp.bak",
+            ".onnx.abcdefgh.tmp", ".x.abcdefgh.tmp"]  # a user's own names like ours, without our tag
     for name in keep:
         (tmp_path / name).write_text("keep")
-    (tmp_path / ".onnx.abcdefgh.tmp").mkdir()
+    (tmp_path / ".onnx.abcdefgh.xcit-export.tmp").mkdir()
     with locked_output_dir(tmp_path) as held:
         assert held == tmp_path and (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
         with pytest.raises(OutputDirBusyError, match=rf"'{tmp_path}' is in use by another xcit-export run "

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Union
 
 from .errors import ReportError, UsageError
+from .verdict import HOLDING_STATUSES
 
 if TYPE_CHECKING:  # only for annotations: importing these loads PyTorch
     from .console import Progress
@@ -39,9 +40,9 @@ ReportLike = Union["Report", Mapping[str, Any], str, "os.PathLike[str]"]
 # gets counts too (:class:`xcit_export.console.Progress`); True: progress bars on stderr.
 ProgressArg = Union[bool, Callable[[str], None], "Progress", None]
 
-# The states in which a target counts as having held (``built``: the artifact exists and was
-# validated where it can be, e.g. a TensorRT engine that can only run on the device). Anything else fails.
-HOLDING_STATUSES = ("ok", "built")
+# HOLDING_STATUSES: the states in which a target counts as having held (``built``: the artifact exists
+# and was validated where it can be, e.g. a TensorRT engine that can only run on the device). Anything
+# else fails. Defined with the verdict (verdict.py), which decides every status.
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,8 +128,11 @@ class Recommendation:
 
     @property
     def held(self) -> bool:
-        """False only when a required winner was asked for and another candidate won."""
-        return bool((self.data.get("require_winner") or {}).get("ok", True))
+        """False when no candidate held the budget (unless the run allowed none) or when a required
+        winner was asked for and another candidate won."""
+        from .verdict import recommendation_held
+
+        return recommendation_held(self.data)
 
     def __str__(self) -> str:
         return self.lines[0] if self.lines else f"recommendation: {self.target}"
@@ -192,12 +196,16 @@ class Report:
     # -- verdict ------------------------------------------------------------------------------
     @property
     def passed(self) -> bool:
-        """Every target held (ran, met its thresholds) and a required winner, if any, won.
+        """Every target held (its verdict: ran or was built, met its limits); for ``--target auto``,
+        the recommendation held instead (a winner, the required one if any; candidates that lost are
+        the reasons in it, not failures of the run).
 
-        The CLI exits 1 exactly when this is False.
+        The CLI exits 1 exactly when this is False (docs/verdict.md, "Exit status").
         """
         rec = self.recommendation
-        return all(t.passed for t in self.targets) and (rec is None or rec.held)
+        if rec is not None:
+            return rec.held
+        return all(t.passed for t in self.targets)
 
     @property
     def json_path(self) -> Path | None:
@@ -341,7 +349,7 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
         options: Mapping[str, Any] | None = None,
         target_options: Mapping[str, Mapping[str, Any]] | None = None,
         max_top1_drop: float | None = None, min_top1_agreement: float | None = None,
-        min_cosine_mean: float | None = None, require_winner: str | None = None,
+        min_cosine_mean: float | None = None, require_winner: str | None = None, allow_no_winner: bool = False,
         profile: bool = True, rebuild: bool = False, wait: bool = True,
         explain: bool = False, fix: bool = False,
         progress: ProgressArg = None) -> Report:
@@ -368,6 +376,8 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
             ``{"openvino-int8": {"preset": "mixed"}}`` (``xcit-export list-targets --options``).
         max_top1_drop, min_top1_agreement, min_cosine_mean, require_winner: ``targets="auto"``'s
             accuracy budget (fractions; defaults 0.01, 0.97, 0.99) and the candidate that must win.
+        allow_no_winner: ``targets="auto"``: no candidate within the budget still passes (by default
+            :attr:`Report.passed` is then False: the CLI exits 1).
         wait: another run holds ``out``: wait for it (False: raise ``OutputDirBusyError`` at once).
         explain: per-point error against PyTorch for every target (each entry's ``divergence``,
             docs/explain.md); targets that miss their limits are explained without it.
@@ -411,6 +421,7 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
                   target_options: Mapping[str, Mapping[str, Any]] | None = None,
                   max_top1_drop: float | None = None, min_top1_agreement: float | None = None,
                   min_cosine_mean: float | None = None, require_winner: str | None = None,
+                  allow_no_winner: bool = False,
                   profile: bool = True, rebuild: bool = False, wait: bool = True,
                   explain: bool = False, fix: bool = False) -> Any:
     """The pipeline's RunConfig for :func:`run`'s arguments (``candidates``: ``auto`` among these only)."""
@@ -420,7 +431,8 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
 
     names = _target_names(targets)
     budget_given = {k: v for k, v in (("max_top1_drop", max_top1_drop), ("min_top1_agreement", min_top1_agreement),
-                                      ("min_cosine_mean", min_cosine_mean), ("require_winner", require_winner))
+                                      ("min_cosine_mean", min_cosine_mean), ("require_winner", require_winner),
+                                      ("allow_no_winner", allow_no_winner or None))
                     if v is not None}
     auto_budget = None
     if "auto" in names:
@@ -451,7 +463,8 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
                                max_seconds=max_seconds).check(),
         output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
         eval=eval, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
-        auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner, profile=profile,
+        auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner,
+        allow_no_winner=bool(allow_no_winner), profile=profile,
         wait_for_lock=wait, explain=bool(explain or fix), fix=bool(fix))
     if config.auto:
         # the candidates (default: every registered target); pipeline.run lists those that cannot run here
@@ -481,7 +494,7 @@ def run_recipe(recipe: PathLike, *, out: PathLike | None = None, rebuild: bool =
 
 def recommend(model: str, *, candidates: str | Sequence[str] | None = None, max_top1_drop: float = 0.01,
               min_top1_agreement: float = 0.97, min_cosine_mean: float = 0.99,
-              require_winner: str | None = None, **run_options: Any) -> Report:
+              require_winner: str | None = None, allow_no_winner: bool = False, **run_options: Any) -> Report:
     """Which artifact to ship to this machine: :func:`run` with ``targets="auto"``.
 
     Every target that runs here (or only ``candidates``) is built, validated and timed, each also as
@@ -492,7 +505,8 @@ def recommend(model: str, *, candidates: str | Sequence[str] | None = None, max_
     progress = run_options.pop("progress", None)
     config = _build_config(model, "auto", candidates=_target_names(candidates) if candidates else None,
                            max_top1_drop=max_top1_drop, min_top1_agreement=min_top1_agreement,
-                           min_cosine_mean=min_cosine_mean, require_winner=require_winner, **run_options)
+                           min_cosine_mean=min_cosine_mean, require_winner=require_winner,
+                           allow_no_winner=allow_no_winner, **run_options)
     return _run_config(config, progress)
 
 
@@ -552,6 +566,6 @@ def bundle(artifact: PathLike | Report, *, target: str | None = None, out: PathL
             raise UsageError("this Report has no output folder; pass the target folder instead")
         artifact = artifact.out_dir
     folder = resolve_artifact_dir(Path(artifact), target)
-    overrides = {"cosine_min": min_cosine, "top1_agreement": min_top1_agreement, "max_latency_ms": max_latency_ms}
+    overrides = {"min_cosine": min_cosine, "min_top1_agreement": min_top1_agreement, "max_latency_ms": max_latency_ms}
     return create_bundle(folder, Path(out) if out is not None else None, golden_count=golden_count,
                          thresholds=overrides, tarball=tarball, progress=progress or (lambda message: None))

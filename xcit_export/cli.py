@@ -101,6 +101,8 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
               help="--target auto: smallest mean cosine with PyTorch where it stands in (no labels/no logits).")
 @click.option("--require-winner", help="--target auto: exit 1 unless this candidate is recommended, "
                                         "e.g. openvino-fp32@batch1.")
+@click.option("--allow-no-winner", is_flag=True,
+              help="--target auto: exit 0 even when no candidate holds the accuracy budget (default: exit 1).")
 @click.option("--explain", is_flag=True,
               help="Per-block error of every target against PyTorch, named by module path, and each backend's "
                    "remedy (docs/explain.md); targets that miss their limits are explained anyway.")
@@ -121,8 +123,8 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dynamic_size, eval_sizes, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
          warmup, iterations, min_seconds, max_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
-         min_top1_agreement, min_cosine_mean, require_winner, explain, fix, op_profile, executor, ray_address, shards,
-         quiet, verbose):
+         min_top1_agreement, min_cosine_mean, require_winner, allow_no_winner, explain, fix, op_profile, executor,
+         ray_address, shards, quiet, verbose):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
@@ -157,7 +159,7 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dyn
         raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
 
     auto_flags = [f"--{p.replace('_', '-')}" for p in ("max_top1_drop", "min_top1_agreement", "min_cosine_mean",
-                                                        "require_winner")
+                                                        "require_winner", "allow_no_winner")
                   if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
     general, specific = _parse_options(raw_options)
     options = dict(
@@ -170,7 +172,7 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dyn
         explain=explain, fix=fix)
     # The accuracy budget's defaults are the CLI's; only the options given count as "given for auto".
     budget = dict(max_top1_drop=max_top1_drop, min_top1_agreement=min_top1_agreement,
-                  min_cosine_mean=min_cosine_mean, require_winner=require_winner)
+                  min_cosine_mean=min_cosine_mean, require_winner=require_winner, allow_no_winner=allow_no_winner)
     if "auto" not in [t.strip() for t in ",".join(targets).split(",")]:
         if auto_flags:
             raise click.UsageError(f"{', '.join(auto_flags)} only apply to --target auto")
@@ -196,7 +198,9 @@ def _run_matrix(recipe, executor_name, address, out, rebuild, shards, wait: bool
         executor.close()
     click.echo(matrix_markdown(report))
     click.echo(f"report: {out / 'matrix.json'} (also matrix.md, matrix.html)")
-    if any(c["status"] == "failed" or c.get("passed") is False for c in report["cells"]):
+    from .verdict import report_passed
+
+    if not report_passed(report):  # a cell that failed or missed its limits; an auto matrix without a winner
         sys.exit(1)
 
 
@@ -295,7 +299,7 @@ def report_merge(reports, out, labels):
 
     if labels and len(labels) != len(reports):
         raise ReportError(f"{len(labels)} --label value(s) for {len(reports)} reports; give one per report or none")
-    merged = merge_reports([read_report(p) for p in reports], list(labels) or None)
+    merged = merge_reports([read_report(p) for p in reports], list(labels) or None, [str(p) for p in reports])
     ensure_writable_dir(out)
     write_json_atomic(out / "merged.json", merged)
     write_text_atomic(out / "merged.md", merged_markdown(merged))

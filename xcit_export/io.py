@@ -1,6 +1,7 @@
 """Small file-system helpers: atomic writes, writable-folder checks, content hashes.
 
-Atomic writers build the file or folder under a temporary sibling name (``.<name>.XXXXXXXX.tmp``)
+Atomic writers build the file or folder under a temporary sibling name
+(``.<name>.XXXXXXXX.xcit-export.tmp``; the tag tells ours from a user's own ``.x.abcdefgh.tmp``)
 and rename it into place, after ``fsync`` of the file(s) and before an ``fsync`` of the folder that
 holds the new name (what git and SQLite do), so after a power loss a name holds either the old
 content or the whole new content, never an empty or torn file.
@@ -28,10 +29,11 @@ from typing import Any, Iterator
 from .errors import OutputDirError
 
 
-_TMP_SUFFIX = ".tmp"
-# What mkstemp/mkdtemp make of prefix ".<name>." and suffix ".tmp": 8 characters from
-# tempfile's alphabet (lower-case letters, digits, underscore) between them.
-_ATOMIC_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_TMP_SUFFIX = ".xcit-export.tmp"
+# What mkstemp/mkdtemp make of prefix ".<name>." and our suffix: 8 characters from tempfile's
+# alphabet (lower-case letters, digits, underscore) between them. The suffix is the proof that a
+# name is ours: outdir.remove_dead_temps deletes only such names, never a user's ".x.abcdefgh.tmp".
+_ATOMIC_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.xcit-export\.tmp$")
 _umask_lock = threading.Lock()
 
 

@@ -81,6 +81,7 @@ READ_BY_NONE: dict[str, str] = {
     "auto": "--target auto plans targets; its batch-1 variants are keyed as their own builds",
     "budget": "--target auto's recommendation budget, read after building",
     "require_winner": "--target auto's exit rule, read after building",
+    "allow_no_winner": "--target auto's exit rule, read after building",
     "profile": "per-operator profiles, measured after building",
     "explain": "the per-point diagnosis (diagnose/) reads built artifacts, after building",
     "fix": "--fix rebuilds in <out>/fixed with the remedies as target options, which key those builds",

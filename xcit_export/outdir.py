@@ -17,8 +17,8 @@ so in a shared ``--out`` a symbolic (or hard) link planted under its name cannot
 into another file; the pid is written over a fixed-width field at its start.
 
 Holding the lock makes a run the folder's only writer, so it may remove what runs that died there
-left behind: the ``.<name>.XXXXXXXX.tmp`` files and folders of the atomic writers (a run killed
-while exporting leaves ``.onnx.*.tmp/``). ``report merge``, ``bundle`` and ``gate`` only read a
+left behind: the ``.<name>.XXXXXXXX.xcit-export.tmp`` files and folders of the atomic writers (a run killed
+while exporting leaves ``.onnx.*.xcit-export.tmp/``). ``report merge``, ``bundle`` and ``gate`` only read a
 run folder and take no lock.
 
 Device-side rules apply (Python 3.8, no torch/onnx/click imports).

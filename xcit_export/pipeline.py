@@ -25,7 +25,7 @@ from . import export as export_mod
 from . import keys as keys_mod
 from .console import latency_runs, renamed, stepper
 from .diagnose import run as diagnose_run
-from .errors import BackendUnavailableError, XcitExportError
+from .errors import BackendUnavailableError, UsageError, XcitExportError
 from .fingerprint import device_fingerprint
 from .io import atomic_dir, ensure_writable_dir, sha256_file
 from .outdir import locked_output_dir
@@ -33,11 +33,11 @@ from .evaluate.profiling import profile_error
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META, no_evaluation_error
 from .models.deploy import DeployModel, to_input_format
-from .report.gate import checks_to_dicts, threshold_checks
 from .evaluate.stream import StreamTarget, evaluate_stream
 from .evaluate.validate import (LatencyOptions, check_reference, check_weights, constant_reference_warning,
-                                measure_latency, output_problems, rss_mb, torch_infer)
-from .models.weights import default_num_classes, load_model
+                                measure_latency, rss_mb, torch_infer)
+from .verdict import built_note, judge, limits_for, record_outputs
+from .models.weights import check_checkpoint_path, default_num_classes, load_model
 from .models.zoo import get_spec
 
 Progress = Callable[[str], None]
@@ -90,6 +90,7 @@ class RunConfig:
     auto: bool = False
     budget: Any = None  # auto.Budget; None = its defaults
     require_winner: str | None = None
+    allow_no_winner: bool = False  # --target auto: no candidate within the budget is not a failure (exit 0)
     profile: bool = True  # per-op-type breakdown from each runtime's profiler, after each latency figure
     # --dynamic-size: symbolic height/width in the ONNX (any multiple of the patch size); --eval-sizes: the
     # (height, width) sizes to evaluate at (evaluate/sizes.py), each run like the export size.
@@ -284,6 +285,23 @@ def _evaluation_source(config: RunConfig, spec, eval_set) -> tuple[Any, str]:
             f"{config.eval_count} seeded random inputs (seed {config.seed + 2})")
 
 
+# The smallest value of each numeric option not checked elsewhere (the latency loop's, --threads and
+# --batch have their own checks; None: the option is not given).
+_RANGES = (("--seed", lambda c: c.seed, 0), ("--eval-count", lambda c: c.eval_count, 1),
+           ("--calib-size", lambda c: c.calib_size, 1), ("--eval-size", lambda c: c.eval_size, 1))
+
+
+def check_ranges(config: RunConfig) -> None:
+    """Refuse a numeric option out of its range (``--eval-count -3``, ``--seed -5``, ``--eval-count 0``)
+    before any work, naming the option: they used to fail after the model loaded, in a traceback."""
+    for option, get, least in _RANGES:
+        value = get(config)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value < least:
+            raise UsageError(f"{option} {value!r} is out of range: it must be {least} or more")
+
+
 def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     """Run the whole pipeline and return the report (also written to ``out_dir``).
 
@@ -291,6 +309,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     (:func:`xcit_export.outdir.locked_output_dir`), so two runs never interleave in one folder.
     """
     left_out: dict[str, str] = {}
+    check_ranges(config)  # numbers out of range fail here, in one line, before the model loads
     if config.auto:
         from .evaluate import auto as auto_mod
 
@@ -299,6 +318,7 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
     for target in targets:
         target.check_options(config.target_options.get(target.name, {}))
+        target.check_here(config.target_options.get(target.name, {}))  # e.g. --device GPU where there is none
     _refuse_search_without_data(config, targets)
     num_classes = config.num_classes
     if num_classes is None:
@@ -308,27 +328,55 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
         from .evaluate.sizes import check_run
 
         check_run(config.eval_sizes, spec.patch_size, spec.name, config.dynamic_size)
+        tensors = config.eval is not None and Path(config.eval).suffix.lower() in (".npy", ".npz")
+        other = [s for s in config.eval_sizes if tuple(s) != tuple(spec.preprocessing.input_size)]
+        if tensors and other:  # tensors cannot be preprocessed again at another size: refuse before any work
+            raise XcitExportError(
+                f"--eval '{config.eval}' holds tensors preprocessed at one size, which cannot be evaluated at "
+                f"{', '.join(f'{h}x{w}' for h, w in other)} (--eval-sizes); give images there (a folder, a .txt "
+                f"list or demo) or drop --eval to use seeded inputs at each size")
     if config.threads is not None and config.threads < 1:
         raise XcitExportError(f"threads must be 1 or more, got {config.threads}; leave --threads out for all cores")
+    check_checkpoint_path(config.weights)
+    # The folders ensure_writable_dir creates are removed again when an input check below fails: a run
+    # refused before its work leaves --out as it found it.
+    created = next((p for p in reversed([Path(config.out_dir), *Path(config.out_dir).parents]) if not p.exists()), None)
     ensure_writable_dir(config.out_dir)
     threads = config.resolved_threads()
-
-    calib_default = _needs_default_calibration(config, targets)
-    if calib_default:
-        config = dataclasses.replace(config, calib=DEFAULT_CALIB)
-    data_info, eval_set = load_image_sets(config, spec, progress)
-    if calib_default:
-        data_info["calibration"].update(default=True, note=DEFAULT_CALIB_NOTE)
-    if config.calib_data is not None and config.calib_id is None:
-        config.calib_id = hashlib.sha256(np.ascontiguousarray(config.calib_data).tobytes()).hexdigest()
-    for target in targets:
-        if target.needs_calibration and config.calib_data is None:
-            raise XcitExportError(f"target {target.name} needs calibration images: pass --calib FOLDER "
-                                  f"(or --calib demo for the bundled set)")
+    try:
+        calib_default = _needs_default_calibration(config, targets)
+        if calib_default:
+            config = dataclasses.replace(config, calib=DEFAULT_CALIB)
+        data_info, eval_set = load_image_sets(config, spec, progress)
+        if calib_default:
+            data_info["calibration"].update(default=True, note=DEFAULT_CALIB_NOTE)
+        if config.calib_data is not None and config.calib_id is None:
+            config.calib_id = hashlib.sha256(np.ascontiguousarray(config.calib_data).tobytes()).hexdigest()
+        for target in targets:
+            if target.needs_calibration and config.calib_data is None:
+                raise XcitExportError(f"target {target.name} needs calibration images: pass --calib FOLDER "
+                                      f"(or --calib demo for the bundled set)")
+    except BaseException:
+        _remove_empty(Path(config.out_dir), created)
+        raise
 
     # Everything below writes into out_dir: one run at a time there (outdir.py).
     with locked_output_dir(config.out_dir, wait=config.wait_for_lock, progress=progress):
         return _build_and_report(config, targets, spec, threads, data_info, progress, left_out, eval_set)
+
+
+def _remove_empty(folder: Path, top: Path | None) -> None:
+    """Remove ``folder`` and its parents up to ``top`` (the first one this run created), each only
+    while empty: nothing of the user's is ever deleted."""
+    if top is None:
+        return
+    for path in [folder, *folder.parents]:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        if path == top:
+            return
 
 
 def _refuse_search_without_data(config: RunConfig, targets) -> None:
@@ -436,11 +484,8 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         results.append(job.entry)
     for job in jobs:
         job.entry["export_batch"] = 1 if job.batch1 else (config.batch or "dynamic")
-        limits = config.thresholds.get(job.target.name)
-        if limits:
-            checks = threshold_checks(job.entry, limits.get("thresholds", {}), limits.get("latency_budget", {}))
-            job.entry["checks"] = checks_to_dicts(checks)
-            job.entry["passed"] = all(c.ok for c in checks)
+        # the one verdict (verdict.py): status, output rule, every output, the recipe's or the default limits
+        judge(job.entry, _limits(config, job.target, job.entry), outputs=model.output_names).apply(job.entry)
     diagnose_run.attach(config=config, model=model, onnx_path=onnx_path, jobs=jobs, source=source, fmt=fmt,
                         labelled=labelled, threads=threads, progress=progress, preflight=preflight)
     sizes_info = None
@@ -510,9 +555,9 @@ def _evaluate_sizes(config: RunConfig, model, spec, targets, onnx_path: Path, on
         section["reference"].append(sizes_mod.reference_record(size, spec.patch_size, torch_lat.to_dict(), desc))
         for job, streamed, entry in zip(jobs, passed.targets, results):
             _run_target(job, streamed, x_lat, torch_lat.median_ms, head, threads, model.output_names, say)
-            limits = (config.thresholds.get(job.target.name) or {}).get("thresholds")
-            sizes_mod.add_size_record(entry, size, spec.patch_size, job.entry,
-                                      threshold_checks(job.entry, limits, {}) if limits else None)
+            verdict = judge(job.entry, _limits(config, job.target, job.entry, latency=False), outputs=model.output_names)
+            verdict.apply(job.entry)
+            sizes_mod.add_size_record(entry, size, spec.patch_size, job.entry, verdict.checks)
     section["slopes"] = sizes_mod.slopes(section["reference"], results)
     return section
 
@@ -714,7 +759,8 @@ def _recommendation(config: RunConfig, results: list[dict], left_out: dict, labe
                     classifies: bool) -> dict:
     from .evaluate import auto as auto_mod
 
-    rec = auto_mod.recommend(results, config.budget, left_out, labelled=labelled, classifies=classifies)
+    rec = auto_mod.recommend(results, config.budget, left_out, labelled=labelled, classifies=classifies,
+                             allow_no_winner=config.allow_no_winner)
     if config.require_winner:
         auto_mod.require_winner(rec, config.require_winner)
     return rec
@@ -770,12 +816,7 @@ def _run_target(job: _Job, streamed: StreamTarget, x_lat, torch_median_ms: float
             if streamed.traceback:
                 entry["traceback"] = streamed.traceback
             return
-        per_output = streamed.accuracy(output_names)
-        entry["accuracy"] = per_output[output_names[0]]
-        if len(per_output) > 1:
-            entry["outputs"] = per_output
-        broken = [f"{name}: {p}" if len(per_output) > 1 else p
-                  for name, acc in per_output.items() for p in output_problems(acc)]
+        record_outputs(entry, streamed.accuracy(output_names))  # the verdict (judge) reads every output
         rss_before = rss_mb()
         t0 = time.perf_counter()
         runner = target.load(artifact, threads=threads, **options)
@@ -798,14 +839,22 @@ def _run_target(job: _Job, streamed: StreamTarget, x_lat, torch_median_ms: float
             entry["memory_mb"] = round(rss_mb() - rss_before, 1)
         finally:
             runner.close()
-        entry["status"] = "ok"
-        if broken:  # the one rule (validate.output_problems): a broken output never passes
-            entry["status"] = "failed"
-            entry["error"] = "; ".join(broken)
+        # ok: it ran on its runtime; built: only a stand-in ran (a TensorRT engine on a host). judge() decides.
+        entry["status"] = "ok" if getattr(runner, "measures_latency", True) else "built"
         if artifact.metadata.get("note"):
             entry["note"] = artifact.metadata["note"]
+        if entry["status"] == "built":
+            entry["note"] = built_note(entry.get("note"), str(artifact.path.parent))
     except Exception as exc:  # noqa: BLE001 - recorded in the entry; the other targets go on
         _fail(entry, exc)
+
+
+def _limits(config: RunConfig, target, entry: dict, latency: bool = True):
+    """A target's limits: its recipe's thresholds and latency budget over the default limits of its
+    precision class (verdict.limits_for), for the precision its runtime really computed in."""
+    given = config.thresholds.get(target.name) or {}
+    return limits_for(target.precision, given.get("thresholds"), given.get("latency_budget") if latency else None,
+                      entry.get("inference_precision"))
 
 
 def _sweep(infer, x_eval, config: RunConfig, progress: Progress, label: str) -> list[dict]:

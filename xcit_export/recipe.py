@@ -27,6 +27,7 @@ candidate (``[targets.<name>]`` tables may still give options and thresholds), a
 
     [auto]     max_top1_drop = 0.01, min_top1_agreement = 0.97, min_cosine_mean = 0.99,
                require_winner = "openvino-fp32@batch1"   # a run (and `gate --recipe`) fails otherwise
+               allow_no_winner = true   # no candidate within the budget is not a failure (default: exit 1)
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ THRESHOLD_KEYS = {
     "min_top1_agreement": "fraction of inputs whose top-1 class equals PyTorch's (0..1)",
     "min_top5_agreement": "fraction whose PyTorch top-1 is in the target's top-5 (0..1)",
     "min_cosine": "minimum per-input cosine similarity with PyTorch's output",
+    "min_cosine_mean": "mean per-input cosine similarity with PyTorch's output",
     "max_abs_error": "largest absolute difference from PyTorch's output",
+    "max_rel_error": "largest per-input relative error ||target - PyTorch|| / ||PyTorch|| (sees a scale or shift)",
+    "max_rel_error_mean": "mean per-input relative error",
     "max_top1_drop": "labelled top-1 drop vs PyTorch, as a fraction (0.01 = 1 point)",
     "min_top1": "labelled top-1 accuracy (0..1)",
 }
@@ -62,7 +66,7 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "latency": {"threads": (int,), "warmup": (int,), "iterations": (int,), "min_seconds": (int, float),
                 "max_seconds": (int, float), "batch_sweep": (list,)},
     "auto": {"max_top1_drop": (int, float), "min_top1_agreement": (int, float), "min_cosine_mean": (int, float),
-             "require_winner": (str,)},
+             "require_winner": (str,), "allow_no_winner": (bool,)},
 }
 _TARGET_KEYS = ("options", "thresholds", "latency_budget", "device")
 
@@ -193,7 +197,17 @@ def _thresholds(path: Path, target: str, table: Any) -> dict[str, float]:
         if key not in THRESHOLD_KEYS:
             raise _err(path, f"{where} {key}", f"unknown threshold; allowed: {', '.join(THRESHOLD_KEYS)}")
         number = _number(path, f"{where} {key}", value)
-        if key != "max_abs_error" and not 0 <= number <= 1:
+        if key == "max_top1_drop":  # the one guard on every drop budget: 1 would be 100 points, refused
+            from .targets.base import as_drop
+
+            try:
+                as_drop(number, key)
+            except XcitExportError as exc:
+                raise _err(path, f"{where} {key}", str(exc)) from None
+        elif key in ("max_abs_error", "max_rel_error", "max_rel_error_mean"):
+            if not number >= 0:
+                raise _err(path, f"{where} {key}", f"must be 0 or more ({THRESHOLD_KEYS[key]}), got {value!r}")
+        elif not 0 <= number <= 1:
             raise _err(path, f"{where} {key}", f"is a fraction between 0 and 1 ({THRESHOLD_KEYS[key]}), got {value!r}")
         out[key] = number
     return out
@@ -230,7 +244,14 @@ def load_recipe(path: str | Path) -> Recipe:
     if "auto" in raw and not auto:
         raise _err(path, "[auto]", "sets the --target auto budget; add auto = true under [targets]")
     for key, value in raw.get("auto", {}).items():
-        if key != "require_winner" and not 0 <= value <= 1:
+        if key == "max_top1_drop":  # the one guard on every drop budget (targets.base.as_drop)
+            from .targets.base import as_drop
+
+            try:
+                as_drop(value, key)
+            except XcitExportError as exc:
+                raise _err(path, f"[auto] {key}", str(exc)) from None
+        if key not in ("require_winner", "allow_no_winner") and not 0 <= value <= 1:
             raise _err(path, f"[auto] {key}", f"is a fraction between 0 and 1, got {value!r}")
     if not targets_raw and not auto:
         raise _err(path, "[targets]", "list at least one target as a [targets.<name>] table, or set auto = true")
@@ -341,9 +362,10 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
         from .evaluate.auto import Budget
 
         settings = recipe.auto_settings()
-        budget = Budget(**{k: float(v) for k, v in settings.items() if k != "require_winner"})
+        budget = Budget(**{k: float(v) for k, v in settings.items() if k not in ("require_winner", "allow_no_winner")})
     return RunConfig(
         auto=recipe.auto, budget=budget, require_winner=recipe.auto_settings().get("require_winner"),
+        allow_no_winner=bool(recipe.auto_settings().get("allow_no_winner", False)),
         model=model_name, targets=[] if recipe.auto else [t.name for t in recipe.targets],
         out_dir=out_dir or Path("out") / recipe.path.stem,
         weights=_resolve(recipe, model.get("weights", "random"), ("random", "pretrained", "demo")),

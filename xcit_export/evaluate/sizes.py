@@ -99,8 +99,8 @@ def reference_record(size: tuple[int, int], patch: int, latency: dict, inputs: s
 def add_size_record(entry: dict, size: tuple[int, int], patch: int, sized: dict, checks: list | None) -> dict:
     """Record ``sized`` (the target's result at ``size``) in ``entry["sizes"]``.
 
-    A size that did not run, or misses the target's thresholds (``checks``: report.gate's
-    ``threshold_checks`` of ``sized``, the same thresholds as at the export size), fails the
+    A size that did not run, or misses the target's limits (``checks``: the verdict's checks of
+    ``sized``, verdict.judge, the same limits as at the export size), fails the
     target: the export size alone passing is not a pass.
     """
     from dataclasses import asdict
@@ -116,7 +116,7 @@ def add_size_record(entry: dict, size: tuple[int, int], patch: int, sized: dict,
         if key in sized:
             record[key] = sized[key]
     entry.setdefault("sizes", []).append(record)
-    if sized.get("status") != "ok" and entry.get("status") == "ok":
+    if sized.get("status") not in ("ok", "built") and entry.get("status") in ("ok", "built"):
         entry["status"] = "failed"
         entry["error"] = f"at size {label(size)}: {sized.get('error', 'did not run')}"
     if checks:

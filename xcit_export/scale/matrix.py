@@ -219,9 +219,8 @@ def cell_key(cell: Cell, m: dict, executor) -> dict:
             "device_kind": cell.kind or "any", "executor": executor.name,
             "target_options": m["options"][cell.target], "evaluation_batch": m["batch"],
             "input_format": m["input_format"],
-            "latency": {"warmup": m["latency"].warmup, "iterations": m["latency"].iterations,
-                        "min_seconds": m["latency"].min_seconds, "batch": int(len(m["x_lat"])),
-                        "threads": threads}}
+            # every latency setting (LatencyOptions' fields: max_seconds too), then what decides the timing here
+            "latency": {**dataclasses.asdict(m["latency"]), "batch": int(len(m["x_lat"])), "threads": threads}}
 
 
 def write_finished_cell(out_dir: Path, cell: Cell, key: dict, row: dict) -> Path:
@@ -365,8 +364,8 @@ def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebu
 
 def _row(cell: Cell, recipe, m: dict | None, unplaceable: str | None, measured: dict | None) -> dict:
     """The report row of a cell: what was measured (or why nothing was), then the recipe's checks."""
-    from ..report.gate import checks_to_dicts, threshold_checks
     from ..targets import get_target
+    from ..verdict import judge, limits_for
 
     target = get_target(cell.target)
     row: dict[str, Any] = {"model": cell.model, "target": cell.target, "backend": target.backend,
@@ -385,10 +384,10 @@ def _row(cell: Cell, recipe, m: dict | None, unplaceable: str | None, measured: 
         row.update(status="failed", error=f"PyTorch reference ({bad.label}) {bad.error}" if bad else
                    f"cell {cell.label}: not run")
     plan = next((t for t in recipe.targets if t.name == cell.target), None)
-    if plan is not None and (plan.thresholds or plan.latency_budget):
-        checks = threshold_checks(row, plan.thresholds, plan.latency_budget)
-        row["checks"] = checks_to_dicts(checks)
-        row["passed"] = all(c.ok for c in checks)
+    # the one verdict (verdict.py): status, output rule, every output, the recipe's or the default limits
+    limits = limits_for(target.precision, plan.thresholds if plan else None, plan.latency_budget if plan else None,
+                        row.get("inference_precision"))
+    judge(row, limits, outputs=(m or {}).get("output_names")).apply(row)
     return row
 
 
@@ -433,19 +432,18 @@ def _fill(row: dict, cell: Cell, outcomes: dict) -> None:
         return
     shards = [o.value for o in outcomes["accuracy"]]
     if lat is None or any(s is None for s in shards) or "note" in lat:
-        row.update(status="built", note=(lat or {}).get("note", f"node cannot run {cell.target}"))
+        from ..verdict import built_note
+
+        row.update(status="built", note=built_note((lat or {}).get("note", f"node cannot run {cell.target}"),
+                                                   str(Path((row.get("artifact") or {}).get("path", ".")).parent)))
         return
     totals: dict[str, AccuracyCounts] = {}
     for shard in shards:
         for name, counts in shard["counts"].items():
             totals[name] = totals[name] + counts if name in totals else counts
-    per_output = {name: c.to_dict() for name, c in totals.items()}
-    row["accuracy"] = next(iter(per_output.values()))
-    if len(per_output) > 1:
-        row["outputs"] = per_output
-    from ..evaluate.validate import output_problems
+    from ..verdict import record_outputs
 
-    broken = [p for acc in per_output.values() for p in output_problems(acc)]
+    record_outputs(row, {name: c.to_dict() for name, c in totals.items()})  # _row's verdict reads every output
     row["accuracy_nodes"] = sorted({s["node"] for s in shards})
     for key in ("threads", "device", "load_ms", "memory_mb", "latency"):
         if key in lat:
@@ -453,8 +451,6 @@ def _fill(row: dict, cell: Cell, outcomes: dict) -> None:
     if "latency" not in lat:  # a stand-in runner (a TensorRT ONNX on onnxruntime): accuracy only
         row["note"] = f"no latency measured: the runner on {lat['node']} is {lat.get('device')}"
     row["status"] = "ok"
-    if broken:  # the one rule (validate.output_problems): a broken output never passes
-        row.update(status="failed", error="; ".join(broken))
 
 
 def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:
@@ -463,20 +459,18 @@ def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:
     from ..evaluate.auto import Budget, recommend
 
     settings = recipe.auto_settings()
-    budget = Budget(**{k: float(v) for k, v in settings.items() if k != "require_winner"}).check()
+    budget = Budget(**{k: float(v) for k, v in settings.items()
+                       if k not in ("require_winner", "allow_no_winner")}).check()
     out = []
     groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        if row.get("passed") is False:  # a cell that misses the recipe's own thresholds is no candidate
-            missed = "; ".join(f"{c['metric']} {c['value']:.6g} vs {c['limit']}" for c in row.get("checks", [])
-                               if not c["ok"])
-            row = {**row, "status": "failed", "error": f"missed the recipe's thresholds ({missed})"}
+    for row in rows:  # a cell that misses its own limits is no candidate (recommend() applies the verdict)
         groups.setdefault((row["model"], row["device_kind"]), []).append(row)
     for (model, kind), entries in groups.items():
         m = models.get(model) or {}
         info = m.get("info") or {}
         rec = recommend(entries, budget, labelled=bool((info.get("evaluation") or {}).get("labelled")),
-                        classifies=bool(m.get("classify", True)))
+                        classifies=bool(m.get("classify", True)),
+                        allow_no_winner=bool(settings.get("allow_no_winner", False)))
         if settings.get("require_winner"):
             from ..evaluate.auto import require_winner
 

@@ -131,6 +131,11 @@ def check_device_available(device: str) -> None:
                             f"validate here with --device CPU")
 
 
+def preflight(options: dict[str, Any]) -> None:
+    """A run's ``--device`` must exist on this machine: checked before the export (Target.preflight)."""
+    check_device_available(parse_device(options.get("device")))
+
+
 def parse_hint(value: Any) -> str:
     key = str(value if value is not None else "latency").strip().lower()
     if key not in HINTS:
@@ -686,6 +691,7 @@ register(Target(
     requires=("openvino",),
     verified=VERIFIED,
     options=dict(COMMON_OPTIONS),
+    preflight=preflight,
 ))
 
 register(Target(
@@ -699,6 +705,7 @@ register(Target(
     requires=("openvino",),
     verified=VERIFIED,
     options=dict(COMMON_OPTIONS),
+    preflight=preflight,
 ))
 
 register(Target(
@@ -714,4 +721,5 @@ register(Target(
     reads=("calibration", "evaluation:search"),
     verified=VERIFIED,
     options=INT8_OPTIONS,
+    preflight=preflight,
 ))
