@@ -39,7 +39,7 @@ class PointStats:
     def add(self, target: np.ndarray, reference: np.ndarray) -> None:
         from ..evaluate.validate import per_sample_errors  # the one per-image cosine (NaN where not finite)
 
-        t, r, err, cos = per_sample_errors(np.asarray(target), np.asarray(reference))
+        t, r, err, cos, _ = per_sample_errors(np.asarray(target), np.asarray(reference))
         self.count += len(t)
         self.nonfinite += int((~np.isfinite(t).all(axis=1)).sum())
         ok = np.isfinite(cos)  # rows where both are finite
