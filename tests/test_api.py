@@ -128,7 +128,7 @@ def test_recommend_is_auto_over_the_candidates(monkeypatch, tmp_path):
     assert config.auto and config.targets == ["onnxruntime-fp32", "openvino-fp32"]
     assert (config.budget.max_top1_drop, config.budget.min_top1_agreement) == (0.02, 0.97)
     assert config.require_winner == "openvino-fp32@batch1" and config.eval == "demo" and config.weights == "demo"
-    with pytest.raises(XcitExportError, match="must be a fraction between 0 and 1"):
+    with pytest.raises(XcitExportError, match=r"max_top1_drop=2.0 is read as a fraction \(200 points\)"):
         xcit_export.recommend(MODEL, max_top1_drop=2.0, out=tmp_path)
 
 

@@ -1,5 +1,6 @@
-"""The package layout (issue 21): a folder per stage, and no two modules that import each other,
-counting imports inside functions too (a lazy import is still a dependency)."""
+"""The package layout (issues 21 and 28): a folder per stage, no two modules that import each other,
+and the stages in an order: no module imports from a later stage (a higher floor). Imports inside
+functions count too (a lazy import is still a dependency)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,28 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "xcit_export"
 STAGES = {"models", "data", "quantize", "targets", "evaluate", "report", "device", "scale"}
+
+# The floors, lowest first: a module imports from its own floor and lower ones only. Every top-level
+# module and stage folder is on exactly one floor (a new one must be placed here).
+FLOORS = [
+    {"errors", "version", "values", "io", "fingerprint", "outdir"},  # helpers every stage may use
+    {"models"},  # the zoo, weights, the deployed form
+    {"data"},  # image sets
+    {"evaluate"},  # comparing outputs, counts, latency, the verdict's rules
+    {"quantize"},  # precision conversion, sensitivity
+    {"targets"},  # the registry: build, load, profile
+    {"keys"},  # what made an artifact
+    {"export"},  # PyTorch -> checked ONNX
+    {"report"},  # report.json/.md/.html
+    {"console"},  # what a person sees
+    {"device"},  # bundles and device-check
+    {"pipeline"},
+    {"recipe"},
+    {"scale"},  # executors, sharding, the matrix
+    {"api"},
+    {"cli"},
+    {"xcit_export"},  # the package's lazy front door
+]
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -90,3 +113,26 @@ def test_every_stage_is_a_folder_and_the_top_level_holds_entry_points_and_helper
     top = {p.stem for p in PACKAGE.glob("*.py")}
     assert not top & {"zoo", "weights", "data", "precision", "sensitivity", "validate", "profiling", "auto",
                       "report", "gate", "bundle", "executor", "matrix", "sharding"}
+
+
+def _floor(module: str) -> int:
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else parts[0]
+    for i, names in enumerate(FLOORS):
+        if top in names:
+            return i
+    raise AssertionError(f"{module} is on no floor: add '{top}' to tests/test_layout.py FLOORS")
+
+
+def test_every_module_is_on_a_floor():
+    for module in _modules():
+        _floor(module)
+    tops = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__"} | \
+           {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    named = set().union(*FLOORS) - {"xcit_export"}
+    assert named == tops, f"FLOORS names modules that do not exist: {sorted(named - tops)}"
+
+
+def test_no_module_imports_from_a_higher_floor():
+    upward = sorted(f"{a} -> {b}" for a, deps in _import_graph().items() for b in deps if _floor(b) > _floor(a))
+    assert upward == []

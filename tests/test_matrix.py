@@ -21,7 +21,8 @@ from xcit_export.errors import BackendUnavailableError, RecipeError
 from xcit_export.scale.executor import LocalExecutor, Task
 from xcit_export.scale.matrix import run_matrix
 from xcit_export.recipe import load_recipe, to_run_config
-from xcit_export.scale.sharding import AccuracyCounts, shard_ranges
+from xcit_export.evaluate.counts import AccuracyCounts
+from xcit_export.scale.sharding import shard_ranges
 from xcit_export.evaluate.validate import compare_outputs
 
 MODELS = ("xcit_nano_12_p16_224", "xcit_nano_12_p8_224")

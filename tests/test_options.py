@@ -25,7 +25,8 @@ from xcit_export.evaluate.auto import Budget, recommend
 from xcit_export.evaluate.validate import LatencyOptions, measure_latency
 from xcit_export.pipeline import RunConfig, run
 from xcit_export.targets import get_target
-from xcit_export.targets.base import BuildContext, as_bool, as_drop, as_int, as_list
+from xcit_export.targets.base import BuildContext
+from xcit_export.values import as_bool, as_drop, as_int, as_list
 
 # --------------------------------------------------------------------------------------------
 # One parser

@@ -35,6 +35,10 @@ BASE = '[model]\nname = "xcit_nano_12_p16_224"\n'
     (BASE + '[targets.onnxruntime-fp32]\nlatency_budget = { median = "25ms" }\n', r"budgets are in milliseconds"),
     (BASE + '[targets.onnxruntime-fp32]\nlatency_budget = { median_ms = "25ms" }\n', r"must be a number of milliseconds, got the string '25ms'"),
     (BASE + '[targets.onnxruntime-fp32]\nthresholds = { min_top1_agreement = 99.5 }\n', r"is a fraction between 0 and 1"),
+    # a drop of 1 or more is refused as points (issue 29), never read as 100 points
+    (BASE + '[data]\neval = "demo"\n[targets.onnxruntime-fp32]\nthresholds = { max_top1_drop = 1 }\n',
+     r"max_top1_drop=1.0 is read as a fraction \(100 points\); for 1 point pass 0.01"),
+    (BASE + '[targets]\nauto = true\n[auto]\nmax_top1_drop = 1\n', r"\[auto\] max_top1_drop: max_top1_drop=1 is read as a fraction"),
     (BASE + 'weights = "pretrained"\n[targets.onnxruntime-int8]\n',
      r"\[targets.onnxruntime-int8\]: needs calibration images for weights 'pretrained'; set \[data\] calib"),
     (BASE + '[latency]\nthreads = 0\n[targets.onnxruntime-fp32]\n', r"\[latency\] threads: must be 1 or more"),

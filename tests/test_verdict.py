@@ -36,7 +36,7 @@ from xcit_export.models.weights import load_model
 from xcit_export.models.zoo import get_spec
 from xcit_export.pipeline import RunConfig, run
 from xcit_export.report.gate import gate, threshold_checks
-from xcit_export.scale.sharding import AccuracyCounts
+from xcit_export.evaluate.counts import AccuracyCounts
 from xcit_export.targets import TARGETS, Artifact, Target
 from xcit_export.targets.onnxruntime import OnnxRuntimeRunner
 

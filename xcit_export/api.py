@@ -382,7 +382,7 @@ def _parse_eval_sizes(value: str | Sequence[Any] | None) -> tuple[tuple[int, int
     """``--eval-sizes`` as (height, width) pairs (evaluate/sizes.py checks them)."""
     if value is None:
         return ()
-    from .evaluate.sizes import parse_sizes
+    from .values import parse_sizes
 
     return parse_sizes(value)
 
@@ -413,7 +413,8 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
                     if v is not None}
     auto_budget = None
     if "auto" in names:
-        from .evaluate.auto import Budget, plan
+        from .evaluate.auto import Budget
+        from .targets import candidates as plan
 
         if names != ["auto"]:
             raise UsageError("target 'auto' picks among every target that runs here; give it alone")

@@ -291,7 +291,9 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
         from .evaluate import auto as auto_mod
 
         config.budget = (config.budget or auto_mod.Budget()).check()  # a bad budget fails before any work
-        config.targets, left_out = auto_mod.plan(config.targets, calibration_available(config))
+        from .targets import candidates
+
+        config.targets, left_out = candidates(config.targets, calibration_available(config))
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
     for target in targets:
         target.check_options(config.target_options.get(target.name, {}))

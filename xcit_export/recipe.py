@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError, XcitExportError
+from .values import as_drop
 
 try:
     import tomllib  # novermin: tomli below where it is missing (Python 3.10)
@@ -168,7 +169,7 @@ def _model_names(path: Path, value: Any) -> list[str]:
 
 def _devices(path: Path, target: str, value: Any) -> list[str | None]:
     """``device = "kind"`` or a list of kinds -> the kinds (``[None]``: any node)."""
-    from .scale.executor import check_kind_name
+    from .values import device_kind
 
     if value is None:
         return [None]
@@ -178,7 +179,7 @@ def _devices(path: Path, target: str, value: Any) -> list[str | None]:
                                                        f"e.g. \"jetson-orin\"; got {value!r}")
     for kind in kinds:
         try:
-            check_kind_name(kind)
+            device_kind(kind)
         except XcitExportError as exc:
             raise _err(path, f"[targets.{target}] device", str(exc)) from None
     return list(kinds)
@@ -193,6 +194,11 @@ def _thresholds(path: Path, target: str, table: Any) -> dict[str, float]:
         if key not in THRESHOLD_KEYS:
             raise _err(path, f"{where} {key}", f"unknown threshold; allowed: {', '.join(THRESHOLD_KEYS)}")
         number = _number(path, f"{where} {key}", value)
+        if key == "max_top1_drop":  # a fraction; 1 or more is refused as points (values.as_drop)
+            try:
+                as_drop(number, key)
+            except XcitExportError as exc:
+                raise _err(path, f"{where} {key}", str(exc)) from None
         if key != "max_abs_error" and not 0 <= number <= 1:
             raise _err(path, f"{where} {key}", f"is a fraction between 0 and 1 ({THRESHOLD_KEYS[key]}), got {value!r}")
         out[key] = number
@@ -232,6 +238,11 @@ def load_recipe(path: str | Path) -> Recipe:
     for key, value in raw.get("auto", {}).items():
         if key != "require_winner" and not 0 <= value <= 1:
             raise _err(path, f"[auto] {key}", f"is a fraction between 0 and 1, got {value!r}")
+        if key == "max_top1_drop":  # 1 or more is refused as points (values.as_drop)
+            try:
+                as_drop(value, key)
+            except XcitExportError as exc:
+                raise _err(path, f"[auto] {key}", str(exc)) from None
     if not targets_raw and not auto:
         raise _err(path, "[targets]", "list at least one target as a [targets.<name>] table, or set auto = true")
 
@@ -307,7 +318,7 @@ def _eval_sizes(recipe: Recipe, value) -> tuple:
     """``[export] eval_sizes``: a list (224, "512x768", [800, 1344]) or a "224,384" string."""
     if value is None:
         return ()
-    from .evaluate.sizes import parse_sizes
+    from .values import parse_sizes
 
     try:
         return parse_sizes(value, "eval_sizes")

@@ -1,6 +1,7 @@
-"""Input sizes: parsing ``--eval-sizes`` and the cost-vs-tokens fit (one artifact, many sizes).
+"""Input sizes: checking ``--eval-sizes`` and the cost-vs-tokens fit (one artifact, many sizes).
 
-``--eval-sizes 224,384,512x768,800x1344`` lists (height, width) sizes; a bare number is square.
+``--eval-sizes 224,384,512x768,800x1344`` lists (height, width) sizes; a bare number is square
+(parsed by :func:`xcit_export.values.parse_sizes`).
 Every size must be a positive multiple of the model's patch size (checked by :func:`check_sizes`
 before any work). :func:`fit_slope` fits ``log(latency) = a + slope * log(tokens)``: XCiT's
 cross-covariance attention is linear in the token count (slope near 1), a ViT's token attention
@@ -13,38 +14,6 @@ import math
 from typing import Iterable
 
 from ..errors import XcitExportError
-
-
-def parse_size(text: str, what: str = "size") -> tuple[int, int]:
-    """``"384"`` -> (384, 384); ``"512x768"`` -> (512, 768) (height x width)."""
-    parts = str(text).strip().lower().split("x")
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        raise XcitExportError(f"{what} '{text}' is not a size; use 384 or 512x768 (height x width)") from None
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2 or min(dims) <= 0:
-        raise XcitExportError(f"{what} '{text}' is not a size; use 384 or 512x768 (height x width)")
-    return dims[0], dims[1]
-
-
-def parse_sizes(value: str | Iterable, what: str = "--eval-sizes") -> tuple[tuple[int, int], ...]:
-    """A comma-separated string (CLI) or a list of ints / "HxW" strings / [h, w] pairs (recipe)."""
-    items = [v for v in str(value).split(",") if v.strip()] if isinstance(value, str) else list(value)
-    if not items:
-        raise XcitExportError(f"{what} lists no size; give e.g. 224,384,512x768")
-    sizes: list[tuple[int, int]] = []
-    for item in items:
-        if isinstance(item, (list, tuple)):
-            if len(item) != 2 or not all(isinstance(v, int) for v in item):
-                raise XcitExportError(f"{what}: {item!r} is not [height, width]")
-            size = (int(item[0]), int(item[1]))
-        else:
-            size = parse_size(str(item), what)
-        if size not in sizes:
-            sizes.append(size)
-    return tuple(sizes)
 
 
 def check_sizes(sizes: Iterable[tuple[int, int]], patch: int, model: str) -> None:

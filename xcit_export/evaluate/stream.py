@@ -4,7 +4,7 @@ The single run (:func:`xcit_export.pipeline.run`) never holds the evaluation set
 whole. Each batch, as it comes out of the decoding threads
 (:meth:`xcit_export.data.sets.ImageSet.stream`), goes through the PyTorch reference and then through
 every target's runner; each target's outputs are reduced against the reference's at once to
-:class:`~xcit_export.scale.sharding.AccuracyCounts`, the same addable counts the sharded matrix
+:class:`~xcit_export.evaluate.counts.AccuracyCounts`, the same addable counts the sharded matrix
 adds up across shards, and the batch is dropped. What stays is a few integers and exact sums per
 target and output, so memory does not grow with the set.
 
@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import XcitExportError
-from ..scale.sharding import AccuracyCounts
+from .counts import AccuracyCounts
 from .validate import run_in_batches
 
 

@@ -28,7 +28,7 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
 
 def per_sample_errors(target: np.ndarray, reference: np.ndarray):
     """Flattened float64 outputs, element-wise absolute errors and per-sample cosines: what
-    :func:`compare_outputs` and the sharded counts (``sharding.AccuracyCounts``) are built from.
+    :func:`compare_outputs` and the sharded counts (``counts.AccuracyCounts``) are built from.
 
     The cosine of a sample is never better than the data allows: NaN when either output holds a
     non-finite value (the comparison is undefined), 0 when exactly one output is all zeros (no

@@ -448,7 +448,7 @@ def int8_search(onnx_int8: Path, ctx) -> dict:
     ``search_images``; groups kept out of INT8 run in the graph's high precision (FP16 by default).
     Accuracy is measured on onnxruntime CPU (the host stand-in for the engine), so steps are not timed.
     Returns the metadata to add to the artifact (empty when neither option is set)."""
-    from ..targets.base import as_bool, as_drop, as_int
+    from ..values import as_bool, as_drop, as_int
     from . import sensitivity
 
     options = ctx.options

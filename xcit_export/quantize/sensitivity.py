@@ -28,9 +28,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import XcitExportError
-from ..targets.base import SEARCH_OPTIONS, as_drop  # noqa: F401  (the options' one home; re-exported)
+from ..values import as_drop
 
-# Options of the Q/DQ INT8 targets that run these searches (the TensorRT targets declare them from here).
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 # (parameter-name pattern, group name template); first match wins, so class attention precedes blocks.
 _GROUP_PATTERNS = (
@@ -258,7 +257,7 @@ def sensitivity(model: onnx.ModelProto, evaluator: Evaluator, float_model: onnx.
 
 
 def parse_budget(value, option: str = "max_drop") -> float | None:
-    """A top-1 drop budget as a fraction (0.01 = one percentage point): ``targets.base.as_drop``."""
+    """A top-1 drop budget as a fraction (0.01 = one percentage point): ``values.as_drop``."""
     return as_drop(value, option)
 
 

@@ -32,7 +32,8 @@ from typing import Any, Callable
 from ..errors import RecipeError, XcitExportError
 from ..keys import max_top1_drop
 from .executor import PYTORCH_KIND, Outcome, Task
-from .sharding import AccuracyCounts, accuracy_shard, latency_probe, pack_artifact, reference_shard, shard_ranges
+from ..evaluate.counts import AccuracyCounts
+from .sharding import accuracy_shard, latency_probe, pack_artifact, reference_shard, shard_ranges
 
 Progress = Callable[[str], None]
 
@@ -50,10 +51,10 @@ class Cell:
 
 def target_plans(recipe) -> list:
     """The recipe's targets; ``[targets] auto = true`` without target tables: every target that runs
-    on this machine (:func:`xcit_export.evaluate.auto.plan`), on any node."""
+    on this machine (:func:`xcit_export.targets.candidates`), on any node."""
     if recipe.targets or not recipe.auto:
         return recipe.targets
-    from ..evaluate.auto import plan
+    from ..targets import candidates as plan
     from ..recipe import TargetPlan
 
     return [TargetPlan(name) for name in plan(None, "calib" in recipe.section("data"))[0]]

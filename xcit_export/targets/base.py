@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import ArtifactError, DataError, XcitExportError
 from ..io import write_json_atomic
+from ..values import as_bool
 
 ARTIFACT_META = "artifact.json"
 
@@ -23,92 +24,6 @@ SEARCH_OPTIONS = {
                 "layer groups in higher precision until it holds",
     "search_images": "evaluation images used by sensitivity and max_drop (default: all)",
 }
-
-
-# --------------------------------------------------------------------------------------------
-# Option values: one parser for every target. Options arrive as strings from the CLI
-# (``-O key=value``) or typed from a recipe (TOML lists, booleans, numbers); both mean the same.
-# --------------------------------------------------------------------------------------------
-
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
-
-
-def as_list(value) -> list[str]:
-    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (blanks dropped); None or "" -> []."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
-
-
-def as_bool(value, name: str = "option") -> bool:
-    """true/false, 1/0, yes/no, on/off (any case) or a bool; anything else is an error."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise XcitExportError(f"option {name}={value!r} is not a boolean; use true or false")
-
-
-def as_int(value, name: str = "option", minimum: int | None = 1, maximum: int | None = None) -> int | None:
-    """An integer within [minimum, maximum]; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise XcitExportError(f"option {name}={value!r} is not a whole number")
-    try:
-        out = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
-    except (TypeError, ValueError):
-        raise XcitExportError(f"option {name}={value!r} is not a whole number") from None
-    if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
-        rng = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise XcitExportError(f"option {name}={out} is out of range: it must be {rng}")
-    return out
-
-
-def as_float(value, name: str = "option", minimum: float | None = None, maximum: float | None = None) -> float | None:
-    """A finite number within [minimum, maximum]; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise XcitExportError(f"option {name}={value!r} is not a number")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise XcitExportError(f"option {name}={value!r} is not a number") from None
-    if out != out or out in (float("inf"), float("-inf")):
-        raise XcitExportError(f"option {name}={value!r} is not a finite number")
-    if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
-        raise XcitExportError(f"option {name}={out} is out of range: it must be between {minimum} and {maximum}")
-    return out
-
-
-def as_drop(value, name: str = "max_drop") -> float | None:
-    """A top-1 drop budget as a fraction of the evaluation set (0.01 = 1 percentage point), the
-    unit of every target's ``max_drop`` and of a recipe's ``max_top1_drop``."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise XcitExportError(f"{name}={value!r} is not a number: give the top-1 drop as a fraction (0.01 = 1 point)")
-    try:
-        drop = float(value)
-    except (TypeError, ValueError):
-        raise XcitExportError(f"{name}={value!r} is not a number: give the top-1 drop as a fraction "
-                              f"(0.01 = 1 point)") from None
-    if drop != drop or drop < 0 or drop > 100:
-        raise XcitExportError(f"{name}={value} is out of range: it is a top-1 drop as a fraction between 0 and "
-                              f"1 (0.01 = 1 point)")
-    if drop >= 1:  # most likely meant in percentage points (openvino-int8's unit before): refuse, never reread
-        raise XcitExportError(f"{name}={value} is read as a fraction ({100 * drop:g} points); for {drop:g} "
-                              f"point{'s' if drop != 1 else ''} pass {drop / 100:g}")
-    return drop
 
 
 def evaluation_reason(target_name: str, options: dict, max_top1_drop: float | None = None,

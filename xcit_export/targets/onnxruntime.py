@@ -23,7 +23,8 @@ import numpy as np
 
 from ..errors import ArtifactError, XcitExportError
 from . import register
-from .base import SEARCH_OPTIONS, Artifact, BuildContext, Target, as_bool, as_drop, as_int, as_list
+from .base import SEARCH_OPTIONS, Artifact, BuildContext, Target
+from ..values import as_bool, as_drop, as_int, as_list
 from ..quantize.ort_int8 import CalibrationReader
 
 

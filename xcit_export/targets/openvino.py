@@ -58,7 +58,8 @@ import numpy as np
 
 from ..errors import ArtifactError, DataError, XcitExportError
 from . import register
-from .base import Artifact, BuildContext, Target, as_bool, as_drop, as_int
+from .base import Artifact, BuildContext, Target
+from ..values import as_bool, as_drop, as_int
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}

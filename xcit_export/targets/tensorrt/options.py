@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import XcitExportError
-from ..base import as_bool, as_int, as_list
+from ...values import as_bool, as_int, as_list
 from .device import library_version
 
 DEFAULT_WORKSPACE_MB = 1024
