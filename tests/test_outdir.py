@@ -124,7 +124,7 @@ def _scenario(folder: Path, RunConfig, run, LatencyOptions) -> dict:
     leftovers = sorted(p.name for p in folder.iterdir() if io_mod.is_atomic_temp(p.name))
     assert len(leftovers) == 1 and leftovers[0].startswith(".onnx.")
     assert _lock_is_free(folder)  # the kernel dropped the dead process's lock
-    (folder / ".report.json.abc_1234.tmp").write_text("{")  # a report cut short the same way
+    (folder / ".report.json.abc_1234.xcit-export.tmp").write_text("{")  # a report cut short the same way
 
     # First run: the headline command (INT8, no --calib) as a user types it, in its own process.
     with umask(0o022):
@@ -240,10 +240,14 @@ def test_atomic_writers_follow_an_unusual_umask(tmp_path):
 
 
 def test_lock_refuses_at_once_without_waiting_and_cleans_only_temporaries(tmp_path):
-    keep = ["report.json", ".hidden", ".onnx.tmp", ".onnx.abcdefgh.tmp.bak"]
+    # a user's own files named like temporaries, but not with this tool's suffix, stay (issue 29)
+    keep = ["report.json", ".hidden", ".onnx.tmp", ".onnx.abcdefgh.tmp.bak", ".x.abcdefgh.tmp",
+            ".onnx.abcdefgh.xcit-export.tmp.bak"]
     for name in keep:
         (tmp_path / name).write_text("keep")
     (tmp_path / ".onnx.abcdefgh.tmp").mkdir()
+    keep.append(".onnx.abcdefgh.tmp")
+    (tmp_path / ".onnx.abcdefgh.xcit-export.tmp").mkdir()  # ours: a killed run's export
     with locked_output_dir(tmp_path) as held:
         assert held == tmp_path and (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
         with pytest.raises(OutputDirBusyError, match=rf"'{tmp_path}' is in use by another xcit-export run "
@@ -252,6 +256,55 @@ def test_lock_refuses_at_once_without_waiting_and_cleans_only_temporaries(tmp_pa
                 pass
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, LOCK_FILE])
     assert remove_dead_temps(tmp_path) == []
+
+
+def test_a_failed_run_that_wrote_nothing_leaves_the_folder_as_it_found_it(tmp_path):
+    """Issue 30: no empty --out and no lone lock file after a run that stopped before writing."""
+    for where in (tmp_path / "new" / "deeper", tmp_path / "empty"):
+        if where.name == "empty":
+            where.mkdir()
+        with pytest.raises(RuntimeError):
+            with locked_output_dir(where):
+                raise RuntimeError("stopped before writing anything")
+        assert not (tmp_path / "new").exists()  # the folders this run created are gone
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())  # it was there: it stays
+    kept = tmp_path / "kept"
+    with pytest.raises(RuntimeError):
+        with locked_output_dir(kept):
+            (kept / "report.json").write_text("{}")
+            raise RuntimeError("stopped after writing")
+    assert sorted(p.name for p in kept.iterdir()) == [LOCK_FILE, "report.json"]  # what was written stays
+
+
+def test_a_waiter_on_a_removed_lock_file_locks_the_new_one(tmp_path):
+    """The first run fails having written nothing and removes its lock file while a second waits on
+    it: the second then holds the lock of the file the name points at, never a removed one."""
+    import threading
+
+    folder, events = tmp_path / "out", []
+
+    def second():
+        with locked_output_dir(folder, progress=lambda m: events.append("waiting")):
+            events.append(("held", os.stat(folder / LOCK_FILE).st_ino))
+            assert (folder / LOCK_FILE).read_text().strip() == str(os.getpid())
+
+    with pytest.raises(RuntimeError):
+        with locked_output_dir(folder):
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            _wait_until(lambda: "waiting" in events)
+            raise RuntimeError("stopped before writing anything")
+    waiter.join(timeout=30)
+    assert events[0] == "waiting" and events[1][0] == "held"
+    assert (folder / LOCK_FILE).exists()  # the second run's, made after the first's was removed
+    assert events[1][1] == os.stat(folder / LOCK_FILE).st_ino
+
+
+def _wait_until(condition, timeout: float = 30.0) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.01)
 
 
 # -- issue 22, item 7: the output folder holds only what we wrote ----------------------------------
