@@ -14,12 +14,12 @@ from xcit_export.evaluate.auto import Budget, recommend, require_winner
 from xcit_export.cli import main
 from xcit_export.errors import RecipeError
 from xcit_export.report.gate import gate
-from xcit_export.pipeline import RunConfig, run
+from xcit_export.options import Inputs, RunOptions
+from xcit_export.pipeline import run
 from xcit_export.report.plots import spread_labels
 from xcit_export.evaluate.profiling import OUTSIDE_OPERATORS, breakdown, coverage, coverage_line, subtract_node_cost
-from xcit_export.recipe import load_recipe, to_run_config
+from xcit_export.recipe import load_recipe, to_run_options
 from xcit_export.report.document import html_page, merge_reports
-from xcit_export.evaluate.validate import LatencyOptions
 
 
 def _entry(name, median, top1=0.80, ref=0.80, agree=1.0, cos=1.0, status="ok"):
@@ -61,7 +61,7 @@ def test_unlabelled_budget_uses_agreement_and_cosine():
     assert {c["target"]: c["why"] for c in rec["candidates"]}["a"] == "mean cosine 0.9800 < 0.9900"
     assert require_winner(rec, "a")["require_winner"] == {"target": "a", "ok": False}
     assert rec["lines"][-1] == "Required winner a: NOT held (the best choice changed)"
-    with pytest.raises(Exception, match="max_top1_drop=2 must be a fraction"):
+    with pytest.raises(Exception, match=r"max_top1_drop=2 is read as a fraction \(200 points\)"):
         Budget(max_top1_drop=2).check()
 
 
@@ -86,9 +86,10 @@ def auto_run(tmp_path_factory):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 3, 64, 64)).astype(np.float32)
     labels = rng.integers(0, 1000, 6)
-    report = run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32", "openvino-fp32", "tensorrt-fp16"],
-                           auto=True, out_dir=out, input_size=(64, 64), eval_data=(x, labels), threads=1,
-                           latency=LatencyOptions(warmup=2, iterations=8), require_winner="no-such-target"))
+    report = run(RunOptions("xcit_nano_12_p16_224", "auto", candidates=["onnxruntime-fp32", "openvino-fp32",
+                                                                        "tensorrt-fp16"],
+                            out=out, input_size=(64, 64), threads=1, warmup=2, iterations=8,
+                            require_winner="no-such-target"), Inputs(eval_data=(x, labels)))
     return report, out
 
 
@@ -245,9 +246,9 @@ def test_recipe_auto_and_cli_usage(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text('[model]\nname = "xcit_nano_12_p16_224"\n[targets]\nauto = true\n'
                     '[auto]\nmax_top1_drop = 0.02\nrequire_winner = "openvino-fp32@batch1"\n')
-    config = to_run_config(load_recipe(path))
-    assert config.auto and config.targets == [] and config.budget.max_top1_drop == 0.02
-    assert config.require_winner == "openvino-fp32@batch1" and config.budget.min_top1_agreement == 0.97
+    config = to_run_options(load_recipe(path))
+    assert config.targets == ("auto",) and config.budget().max_top1_drop == 0.02
+    assert config.require_winner == "openvino-fp32@batch1" and config.budget().min_top1_agreement == 0.97
     path.write_text('[model]\nname = "xcit_nano_12_p16_224"\n[targets.onnxruntime-fp32]\n[auto]\nmax_top1_drop = 0.02\n')
     with pytest.raises(RecipeError, match=r"\[auto\]: sets the --target auto budget; add auto = true"):
         load_recipe(path)
@@ -255,4 +256,4 @@ def test_recipe_auto_and_cli_usage(tmp_path):
     res = runner.invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "auto,onnxruntime-fp32"])
     assert res.exit_code == 2 and "give it alone" in res.output
     res = runner.invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "onnxruntime-fp32", "--max-top1-drop", "0.02"])
-    assert res.exit_code == 2 and "--max-top1-drop only apply to --target auto" in res.output
+    assert res.exit_code == 2 and "max_top1_drop (--max-top1-drop) only applies to --target auto" in res.output

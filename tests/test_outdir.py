@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -108,18 +109,18 @@ def _dead_run(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
-    from xcit_export.pipeline import RunConfig, run
-    from xcit_export.evaluate.validate import LatencyOptions
+    from xcit_export.options import RunOptions
+    from xcit_export.pipeline import run
 
     folder = tmp_path_factory.mktemp("shared") / "out"
     # Module scope runs before conftest's per-test cache fixture: point the demo cache there too.
     cache = tmp_path_factory.getbasetemp() / "xcit-export-cache"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XCIT_EXPORT_CACHE", str(cache))
-        return _scenario(folder, RunConfig, run, LatencyOptions)
+        return _scenario(folder, RunOptions, run)
 
 
-def _scenario(folder: Path, RunConfig, run, LatencyOptions) -> dict:
+def _scenario(folder: Path, RunOptions, run) -> dict:
     _dead_run(folder)
     leftovers = sorted(p.name for p in folder.iterdir() if io_mod.is_atomic_temp(p.name))
     assert len(leftovers) == 1 and leftovers[0].startswith(".onnx.")
@@ -153,13 +154,27 @@ def _scenario(folder: Path, RunConfig, run, LatencyOptions) -> dict:
                                   "report_html": (folder / "report.html").read_text()}
         seen["messages"].append(msg)
 
-    config = RunConfig(model=MODEL, targets=["onnxruntime-int8"], out_dir=folder, input_size=(64, 64),
-                       calib_size=8, eval_count=4, latency=LatencyOptions(warmup=1, iterations=3))
+    config = RunOptions(MODEL, ["onnxruntime-int8"], out=folder, input_size=(64, 64), calib_size=8, eval_count=4,
+                        warmup=1, iterations=3)
     with umask(0o077):
         second = run(config, progress=progress)
     first_out, _ = first.communicate(timeout=60)
+    # Third run, into a copy: the second's INT8 options spelled another way (per_channel=yes; its default is true).
+    copy = folder.parent / "respelled"
+    shutil.copytree(folder, copy)
+    respelled = CliRunner().invoke(main, ["--model", MODEL, "--target", "onnxruntime-int8", "--input-size", "64",
+                                          "--calib-size", "8", "--eval-count", "4", "--warmup", "1", "--iterations",
+                                          "3", "--no-profile", "-O", "onnxruntime-int8:per_channel=yes",
+                                          "--out", str(copy)])
     return {"folder": folder, "first_rc": first.returncode, "first_out": first_out, "first_pid": first.pid,
-            "busy": busy, "second": second, **seen}
+            "busy": busy, "second": second, "respelled": respelled, **seen}
+
+
+def test_an_option_spelled_another_way_reuses_the_artifact(scenario):
+    assert scenario["respelled"].exit_code == 0, scenario["respelled"].output
+    (entry,) = json.loads((scenario["folder"].parent / "respelled" / "report.json").read_text())["targets"]
+    assert entry["reused"] is True and entry["artifact"]["per_channel"] is True
+    assert scenario["second"]["targets"][0]["reused"] is False
 
 
 def test_a_second_run_fails_at_once_with_no_wait(scenario):

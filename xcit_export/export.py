@@ -23,9 +23,8 @@ import torch
 
 from .errors import BrokenReferenceError, ExportError, ParityError
 from .io import atomic_path
+from .options import DEFAULT_OPSET, MIN_OPSET  # the --opset option's default and range, declared there
 
-DEFAULT_OPSET = 18
-MIN_OPSET = 17
 INPUT_NAME = "input"
 
 # FP32 parity tolerances for ONNX vs PyTorch on the same inputs (different kernels, same math).

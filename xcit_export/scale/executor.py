@@ -168,17 +168,24 @@ class LocalExecutor(_Base):
             if why:
                 yield i, Outcome(task.label, False, error=why)
                 continue
-            error = None
-            for _attempt in range(RETRIES + 1):
-                try:
-                    value = task.fn(*task.args)
-                except Exception as exc:  # noqa: BLE001 - recorded in the outcome, as Ray does
-                    error = _describe(exc)
-                else:
-                    yield i, Outcome(task.label, True, value, details=dict(here))
-                    break
+            yield i, self._attempt(task, here)
+
+    @staticmethod
+    def _attempt(task: Task, here: dict) -> Outcome:
+        """Run ``task``; retry once after a crash. A user-facing error (bad data, a broken reference)
+        is deterministic: not retried, and its exception kept (``details["exception"]``) so a single
+        run can raise it as it is."""
+        error = None
+        for _attempt in range(RETRIES + 1):
+            try:
+                value = task.fn(*task.args)
+            except XcitExportError as exc:
+                return Outcome(task.label, False, error=str(exc), details={**here, "exception": exc})
+            except Exception as exc:  # noqa: BLE001 - recorded in the outcome, as Ray does
+                error = _describe(exc)
             else:
-                yield i, Outcome(task.label, False, error=f"failed twice (retried once): {error}", details=dict(here))
+                return Outcome(task.label, True, value, details=dict(here))
+        return Outcome(task.label, False, error=f"failed twice (retried once): {error}", details=dict(here))
 
 
 class RayExecutor(_Base):

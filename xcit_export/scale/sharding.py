@@ -1,33 +1,47 @@
-"""Sharded evaluation: split an evaluation set into index ranges, evaluate each anywhere, add up.
+"""Where evaluation and timing run: the task functions of the one engine, and shards of a set.
+
+Every run (a single run on the local executor, a recipe matrix locally or on Ray) evaluates and
+times its cells through these functions (:mod:`xcit_export.engine.cells` builds the tasks):
+
+* :func:`evaluate_shard`: one streaming pass (:func:`xcit_export.evaluate.stream.evaluate_stream`)
+  over positions ``lo..hi`` of an evaluation set, decoded in parallel, through the reference and
+  every cell's runner, reduced to addable counts. The reference is the PyTorch model itself (run in
+  the same pass: a single run, the local executor) or its outputs for those positions, computed by
+  :func:`reference_shard` on a node with PyTorch (Ray, where a device node has none);
+* :func:`measure_cell`: one cell's latency (and sweep, and per-operator profile) with only its
+  runner loaded, on a node held alone; :func:`measure_reference`: PyTorch's.
 
 Two rules make a sharded result *identical* to the unsharded one, not merely close:
 
 1. Shards start on evaluation-batch boundaries (:func:`shard_ranges`), and
-   :meth:`xcit_export.data.sets.ImageSet.iter_batches` decodes index-aligned batches, so every input
+   :meth:`xcit_export.data.sets.ImageSet.stream` decodes index-aligned batches, so every input
    passes through PyTorch and the runtime in the same batch as in one pass over the whole set.
-2. Shards return *counts* (:class:`~xcit_export.evaluate.counts.AccuracyCounts`): correct top-1/top-5, agreements, the number
-   of inputs, exact sums (as :class:`fractions.Fraction`) of per-input cosines and absolute errors,
-   minima and maxima. Adding counts is exact and order-free; averaging per-shard percentages is
-   neither, so it is never done.
+2. Shards return *counts* (:class:`~xcit_export.evaluate.counts.AccuracyCounts`): correct top-1/top-5,
+   agreements, the number of inputs, exact sums (as :class:`fractions.Fraction`) of per-input cosines
+   and absolute errors, minima and maxima. Adding counts is exact and order-free; averaging per-shard
+   percentages is neither, so it is never done.
 
-The task functions (:func:`reference_shard`, :func:`accuracy_shard`, :func:`latency_probe`) run
-on workers. They import PyTorch only for the reference, so a device node that only evaluates and
-times artifacts needs the ``device-check`` dependencies (numpy, Pillow, its runtime), not PyTorch.
+The task functions run on workers. They import PyTorch only for the reference, so a device node
+that only evaluates and times artifacts needs the ``device-check`` dependencies (numpy, Pillow, its
+runtime), not PyTorch. Artifacts travel as a folder path (the local executor) or as bytes
+(:func:`pack_artifact`, through Ray's object store).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import XcitExportError
-from ..evaluate.counts import AccuracyCounts
 
 
 def shard_ranges(count: int, shards: int, batch: int) -> list[tuple[int, int]]:
@@ -69,8 +83,39 @@ def _unpack(pack: dict, root: Path):
     return Artifact.from_dir(root)
 
 
-def _batches(source, batch: int, start: int, stop: int, input_format: str, pp):
-    for x, y in source.iter_batches(batch, start, stop):
+@dataclass
+class CellRunner:
+    """What a task needs to open one cell's artifact: the entry's name, the registered target, the
+    artifact (a folder path, or a :func:`pack_artifact` dict), its parsed options, and the batch its
+    runner is fed in during evaluation (a static-batch artifact's batch; else 16)."""
+
+    name: str
+    target: str
+    artifact: Any
+    options: dict
+    batch: int = 16
+
+
+@contextlib.contextmanager
+def opened_artifact(ref: Any):
+    """The :class:`~xcit_export.targets.base.Artifact` of ``ref``: a folder here, or unpacked into a
+    temporary folder for the length of the block."""
+    from ..targets import Artifact
+
+    if type(ref).__name__ == "ObjectRef":  # Ray resolves a task's top-level arguments, not those in a CellRunner
+        import ray
+
+        ref = ray.get(ref)
+    if not isinstance(ref, dict):
+        yield Artifact.from_dir(Path(ref))
+        return
+    with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
+        yield _unpack(ref, Path(tmp))
+
+
+def _formatted(batches, input_format: str, pp):
+    """Batches in the deployed input format (``nchw`` as decoded; others through models.deploy)."""
+    for x, y in batches:
         if input_format != "nchw":
             from ..models.deploy import to_input_format  # imports PyTorch: only for other input formats
 
@@ -78,72 +123,203 @@ def _batches(source, batch: int, start: int, stop: int, input_format: str, pp):
         yield x, y
 
 
-def _run(infer, x: np.ndarray, batch: int) -> list[np.ndarray]:
-    from ..evaluate.validate import run_in_batches
+class _Replay:
+    """The reference's outputs for a shard, computed elsewhere, handed out batch by batch in order
+    (``evaluate_stream`` calls it once per batch; a padded last chunk gets its last row repeated)."""
 
-    return run_in_batches(infer, x, batch)
+    def __init__(self, outputs: dict):
+        self.outputs = outputs["outputs"]
+        self.at = 0
+        self.real = 0  # rows of the current batch that are inputs (the rest is padding)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        n = min(self.real, len(x))
+        out = [o[self.at:self.at + n] for o in self.outputs]
+        self.at += n
+        self.real -= n
+        if n < len(x):
+            out = [np.concatenate([o, np.repeat(o[-1:], len(x) - n, axis=0)]) for o in out]
+        return out
+
+    def feed(self, batches):
+        for x, y in batches:
+            self.real = len(x)
+            yield x, y
 
 
 # --------------------------------------------------------------------------------------------
 # Task functions (run on workers)
 # --------------------------------------------------------------------------------------------
 
-def reference_shard(model, source, start: int, stop: int, batch: int, threads: int, input_format: str) -> dict:
-    """PyTorch outputs for positions ``start..stop`` of ``source`` (an ImageSet), decoded per batch."""
-    from ..evaluate.validate import torch_infer
+def reference_shard(model, source, start: int, stop: int, batch: int, threads: int, input_format: str,
+                    description: str = "the evaluation inputs") -> dict:
+    """PyTorch outputs for positions ``start..stop`` of ``source`` (an ImageSet), checked: a
+    non-finite reference raises :class:`~xcit_export.errors.BrokenReferenceError` here, where the
+    model is, as in a single run."""
+    from ..evaluate.validate import check_reference, run_in_batches, torch_infer
 
     infer = torch_infer(model, threads)
     outs: list[list[np.ndarray]] = []
     labels: list[np.ndarray] = []
-    for x, y in _batches(source, batch, start, stop, input_format, source.pp):
-        outs.append(_run(infer, x, batch))
+    for x, y in _formatted(source.stream(batch, workers=max(1, threads), start=start, stop=stop), input_format,
+                           source.pp):
+        out = run_in_batches(infer, x, batch)
+        check_reference(out, model.output_names, model, description)
+        outs.append(out)
         if y is not None:
             labels.append(y)
     return {"outputs": [np.concatenate(parts) for parts in zip(*outs)],
             "labels": np.concatenate(labels) if labels else None, "skipped": list(source.skipped)}
 
 
-def accuracy_shard(pack: dict, target_name: str, options: dict, source, start: int, stop: int, batch: int,
-                   threads: int, input_format: str, reference: dict, output_names: list[str],
-                   classify: bool) -> dict:
-    """Counts of one target on one shard against the reference's outputs for the same shard."""
+def _open_runners(cells: list[CellRunner], threads: int, stack: contextlib.ExitStack) -> list:
+    """A StreamTarget per cell, its runner opened (a cell whose runner fails to open carries the error)."""
+    from ..evaluate.stream import StreamTarget
     from ..targets import get_target
 
-    target = get_target(target_name)
-    with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
-        runner = target.load(_unpack(pack, Path(tmp)), threads=threads, **options)
+    streamed = []
+    for cell in cells:
+        st = StreamTarget(cell.name, lambda x: [], cell.batch)
+        streamed.append(st)
         try:
-            outs: list[list[np.ndarray]] = []
-            for x, _ in _batches(source, batch, start, stop, input_format, source.pp):
-                outs.append(_run(runner.infer, x, batch))
-        finally:
-            runner.close()
-    outputs = [np.concatenate(parts) for parts in zip(*outs)]
-    labels = reference["labels"]
-    counts = {name: AccuracyCounts.of(o, r, labels if i == 0 else None, classify=classify)
-              for i, (name, o, r) in enumerate(zip(output_names, outputs, reference["outputs"]))}
-    return {"counts": counts, "node": socket.gethostname()}
+            artifact = stack.enter_context(opened_artifact(cell.artifact))
+            runner = get_target(cell.target).load(artifact, threads=threads, **cell.options)
+        except XcitExportError as exc:
+            st.error = str(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - a backend crash: this cell fails, the others go on
+            st.error, st.traceback = f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=8)
+            continue
+        stack.callback(runner.close)
+        st.infer = runner.infer
+    return streamed
 
 
-def latency_probe(pack: dict, target_name: str, options: dict, x: np.ndarray, latency, threads: int) -> dict:
-    """Load the artifact here and time it (the caller holds this node alone while it runs)."""
+def evaluate_shard(reference, source, start: int, stop: int, batch: int, cells: list[CellRunner],
+                   output_names: list[str], classify: bool, threads: int, input_format: str,
+                   description: str = "the evaluation inputs", progress=None) -> dict:
+    """One streaming pass over positions ``start..stop`` of ``source`` through the reference (a
+    DeployModel run here, or :func:`reference_shard`'s outputs for these positions) and every cell's
+    runner (all open together, closed before anything is timed). Returns the pass's
+    :class:`~xcit_export.evaluate.stream.StreamResult`, where each cell's counts or error are under
+    its name, the images skipped, and the node."""
+    from ..console import stepper
+    from ..data.sets import DecodeStats, default_decode_workers
+    from ..evaluate.stream import evaluate_stream
+    from ..evaluate.validate import check_reference, torch_infer
+
+    say = progress or (lambda message: None)
+    stats = DecodeStats()
+    workers = min(default_decode_workers(), max(1, threads))
+    batches = _formatted(source.stream(batch, workers=workers, stats=stats, start=start, stop=stop), input_format,
+                         source.pp)
+    check = None
+    if isinstance(reference, dict):
+        replay = _Replay(reference)
+        infer, batches = replay, replay.feed(batches)
+    else:
+        infer = torch_infer(reference, threads)
+        check = lambda ref: check_reference(ref, output_names, reference, description)  # noqa: E731
+    total = stop - start
+    with contextlib.ExitStack() as stack:
+        streamed = _open_runners(cells, threads, stack)
+        live = [st for st in streamed if st.error is None]
+        say(f"Evaluation: streaming {total} inputs through PyTorch and {len(live)} target(s) ({workers} decoding "
+            f"threads)")
+        batches = _counted(batches, stepper(say, "evaluation: PyTorch and every target"), total)
+        result = evaluate_stream(batches, infer, batch, live, output_names, classify, stats, say, total=total,
+                                 check_reference=check)
+    for st in streamed:
+        st.infer = None  # the runner is closed, and its objects (an OpenVINO model) do not travel back from a node
+    result.targets = streamed
+    return {"result": result, "skipped": list(source.skipped), "warnings": list(source.warnings),
+            "node": socket.gethostname()}
+
+
+def _counted(batches, step, total: int):
+    """``batches`` as they are, telling ``step(done, total)`` (a progress bar) as each one is consumed."""
+    if step is None:
+        yield from batches
+        return
+    done = 0
+    step(0, total)
+    for x, y in batches:
+        yield x, y
+        done += len(x)  # the consumer asked for the next batch: this one went through every runner
+        step(done, total)
+
+
+def _sweep(infer, head: np.ndarray, batches, latency, say) -> list[dict]:
+    """Latency at each batch size of ``batches`` on the first images (``head``), resized to each."""
+    from ..evaluate.validate import measure_latency
+
+    rows = []
+    for b in batches:
+        say(f"latency at batch {b}")
+        xb = np.ascontiguousarray(np.resize(head, (b, *head.shape[1:])))
+        rows.append(measure_latency(infer, xb, latency).to_dict())
+    return rows
+
+
+def measure_cell(cell: CellRunner, x: np.ndarray, latency, threads: int, sweep=(), head=None,
+                 profile: bool = False, progress=None) -> dict:
+    """Load one cell's artifact here and time it with only its runner loaded (the caller holds this
+    node alone): load time, threads, device, latency, the batch sweep of a dynamic-batch artifact,
+    memory; then, with ``profile``, the per-operator breakdown on a separately opened model (the
+    runner closed by then, so its figure is untouched)."""
+    from ..console import latency_runs
+    from ..evaluate.profiling import profile_error
+    from ..evaluate.validate import measure_latency, rss_mb
     from ..fingerprint import device_fingerprint
     from ..targets import get_target
-    from ..evaluate.validate import measure_latency, rss_mb
 
-    target = get_target(target_name)
-    result: dict[str, Any] = {"node": socket.gethostname(), "pid": os.getpid(), "fingerprint": device_fingerprint()}
-    with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
-        artifact = _unpack(pack, Path(tmp))
+    target = get_target(cell.target)
+    say = progress or (lambda message: None)
+    out: dict[str, Any] = {"node": socket.gethostname(), "pid": os.getpid(), "fingerprint": device_fingerprint()}
+    with opened_artifact(cell.artifact) as artifact:
         rss_before = rss_mb()
         t0 = time.perf_counter()
-        runner = target.load(artifact, threads=threads, **options)
-        result["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+        runner = target.load(artifact, threads=threads, **cell.options)
+        out["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         try:
-            result.update(threads=runner.threads, device=runner.device)
+            out.update(threads=runner.threads, device=runner.device)
+            for key in ("inference_precision", "shape_mode"):
+                if getattr(runner, key, None):
+                    out[key] = getattr(runner, key)
             if getattr(runner, "measures_latency", True):
-                result["latency"] = measure_latency(runner.infer, np.array(x, order="C"), latency).to_dict()  # a writeable copy, once: Ray hands out read-only arrays
-            result["memory_mb"] = round(rss_mb() - rss_before, 1)
+                say(f"{cell.name}: measuring latency")
+                timed = latency_runs(say, f"{cell.name}: latency runs", runner.infer, latency)
+                out["latency"] = measure_latency(timed, np.array(x, order="C"), latency).to_dict()
+                if sweep and artifact.metadata.get("batch", "dynamic") == "dynamic":
+                    out["latency_sweep"] = _sweep(runner.infer, head, sweep, latency, lambda m: say(f"{cell.name}: {m}"))
+            out["memory_mb"] = round(rss_mb() - rss_before, 1)
         finally:
             runner.close()
-    return result
+        if profile and target.profile is not None and "latency" in out:
+            say(f"{cell.name}: per-operator profile")
+            try:
+                out["op_profile"] = target.profile(artifact, np.ascontiguousarray(x), threads=threads, **cell.options)
+            except Exception as exc:  # a profiler failure costs the breakdown, never the cell's result
+                out["op_profile_error"] = profile_error(exc)
+    return out
+
+
+def measure_reference(model, x: np.ndarray, latency, threads: int, sweep=(), head=None, batch1: bool = False,
+                      progress=None) -> dict:
+    """PyTorch eager's latency on ``x`` (and the batch sweep on ``head``; with ``batch1``, also at
+    batch 1, what ``--target auto``'s batch-1 variants are compared with)."""
+    from ..console import latency_runs
+    from ..evaluate.validate import measure_latency, torch_infer
+
+    say = progress or (lambda message: None)
+    infer = torch_infer(model, threads)
+    say("Latency: PyTorch eager")
+    stats = measure_latency(latency_runs(say, "PyTorch eager latency runs", infer, latency), np.array(x, order="C"),
+                            latency)
+    out: dict[str, Any] = {"latency": stats.to_dict(), "threads": threads}
+    if sweep:
+        out["latency_sweep"] = _sweep(infer, head, sweep, latency, lambda m: say(f"PyTorch eager: {m}"))
+    if batch1:
+        out["batch1_median_ms"] = stats.median_ms if stats.batch == 1 else \
+            measure_latency(infer, np.ascontiguousarray(x[:1]), latency).median_ms
+    return out

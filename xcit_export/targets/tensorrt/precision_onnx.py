@@ -27,22 +27,22 @@ def make_precision_onnx(ctx: BuildContext, name: str, precision: str, options: d
     INT8: ModelOpt PTQ (explicit Q/DQ) calibrated on ``ctx.calibration`` (see :mod:`xcit_export.quantize.precision`).
     """
     from ...quantize import precision as prec
-    from .options import _as_list, _exclude_op_types
+    from .options import _exclude_op_types
 
     if precision == "fp32":
         shutil.copyfile(ctx.onnx_path, onnx_out)
         return {"precision": "fp32"}
     if precision == "fp16":
         return prec.to_fp16(ctx.onnx_path, onnx_out, ctx.calibration,
-                            keep_nodes=_as_list(options.get("keep_fp32_nodes")),
+                            keep_nodes=list(options["keep_fp32_nodes"]),
                             reference_labels=ctx.calibration_labels, reference_seed=ctx.seed)
     if ctx.calibration is None:
         raise XcitExportError(f"target {name} needs calibration images: pass --calib")
     summary = prec.to_int8(ctx.onnx_path, onnx_out, ctx.calibration,
-                           method=str(options.get("calibration_method", "entropy")),
-                           exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
-                           exclude_nodes=_as_list(options.get("exclude_nodes")),
-                           high_precision=str(options.get("high_precision", "fp16")),
+                           method=options["calibration_method"],
+                           exclude_op_types=_exclude_op_types(options["exclude_op_types"]),
+                           exclude_nodes=list(options["exclude_nodes"]),
+                           high_precision=options["high_precision"],
                            reference_labels=ctx.calibration_labels, reference_seed=ctx.seed)
     # Per-group sensitivity and the accuracy-budget search (-O ...:sensitivity / max_drop; quantize/sensitivity.py).
     summary.update(prec.int8_search(onnx_out, ctx))
