@@ -320,7 +320,7 @@ def test_the_cli_the_api_and_recipes_are_derived_from_run_options():
     for f in option_fields():
         opt = f.metadata["opt"]
         if opt.flag:  # each flag once, with its declared help and default
-            assert params[f.name].help.startswith(opt.help) and opt.flag in params[f.name].opts, f.name
+            assert params[f.name].help.startswith(opt.help.rstrip(".")) and opt.flag in params[f.name].opts, f.name
             if isinstance(params[f.name].default, (bool, int, float, str)) and not params[f.name].multiple:
                 assert params[f.name].default == default_of(f.name), f.name
     signature = inspect.signature(xcit_export.run)

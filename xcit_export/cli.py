@@ -24,13 +24,17 @@ def _run_option(f) -> click.Option:
     opt = f.metadata["opt"]
     decls = [opt.flag + (f"/{opt.off}" if opt.off else ""), *([opt.short] if opt.short else []), f.name]
     default = default_of(f.name)
-    kwargs: dict = {"help": opt.help + (f" (default: {opt.default_text})" if opt.default_text else "")}
+    help_text = opt.help
+    if opt.default_text:  # "Export a static batch N (default: dynamic batch)."
+        help_text = help_text.rstrip(".") + f" (default: {opt.default_text})."
+    kwargs: dict = {"help": help_text}
     if opt.cli_type is bool:
         kwargs.update(is_flag=True, default=default, show_default=bool(opt.off))
     elif opt.multiple:
         kwargs.update(multiple=True, metavar=opt.metavar)
     else:
-        kwargs["type"] = click.Choice(opt.cli_type) if isinstance(opt.cli_type, tuple) else opt.cli_type
+        kwargs["type"] = (click.Choice(opt.cli_type) if isinstance(opt.cli_type, tuple) else
+                          click.Path() if opt.cli_type is Path else opt.cli_type)
         if default not in (None, (), {}) and f.name != "targets":
             kwargs.update(default=default, show_default=True)
     if opt.metavar and not opt.multiple:
@@ -42,7 +46,8 @@ def _with_run_options(command):
     """Add every RunOptions field that has a flag to ``command``, in their declared order."""
     from .options import option_fields
 
-    command.params[:0] = [_run_option(f) for f in option_fields() if f.metadata["opt"].flag]
+    after = next((i + 1 for i, p in enumerate(command.params) if p.name == "version"), 0)
+    command.params[after:after] = [_run_option(f) for f in option_fields() if f.metadata["opt"].flag]
     return command
 
 

@@ -59,7 +59,8 @@ class Opt:
     :class:`~xcit_export.errors.OptionError` (None: taken as given); ``path``: a file or folder, relative
     to a recipe's folder, except the keywords listed; ``cli_type``: what the command line reads
     (``int``, ``float``, ``str``, a tuple of choices, ``bool`` for a flag); ``multiple``: repeatable;
-    ``toml``: the TOML types a recipe may give (default: those of ``cli_type``).
+    ``toml``: the TOML types a recipe may give (default: those of ``cli_type``; ``Path``: a file or
+    folder on the command line, text in a recipe).
     """
 
     help: str
@@ -228,7 +229,7 @@ class RunOptions:
                                   "graph), or float NHWC in [-1, 1] (TF Hub convention).")
     opset: int = _opt(DEFAULT_OPSET, flag="--opset", cli_type=int, parse=_Whole(MIN_OPSET), recipe=("export", "opset"),
                       help=f"ONNX opset ({MIN_OPSET} or more).")
-    out: PathLike | None = _opt(flag="--out", short="-o", parse=_path, default_text="out/<model>",
+    out: PathLike | None = _opt(flag="--out", short="-o", parse=_path, cli_type=Path, default_text="out/<model>",
                                 help="Output folder.")
     threads: int | None = _opt(flag="--threads", cli_type=int, parse=_Whole(1), recipe=("latency", "threads"),
                                default_text="all cores", help="Threads for every runner and PyTorch, 1 or more.")
@@ -242,6 +243,7 @@ class RunOptions:
     eval_size: int | None = _opt(flag="--eval-size", cli_type=int, parse=_Whole(1), recipe=("data", "eval_size"),
                                  default_text="all", help="Evaluation images drawn (seeded) from --eval.")
     class_index: str | None = _opt(flag="--class-index", parse=_text, recipe=("data", "class_index"), path=(),
+                                   cli_type=Path,
                                    help="Folder name -> class index file (JSON or txt, ImageNet style).")
     on_bad_image: str = _opt("fail", flag="--on-bad-image", cli_type=ON_BAD_IMAGE, parse=_Choice(ON_BAD_IMAGE), recipe=("data", "on_bad_image"),
                              help="An unreadable image: stop naming it, or skip it and count it in the report.")
