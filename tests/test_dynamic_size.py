@@ -154,7 +154,8 @@ def test_vit_onnxruntime_224_and_384(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm (test oracle) not installed")
 def test_vit_matches_timm_dynamic_img_size():
-    spec_ = importlib.util.spec_from_file_location("timm_parity", Path(__file__).parents[1] / "tools" / "timm_parity.py")
+    root = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())  # the repository
+    spec_ = importlib.util.spec_from_file_location("timm_parity", root / "tools" / "timm_parity.py")
     timm_parity = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(timm_parity)
     timm = timm_parity.import_timm()
