@@ -95,6 +95,7 @@ READ_BY_NONE: dict[str, str] = {
     "min_top1_agreement": "--target auto's recommendation budget, read after building",
     "min_cosine_mean": "--target auto's recommendation budget, read after building",
     "require_winner": "--target auto's exit rule, read after building",
+    "allow_no_winner": "--target auto's exit rule, read after building",
 }
 INPUT_FIELDS = ("eval_data", "eval_id", "calib_data", "calib_id", "calib_labels")
 

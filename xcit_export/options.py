@@ -301,6 +301,10 @@ class RunOptions:
     require_winner: str | None = _opt(flag="--require-winner", parse=_text, recipe=("auto", "require_winner"),
                                       help="--target auto: exit 1 unless this candidate is recommended, e.g. "
                                            "openvino-fp32@batch1.")
+    allow_no_winner: bool = _opt(False, flag="--allow-no-winner", cli_type=bool, parse=_flag,
+                                 recipe=("auto", "allow_no_winner"),
+                                 help="--target auto: exit 0 even when no candidate holds the accuracy budget (by "
+                                      "default that exits 1).")
     # -- how to run ------------------------------------------------------------------------------
     rebuild: bool = _opt(False, flag="--rebuild", cli_type=bool, parse=_flag,
                          help="Rebuild artifacts even when an identical one exists.")

@@ -76,7 +76,8 @@ def recommendation(plan: RunPlan, entries: list[dict], labelled: bool, classifie
     """``--target auto``'s recommendation among ``entries`` (and why each other candidate lost)."""
     from .evaluate import auto as auto_mod
 
-    rec = auto_mod.recommend(entries, plan.budget, dict(plan.left_out), labelled=labelled, classifies=classifies)
+    rec = auto_mod.recommend(entries, plan.budget, dict(plan.left_out), labelled=labelled, classifies=classifies,
+                             allow_no_winner=plan.options.allow_no_winner)
     if plan.options.require_winner:
         auto_mod.require_winner(rec, plan.options.require_winner)
     return rec
