@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from xcit_export import export as export_mod
-from xcit_export.evaluate.sizes import parse_sizes
+from xcit_export.values import parse_sizes
 from xcit_export.evaluate.validate import compare_outputs
 from xcit_export.models.deploy import DeployModel
 from xcit_export.models.weights import load_model

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from xcit_export import export as export_mod
-from xcit_export.evaluate.sizes import fit_slope, label, parse_sizes, tokens
+from xcit_export.evaluate.sizes import fit_slope, label, tokens
+from xcit_export.values import parse_sizes
 from xcit_export.evaluate.validate import LatencyOptions, measure_latency
 from xcit_export.models.deploy import DeployModel
 from xcit_export.models.zoo import build_model, get_spec

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+# The helpers (trt_models, ray_cluster, html_width) live in tests/: importable from every test folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Keep every test on the same thread budget as CI (2 cores) and deterministic.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

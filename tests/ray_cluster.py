@@ -169,7 +169,7 @@ class LocalRayCluster:
                 return pid
         return None
 
-    def busy_workers(self, name: str, tasks: tuple = ("accuracy_shard", "latency_probe")) -> list[str]:
+    def busy_workers(self, name: str, tasks: tuple = ("evaluate_shard", "measure_cell")) -> list[str]:
         """Titles of node ``name``'s worker processes running one of ``tasks`` (Ray titles a worker
         ``ray::<task name>`` while it runs one; its agents are ``ray::DashboardAgent`` and the like)."""
         return [cmd for _, cmd in self.processes(name) if cmd.split(" ")[0] in {f"ray::{t}" for t in tasks}]

@@ -102,7 +102,7 @@ def test_gate_and_bundle(readme_run, tmp_path):
     (dict(model="xcit_nano_12_p16"), UnknownModelError, "Did you mean"),
     (dict(targets="onnxruntime-fp33"), UnknownTargetError, "unknown target 'onnxruntime-fp33'"),
     (dict(targets="auto,onnxruntime-fp32"), UsageError, "give it alone"),
-    (dict(max_top1_drop=0.02), UsageError, "max_top1_drop only apply to targets='auto'"),
+    (dict(max_top1_drop=0.02), UsageError, r"max_top1_drop \(--max-top1-drop\) only applies to --target auto"),
     (dict(input_size="64x"), UsageError, "'64x' is not a size"),
     (dict(input_size=100), XcitExportError, "multiples of the patch size 16"),
     (dict(weights="nope.pth"), XcitExportError, "checkpoint 'nope.pth' does not exist"),
@@ -112,7 +112,7 @@ def test_bad_input_raises_the_cli_errors_before_any_work(tmp_path, kwargs, error
     args = {"model": MODEL, "targets": "onnxruntime-fp32", **kwargs}
     with pytest.raises(error, match=message):
         xcit_export.run(args.pop("model"), args.pop("targets"), out=tmp_path / "o", **args)
-    assert not (tmp_path / "o" / "onnx").exists()
+    assert not (tmp_path / "o").exists()  # refused before any work: nothing created
 
 
 def test_recommend_is_auto_over_the_candidates(monkeypatch, tmp_path):
@@ -120,15 +120,16 @@ def test_recommend_is_auto_over_the_candidates(monkeypatch, tmp_path):
     from xcit_export import api
 
     seen = {}
-    monkeypatch.setattr(api, "_run_config", lambda config, progress: seen.update(config=config, progress=progress))
+    monkeypatch.setattr(api, "_run_plan", lambda plan, progress: seen.update(plan=plan, progress=progress))
     xcit_export.recommend(MODEL, candidates="onnxruntime-fp32,openvino-fp32", max_top1_drop=0.02,
                           require_winner="openvino-fp32@batch1", weights="demo", eval="demo", out=tmp_path,
                           progress=False)
-    config = seen["config"]
-    assert config.auto and config.targets == ["onnxruntime-fp32", "openvino-fp32"]
-    assert (config.budget.max_top1_drop, config.budget.min_top1_agreement) == (0.02, 0.97)
-    assert config.require_winner == "openvino-fp32@batch1" and config.eval == "demo" and config.weights == "demo"
-    with pytest.raises(XcitExportError, match=r"max_top1_drop=2.0 is read as a fraction \(200 points\); for 2 points pass 0.02"):
+    plan = seen["plan"]  # planned once, here: the run itself gets the plan
+    assert plan.auto and plan.targets == ["onnxruntime-fp32", "openvino-fp32"]
+    assert (plan.budget.max_top1_drop, plan.budget.min_top1_agreement) == (0.02, 0.97)
+    assert plan.options.require_winner == "openvino-fp32@batch1" and plan.options.eval == "demo"
+    assert plan.options.weights == "demo" and seen["progress"] is False
+    with pytest.raises(XcitExportError, match=r"--max-top1-drop 2.0 is read as a fraction \(200 points\); for 2 points pass 0.02"):
         xcit_export.recommend(MODEL, max_top1_drop=2.0, out=tmp_path)
     with pytest.raises(XcitExportError, match="must be a fraction between 0 and 1"):
         xcit_export.recommend(MODEL, min_top1_agreement=1.5, out=tmp_path)

@@ -14,11 +14,11 @@ from xcit_export.evaluate.auto import Budget, recommend, require_winner
 from xcit_export.cli import main
 from xcit_export.errors import RecipeError
 from xcit_export.report.gate import gate
-from xcit_export.pipeline import RunConfig, run
+from xcit_export.options import Inputs, RunOptions
+from xcit_export.pipeline import run
 from xcit_export.evaluate.profiling import OUTSIDE_OPERATORS, breakdown, coverage, coverage_line, subtract_node_cost
-from xcit_export.recipe import load_recipe, to_run_config
+from xcit_export.recipe import load_recipe, to_run_options
 from xcit_export.report.document import html_page, merge_reports
-from xcit_export.evaluate.validate import LatencyOptions
 
 
 def _entry(name, median, top1=0.80, ref=0.80, agree=1.0, cos=1.0, status="ok"):
@@ -73,9 +73,10 @@ def auto_run(tmp_path_factory):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((6, 3, 64, 64)).astype(np.float32)
     labels = rng.integers(0, 1000, 6)
-    report = run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32", "openvino-fp32", "tensorrt-fp16"],
-                           auto=True, out_dir=out, input_size=(64, 64), eval_data=(x, labels), threads=1,
-                           latency=LatencyOptions(warmup=2, iterations=8), require_winner="no-such-target"))
+    report = run(RunOptions("xcit_nano_12_p16_224", "auto", candidates=["onnxruntime-fp32", "openvino-fp32",
+                                                                        "tensorrt-fp16"],
+                            out=out, input_size=(64, 64), threads=1, warmup=2, iterations=8,
+                            require_winner="no-such-target"), Inputs(eval_data=(x, labels)))
     return report, out
 
 
@@ -234,9 +235,9 @@ def test_recipe_auto_and_cli_usage(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text('[model]\nname = "xcit_nano_12_p16_224"\n[targets]\nauto = true\n'
                     '[auto]\nmax_top1_drop = 0.02\nrequire_winner = "openvino-fp32@batch1"\n')
-    config = to_run_config(load_recipe(path))
-    assert config.auto and config.targets == [] and config.budget.max_top1_drop == 0.02
-    assert config.require_winner == "openvino-fp32@batch1" and config.budget.min_top1_agreement == 0.97
+    config = to_run_options(load_recipe(path))
+    assert config.targets == ("auto",) and config.budget().max_top1_drop == 0.02
+    assert config.require_winner == "openvino-fp32@batch1" and config.budget().min_top1_agreement == 0.97
     path.write_text('[model]\nname = "xcit_nano_12_p16_224"\n[targets.onnxruntime-fp32]\n[auto]\nmax_top1_drop = 0.02\n')
     with pytest.raises(RecipeError, match=r"\[auto\]: sets the --target auto budget; add auto = true"):
         load_recipe(path)
@@ -244,7 +245,7 @@ def test_recipe_auto_and_cli_usage(tmp_path):
     res = runner.invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "auto,onnxruntime-fp32"])
     assert res.exit_code == 2 and "give it alone" in res.output
     res = runner.invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "onnxruntime-fp32", "--max-top1-drop", "0.02"])
-    assert res.exit_code == 2 and "--max-top1-drop only apply to --target auto" in res.output
+    assert res.exit_code == 2 and "max_top1_drop (--max-top1-drop) only applies to --target auto" in res.output
 
 
 def test_no_winner_exits_1_unless_allowed(auto_run, monkeypatch):
@@ -263,15 +264,15 @@ def test_no_winner_exits_1_unless_allowed(auto_run, monkeypatch):
     # the CLI: exit 1 without a winner, 0 with --allow-no-winner (the run itself stubbed: it is the one above)
     seen = {}
 
-    def fake_run(model, targets, **kw):
-        seen.update(kw)
+    def fake_run(plan, progress):
+        seen["allow_no_winner"] = plan.options.allow_no_winner
         return xcit_export.Report({**report, "recommendation": recommend(
-            entries, Budget(max_top1_drop=0.0), labelled=True, allow_no_winner=kw.get("allow_no_winner", False))})
+            entries, Budget(max_top1_drop=0.0), labelled=True, allow_no_winner=plan.options.allow_no_winner)})
 
-    monkeypatch.setattr(api, "run", fake_run)
+    monkeypatch.setattr(api, "_run_plan", fake_run)
     monkeypatch.setattr("xcit_export.console.print_report", lambda *a, **k: None)
     args = ["-m", "xcit_nano_12_p16_224", "-t", "auto", "--max-top1-drop", "0", "-q"]
     assert CliRunner().invoke(main, args).exit_code == 1
     assert CliRunner().invoke(main, [*args, "--allow-no-winner"]).exit_code == 0 and seen["allow_no_winner"]
     res = CliRunner().invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "onnxruntime-fp32", "--allow-no-winner"])
-    assert res.exit_code == 2 and "--allow-no-winner only apply to --target auto" in res.output
+    assert res.exit_code == 2 and "allow_no_winner (--allow-no-winner) only applies to --target auto" in res.output

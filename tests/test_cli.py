@@ -83,13 +83,29 @@ def test_main_job_end_to_end(tmp_path):
      "multiples of the patch size 16"),
     (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--device", "GPU"],
      "option 'device' is not used by any selected target"),
+    # issue 29: inputs that are wrong stop the run before any work, in one line (usage errors: exit 2)
+    (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--eval-count", "-3"],
+     "--eval-count -3 is out of range: it must be >= 1"),
+    (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--seed", "-5"],
+     "--seed -5 is out of range: it must be >= 0"),
+    (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--eval-count", "0"],
+     "--eval-count 0 is out of range: it must be >= 1"),
+    (["--model", "xcit_nano_12_p16_224", "--target", "openvino-fp32", "--device", "GPU"],
+     "OpenVINO device GPU is not available on this machine"),
+    (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--eval", "x.npz", "--dynamic-size",
+      "--eval-sizes", "224,256"], "--eval 'x.npz' holds tensors preprocessed at one size"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
+    if "openvino-fp32" in args:
+        ov = pytest.importorskip("openvino")
+        if any(d.startswith("GPU") for d in ov.Core().available_devices):
+            pytest.skip("this machine has an OpenVINO GPU")
     res = invoke(*args, "--out", str(tmp_path / "o"))
-    assert res.exit_code == 1
-    assert message in res.output
+    usage = any(a in args for a in ("--device", "--eval-count", "--seed", "--eval-sizes"))
+    assert res.exit_code == (2 if usage else 1), res.output
+    assert message in " ".join(res.output.split())
     assert "Traceback" not in res.output
-    assert not (tmp_path / "o" / "onnx").exists()
+    assert not (tmp_path / "o").exists()  # refused before any work: --out as it was (issue 30)
 
 
 def test_unwritable_output_folder(tmp_path):
@@ -109,6 +125,7 @@ def test_checkpoint_with_wrong_class_count(tmp_path):
     res = invoke("--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--weights", str(path),
                  "--out", str(tmp_path / "o"))
     assert res.exit_code == 1 and "pass --num-classes 10" in res.output
+    assert not (tmp_path / "o").exists()  # failed before writing anything: no lone lock file (issue 30)
 
 
 def test_version():
@@ -120,14 +137,13 @@ def test_version():
 def test_threads_must_be_positive(tmp_path, value):
     res = CliRunner().invoke(main, ["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32",
                                     "--threads", value, "--out", str(tmp_path / "o")])
-    assert res.exit_code == 2 and "Invalid value for '--threads'" in res.output and ">=1" in res.output
+    assert res.exit_code == 2 and f"--threads {value} is out of range: it must be >= 1" in res.output
     assert not (tmp_path / "o").exists()
-    from xcit_export.errors import XcitExportError
-    from xcit_export.pipeline import RunConfig, run
+    from xcit_export.errors import OptionError
+    from xcit_export.options import RunOptions
 
-    with pytest.raises(XcitExportError, match=f"threads must be 1 or more, got {value}"):
-        run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32"], out_dir=tmp_path / "o",
-                      threads=int(value)))
+    with pytest.raises(OptionError, match=f"--threads {value} is out of range: it must be >= 1"):
+        RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], out=tmp_path / "o", threads=int(value))
 
 
 @pytest.mark.parametrize("option, value", [("--eval-count", "-3"), ("--eval-count", "0"), ("--seed", "-5"),

@@ -296,11 +296,11 @@ def _phase_lines(text, label):
 
 
 def test_a_1000_image_evaluation_through_a_pipe_tells_one_monotonic_story():
-    """The evaluation pass (pipeline._counted + evaluate_stream, as the run drives them) over
+    """The evaluation pass (sharding._counted + evaluate_stream, as the engine drives them) over
     1,000 cheap inputs, to a log: count lines every ten (fake) seconds that only go up, a rate and
     an ETA over the whole phase, one final line, and no "done ... 0 in" line."""
     from xcit_export.evaluate.stream import StreamTarget, evaluate_stream
-    from xcit_export.pipeline import _counted
+    from xcit_export.scale.sharding import _counted
     from xcit_export.console import stepper
 
     label = "evaluation: PyTorch and every target"

@@ -312,20 +312,20 @@ def test_a_nan_weight_is_named_by_pytorch_by_the_run_and_by_every_backend(base):
 # In a run: a target that misses its limits is explained, --fix rebuilds it, the report shows both
 # ------------------------------------------------------------------------------------------------
 
-def _seed_export(base, config, onnx_path: Path) -> None:
-    """Put ``onnx_path`` where ``config``'s run looks for its FP32 ONNX, under the build key the run
-    computes, so the run reuses it instead of exporting again (the pipeline's own reuse rule)."""
+def _seed_export(base, plan, onnx_path: Path) -> None:
+    """Put ``onnx_path`` where ``plan``'s run looks for its FP32 ONNX, under the build key the run
+    computes, so the run reuses it instead of exporting again (the engine's own reuse rule)."""
     import shutil
 
     from xcit_export import keys
     from xcit_export.io import sha256_file
+    from xcit_export.options import Inputs
 
-    spec = get_spec(config.model).with_overrides(config.num_classes, config.input_size)
-    folder = config.out_dir / "onnx"
+    folder = plan.out_dir / "onnx"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(onnx_path, folder / "model.onnx")
     Artifact("onnx", folder / "model.onnx", [folder / "model.onnx"],
-             {"build_key": keys.onnx_key(config, spec), "output_names": ["logits"], "input_shape": [3, *SIZE],
+             {"build_key": keys.onnx_key(plan.options, Inputs(), plan.spec), "output_names": ["logits"], "input_shape": [3, *SIZE],
               "file_sha256": {"model.onnx": sha256_file(folder / "model.onnx")}}).save_metadata()
 
 
@@ -333,8 +333,9 @@ def _seed_export(base, config, onnx_path: Path) -> None:
 def explained_run(base, tmp_path_factory):
     """A run of the planted checkpoint: onnxruntime-int8 misses a limit (explained without --explain)
     and is rebuilt by --fix; tensorrt-fp32 (no engine) is explained because --explain is given."""
-    from xcit_export.evaluate.validate import LatencyOptions
-    from xcit_export.pipeline import RunConfig, run
+    from xcit_export.options import RunOptions
+    from xcit_export.pipeline import run
+    from xcit_export.plan import plan_run
 
     tmp_path = tmp_path_factory.mktemp("explained-run")
     checkpoint = tmp_path / "planted.safetensors"
@@ -345,20 +346,20 @@ def explained_run(base, tmp_path_factory):
     result = CliRunner().invoke(main, ["plant-fault", "outlier", "--block", str(OUTLIER_BLOCK), "--branch", "local_mp",
                                        "--factor", str(OUTLIER_FACTOR), "--out", str(checkpoint)])
     assert result.exit_code == 0 and f"blocks.{OUTLIER_BLOCK}.local_mp" in result.output, result.output
-    config = RunConfig(model=MODEL, weights=str(checkpoint), num_classes=10, input_size=SIZE,
-                       targets=["onnxruntime-int8", "tensorrt-fp32"], out_dir=tmp_path / "run", calib="demo",
-                       calib_size=32, eval="demo", eval_size=16, latency=LatencyOptions(warmup=1, iterations=3),
-                       profile=False, target_options={"tensorrt-fp32": {"engine": "skip"}},
-                       thresholds={"onnxruntime-int8": {"thresholds": {"min_cosine": 0.999}}}, explain=True, fix=True)
+    plan = plan_run(RunOptions(
+        MODEL, ("onnxruntime-int8", "tensorrt-fp32"), weights=str(checkpoint), num_classes=10, input_size=SIZE,
+        out=tmp_path / "run", calib="demo", calib_size=32, eval="demo", eval_size=16, warmup=1, iterations=3,
+        profile=False, target_options={"tensorrt-fp32": {"engine": "skip"}},
+        thresholds={"onnxruntime-int8": {"thresholds": {"min_cosine": 0.999}}}, fix=True))  # --fix implies --explain
     _, planted_onnx, _ = planted(base, "outlier", OUTLIER_BLOCK, branch="local_mp", factor=OUTLIER_FACTOR)
-    _seed_export(base, config, planted_onnx)
-    return config, run(config)
+    _seed_export(base, plan, planted_onnx)
+    return plan, run(plan)
 
 
 def test_a_run_explains_the_target_that_misses_its_limits_and_fix_rebuilds_it(explained_run):
     from xcit_export.report.document import html_page, markdown_table
 
-    config, report = explained_run
+    plan, report = explained_run
     entry = report["targets"][0]
     assert entry["passed"] is False  # the planted block costs the limit
     div = entry["divergence"]
@@ -370,7 +371,7 @@ def test_a_run_explains_the_target_that_misses_its_limits_and_fix_rebuilds_it(ex
     blamed_row = next(b for b in fix["blamed"] if b["module"] == planted_module)
     assert blamed_row["added_after"] < blamed_row["added_before"] / 3
     assert fix["worst_after"]["module"] != planted_module
-    assert (config.out_dir / "fixed" / "report.json").exists() and report["fix"]["targets"] == ["onnxruntime-int8"]
+    assert (plan.out_dir / "fixed" / "report.json").exists() and report["fix"]["targets"] == ["onnxruntime-int8"]
     fp32 = report["targets"][1]["divergence"]  # explained because --explain was given; nothing to fix in FP32
     assert max(r["added"] for r in fp32["points"]) < 1e-4 and "conversion bug" in fp32["remedy"]["note"]
     page = html_page(report)
@@ -394,8 +395,8 @@ def test_device_check_explains_a_bundle_of_an_explained_run(explained_run, tmp_p
 
     from xcit_export.device.bundle import POINTS, create_bundle, device_check
 
-    config, _ = explained_run
-    bundle = create_bundle(config.out_dir / "tensorrt-fp32", tmp_path / "bundle", tarball=False)
+    plan, _ = explained_run
+    bundle = create_bundle(plan.out_dir / "tensorrt-fp32", tmp_path / "bundle", tarball=False)
     meta = json.loads((bundle / "bundle.json").read_text())
     assert len(meta["points"]) == 42 and POINTS in json.loads((bundle / "manifest.json").read_text())["files"]
     report = device_check(bundle, warmup=1, iterations=2, profile=False, explain=True)
@@ -409,3 +410,50 @@ def test_device_check_explains_a_bundle_of_an_explained_run(explained_run, tmp_p
     built = build_engine(bundle / meta["onnx"], tmp_path / "marked" / "model.engine", "tensorrt_rtx", "fp32",
                          {"min": 1, "opt": 1, "max": 1}, (3, *SIZE), points=points)
     assert set(built["points"]) == {m for m, _ in points} and len(built["output_names"]) == 42
+
+
+def test_a_matrix_explains_its_cells_and_leaves_fix_to_a_single_run(base, tmp_path):
+    """The engine explains each cell as it is judged, so a recipe's matrix does too ([diagnose] explain);
+    --fix rebuilds in a single run, and a matrix asking for it is refused before any work."""
+    from xcit_export.errors import RecipeError
+    from xcit_export.plan import plan_run
+    from xcit_export.recipe import load_recipe, to_run_options
+    from xcit_export.scale.executor import LocalExecutor
+    from xcit_export.scale.matrix import run_matrix
+
+    text = f"""
+[model]
+name = "{MODEL}"
+weights = "demo"
+input_size = {SIZE[0]}
+num_classes = 10
+
+[data]
+eval = "demo"
+eval_size = 8
+
+[latency]
+warmup = 1
+iterations = 2
+profile = false
+
+[diagnose]
+explain = true
+
+[targets.onnxruntime-fp32]
+device = "local"
+"""
+    path = tmp_path / "explain.toml"
+    path.write_text(text.replace("explain = true", "explain = true\nfix = true"))
+    with pytest.raises(RecipeError, match=r"\[diagnose\] fix"):
+        run_matrix(load_recipe(path), LocalExecutor(), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+    path.write_text(text)
+    recipe = load_recipe(path)
+    _seed_export(base, plan_run(to_run_options(recipe, out=tmp_path / "m" / MODEL), here=False), base["onnx"])
+    report = run_matrix(recipe, LocalExecutor(), tmp_path / "m")
+    assert "export_seconds" not in report["models"][MODEL]["export"]  # the module's export, reused
+    (cell,) = report["cells"]
+    div = cell["divergence"]
+    assert cell["status"] == "ok" and div["images"] == 8 and len(div["points"]) == 42
+    assert max(r["added"] for r in div["points"]) < 1e-4 and "conversion bug" in div["remedy"]["note"]

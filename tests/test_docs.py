@@ -254,12 +254,12 @@ def test_shipped_baselines_fit_their_recipes():
     """`gate --baseline baselines/X.json --recipe recipes/X.toml` refuses a baseline of another
     model, class count or input size, or without a target the recipe runs: the shipped ones fit."""
     from xcit_export.models.zoo import get_spec
-    from xcit_export.recipe import load_recipe, to_run_config
+    from xcit_export.recipe import load_recipe, to_run_options
 
     for base in (ROOT / "baselines").glob("*.json"):
         recipe = ROOT / "recipes" / f"{base.stem}.toml"
         assert recipe.exists(), f"{base.name}: no recipes/{recipe.name} it is the baseline of"
-        config = to_run_config(load_recipe(recipe))
+        config = to_run_options(load_recipe(recipe))
         report = json.loads(base.read_text())
         spec = get_spec(config.model)
         assert report["model"]["name"] == config.model

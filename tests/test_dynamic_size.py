@@ -154,7 +154,8 @@ def test_vit_onnxruntime_224_and_384(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm (test oracle) not installed")
 def test_vit_matches_timm_dynamic_img_size():
-    spec_ = importlib.util.spec_from_file_location("timm_parity", Path(__file__).parents[1] / "tools" / "timm_parity.py")
+    root = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())  # the repository
+    spec_ = importlib.util.spec_from_file_location("timm_parity", root / "tools" / "timm_parity.py")
     timm_parity = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(timm_parity)
     timm = timm_parity.import_timm()
@@ -240,31 +241,32 @@ def test_features_at_800x1344_have_strides_4_to_32(tmp_path):
 
 def test_eval_sizes_needs_dynamic_size_and_patch_multiples(tmp_path):
     from xcit_export.errors import XcitExportError
-    from xcit_export.evaluate.validate import LatencyOptions
-    from xcit_export.pipeline import RunConfig, run
+    from xcit_export.options import RunOptions
+    from xcit_export.pipeline import run
 
-    base = dict(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32"], out_dir=tmp_path / "o",
-                input_size=(64, 64), latency=LatencyOptions(warmup=0, iterations=1))
+    base = dict(out=tmp_path / "o", input_size=(64, 64), warmup=0, iterations=1)
     with pytest.raises(XcitExportError, match="--eval-sizes needs --dynamic-size"):
-        run(RunConfig(**base, eval_sizes=((64, 64), (96, 96))))
+        run(RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], **base, eval_sizes=((64, 64), (96, 96))))
     with pytest.raises(XcitExportError, match="100x96 does not fit .* multiples of the patch size 16"):
-        run(RunConfig(**base, dynamic_size=True, eval_sizes=((100, 96),)))
+        run(RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], **base, dynamic_size=True,
+                       eval_sizes=((100, 96),)))
     # a tensor evaluation set cannot be preprocessed at another size: refused before any work (issue 29)
     np.savez(tmp_path / "x.npz", x=np.zeros((2, 3, 64, 64), np.float32))
     with pytest.raises(XcitExportError, match=r"holds tensors preprocessed at one size, which cannot be evaluated "
                                               r"at 96x96 \(--eval-sizes\)"):
-        run(RunConfig(**base, dynamic_size=True, eval=str(tmp_path / "x.npz"), eval_sizes=((64, 64), (96, 96))))
-    assert not (tmp_path / "o").exists()
+        run(RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], **base, dynamic_size=True,
+                       eval=str(tmp_path / "x.npz"), eval_sizes=((64, 64), (96, 96))))
+    assert not (tmp_path / "o").exists()  # refused before any work: nothing created
 
 
 def test_pipeline_reports_accuracy_and_latency_per_size(tmp_path):
-    from xcit_export.evaluate.validate import LatencyOptions
-    from xcit_export.pipeline import RunConfig, run
+    from xcit_export.options import RunOptions
+    from xcit_export.pipeline import run
 
-    report = run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32"], out_dir=tmp_path / "o",
-                           input_size=(64, 64), eval_count=2, threads=2, profile=False, dynamic_size=True,
-                           eval_sizes=((64, 64), (96, 128)), latency=LatencyOptions(warmup=1, iterations=2),
-                           thresholds={"onnxruntime-fp32": {"thresholds": {"min_cosine": 0.9999}}}))
+    report = run(RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], out=tmp_path / "o",
+                            input_size=(64, 64), eval_count=2, threads=2, profile=False, dynamic_size=True,
+                            eval_sizes=((64, 64), (96, 128)), warmup=1, iterations=2,
+                            thresholds={"onnxruntime-fp32": {"thresholds": {"min_cosine": 0.9999}}}))
     entry = report["targets"][0]
     assert entry["status"] == "ok" and entry["passed"] is True
     assert [s["size"] for s in entry["sizes"]] == ["64x64", "96x128"]
@@ -282,12 +284,12 @@ def test_recipe_and_cli_take_eval_sizes(tmp_path):
     from click.testing import CliRunner
 
     from xcit_export.cli import main
-    from xcit_export.recipe import load_recipe, to_run_config
+    from xcit_export.recipe import load_recipe, to_run_options
 
     path = tmp_path / "r.toml"
     path.write_text('[model]\nname = "xcit_nano_12_p16_224"\n[export]\ndynamic_size = true\n'
                     'eval_sizes = [224, "512x768", [800, 1344]]\n[targets.onnxruntime-fp32]\n')
-    config = to_run_config(load_recipe(path))
+    config = to_run_options(load_recipe(path))
     assert config.dynamic_size is True and config.eval_sizes == ((224, 224), (512, 768), (800, 1344))
     result = CliRunner().invoke(main, ["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32",
                                        "--dynamic-size", "--eval-sizes", "224,abc"])

@@ -13,7 +13,8 @@ from xcit_export.data.demo import CLASSES
 from xcit_export.models.weights import load_model, read_checkpoint
 from xcit_export.models.zoo import get_spec
 
-ASSETS = Path(__file__).resolve().parents[1] / "xcit_export" / "assets"
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())  # the repository
+ASSETS = ROOT / "xcit_export" / "assets"
 CHECKPOINT = ASSETS / "xcit_nano_12_p16_224_demo10.safetensors"
 SPEC = get_spec("xcit_nano_12_p16_224").with_overrides(num_classes=len(CLASSES))
 

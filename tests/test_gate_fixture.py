@@ -7,11 +7,11 @@ import pytest
 
 from xcit_export.data.sets import demo_dataset
 from xcit_export.report.gate import gate
-from xcit_export.pipeline import RunConfig, run
-from xcit_export.evaluate.validate import LatencyOptions
+from xcit_export.options import Inputs, RunOptions
+from xcit_export.pipeline import run
 from xcit_export.models.zoo import IMAGENET_MEAN, IMAGENET_STD
 
-FAST = LatencyOptions(warmup=1, iterations=3)
+FAST = dict(warmup=1, iterations=3)
 
 
 def eval_data(config):
@@ -25,14 +25,15 @@ def eval_data(config):
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory):
     out = tmp_path_factory.mktemp("clean")
-    config = RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["onnxruntime-fp32", "tensorrt-int8"],
-                       out_dir=out, eval="demo", eval_size=200, calib="demo", calib_size=64, batch=1, latency=FAST,
-                       thresholds={"tensorrt-int8": {"thresholds": {"max_top1_drop": 0.01}}})
-    return run(config), config
+    config = RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32", "tensorrt-int8"], weights="demo",
+                        out=out, eval="demo", eval_size=200, calib="demo", calib_size=64, batch=1, **FAST,
+                        thresholds={"tensorrt-int8": {"thresholds": {"max_top1_drop": 0.01}}})
+    inputs = Inputs()  # the run loads its calibration set here
+    return run(config, inputs), config, inputs
 
 
 def test_clean_run_passes(clean):
-    report, _ = clean
+    report, _, _ = clean
     assert report["reference"]["accuracy"]["top1"] >= 0.85  # the fixture really classifies
     # tensorrt-int8 on a host: its precision-ready ONNX ran on a stand-in, no engine: built, judged, not run
     assert [(t["target"], t["status"], t["passed"]) for t in report["targets"]] == [
@@ -44,24 +45,24 @@ def test_clean_run_passes(clean):
 
 
 def test_wrong_normalisation_trips_the_gate(clean, tmp_path):
-    report, config = clean
+    report, config, _ = clean
     x, labels = eval_data(config)
     # The classic deployment bug: feeding [0, 1] pixels to a model that expects mean/std-normalised input.
     mean, std = np.array(IMAGENET_MEAN, np.float32)[:, None, None], np.array(IMAGENET_STD, np.float32)[:, None, None]
-    broken = run(RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["onnxruntime-fp32"],
-                           out_dir=tmp_path, eval_data=(x * std + mean, labels), batch=1, latency=FAST))
+    broken = run(RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], weights="demo", out=tmp_path, batch=1,
+                            **FAST), Inputs(eval_data=(x * std + mean, labels)))
     failed = [c for c in gate(broken, report) if not c.ok]
     assert any(c.target == "onnxruntime-fp32" and c.metric == "top1" for c in failed)
     assert any(c.target == "tensorrt-int8" and c.metric == "present" for c in failed)
 
 
 def test_int8_without_exclusions_trips_the_threshold(clean, tmp_path):
-    _, config = clean
+    _, config, inputs = clean
     # ModelOpt's default quantizes XCiT's residual Adds; our default keeps them unquantized.
-    broken = run(RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["tensorrt-int8"], out_dir=tmp_path,
-                           eval_data=eval_data(config), calib_data=config.calib_data, batch=1, latency=FAST,
-                           target_options={"tensorrt-int8": {"exclude_op_types": "none"}},
-                           thresholds={"tensorrt-int8": {"thresholds": {"max_top1_drop": 0.01}}}))
+    broken = run(RunOptions("xcit_nano_12_p16_224", ["tensorrt-int8"], weights="demo", out=tmp_path, batch=1, **FAST,
+                            target_options={"tensorrt-int8": {"exclude_op_types": "none"}},
+                            thresholds={"tensorrt-int8": {"thresholds": {"max_top1_drop": 0.01}}}),
+                 Inputs(eval_data=eval_data(config), calib_data=inputs.calib_data))
     (entry,) = broken["targets"]
     assert entry["status"] == "built" and entry["passed"] is False
     # the recipe's drop, and the int8 default limits too (relative error mean 1.03, worst 1.87 when measured)

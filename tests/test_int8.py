@@ -14,12 +14,11 @@ from xcit_export.data.sets import representative_subset
 from xcit_export.quantize import sensitivity as sens
 from xcit_export.errors import XcitExportError
 from xcit_export.fingerprint import CPU_FLAGS, CpuCapabilities, cpu_capabilities, device_fingerprint
-from xcit_export.pipeline import RunConfig, run
+from xcit_export.options import Inputs, RunOptions
+from xcit_export.pipeline import run
 from xcit_export.report.document import html_page, markdown_table
 from xcit_export.quantize.ort_int8 import AVX2_FORMAT, FORMATS, choose_format, quantize
-from xcit_export.evaluate.validate import LatencyOptions
-
-FAST = LatencyOptions(warmup=1, iterations=3)
+FAST = dict(warmup=1, iterations=3)
 
 
 def eval_data(config):
@@ -70,11 +69,12 @@ def searched(tmp_path_factory):
     """onnxruntime-int8 on the fixture (dynamic batch: batched evaluation is quicker) with sensitivity
     and the issue's budget, max_drop=0.002, searched on 32 evaluation images (a seeded, class-stratified draw)."""
     out = tmp_path_factory.mktemp("int8")
-    config = RunConfig(model="xcit_nano_12_p16_224", weights="demo", targets=["onnxruntime-fp32", "onnxruntime-int8"],
-                       out_dir=out, eval="demo", eval_size=100, calib="demo", calib_size=64, latency=FAST,
-                       target_options={"onnxruntime-int8": {"sensitivity": "true", "max_drop": 0.002,
-                                                          "search_images": SEARCH_IMAGES}})
-    return run(config), config
+    config = RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32", "onnxruntime-int8"], weights="demo",
+                        out=out, eval="demo", eval_size=100, calib="demo", calib_size=64, **FAST,
+                        target_options={"onnxruntime-int8": {"sensitivity": "true", "max_drop": 0.002,
+                                                             "search_images": SEARCH_IMAGES}})
+    inputs = Inputs()  # the run loads its calibration set here
+    return run(config, inputs), config, inputs
 
 
 def _searched_images(config):
@@ -85,7 +85,7 @@ def _searched_images(config):
 
 
 def test_search_images_are_a_stratified_draw_recorded_in_the_artifact(searched):
-    report, config = searched
+    report, config, inputs = searched
     selection = _int8(report)["artifact"]["search_selection"]
     x, labels = eval_data(config)
     assert selection == representative_subset(len(x), SEARCH_IMAGES, labels, config.seed)[1]
@@ -97,7 +97,7 @@ def _int8(report):
 
 
 def test_artifact_records_the_format_and_sensitivity(searched):
-    report, config = searched
+    report, config, inputs = searched
     entry = _int8(report)
     assert entry["status"] == "ok", entry.get("error")
     art = entry["artifact"]
@@ -115,7 +115,7 @@ def test_artifact_records_the_format_and_sensitivity(searched):
 
 
 def test_max_drop_0002_is_met_with_its_groups_listed_or_refused(searched):
-    report, _ = searched
+    report, _, _ = searched
     entry = _int8(report)
     if entry["status"] == "failed":  # said plainly, naming the budget
         assert "max_drop=0.002 cannot be met" in entry["error"]
@@ -127,7 +127,7 @@ def test_max_drop_0002_is_met_with_its_groups_listed_or_refused(searched):
 
 
 def test_sparing_the_most_damaging_group_beats_quantizing_everything(searched, formats):
-    report, config = searched
+    report, config, inputs = searched
     worst = _int8(report)["artifact"]["sensitivity"]["most_damaging"]
     model = onnx.load(str(formats["_dir"] / f"{choose_format()[0].name}.onnx"))
     x = _searched_images(config)[0]
@@ -143,7 +143,7 @@ def test_sparing_the_most_damaging_group_beats_quantizing_everything(searched, f
 
 @pytest.mark.parametrize("budget", [0.0])
 def test_budget_search_meets_the_budget_or_says_it_cannot(searched, formats, budget):
-    report, config = searched
+    report, config, inputs = searched
     model = onnx.load(str(formats["_dir"] / f"{choose_format()[0].name}.onnx"))
     x, labels = eval_data(config)
     # Without labels the budget is on top-1 agreement: 0.0 allows no flip at all, which the all-INT8
@@ -177,7 +177,7 @@ def formats(searched, tmp_path_factory):
 
     from xcit_export.targets.onnxruntime import _activation_matmuls
 
-    _, config = searched
+    _, config, inputs = searched
     tmp = tmp_path_factory.mktemp("formats")
     prepared = tmp / "prepared.onnx"
     quant_pre_process(str(config.out_dir / "onnx" / "model.onnx"), str(prepared), skip_symbolic_shape=True)
@@ -187,7 +187,7 @@ def formats(searched, tmp_path_factory):
                                time_steps=False)
     out = {"_dir": tmp}
     for name, fmt in FORMATS.items():
-        quantize(prepared, tmp / f"{name}.onnx", config.calib_data, fmt, step=None, exclude_nodes=exclude,
+        quantize(prepared, tmp / f"{name}.onnx", inputs.calib_data, fmt, step=None, exclude_nodes=exclude,
                  cache=tmp / "ranges.json")
         out[name] = evaluator.measure(onnx.load(str(tmp / f"{name}.onnx")))
     return out

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from xcit_export.evaluate.validate import compare_outputs
-from xcit_export.scale.sharding import AccuracyCounts
+from xcit_export.evaluate.counts import AccuracyCounts
 from xcit_export.verdict import (DEFAULT_LIMITS, Limits, describe, entry_limits, judge, limits_for, precision_class,
                                  worst_output)
 

@@ -1,10 +1,11 @@
 """Build keys (issue 22, item 3): every input an artifact is made from is in its key.
 
-The structural rule: :mod:`xcit_export.keys` declares, for every ``RunConfig`` field, which artifacts
-read it (or that none does, with the reason). These tests change every field, and every option of
-every target, in turn and check that exactly the artifacts that read it get a new key; a field
-added to ``RunConfig`` and classified nowhere fails the first test. Keys are computed without
-exporting anything (``pipeline.build_keys``), so this is fast.
+The structural rule: :mod:`xcit_export.keys` declares, for every field of ``RunOptions`` (and of
+``Inputs``, what a run loaded), which artifacts read it (or that none does, with the reason). These
+tests change every field, and every option of every target, in turn and check that exactly the
+artifacts that read it get a new key; an option added to ``RunOptions`` and classified nowhere
+fails the first test. Keys are computed without exporting anything (``pipeline.build_keys``), so
+this is fast.
 
 Then the three stale-artifact cases of the issue, end to end where it is cheap: tensorrt-fp16
 reads the calibration set, TensorRT's golden inputs come from the evaluation set, and the
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 
 from xcit_export import keys
-from xcit_export.pipeline import RunConfig, build_keys
+from xcit_export import pipeline
+from xcit_export.options import Inputs, RunOptions
 from xcit_export.targets import all_targets
 
 MODEL = "xcit_nano_12_p16_224"
@@ -40,15 +42,39 @@ def _pretrained_offline(monkeypatch):
     monkeypatch.setattr(weights, "_pretrained_id", lambda spec: f"{spec.hub_id}:0123abcd")
 
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A run's options and the inputs it loaded, changed field by field (each field lives in one)."""
+
+    options: RunOptions
+    inputs: Inputs
+
+    @property
+    def targets(self):
+        return self.options.targets
+
+
+def replace(config: Config, **changes) -> Config:
+    """``config`` with ``changes`` applied to whichever of options and inputs holds each field."""
+    mine = {k: v for k, v in changes.items() if k in keys.INPUT_FIELDS}
+    inputs = dataclasses.replace(config.inputs, **mine) if mine else config.inputs
+    rest = {k: v for k, v in changes.items() if k not in keys.INPUT_FIELDS}
+    return Config(config.options.replace(**rest) if rest else config.options, inputs)
+
+
+def build_keys(config: Config, evaluation_given: bool = True) -> dict:
+    return pipeline.build_keys(config.options, config.inputs, evaluation_given)
+
+
 @pytest.fixture(scope="module")
-def base() -> RunConfig:
+def base() -> Config:
     """Every registered target, random weights, a small calibration array and no evaluation set."""
-    return RunConfig(model=MODEL, targets=sorted(all_targets()), out_dir=Path("unused"), input_size=(64, 64),
-                     calib_data=_x(4, 0))
+    return Config(RunOptions(MODEL, sorted(all_targets()), out=Path("unused"), input_size=(64, 64)),
+                  Inputs(calib_data=_x(4, 0)))
 
 
-def _changes(config: RunConfig, tmp_path: Path) -> dict[str, list]:
-    """A few different values for every RunConfig field an artifact reads."""
+def _changes(config: Config, tmp_path: Path) -> dict[str, list]:
+    """A few different values for every RunOptions / Inputs field an artifact reads."""
     ckpt = tmp_path / "weights.pth"
     ckpt.write_bytes(b"not really a checkpoint, but a file with content")
     return {
@@ -58,7 +84,7 @@ def _changes(config: RunConfig, tmp_path: Path) -> dict[str, list]:
         "num_classes": [10, 0],
         "input_size": [(96, 96)],
         "batch": [1, 4],
-        "opset": [config.opset - 1],
+        "opset": [config.options.opset - 1],
         "output": ["embedding", "tokens", "features"],
         "input_format": ["nhwc", "nhwc-uint8"],
         "dynamic_size": [True],
@@ -78,21 +104,22 @@ def _changes(config: RunConfig, tmp_path: Path) -> dict[str, list]:
     }
 
 
-def test_every_run_config_field_is_classified_once():
-    names = {f.name for f in dataclasses.fields(RunConfig)}
-    read, none = set(keys.RUN_CONFIG_READS), set(keys.READ_BY_NONE)
+def test_every_run_option_and_input_is_classified_once():
+    names = {f.name for f in dataclasses.fields(RunOptions)} | {f.name for f in dataclasses.fields(Inputs)}
+    assert set(keys.INPUT_FIELDS) == {f.name for f in dataclasses.fields(Inputs)}
+    read, none = set(keys.READS), set(keys.READ_BY_NONE)
     assert not read & none, f"declared both read and unread: {read & none}"
-    assert names - read - none == set(), (f"RunConfig field(s) {sorted(names - read - none)} are not classified: "
-                                          f"add each to keys.RUN_CONFIG_READS (the artifacts that read it) or "
+    assert names - read - none == set(), (f"RunOptions/Inputs field(s) {sorted(names - read - none)} are not "
+                                          f"classified: add each to keys.READS (the artifacts that read it) or "
                                           f"keys.READ_BY_NONE (why none does)")
-    assert (read | none) - names == set(), f"keys.py names fields RunConfig lacks: {sorted((read | none) - names)}"
-    for readers in keys.RUN_CONFIG_READS.values():
+    assert (read | none) - names == set(), f"keys.py names fields RunOptions lacks: {sorted((read | none) - names)}"
+    for readers in keys.READS.values():
         assert readers and set(readers) <= {keys.ONNX, keys.CALIBRATION, keys.EVALUATION, keys.TARGET, keys.SIZES}
 
 
-def _expected(config: RunConfig, field: str) -> set[str]:
+def _expected(config: Config, field: str) -> set[str]:
     """Artifacts that must get a new key when ``field`` changes (from the declarations)."""
-    readers = set(keys.RUN_CONFIG_READS[field])
+    readers = set(keys.READS[field])
     if keys.ONNX in readers:
         return {"onnx", *config.targets}
     if keys.SIZES in readers:  # every target's build records the sizes it takes
@@ -100,7 +127,8 @@ def _expected(config: RunConfig, field: str) -> set[str]:
     out = set()
     for name in config.targets:
         target = all_targets()[name]
-        reads = keys.target_reads(target, config.target_options.get(name, {}), keys.max_top1_drop(config, name))
+        reads = keys.target_reads(target, target.parse_options(config.options.target_options.get(name)),
+                                  keys.max_top1_drop(config.options, name))
         if reads & readers:
             out.add(name)
     return out
@@ -110,44 +138,54 @@ def _expected(config: RunConfig, field: str) -> set[str]:
 def test_each_field_renews_the_keys_of_exactly_its_readers(base, tmp_path, search):
     config = base
     if search:  # the INT8 targets' sensitivity/budget search reads the evaluation set too
-        config = dataclasses.replace(base, target_options={
-            n: {"sensitivity": "true"} for n, t in all_targets().items() if "evaluation:search" in t.reads})
+        config = replace(base, target_options={  # NNCF's search has max_drop only
+            n: {"sensitivity": "true"} if "sensitivity" in t.options else {"max_drop": "0.01"}
+            for n, t in all_targets().items() if "evaluation:search" in t.reads})
     before = build_keys(config)
     assert len(set(before.values())) == len(before)
     tested = set()
     for field, values in _changes(config, tmp_path).items():
         for value in values:
-            changed_config = dataclasses.replace(config, **{field: value})
+            changed_config = replace(config, **{field: value})
             after = build_keys(changed_config)
             changed = {k for k in before if before[k] != after[k]}
             assert changed == _expected(config, field), (field, value)
         tested.add(field)
-    assert tested == set(keys.RUN_CONFIG_READS) - {"target_options", "thresholds"}
+    # the target's own options (every way to give them) and budget: the next test
+    assert tested == set(keys.READS) - {"options", "target_options", "device", "hint", "thresholds"}
 
 
 def test_every_target_option_and_budget_renews_that_targets_key_only(base):
     before = build_keys(base)
     for name, target in all_targets().items():
-        for option in target.options:
-            value = "true" if option == "sensitivity" else "17"  # sensitivity is parsed as a boolean
-            after = build_keys(dataclasses.replace(base, target_options={name: {option: value}}))
-            assert {k for k in before if before[k] != after[k]} == {name}, (name, option)
-        after = build_keys(dataclasses.replace(base, thresholds={name: {"thresholds": {"max_top1_drop": 0.02}}}))
+        for option in target.options.values():  # each set to its declared example (not its default)
+            after = build_keys(replace(base, target_options={name: {option.name: option.example}}))
+            assert {k for k in before if before[k] != after[k]} == {name}, (name, option.name)
+        after = build_keys(replace(base, thresholds={name: {"thresholds": {"max_top1_drop": 0.02}}}))
         assert {k for k in before if before[k] != after[k]} == {name}, (name, "max_top1_drop")
+    # -O KEY=VALUE, --device and --hint reach every target that takes them, and renew exactly those keys
+    for field, value, takers in (("options", {"preset": "performance"}, {"openvino-int8"}),
+                                 ("device", "AUTO", {n for n in before if n.startswith("openvino")}),
+                                 ("hint", "throughput", {n for n in before if n.startswith("openvino")}),
+                                 ("options", {"onnxruntime-int8:per_channel": "no"}, {"onnxruntime-int8"})):
+        after = build_keys(replace(base, **{field: value}))
+        assert {k for k in before if before[k] != after[k]} == takers, field
 
 
 def test_unread_fields_leave_every_key_alone(base, tmp_path):
     before = build_keys(base)
-    for field, value in {"out_dir": tmp_path, "threads": 1, "rebuild": True, "wait_for_lock": False,
-                         "latency_batches": (1, 2), "auto": True, "require_winner": "onnxruntime-fp32",
-                         "profile": False}.items():
-        assert build_keys(dataclasses.replace(base, **{field: value})) == before, field
+    for field, value in {"out": tmp_path, "threads": 1, "rebuild": True, "wait": False, "warmup": 1, "iterations": 3,
+                         "min_seconds": 1.0, "max_seconds": 5.0, "latency_batches": (1, 2),
+                         "require_winner": "onnxruntime-fp32", "candidates": ("onnxruntime-fp32",),
+                         "max_top1_drop": 0.02, "min_top1_agreement": 0.9, "min_cosine_mean": 0.9,
+                         "profile": False, "progress": print}.items():
+        assert build_keys(replace(base, **{field: value})) == before, field
 
 
 def test_tensorrt_fp16_key_holds_the_calibration_set(base):
     # AutoCast reads the calibration images to decide what stays FP32 (the key held them for INT8 only)
-    a = build_keys(dataclasses.replace(base, calib_data=_x(4, 0)))
-    b = build_keys(dataclasses.replace(base, calib_data=_x(4, 9)))
+    a = build_keys(replace(base, calib_data=_x(4, 0)))
+    b = build_keys(replace(base, calib_data=_x(4, 9)))
     for name in ("tensorrt-fp16", "tensorrt-rtx-fp16", "tensorrt-int8"):
         assert a[name] != b[name], name
     for name in ("tensorrt-fp32", "onnxruntime-fp32", "openvino-fp16"):
@@ -156,10 +194,10 @@ def test_tensorrt_fp16_key_holds_the_calibration_set(base):
 
 def test_tensorrt_keys_hold_the_evaluation_set(base):
     # golden.npz and onnx_check come from the evaluation set: a new --eval is a new build
-    a = build_keys(dataclasses.replace(base, eval_data=(_x(4, 3), np.arange(4)), eval_id="set-a"))
-    b = build_keys(dataclasses.replace(base, eval_data=(_x(4, 3), np.arange(4)), eval_id="set-b"))
-    c = build_keys(dataclasses.replace(base, eval_data=(_x(4, 4), np.arange(4))))
-    d = build_keys(dataclasses.replace(base, eval_data=(_x(4, 4), np.arange(4)[::-1].copy())))
+    a = build_keys(replace(base, eval_data=(_x(4, 3), np.arange(4)), eval_id="set-a"))
+    b = build_keys(replace(base, eval_data=(_x(4, 3), np.arange(4)), eval_id="set-b"))
+    c = build_keys(replace(base, eval_data=(_x(4, 4), np.arange(4))))
+    d = build_keys(replace(base, eval_data=(_x(4, 4), np.arange(4)[::-1].copy())))
     for name in ("tensorrt-fp32", "tensorrt-fp16", "tensorrt-int8", "tensorrt-rtx-fp32"):
         assert len({a[name], b[name], c[name], d[name]}) == 4, name
     assert a["onnxruntime-int8"] == b["onnxruntime-int8"] == c["onnxruntime-int8"]  # no search asked
@@ -170,10 +208,10 @@ def test_tensorrt_keys_hold_the_evaluation_set(base):
 def test_features_neck_seed_is_in_the_onnx_key_with_checkpoint_weights(base, tmp_path):
     ckpt = tmp_path / "classifier.pth"
     ckpt.write_bytes(b"checkpoint bytes")
-    feats = dataclasses.replace(base, weights=str(ckpt), output="features")
-    assert build_keys(feats)["onnx"] != build_keys(dataclasses.replace(feats, seed=1))["onnx"]
-    logits = dataclasses.replace(feats, output="logits")  # every parameter from the file: seed unused
-    assert build_keys(logits)["onnx"] == build_keys(dataclasses.replace(logits, seed=1))["onnx"]
+    feats = replace(base, weights=str(ckpt), output="features")
+    assert build_keys(feats)["onnx"] != build_keys(replace(feats, seed=1))["onnx"]
+    logits = replace(feats, output="logits")  # every parameter from the file: seed unused
+    assert build_keys(logits)["onnx"] == build_keys(replace(logits, seed=1))["onnx"]
     # the file's content is in the key, not only its name
     before = build_keys(logits)["onnx"]
     ckpt.write_bytes(b"other checkpoint bytes")
@@ -202,11 +240,10 @@ def reruns(tmp_path_factory):
     labels = np.array([0, 0, 0, 1, 1, 1])
 
     def once(eval_data, eval_id, messages):
-        config = RunConfig(model=MODEL, targets=["tensorrt-fp32"], out_dir=out, input_size=(64, 64),
-                           num_classes=2, eval_data=eval_data, eval_id=eval_id, profile=False,
-                           target_options={"tensorrt-fp32": {"engine": "skip", "golden_count": 4}})
-        config.latency.warmup, config.latency.iterations = 1, 2
-        return run(config, messages.append)
+        options = RunOptions(MODEL, ["tensorrt-fp32"], out=out, input_size=(64, 64), num_classes=2, profile=False,
+                             warmup=1, iterations=2, target_options={"tensorrt-fp32": {"engine": "skip",
+                                                                                       "golden_count": 4}})
+        return run(options, Inputs(eval_data=eval_data, eval_id=eval_id), messages.append)
 
     logs = [[], [], [], []]
     reports = [once((x, labels), "set-a", logs[0]), once((x[::-1].copy(), labels), "set-b", logs[1])]
@@ -246,7 +283,8 @@ def test_reuse_checks_that_the_files_are_intact(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from xcit_export.pipeline import _file_hashes, _reusable
+    from xcit_export.engine.store import file_hashes as _file_hashes
+    from xcit_export.engine.store import reusable as _reusable
     from xcit_export.targets import Artifact
 
     folder = tmp_path / "onnx"
@@ -286,7 +324,7 @@ def test_tensorrt_golden_data_is_listed_hashed_and_a_torn_one_rebuilds(reruns, t
     import json
     import shutil
 
-    from xcit_export.pipeline import _reusable
+    from xcit_export.engine.store import reusable as _reusable
 
     out = reruns[0]
     folder = tmp_path / "tensorrt-fp32"
@@ -314,7 +352,7 @@ def test_tensorrt_keys_hold_the_library_and_the_gpu(base, monkeypatch):
     def keys_with(library, gpu, **options):
         monkeypatch.setattr(trt, "import_library", lambda name: library)
         monkeypatch.setattr(trt, "gpu_info", lambda device=0: gpu)
-        config = dataclasses.replace(base, target_options={"tensorrt-fp32": options, "tensorrt-rtx-fp32": options})
+        config = replace(base, target_options={"tensorrt-fp32": options, "tensorrt-rtx-fp32": options})
         got = build_keys(config)
         return got["tensorrt-fp32"], got["tensorrt-rtx-fp32"]
 
@@ -339,12 +377,12 @@ def test_the_matrix_cell_key_holds_every_latency_setting():
 
     cell = Cell(MODEL, "onnxruntime-fp32", None)
     executor = types.SimpleNamespace(name="local", threads=lambda task: 2)
+    built = types.SimpleNamespace(artifact=types.SimpleNamespace(metadata={"build_key": "k"}), options={},
+                                  batch1=False)
 
     def key(**latency):
-        m = {"config": types.SimpleNamespace(threads=None), "build_keys": {"onnxruntime-fp32": "k"}, "eval_hash": "h",
-             "options": {"onnxruntime-fp32": {}}, "batch": 16, "input_format": "nchw",
-             "latency": LatencyOptions(**latency), "x_lat": np.zeros((1, 3, 4, 4), np.float32)}
-        return cell_key(cell, m, executor)
+        plan = types.SimpleNamespace(options=RunOptions(MODEL, **latency))
+        return cell_key(cell, plan, built, "h", executor)
 
     base = key()
     for field in dataclasses.fields(LatencyOptions):

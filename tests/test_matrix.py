@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from xcit_export.errors import BackendUnavailableError, RecipeError
 from xcit_export.scale.executor import LocalExecutor, Task
 from xcit_export.scale.matrix import run_matrix
-from xcit_export.recipe import load_recipe, to_run_config
-from xcit_export.scale.sharding import AccuracyCounts, shard_ranges
+from xcit_export.recipe import load_recipe, to_run_options
+from xcit_export.evaluate.counts import AccuracyCounts
+from xcit_export.scale.sharding import shard_ranges
 from xcit_export.evaluate.validate import compare_outputs
 
 MODELS = ("xcit_nano_12_p16_224", "xcit_nano_12_p8_224")
@@ -40,6 +41,7 @@ eval_size = 64
 [latency]
 warmup = 1
 iterations = 3
+profile = false
 
 [targets.onnxruntime-fp32]
 device = ["local", "jetson-orin"]
@@ -66,8 +68,8 @@ def test_recipe_lists_models_and_device_kinds(tmp_path):
     assert recipe.is_matrix and recipe.models() == list(MODELS)
     assert recipe.targets[0].devices == ["local", "jetson-orin"] and recipe.targets[1].devices == [None]
     with pytest.raises(RecipeError, match="lists 2 models: run the recipe as a matrix"):
-        to_run_config(recipe)
-    assert to_run_config(recipe, model_name=MODELS[1]).model == MODELS[1]
+        to_run_options(recipe)
+    assert to_run_options(recipe, model_name=MODELS[1]).model == MODELS[1]
 
 
 @pytest.mark.parametrize("line, message", [
@@ -236,10 +238,10 @@ def test_ray_matrix_equals_local(built, ray_executor):
 
 
 def test_1000_demo_images_in_4_shards_equal_unsharded(built, ray_executor):
-    """Sharded on Ray through the matrix's own task functions vs one unsharded in-process pass."""
+    """Sharded on Ray through the engine's own task functions vs one unsharded in-process pass."""
     from xcit_export.data.sets import evaluation_set
     from xcit_export.models.deploy import DeployModel
-    from xcit_export.scale.sharding import accuracy_shard, pack_artifact, reference_shard
+    from xcit_export.scale.sharding import CellRunner, evaluate_shard, pack_artifact, reference_shard
     from xcit_export.targets import Artifact, get_target
     from xcit_export.evaluate.validate import run_in_batches, torch_infer
     from xcit_export.models.weights import load_model
@@ -262,14 +264,15 @@ def test_1000_demo_images_in_4_shards_equal_unsharded(built, ray_executor):
     model_ref, source_ref = ray_executor.put(model), ray_executor.put(source)
     refs = ray_executor.run([Task(reference_shard, (model_ref, source_ref, lo, hi, 16, 1, "nchw"), f"ref {lo}")
                              for lo, hi in ranges])
-    pack = ray_executor.put(pack_artifact(artifact))
-    shards = ray_executor.run([Task(accuracy_shard, (pack, "onnxruntime-fp32", {}, source_ref, lo, hi, 16, 1, "nchw",
-                                                     ray_executor.put(r.value), ["logits"], True), f"acc {lo}")
+    cell = CellRunner("onnxruntime-fp32", "onnxruntime-fp32", ray_executor.put(pack_artifact(artifact)), {}, 16)
+    shards = ray_executor.run([Task(evaluate_shard, (ray_executor.put(r.value), source_ref, lo, hi, 16, [cell],
+                                                     ["logits"], True, 1, "nchw"), f"acc {lo}")
                                for (lo, hi), r in zip(ranges, refs)])
     assert len(ranges) == 4 and all(o.ok for o in refs + shards), [o.error for o in refs + shards]
     total = AccuracyCounts()
     for o in shards:
-        total = total + o.value["counts"]["logits"]
+        (streamed,) = o.value["result"].targets
+        total = total + streamed.counts["logits"]
     got = total.to_dict()
     for key in ("count", "top1", "top5", "top1_agreement", "top5_agreement", "reference_top1", "cosine_min",
                 "max_abs_error"):
@@ -337,6 +340,7 @@ eval_size = 64
 [latency]
 warmup = 1
 iterations = 3
+profile = false
 min_seconds = 1.5
 
 [targets.onnxruntime-fp32]
@@ -345,16 +349,24 @@ thresholds = {{ min_top1_agreement = 0.99 }}
 
 [targets.openvino-fp32]
 """
-MEASURED = ("latency", "load_ms", "memory_mb", "finished", "reused")  # what a re-measurement may change
+# what a re-measurement may change
+MEASURED = ("latency", "load_ms", "memory_mb", "finished", "reused", "speedup_vs_pytorch", "throughput",
+            "latency_median_ms", "slopes")
 
 
 def _comparable(report: dict, out: Path) -> dict:
     """A matrix report without what differs between runs of the same cells: when it was written, the
-    output folder, and the measured timings (and the artifact-reuse flag) of each cell."""
+    output folder, and the measured timings (and the artifact-reuse flag) of each cell and model."""
     text = json.dumps({k: v for k, v in report.items() if k != "created"}).replace(str(out), "OUT")
-    rep = json.loads(text)
-    rep["cells"] = [{k: v for k, v in c.items() if k not in MEASURED} for c in rep["cells"]]
-    return rep
+    return _untimed(json.loads(text))
+
+
+def _untimed(value):
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k not in MEASURED}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
 
 
 def test_driver_killed_mid_matrix_resumes(built, tmp_path):
@@ -395,3 +407,67 @@ def test_driver_killed_mid_matrix_resumes(built, tmp_path):
     for name, saved in finished.items():  # reused as measured: accuracy counts, latency, placement
         assert {k: v for k, v in by_file[name].items() if k not in ("checks", "passed", "limits")} == saved["cell"]
     assert _comparable(report, b) == _comparable(whole, a)
+
+
+# --------------------------------------------------------------------------------------------
+# One engine: a recipe through the matrix and as a single run gives the same figures (issue 28)
+# --------------------------------------------------------------------------------------------
+
+SIZES = f"""
+[model]
+name = "{MODELS[0]}"
+input_size = 32
+num_classes = 10
+
+[export]
+dynamic_size = true
+eval_sizes = [32, 48]
+
+[data]
+eval = "demo"
+eval_size = 16
+
+[latency]
+warmup = 1
+iterations = 2
+profile = false
+
+[targets.onnxruntime-fp32]
+thresholds = {{ min_cosine = 0.999 }}
+"""
+TIMED = {"latency", "latency_median_ms", "load_ms", "memory_mb", "speedup_vs_pytorch", "reused", "throughput",
+         "slopes"}
+
+
+def _figures(value):
+    """``value`` without what a second measurement of the same artifact may change (timings)."""
+    if isinstance(value, dict):
+        return {k: _figures(v) for k, v in value.items() if k not in TIMED}
+    if isinstance(value, list):
+        return [_figures(v) for v in value]
+    return value
+
+
+def test_a_recipe_gives_the_same_figures_through_the_matrix_and_as_a_single_run(tmp_path):
+    """[export] dynamic_size and eval_sizes through the matrix (local executor): per-size results for
+    the cell, each size measured once, equal, figure for figure, to a single run of the same recipe."""
+    from xcit_export.api import run_recipe
+
+    path = write(tmp_path, SIZES)
+    matrix = run_matrix(load_recipe(path), LocalExecutor(), tmp_path / "m")
+    (cell,) = matrix["cells"]
+    assert cell["status"] == "ok" and cell["passed"] is True, cell.get("error")
+    assert [s["size"] for s in cell["sizes"]] == ["32x32", "48x48"] and all(s["status"] == "ok" for s in cell["sizes"])
+    assert cell["sizes"][0]["latency"] == cell["latency"]  # the export size is in --eval-sizes: measured once
+    assert any(c["metric"] == "cosine_min @ 48x48" for c in cell["checks"])
+    single = run_recipe(path, out=tmp_path / "m" / MODELS[0]).to_dict()  # the matrix's own artifacts, reused
+    (entry,) = single["targets"]
+    assert entry["reused"] is True
+    shared = (set(entry) & set(cell)) - TIMED
+    assert {"accuracy", "sizes", "checks", "passed", "status", "artifact"} <= shared
+    for key in shared:
+        assert _figures(cell[key]) == _figures(entry[key]), key
+    model = matrix["models"][MODELS[0]]
+    assert _figures(model["sizes"]) == _figures(single["sizes"])
+    assert model["reference"]["accuracy"] == single["reference"]["accuracy"]
+    assert model["evaluation"]["count"] == single["evaluation"]["count"] == 16

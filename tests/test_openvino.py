@@ -221,15 +221,14 @@ def test_pipeline_static_batch_fp32_and_int8(setup, tmp_path):
     is really quantized and refuses another batch with a message that says how to fix it."""
     import openvino as ov
 
-    from xcit_export.pipeline import RunConfig, run
-    from xcit_export.evaluate.validate import LatencyOptions
+    from xcit_export.options import Inputs, RunOptions
+    from xcit_export.pipeline import run
 
-    config = RunConfig(model=MODEL, targets=["openvino-fp32", "openvino-int8"], out_dir=tmp_path / "out",
-                       input_size=SIZE, batch=1, threads=1, eval_count=8, calib_data=setup["calib"],
-                       calib_id="seeded-32", latency=LatencyOptions(warmup=1, iterations=3),
-                       target_options={"openvino-int8": {"subset_size": 32, "preset": "performance",
-                                                         "device": "CPU", "hint": "latency"}})
-    report = run(config)
+    config = RunOptions(MODEL, ["openvino-fp32", "openvino-int8"], out=tmp_path / "out", input_size=SIZE, batch=1,
+                        threads=1, eval_count=8, warmup=1, iterations=3,
+                        target_options={"openvino-int8": {"subset_size": 32, "preset": "performance",
+                                                          "device": "CPU", "hint": "latency"}})
+    report = run(config, Inputs(calib_data=setup["calib"], calib_id="seeded-32"))
     entries = {t["target"]: t for t in report["targets"]}
     for name, entry in entries.items():
         assert entry["status"] == "ok", (name, entry.get("error"), entry.get("traceback"))
@@ -297,12 +296,13 @@ def test_a_missing_device_stops_the_run_before_the_export(tmp_path):
     (1.5 min); it is refused before any work and --out is left as it was."""
     import openvino as ov
 
-    from xcit_export.pipeline import RunConfig, run
+    from xcit_export.errors import UsageError
+    from xcit_export.options import RunOptions
+    from xcit_export.pipeline import run
 
     if any(d.startswith("GPU") for d in ov.Core().available_devices):
         pytest.skip("this machine has an OpenVINO GPU")
-    for name in ("openvino-fp32", "openvino-int8"):
-        with pytest.raises(ArtifactError, match=r"device GPU is not available on this machine; available: CPU"):
-            run(RunConfig(model="xcit_nano_12_p16_224", targets=[name], out_dir=tmp_path / "o",
-                          target_options={name: {"device": "GPU"}}))
+    for name in ("openvino-fp32", "openvino-int8"):  # a usage error: the CLI exits 2 (tests/test_cli.py)
+        with pytest.raises(UsageError, match=r"device GPU is not available on this machine; available: CPU"):
+            run(RunOptions("xcit_nano_12_p16_224", [name], out=tmp_path / "o", target_options={name: {"device": "GPU"}}))
     assert not (tmp_path / "o").exists()

@@ -11,6 +11,7 @@ without it.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -23,9 +24,11 @@ from xcit_export.errors import XcitExportError
 from xcit_export.evaluate import validate
 from xcit_export.evaluate.auto import Budget, recommend
 from xcit_export.evaluate.validate import LatencyOptions, measure_latency
-from xcit_export.pipeline import RunConfig, run
-from xcit_export.targets import get_target
-from xcit_export.targets.base import BuildContext, as_bool, as_drop, as_int, as_list
+from xcit_export.options import Inputs, RunOptions
+from xcit_export.pipeline import run
+from xcit_export.targets import all_targets, get_target
+from xcit_export.targets.base import BuildContext
+from xcit_export.values import as_bool, as_drop, as_int, as_list
 
 # --------------------------------------------------------------------------------------------
 # One parser
@@ -111,13 +114,60 @@ def test_onnxruntime_int8_refuses_a_bad_boolean(tmp_path):
         get_target("onnxruntime-int8").build(ctx)
 
 
-def test_tensorrt_and_openvino_share_the_parser():
-    from xcit_export.targets.openvino import _parse_bool
-    from xcit_export.targets.tensorrt.options import _as_bool, _as_list
+def test_every_target_shares_the_parsers():
+    from xcit_export.targets.base import Boolean, Words
 
-    assert _as_list("a, b") == ["a", "b"] and _as_bool("off") is False and _parse_bool("x", "yes") is True
+    booleans = {(n, o.name) for n, t in all_targets().items() for o in t.options.values() if isinstance(o.parse, Boolean)}
+    assert {("tensorrt-fp32", "cuda_graph"), ("openvino-int8", "fast_bias_correction"),
+            ("onnxruntime-int8", "per_channel")} <= booleans
+    for name, option in booleans:
+        assert get_target(name).parse_options({option: "off"})[option] is False
+    assert get_target("tensorrt-fp16").parse_options({"keep_fp32_nodes": "a, b"})["keep_fp32_nodes"] == ["a", "b"]
+    assert isinstance(get_target("tensorrt-fp16").options["keep_fp32_nodes"].parse, Words)
     with pytest.raises(XcitExportError, match=r"cuda_graph='garbage' is not a boolean"):  # was silently False
-        _as_bool("garbage", "cuda_graph")
+        get_target("tensorrt-fp32").parse_options({"cuda_graph": "garbage"})
+
+
+def test_every_target_option_is_declared_typed_with_a_valid_example():
+    """Each option: a parser that accepts its own output (so a second parse changes nothing), a
+    default that is canonical, and an example other than the default (list-targets, test_keys)."""
+    for name, target in all_targets().items():
+        defaults = target.parse_options({})
+        assert target.parse_options(defaults) == defaults, name
+        for option in target.options.values():
+            assert option.help and option.example is not None, (name, option.name)
+            value = option.parse(option.example, option.name)
+            assert value != option.default and option.parse(value, option.name) == value, (name, option.name)
+
+
+def test_tensorrt_int8_methods_are_the_quantizers():
+    pytest.importorskip("onnx")
+    from xcit_export.quantize.precision import INT8_METHODS
+
+    assert get_target("tensorrt-int8").options["calibration_method"].parse.choices == INT8_METHODS
+
+
+def test_equivalent_spellings_give_one_build_key(tmp_path):
+    """per_channel=yes, per_channel=true (the CLI reads JSON: True) and the default give one key."""
+    from xcit_export.pipeline import build_keys
+
+    def key(value):
+        options = {"onnxruntime-int8": {"per_channel": value}} if value is not None else {}
+        config = RunOptions("xcit_nano_12_p16_224", ["onnxruntime-int8"], out=tmp_path, input_size=(64, 64),
+                            target_options=options)
+        return build_keys(config, Inputs(calib_data=np.zeros((4, 3, 64, 64), np.float32)))["onnxruntime-int8"]
+
+    assert key("yes") == key("true") == key(True) == key("ON") == key(None) != key("no")
+
+
+def test_a_bad_target_option_value_is_a_usage_error_before_any_work(tmp_path):
+    out = tmp_path / "o"
+    t0 = time.perf_counter()
+    result = CliRunner().invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "onnxruntime-int8", "--input-size", "64",
+                                       "-O", "onnxruntime-int8:per_channel=maybe", "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "per_channel='maybe' is not a boolean" in result.output and "Traceback" not in result.output
+    assert time.perf_counter() - t0 < 30 and not out.exists()
 
 
 def test_openvino_int8_max_drop_is_a_fraction(tmp_path):
@@ -125,9 +175,10 @@ def test_openvino_int8_max_drop_is_a_fraction(tmp_path):
     from xcit_export.targets.openvino import _int8_settings
 
     def settings(max_drop):
+        options = get_target("openvino-int8").parse_options({"max_drop": max_drop})
         ctx = BuildContext(spec=None, onnx_path=tmp_path / "unused.onnx", out_dir=tmp_path, batch=1,
                            input_shape=(3, 8, 8), calibration=np.zeros((32, 3, 8, 8), np.float32),
-                           evaluation=(np.zeros((4, 3, 8, 8), np.float32), None), options={"max_drop": max_drop})
+                           evaluation=(np.zeros((4, 3, 8, 8), np.float32), None), options=options)
         return _int8_settings(ctx)["max_drop"]
 
     assert settings("0.01") == 0.01  # one point, as for onnxruntime-int8 and TensorRT
@@ -201,14 +252,14 @@ def test_cli_exposes_max_seconds():
     ("tensorrt-int8", {"sensitivity": "yes"}, {}, "-O tensorrt-int8:sensitivity=true"),
 ])
 def test_search_without_eval_is_refused(tmp_path, target, options, thresholds, named):
-    config = RunConfig(model="xcit_nano_12_p16_224", targets=[target], out_dir=tmp_path, input_size=(64, 64),
-                       target_options={target: options},
-                       thresholds={target: {"thresholds": thresholds}} if thresholds else {})
+    config = RunOptions("xcit_nano_12_p16_224", [target], out=tmp_path / "o", input_size=(64, 64),
+                        target_options={target: options},
+                        thresholds={target: {"thresholds": thresholds}} if thresholds else {})
     with pytest.raises(XcitExportError) as info:
         run(config)
     message = str(info.value)
     assert message.startswith(named) and "pass --eval" in message and "\n" not in message
-    assert not (tmp_path / "onnx").exists()  # refused before any work
+    assert not (tmp_path / "o").exists()  # refused before any work: nothing created
 
 
 def test_sensitivity_off_needs_no_eval():
@@ -217,38 +268,84 @@ def test_sensitivity_off_needs_no_eval():
 
 
 def test_matrix_passes_the_recipe_eval_set(tmp_path, monkeypatch):
-    """A recipe with ``[data] eval`` gives its set to a build that searches (it said 'pass --eval');
-    without one, the build is refused with the same line as a single run."""
-    from xcit_export import pipeline
+    """A recipe with ``[data] eval`` gives its set to a build that searches (it said 'pass --eval'),
+    read whole, and to the others lazily, as a single run does; without one, the run is refused
+    before any work with the same line as a single run."""
+    from xcit_export.data.sets import LazyRows
+    from xcit_export.engine import build as build_mod
+    from xcit_export.engine import prepare as prepare_mod
     from xcit_export.recipe import load_recipe
     from xcit_export.scale.executor import LocalExecutor
-    from xcit_export.scale.matrix import _build_model
+    from xcit_export.scale.matrix import run_matrix
 
     seen = {}
 
-    def fake_build(target, config, spec, onnx_path, onnx_key, input_shape, calib, evaluation, threads, progress):
+    def fake_build(target, plan, prepared, onnx_path, onnx_key, evaluation, progress):
         seen[target.name] = evaluation
         raise XcitExportError("stopped by the test")
 
-    monkeypatch.setattr(pipeline, "prepare_onnx", lambda config, model, spec, progress: (tmp_path / "m.onnx",
-                                                                                          {"build_key": "k"}))
-    monkeypatch.setattr(pipeline, "build_artifact", fake_build)
+    monkeypatch.setattr(prepare_mod, "prepare_onnx", lambda plan, inputs, model, progress: (tmp_path / "m.onnx",
+                                                                                             {"build_key": "k"}))
+    monkeypatch.setattr(build_mod, "build_artifact", fake_build)
     body = ('[model]\nname = "xcit_nano_12_p16_224"\ninput_size = 32\nnum_classes = 10\n'
             '[targets.onnxruntime-int8]\noptions = { sensitivity = true }\n'
             '[targets.openvino-int8]\nthresholds = { max_top1_drop = 0.01 }\n'
             '[targets.onnxruntime-fp32]\nthresholds = { max_top1_drop = 0.01 }\n')
-    names = ["onnxruntime-int8", "openvino-int8", "onnxruntime-fp32"]
     with_eval = tmp_path / "with.toml"
     with_eval.write_text(body + '[data]\neval = "demo"\neval_size = 8\ncalib = "demo"\ncalib_size = 8\n')
-    built = _build_model(load_recipe(with_eval), "xcit_nano_12_p16_224", names, tmp_path / "a", False, 1,
-                         LocalExecutor(), lambda msg: None)
-    assert seen["onnxruntime-int8"] is not None and len(seen["onnxruntime-int8"][0]) == 8
-    assert seen["openvino-int8"] is None and seen["onnxruntime-fp32"] is None  # they do not search
-    assert built["failed"]["onnxruntime-int8"] == "stopped by the test"
+    report = run_matrix(load_recipe(with_eval), LocalExecutor(), tmp_path / "a")
+    assert len(seen["onnxruntime-int8"][0]) == 8 and not isinstance(seen["onnxruntime-int8"][0], LazyRows)
+    assert isinstance(seen["openvino-int8"][0], LazyRows) and isinstance(seen["onnxruntime-fp32"][0], LazyRows)
+    assert {c["target"]: c["error"] for c in report["cells"]}["onnxruntime-int8"] == "stopped by the test"
     seen.clear()
     without = tmp_path / "without.toml"
     without.write_text(body.split("[targets.openvino-int8]")[0] + '[data]\ncalib = "demo"\ncalib_size = 8\n')
-    built = _build_model(load_recipe(without), "xcit_nano_12_p16_224", names[:1], tmp_path / "b", False, 1,
-                         LocalExecutor(), lambda msg: None)
-    assert "onnxruntime-int8" not in seen
-    assert built["failed"]["onnxruntime-int8"].startswith("-O onnxruntime-int8:sensitivity=true measures accuracy")
+    with pytest.raises(XcitExportError, match=r"^-O onnxruntime-int8:sensitivity=true measures accuracy"):
+        run_matrix(load_recipe(without), LocalExecutor(), tmp_path / "b")
+    assert not seen and not (tmp_path / "b").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# A run's options, declared once (issue 28): the CLI, the API and recipes are derived from RunOptions
+# --------------------------------------------------------------------------------------------
+
+def test_the_cli_the_api_and_recipes_are_derived_from_run_options():
+    import inspect
+
+    import xcit_export
+    from xcit_export.options import default_of, option_fields, recipe_keys
+    from xcit_export.recipe import _schema
+
+    params = {p.name: p for p in main.params}
+    for f in option_fields():
+        opt = f.metadata["opt"]
+        if opt.flag:  # each flag once, with its declared help and default
+            assert params[f.name].help.startswith(opt.help.rstrip(".")) and opt.flag in params[f.name].opts, f.name
+            if isinstance(params[f.name].default, (bool, int, float, str)) and not params[f.name].multiple:
+                assert params[f.name].default == default_of(f.name), f.name
+    signature = inspect.signature(xcit_export.run)
+    assert list(signature.parameters) == [f.name for f in option_fields()]
+    assert all(signature.parameters[f.name].default == default_of(f.name) for f in option_fields()
+               if f.name not in ("model", "options", "target_options", "thresholds"))
+    assert all(f.name in xcit_export.run.__doc__ for f in option_fields())
+    schema = _schema()
+    for table, keys in recipe_keys().items():
+        assert set(keys) == set(schema[table]) - ({"name"} if table == "model" else set()), table
+
+
+def test_options_parse_once_into_canonical_values():
+    options = RunOptions("xcit_nano_12_p16_224", "onnxruntime-fp32, openvino-fp32", input_size="64", seed="3",
+                         eval_sizes="64,96x128", options=("device=CPU", "openvino-fp32:hint=throughput"))
+    assert options.targets == ("onnxruntime-fp32", "openvino-fp32") and options.input_size == (64, 64)
+    assert options.seed == 3 and options.eval_sizes == ((64, 64), (96, 128))
+    assert options.options == {"device": "CPU", "openvino-fp32:hint": "throughput"}
+    assert options.replace(seed=4).seed == 4 and options.latency.iterations == 50
+    for bad, message in ((dict(eval_count=-3), "--eval-count -3 is out of range"),
+                         (dict(calib_size=0), "--calib-size 0 is out of range"),
+                         (dict(warmup=-1), "--warmup -1 is out of range"),
+                         (dict(max_seconds=0), "--max-seconds 0 is out of range: it must be above 0"),
+                         (dict(opset=16), "--opset 16 is out of range: it must be >= 17"),
+                         (dict(output="pixels"), "--output 'pixels' is not one of"),
+                         (dict(options=("nokey",)), "--option 'nokey' is not KEY=VALUE")):
+        with pytest.raises(XcitExportError, match=re.escape(message)):
+            RunOptions("xcit_nano_12_p16_224", **bad)

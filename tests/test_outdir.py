@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -108,18 +109,18 @@ def _dead_run(folder: Path) -> None:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
-    from xcit_export.pipeline import RunConfig, run
-    from xcit_export.evaluate.validate import LatencyOptions
+    from xcit_export.options import RunOptions
+    from xcit_export.pipeline import run
 
     folder = tmp_path_factory.mktemp("shared") / "out"
     # Module scope runs before conftest's per-test cache fixture: point the demo cache there too.
     cache = tmp_path_factory.getbasetemp() / "xcit-export-cache"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XCIT_EXPORT_CACHE", str(cache))
-        return _scenario(folder, RunConfig, run, LatencyOptions)
+        return _scenario(folder, RunOptions, run)
 
 
-def _scenario(folder: Path, RunConfig, run, LatencyOptions) -> dict:
+def _scenario(folder: Path, RunOptions, run) -> dict:
     _dead_run(folder)
     leftovers = sorted(p.name for p in folder.iterdir() if io_mod.is_atomic_temp(p.name))
     assert len(leftovers) == 1 and leftovers[0].startswith(".onnx.")
@@ -153,13 +154,27 @@ def _scenario(folder: Path, RunConfig, run, LatencyOptions) -> dict:
                                   "report_html": (folder / "report.html").read_text()}
         seen["messages"].append(msg)
 
-    config = RunConfig(model=MODEL, targets=["onnxruntime-int8"], out_dir=folder, input_size=(64, 64),
-                       calib_size=8, eval_count=4, latency=LatencyOptions(warmup=1, iterations=3))
+    config = RunOptions(MODEL, ["onnxruntime-int8"], out=folder, input_size=(64, 64), calib_size=8, eval_count=4,
+                        warmup=1, iterations=3)
     with umask(0o077):
         second = run(config, progress=progress)
     first_out, _ = first.communicate(timeout=60)
+    # Third run, into a copy: the second's INT8 options spelled another way (per_channel=yes; its default is true).
+    copy = folder.parent / "respelled"
+    shutil.copytree(folder, copy)
+    respelled = CliRunner().invoke(main, ["--model", MODEL, "--target", "onnxruntime-int8", "--input-size", "64",
+                                          "--calib-size", "8", "--eval-count", "4", "--warmup", "1", "--iterations",
+                                          "3", "--no-profile", "-O", "onnxruntime-int8:per_channel=yes",
+                                          "--out", str(copy)])
     return {"folder": folder, "first_rc": first.returncode, "first_out": first_out, "first_pid": first.pid,
-            "busy": busy, "second": second, **seen}
+            "busy": busy, "second": second, "respelled": respelled, **seen}
+
+
+def test_an_option_spelled_another_way_reuses_the_artifact(scenario):
+    assert scenario["respelled"].exit_code == 0, scenario["respelled"].output
+    (entry,) = json.loads((scenario["folder"].parent / "respelled" / "report.json").read_text())["targets"]
+    assert entry["reused"] is True and entry["artifact"]["per_channel"] is True
+    assert scenario["second"]["targets"][0]["reused"] is False
 
 
 def test_a_second_run_fails_at_once_with_no_wait(scenario):
@@ -240,11 +255,14 @@ def test_atomic_writers_follow_an_unusual_umask(tmp_path):
 
 
 def test_lock_refuses_at_once_without_waiting_and_cleans_only_temporaries(tmp_path):
-    keep = ["report.json", ".hidden", ".onnx.tmp", ".onnx.abcdefgh.tmp.bak",
-            ".onnx.abcdefgh.tmp", ".x.abcdefgh.tmp"]  # a user's own names like ours, without our tag
+    # a user's own files named like temporaries, but not with this tool's suffix, stay (issue 29)
+    keep = ["report.json", ".hidden", ".onnx.tmp", ".onnx.abcdefgh.tmp.bak", ".x.abcdefgh.tmp",
+            ".onnx.abcdefgh.xcit-export.tmp.bak"]
     for name in keep:
         (tmp_path / name).write_text("keep")
-    (tmp_path / ".onnx.abcdefgh.xcit-export.tmp").mkdir()
+    (tmp_path / ".onnx.abcdefgh.tmp").mkdir()
+    keep.append(".onnx.abcdefgh.tmp")
+    (tmp_path / ".onnx.abcdefgh.xcit-export.tmp").mkdir()  # ours: a killed run's export
     with locked_output_dir(tmp_path) as held:
         assert held == tmp_path and (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
         with pytest.raises(OutputDirBusyError, match=rf"'{tmp_path}' is in use by another xcit-export run "
@@ -253,6 +271,55 @@ def test_lock_refuses_at_once_without_waiting_and_cleans_only_temporaries(tmp_pa
                 pass
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*keep, LOCK_FILE])
     assert remove_dead_temps(tmp_path) == []
+
+
+def test_a_failed_run_that_wrote_nothing_leaves_the_folder_as_it_found_it(tmp_path):
+    """Issue 30: no empty --out and no lone lock file after a run that stopped before writing."""
+    for where in (tmp_path / "new" / "deeper", tmp_path / "empty"):
+        if where.name == "empty":
+            where.mkdir()
+        with pytest.raises(RuntimeError):
+            with locked_output_dir(where):
+                raise RuntimeError("stopped before writing anything")
+        assert not (tmp_path / "new").exists()  # the folders this run created are gone
+    assert (tmp_path / "empty").is_dir() and not any((tmp_path / "empty").iterdir())  # it was there: it stays
+    kept = tmp_path / "kept"
+    with pytest.raises(RuntimeError):
+        with locked_output_dir(kept):
+            (kept / "report.json").write_text("{}")
+            raise RuntimeError("stopped after writing")
+    assert sorted(p.name for p in kept.iterdir()) == [LOCK_FILE, "report.json"]  # what was written stays
+
+
+def test_a_waiter_on_a_removed_lock_file_locks_the_new_one(tmp_path):
+    """The first run fails having written nothing and removes its lock file while a second waits on
+    it: the second then holds the lock of the file the name points at, never a removed one."""
+    import threading
+
+    folder, events = tmp_path / "out", []
+
+    def second():
+        with locked_output_dir(folder, progress=lambda m: events.append("waiting")):
+            events.append(("held", os.stat(folder / LOCK_FILE).st_ino))
+            assert (folder / LOCK_FILE).read_text().strip() == str(os.getpid())
+
+    with pytest.raises(RuntimeError):
+        with locked_output_dir(folder):
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            _wait_until(lambda: "waiting" in events)
+            raise RuntimeError("stopped before writing anything")
+    waiter.join(timeout=30)
+    assert events[0] == "waiting" and events[1][0] == "held"
+    assert (folder / LOCK_FILE).exists()  # the second run's, made after the first's was removed
+    assert events[1][1] == os.stat(folder / LOCK_FILE).st_ino
+
+
+def _wait_until(condition, timeout: float = 30.0) -> None:
+    t0 = time.monotonic()
+    while not condition():
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.01)
 
 
 # -- issue 22, item 7: the output folder holds only what we wrote ----------------------------------

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from xcit_export.models.deploy import DeployModel, pyramid_blocks, to_input_format
-from xcit_export.pipeline import RunConfig, run
-from xcit_export.evaluate.validate import LatencyOptions
+from xcit_export.options import RunOptions
+from xcit_export.pipeline import run
 from xcit_export.models.weights import load_model
 from xcit_export.models.zoo import build_model, get_spec
 
-FAST = LatencyOptions(warmup=1, iterations=2)
+FAST = dict(warmup=1, iterations=2)
 
 
 @pytest.mark.parametrize("name", ["xcit_nano_12_p16_224", "xcit_nano_12_p8_224", "vit_small_patch16_224"])
@@ -71,9 +71,8 @@ def test_input_formats_equal_the_normalised_path(fmt):
 @pytest.mark.parametrize("output, fmt, batch", [("features", "nhwc-uint8", None), ("tokens", "nhwc-pm1", 2),
                                                 ("embedding", "nhwc", None)])
 def test_outputs_and_formats_through_onnxruntime(tmp_path, output, fmt, batch):
-    report = run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32"], out_dir=tmp_path,
-                           input_size=(64, 64), eval_count=3, latency=FAST, output=output, input_format=fmt,
-                           batch=batch))
+    report = run(RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], out=tmp_path, input_size=(64, 64),
+                            eval_count=3, **FAST, output=output, input_format=fmt, batch=batch))
     (entry,) = report["targets"]
     assert entry["status"] == "ok", entry.get("error")
     per_output = entry.get("outputs", {output: entry["accuracy"]})
@@ -84,8 +83,8 @@ def test_outputs_and_formats_through_onnxruntime(tmp_path, output, fmt, batch):
 
 
 def test_vit_small_through_pipeline(tmp_path):
-    report = run(RunConfig(model="vit_small_patch16_224", targets=["onnxruntime-fp32"], out_dir=tmp_path,
-                           input_size=(64, 64), eval_count=3, latency=FAST))
+    report = run(RunOptions("vit_small_patch16_224", ["onnxruntime-fp32"], out=tmp_path, input_size=(64, 64),
+                            eval_count=3, **FAST))
     (entry,) = report["targets"]
     assert entry["status"] == "ok" and entry["accuracy"]["top1_agreement"] == 1.0
     assert report["model"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]

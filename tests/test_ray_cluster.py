@@ -50,6 +50,7 @@ eval_size = 32
 [latency]
 warmup = 1
 iterations = 3
+profile = false
 {{latency}}
 [targets.onnxruntime-fp32]
 {{ort_devices}}

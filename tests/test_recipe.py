@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from xcit_export.errors import RecipeError
-from xcit_export.recipe import load_recipe, to_run_config
+from xcit_export.recipe import load_recipe, to_run_options
 
 RECIPES = Path(__file__).parents[1] / "recipes"
 
@@ -15,7 +15,7 @@ RECIPES = Path(__file__).parents[1] / "recipes"
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_recipes_are_valid(path):
     recipe = load_recipe(path)
-    config = to_run_config(recipe)
+    config = to_run_options(recipe)
     assert config.targets and config.model == "xcit_nano_12_p16_224"
     assert set(config.thresholds) == set(config.targets)
 
@@ -35,9 +35,15 @@ BASE = '[model]\nname = "xcit_nano_12_p16_224"\n'
     (BASE + '[targets.onnxruntime-fp32]\nlatency_budget = { median = "25ms" }\n', r"budgets are in milliseconds"),
     (BASE + '[targets.onnxruntime-fp32]\nlatency_budget = { median_ms = "25ms" }\n', r"must be a number of milliseconds, got the string '25ms'"),
     (BASE + '[targets.onnxruntime-fp32]\nthresholds = { min_top1_agreement = 99.5 }\n', r"is a fraction between 0 and 1"),
+    # a drop of 1 or more is refused as points (issue 29), never read as 100 points
+    (BASE + '[data]\neval = "demo"\n[targets.onnxruntime-fp32]\nthresholds = { max_top1_drop = 1 }\n',
+     r"max_top1_drop=1.0 is read as a fraction \(100 points\); for 1 point pass 0.01"),
+    (BASE + '[targets]\nauto = true\n[auto]\nmax_top1_drop = 1\n', r"\[auto\] max_top1_drop: max_top1_drop=1 is read as a fraction"),
     (BASE + 'weights = "pretrained"\n[targets.onnxruntime-int8]\n',
      r"\[targets.onnxruntime-int8\]: needs calibration images for weights 'pretrained'; set \[data\] calib"),
-    (BASE + '[latency]\nthreads = 0\n[targets.onnxruntime-fp32]\n', r"\[latency\] threads: must be 1 or more"),
+    (BASE + '[latency]\nthreads = 0\n[targets.onnxruntime-fp32]\n', r"\[latency\] threads: option threads=0 is out of range: it must be >= 1"),
+    (BASE + '[data]\neval_count = -3\n[targets.onnxruntime-fp32]\n', r"\[data\] eval_count: option eval_count=-3 is out of range"),
+    (BASE + '[model]\n' if False else BASE + 'seed = -5\n[targets.onnxruntime-fp32]\n', r"\[model\] seed: option seed=-5 is out of range: it must be >= 0"),
     (BASE + '[targets.onnxruntime-fp32]\nthresholds = { max_top1_drop = 0.01 }\n', r"needs a labelled evaluation set"),
     (BASE + '[export]\noutput = "tokens"\n[targets.onnxruntime-fp32]\nthresholds = { min_top1_agreement = 0.9 }\n',
      r"exports no logits; use min_cosine"),
@@ -59,8 +65,8 @@ def test_bad_recipes_name_file_and_key(tmp_path, body, message):
 
 
 def test_int8_recipe_with_random_weights_calibrates_on_the_demo_set_by_default(tmp_path):
-    config = to_run_config(load_recipe(write(tmp_path, BASE + '[targets.onnxruntime-int8]\n')))
-    assert config.weights == "random" and config.calib is None  # pipeline.run falls back to 'demo' and says so
+    config = to_run_options(load_recipe(write(tmp_path, BASE + '[targets.onnxruntime-int8]\n')))
+    assert config.weights == "random" and config.calib is None  # the plan falls back to 'demo' and the report says so
 
 
 def test_missing_recipe(tmp_path):
@@ -71,7 +77,7 @@ def test_missing_recipe(tmp_path):
 def test_relative_paths_resolve_against_recipe_folder(tmp_path):
     path = write(tmp_path, BASE + 'weights = "ckpt/w.pth"\n[data]\ncalib = "imgs"\n'
                                   '[targets.onnxruntime-int8]\n')
-    config = to_run_config(load_recipe(path))
+    config = to_run_options(load_recipe(path))
     assert config.weights == str(tmp_path / "ckpt/w.pth") and config.calib == str(tmp_path / "imgs")
 
 

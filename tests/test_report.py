@@ -13,18 +13,18 @@ from click.testing import CliRunner
 from xcit_export.cli import main
 from xcit_export.errors import ReportError
 from xcit_export.report.gate import gate, read_report
-from xcit_export.pipeline import RunConfig, run
+from xcit_export.options import RunOptions
+from xcit_export.pipeline import run
 from xcit_export.report.document import html_page, merge_reports
-from xcit_export.evaluate.validate import LatencyOptions
 
 
 @pytest.fixture(scope="module")
 def real_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("rep")
-    return run(RunConfig(model="xcit_nano_12_p16_224", targets=["onnxruntime-fp32"], out_dir=out, input_size=(64, 64),
-                         eval_count=6, latency=LatencyOptions(warmup=1, iterations=5), latency_batches=(1, 2),
-                         thresholds={"onnxruntime-fp32": {"thresholds": {"min_cosine": 0.9999},
-                                                          "latency_budget": {"median_ms": 1e6}}})), out
+    return run(RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], out=out, input_size=(64, 64),
+                          eval_count=6, warmup=1, iterations=5, latency_batches=(1, 2),
+                          thresholds={"onnxruntime-fp32": {"thresholds": {"min_cosine": 0.9999},
+                                                           "latency_budget": {"median_ms": 1e6}}})), out
 
 
 def test_report_files_and_schema(real_report):

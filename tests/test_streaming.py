@@ -13,14 +13,15 @@ from PIL import Image
 from xcit_export.data import sets as data
 from xcit_export.data.sets import ImageSet, LazyRows, calibration_set
 from xcit_export.errors import DataError
-from xcit_export.evaluate.validate import LatencyOptions, compare_outputs, run_in_batches, torch_infer
+from xcit_export.evaluate.validate import compare_outputs, run_in_batches, torch_infer
 from xcit_export.models.deploy import DeployModel
 from xcit_export.models.weights import load_model
 from xcit_export.models.zoo import Preprocessing, get_spec
-from xcit_export.pipeline import RunConfig, run
+from xcit_export.options import Inputs, RunOptions
+from xcit_export.pipeline import run
 from xcit_export.targets import Artifact, get_target
 
-FAST = LatencyOptions(warmup=0, iterations=1)
+FAST = dict(warmup=0, iterations=1)
 CLASSES = ("a", "b", "c", "d")
 SIZE = (64, 64)
 PP32 = Preprocessing(input_size=(32, 32))
@@ -40,10 +41,10 @@ def _photos(root, per_class: int, bad: int = 0, size=(40, 30)):
     return root
 
 
-def _config(out, **kw) -> RunConfig:
-    base = dict(model="xcit_nano_12_p16_224", weights="random", num_classes=len(CLASSES), input_size=SIZE,
-                targets=["onnxruntime-fp32"], out_dir=out, latency=FAST, profile=False, threads=2)
-    return RunConfig(**{**base, **kw})
+def _config(out, eval_data=None, targets=("onnxruntime-fp32",), **kw) -> tuple[RunOptions, Inputs]:
+    base = dict(weights="random", num_classes=len(CLASSES), input_size=SIZE, out=out, **FAST, profile=False,
+                threads=2)
+    return RunOptions("xcit_nano_12_p16_224", targets, **{**base, **kw}), Inputs(eval_data=eval_data)
 
 
 ACCURACY_KEYS = ("count", "finite", "max_abs_error", "mean_abs_error", "cosine_mean", "cosine_min",
@@ -63,9 +64,9 @@ def runs(tmp_path_factory):
         x, y = ImageSet.from_source(folder, spec.preprocessing, "--eval", on_bad_image="skip").load()
     np.savez(tmp / "set.npz", x=x, y=y)
     with pytest.warns(UserWarning, match="skipped 4 unreadable"):
-        streamed = run(_config(out, eval=str(folder), on_bad_image="skip"))
-    arrays = run(_config(out, eval_data=(x, y)))
-    npz = run(_config(out, eval=str(tmp / "set.npz")))
+        streamed = run(*_config(out, eval=str(folder), on_bad_image="skip"))
+    arrays = run(*_config(out, eval_data=(x, y)))
+    npz = run(*_config(out, eval=str(tmp / "set.npz")))
     return {"streamed": streamed, "arrays": arrays, "npz": npz, "x": x, "y": y, "out": out, "spec": spec}
 
 
@@ -118,14 +119,14 @@ def test_the_evaluation_set_is_never_loaded_whole(runs, monkeypatch, tmp_path):
         return real_load(self)
 
     monkeypatch.setattr(ImageSet, "load", load)
-    report = run(_config(runs["out"], eval=str(runs["out"].parent / "set.npz"), eval_size=12))
+    report = run(*_config(runs["out"], eval=str(runs["out"].parent / "set.npz"), eval_size=12))
     assert report["targets"][0]["status"] == "ok" and report["evaluation"]["count"] == 12
 
 
 def _peak_during_run(config) -> tuple[int, dict]:
     tracemalloc.start()
     try:
-        report = run(config)
+        report = run(*config)
         return tracemalloc.get_traced_memory()[1], report
     finally:
         tracemalloc.stop()
@@ -157,7 +158,9 @@ def test_parallel_stream_is_in_order_and_skips_like_load(tmp_path):
     want = np.stack([a for a in sequential if a is not None])
     with pytest.warns(UserWarning, match="skipped 4"):
         batches = list(images.stream(5, workers=4, prefetch=1))
-    assert [len(b[0]) for b in batches] == [5, 5, 5, 5, 5, 3]  # whole batches of readable images
+    # index-aligned batches (positions 0-4, 5-9, ...) less their unreadable images: a shard starting on a
+    # batch boundary sees the same batches as a pass over the whole set
+    assert [len(b[0]) for b in batches] == [sum(a is not None for a in sequential[i:i + 5]) for i in range(0, len(sequential), 5)]
     np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), want)
     assert np.concatenate([b[1] for b in batches]).tolist() == [c for c in range(4) for _ in range(7)]
     assert [s[0].rsplit("/", 2)[-2] for s in images.skipped] == list(CLASSES)  # in order
@@ -262,7 +265,7 @@ def test_on_bad_image_skip_reaches_a_builds_subset(tmp_path):
     # end to end: golden inputs for every readable image of a folder with unreadable ones
     (folder / "b" / "bad.png").write_bytes(b"not an image")
     with pytest.warns(UserWarning):
-        report = run(_config(tmp_path / "out", eval=str(folder), on_bad_image="skip", targets=["tensorrt-fp32"],
+        report = run(*_config(tmp_path / "out", eval=str(folder), on_bad_image="skip", targets=["tensorrt-fp32"],
                              target_options={"tensorrt-fp32": {"engine": "skip", "golden_count": 11}}))
     (entry,) = report["targets"]
     assert entry["status"] == "built" and entry["passed"] is True, entry.get("error")

@@ -88,12 +88,13 @@ def test_tensorrt_golden_inputs_are_a_stratified_draw_recorded_in_onnx_check(tmp
 def test_openvino_subset_size_is_a_stratified_draw_recorded_in_the_settings(tmp_path):
     pytest.importorskip("nncf")
     from xcit_export.targets.base import BuildContext
+    from xcit_export.targets import get_target
     from xcit_export.targets.openvino import _int8_settings
 
     x, labels = _class_ordered(n_per_class=100, classes=5)
     ctx = BuildContext(spec=None, onnx_path=tmp_path / "unused.onnx", out_dir=tmp_path, batch=None,
                        input_shape=(3, 4, 4), calibration=x, calibration_labels=labels, seed=2,
-                       options={"subset_size": "300"})
+                       options=get_target("openvino-int8").parse_options({"subset_size": "300"}))
     settings = _int8_settings(ctx)
     assert settings["selection"]["per_class"] == {str(c): 60 for c in range(5)}
     idx, _ = representative_subset(len(x), 300, labels, 2)

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xcit_export.pipeline import RunConfig, run
+from xcit_export.options import Inputs, RunOptions
+from xcit_export.pipeline import run
 from xcit_export.targets import all_targets
-from xcit_export.evaluate.validate import LatencyOptions
 
 # TensorRT (proper) targets run on the host exactly like the TensorRT-RTX ones (the precision-ready
 # ONNX on onnxruntime); one family is enough here, the RTX engine builds are in test_tensorrt_rtx.
@@ -25,9 +25,9 @@ def test_every_registered_target_is_in_this_template():
 @pytest.mark.parametrize("output, fmt", [("features", "nhwc-uint8"), ("embedding", "nhwc-pm1")])
 def test_every_target_every_output(tmp_path, output, fmt):
     calib = np.random.default_rng(0).standard_normal((32, 3, 64, 64)).astype(np.float32).clip(-2, 2)
-    report = run(RunConfig(model="xcit_nano_12_p16_224", targets=TARGETS, out_dir=tmp_path, input_size=(64, 64),
-                           batch=1, eval_count=4, latency=LatencyOptions(warmup=1, iterations=2), output=output,
-                           input_format=fmt, calib_data=calib))
+    report = run(RunOptions("xcit_nano_12_p16_224", TARGETS, out=tmp_path, input_size=(64, 64), batch=1,
+                            eval_count=4, warmup=1, iterations=2, output=output, input_format=fmt),
+                 Inputs(calib_data=calib))
     names = report["export"]["output_names"]
     for entry in report["targets"]:
         # TensorRT on a host: the precision-ready ONNX ran on a stand-in, no engine: 'built', judged all the same

@@ -16,7 +16,8 @@ from xcit_export.models.zoo import MODELS
 if importlib.util.find_spec("timm") is None:
     pytest.skip("timm is not installed (make setup installs it as a test oracle)", allow_module_level=True)
 
-_spec = importlib.util.spec_from_file_location("timm_parity", Path(__file__).parents[1] / "tools" / "timm_parity.py")
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())  # the repository
+_spec = importlib.util.spec_from_file_location("timm_parity", ROOT / "tools" / "timm_parity.py")
 timm_parity = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(timm_parity)
 

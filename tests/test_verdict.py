@@ -31,17 +31,18 @@ from xcit_export import export as ex
 from xcit_export.cli import main
 from xcit_export.errors import BrokenReferenceError
 from xcit_export.evaluate.auto import Budget, recommend
-from xcit_export.evaluate.validate import LatencyOptions, compare_outputs, output_problems, per_sample_errors
+from xcit_export.evaluate.validate import compare_outputs, output_problems, per_sample_errors
 from xcit_export.models.weights import load_model
 from xcit_export.models.zoo import get_spec
-from xcit_export.pipeline import RunConfig, run
+from xcit_export.options import RunOptions
+from xcit_export.pipeline import run
 from xcit_export.report.gate import gate, threshold_checks
-from xcit_export.scale.sharding import AccuracyCounts
+from xcit_export.evaluate.counts import AccuracyCounts
 from xcit_export.targets import TARGETS, Artifact, Target
 from xcit_export.targets.onnxruntime import OnnxRuntimeRunner
 
 MODEL = "xcit_nano_12_p16_224"
-FAST = LatencyOptions(warmup=1, iterations=2)
+FAST = dict(warmup=1, iterations=2)
 CLASSES = 10
 
 
@@ -204,9 +205,10 @@ def corpus(tmp_path_factory):
         TARGETS.pop(t.name, None)
 
 
-def _config(out: Path, weights, targets, **kw) -> RunConfig:
-    return RunConfig(model=MODEL, targets=targets, out_dir=out, weights=str(weights), num_classes=CLASSES,
-                     input_size=(64, 64), batch=1, eval_count=6, latency=FAST, profile=False, **kw)
+def _config(out: Path, weights, targets, auto: bool = False, **kw) -> RunOptions:
+    which = dict(targets="auto", candidates=targets) if auto else dict(targets=targets)
+    return RunOptions(MODEL, **which, out=out, weights=str(weights), num_classes=CLASSES, input_size=(64, 64),
+                      batch=1, eval_count=6, **FAST, profile=False, **kw)
 
 
 def test_nan_weights_stop_the_run_naming_the_checkpoint(corpus, tmp_path):

@@ -7,10 +7,11 @@
     report = xcit_export.run("xcit_nano_12_p16_224", ["onnxruntime-fp32"], weights="random", out="out/nano")
     print(report.passed, report.targets[0].latency["median_ms"], report.json_path)
 
-Every option is keyword-only and has the CLI option's meaning and default (``--eval-count`` is
-``eval_count=``, ``-O openvino-int8:preset=mixed`` is ``target_options={"openvino-int8":
-{"preset": "mixed"}}``). Bad input raises the same :class:`~xcit_export.errors.XcitExportError`
-subclasses whose one-line messages the CLI prints; nothing half-written is left behind.
+Every option is keyword-only and has the CLI option's meaning and default: both are derived from
+one declaration, :class:`xcit_export.options.RunOptions` (``--eval-count`` is ``eval_count=``,
+``-O openvino-int8:preset=mixed`` is ``target_options={"openvino-int8": {"preset": "mixed"}}``).
+Bad input raises the same :class:`~xcit_export.errors.XcitExportError` subclasses whose one-line
+messages the CLI prints; nothing half-written is left behind.
 
 This module imports nothing heavy at import time (PyTorch, onnx and the runtimes load when a function
 runs), so ``import xcit_export`` stays cheap.
@@ -22,23 +23,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, ParamSpec, Sequence, TypeVar, Union
 
 from .errors import ReportError, UsageError
+from .options import PathLike, ProgressArg, RunOptions
 from .verdict import HOLDING_STATUSES
-
-if TYPE_CHECKING:  # only for annotations: importing these loads PyTorch
-    from .console import Progress
 
 __all__ = ["Report", "TargetResult", "Recommendation", "GateResult", "run", "run_recipe", "recommend", "gate",
            "bundle", "load_report"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 # What a function accepting a report takes: a Report, the report dict, or report.json's path.
 ReportLike = Union["Report", Mapping[str, Any], str, "os.PathLike[str]"]
-# Stage messages (``progress("ONNX: exporting")``); an object that also has ``step(label, done, total)``
-# gets counts too (:class:`xcit_export.console.Progress`); True: progress bars on stderr.
-ProgressArg = Union[bool, Callable[[str], None], "Progress", None]
 
 # HOLDING_STATUSES: the states in which a target counts as having held (``built``: the artifact exists
 # and was validated where it can be, e.g. a TensorRT engine that can only run on the device). Anything
@@ -273,46 +268,6 @@ class GateResult:
 # Running
 # --------------------------------------------------------------------------------------------
 
-def _parse_size(value: int | str | Sequence[int] | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise UsageError(f"input_size={value!r} is not a size; use 256, '256x320' or (256, 320)")
-    if isinstance(value, int):
-        return value, value
-    if isinstance(value, str):
-        parts = value.lower().replace(",", "x").split("x")
-        try:
-            dims = [int(p) for p in parts]
-        except ValueError:
-            raise UsageError(f"'{value}' is not a size; use 256 or 256x320 (height x width)") from None
-    else:
-        dims = [int(v) for v in value]
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2:
-        raise UsageError(f"'{value}' is not a size; use 256 or 256x320 (height x width)")
-    return dims[0], dims[1]
-
-
-def _target_names(targets: str | Sequence[str]) -> list[str]:
-    from .targets import all_targets
-
-    items = [targets] if isinstance(targets, str) else list(targets)
-    names: list[str] = []
-    for item in items:
-        for name in str(item).split(","):
-            name = name.strip()
-            if name == "all":
-                names.extend(all_targets())
-            elif name:
-                names.append(name)
-    names = list(dict.fromkeys(names))
-    if not names:
-        raise UsageError("no target given: name one or more (list-targets), 'all', or 'auto'")
-    return names
-
-
 def _progress(progress: ProgressArg) -> tuple[Any, Any]:
     """The callable the pipeline gets, and a context manager that starts/stops a terminal display."""
     import contextlib
@@ -327,149 +282,61 @@ def _progress(progress: ProgressArg) -> tuple[Any, Any]:
     return progress, contextlib.nullcontext()
 
 
-def _run_config(config: Any, progress: ProgressArg) -> Report:
+def _run_plan(plan: Any, progress: ProgressArg) -> Report:
+    """Run a planned run (:func:`xcit_export.plan.plan_run`) with ``progress``; its :class:`Report`."""
     from .pipeline import run as run_pipeline
 
     callback, display = _progress(progress)
     with display:
-        data = run_pipeline(config, progress=callback)
-    return Report(data, config.out_dir)
+        data = run_pipeline(plan, progress=callback)
+    return Report(data, plan.out_dir)
 
 
-def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
-        weights: str = "random", calib: str | None = None, calib_size: int = 300,
-        eval: str | None = None, eval_size: int | None = None, eval_count: int = 32,  # noqa: A002 (the CLI's name)
-        out: PathLike | None = None, seed: int = 0, num_classes: int | None = None,
-        input_size: int | str | Sequence[int] | None = None, batch: int | None = None,
-        dynamic_size: bool = False, eval_sizes: str | Sequence[Any] | None = None,
-        output: str = "logits", input_format: str = "nchw", opset: int | None = None,
-        threads: int | None = None, class_index: str | None = None, on_bad_image: str = "fail",
-        warmup: int = 10, iterations: int = 50, min_seconds: float = 0.0, max_seconds: float | None = None,
-        device: str | None = None, hint: str | None = None,
-        options: Mapping[str, Any] | None = None,
-        target_options: Mapping[str, Mapping[str, Any]] | None = None,
-        max_top1_drop: float | None = None, min_top1_agreement: float | None = None,
-        min_cosine_mean: float | None = None, require_winner: str | None = None, allow_no_winner: bool = False,
-        profile: bool = True, rebuild: bool = False, wait: bool = True,
-        explain: bool = False, fix: bool = False,
-        progress: ProgressArg = None) -> Report:
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _takes_run_options(options: Callable[P, Any]) -> Callable[[Callable[..., R]], Callable[P, R]]:
+    """``fn``'s parameters are :class:`~xcit_export.options.RunOptions`' (its signature is theirs, its
+    docstring lists every option's help): declared once, in options.py."""
+    def decorate(fn: Callable[..., R]) -> Callable[P, R]:
+        import inspect
+
+        from .options import options_doc
+
+        signature = inspect.signature(options)
+        fn.__signature__ = signature.replace(return_annotation=inspect.signature(fn).return_annotation)  # type: ignore[attr-defined]
+        fn.__doc__ = (fn.__doc__ or "").rstrip() + "\n\n    Options (xcit_export.options.RunOptions):\n\n" + options_doc() + "\n"
+        return fn  # type: ignore[return-value]
+
+    return decorate
+
+
+@_takes_run_options(RunOptions)
+def run(*args: Any, **kwargs: Any) -> Report:
     """Export ``model``, build every target, validate each against PyTorch, write the report.
 
-    Args:
-        model: zoo name (``xcit-export list-models``), e.g. ``"xcit_nano_12_p16_224"``.
-        targets: target names (a list or a comma-separated string), ``"all"``, or ``"auto"`` (alone:
-            every target that runs here plus batch-1 variants, and a :attr:`Report.recommendation`).
-        weights: ``"random"`` (seeded), ``"demo"`` (bundled fixture), ``"pretrained"`` (timm's, via the
-            Hugging Face cache) or a checkpoint path.
-        calib, eval: calibration / labelled evaluation images (folder, ``.txt`` list, ``.npy/.npz``,
-            ``"demo"``); ``calib_size``/``eval_size`` draw that many (seeded); without ``eval``,
-            ``eval_count`` seeded random inputs are compared.
-        out: output folder (default ``out/<model>``).
-        input_size: ``256``, ``"256x320"`` or ``(256, 320)``.
-        dynamic_size, eval_sizes: one artifact for any size that is a multiple of the patch size
-            (symbolic height and width), validated and timed at each of ``eval_sizes``
-            (``"224,384,512x768"`` or a list; needs ``dynamic_size``; docs/dynamic-size.md).
-        warmup, iterations, min_seconds, max_seconds: the latency loop (``max_seconds`` None: a 30 s
-            cap only when neither ``iterations`` nor ``min_seconds`` asks for more than its default).
-        options: target options given to every selected target that takes them (``--device``,
-            ``--hint`` are shorthands); ``target_options``: per target, e.g.
-            ``{"openvino-int8": {"preset": "mixed"}}`` (``xcit-export list-targets --options``).
-        max_top1_drop, min_top1_agreement, min_cosine_mean, require_winner: ``targets="auto"``'s
-            accuracy budget (fractions; defaults 0.01, 0.97, 0.99) and the candidate that must win.
-        allow_no_winner: ``targets="auto"``: no candidate within the budget still passes (by default
-            :attr:`Report.passed` is then False: the CLI exits 1).
-        wait: another run holds ``out``: wait for it (False: raise ``OutputDirBusyError`` at once).
-        explain: per-point error against PyTorch for every target (each entry's ``divergence``,
-            docs/explain.md); targets that miss their limits are explained without it.
-        fix: rebuild every explained target with its remedy in ``out/fixed`` and report before and
-            after (each entry's ``fix``); implies ``explain``.
-        progress: None/False (silent), True (progress bars on stderr), or a callable taking stage
-            messages; give it a ``step(label, done, total)`` method to get counts as well.
+    ``run(model, targets, **options)``: ``model`` is a zoo name (``xcit-export list-models``), e.g.
+    ``"xcit_nano_12_p16_224"``; ``targets`` target names (a list or a comma-separated string),
+    ``"all"``, or ``"auto"`` (alone: every target that runs here plus batch-1 variants, and a
+    :attr:`Report.recommendation`). Every other option is keyword-only and means what the CLI option
+    of the same name means (listed below with its default; ``-O openvino-int8:preset=mixed`` is
+    ``options={"openvino-int8:preset": "mixed"}`` or ``target_options={"openvino-int8": {"preset":
+    "mixed"}}``).
 
     Returns:
         The :class:`Report` (also written to ``out``: report.json, report.md, report.html).
 
     Raises:
-        XcitExportError: a bad model, target, option, weights or data set, before any work starts;
-        an unwritable or busy output folder. A target that fails is recorded in the report
+        XcitExportError: a bad model, target, option, weights or data set, before any work starts
+        (:class:`~xcit_export.errors.UsageError` for options that do not parse or combine); an
+        unwritable or busy output folder. A target that fails is recorded in the report
         (``status == "failed"``, :attr:`Report.passed` False) and does not raise.
     """
-    config = _build_config(**{k: v for k, v in locals().items() if k != "progress"})
-    return _run_config(config, progress)
+    from .plan import plan_run
 
-
-def _parse_eval_sizes(value: str | Sequence[Any] | None) -> tuple[tuple[int, int], ...]:
-    """``--eval-sizes`` as (height, width) pairs (evaluate/sizes.py checks them)."""
-    if value is None:
-        return ()
-    from .evaluate.sizes import parse_sizes
-
-    return parse_sizes(value)
-
-
-def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[str] | None = None,
-                  weights: str = "random", calib: str | None = None, calib_size: int = 300,
-                  eval: str | None = None, eval_size: int | None = None, eval_count: int = 32,  # noqa: A002
-                  out: PathLike | None = None, seed: int = 0, num_classes: int | None = None,
-                  input_size: int | str | Sequence[int] | None = None, batch: int | None = None,
-                  dynamic_size: bool = False, eval_sizes: str | Sequence[Any] | None = None,
-                  output: str = "logits", input_format: str = "nchw", opset: int | None = None,
-                  threads: int | None = None, class_index: str | None = None, on_bad_image: str = "fail",
-                  warmup: int = 10, iterations: int = 50, min_seconds: float = 0.0, max_seconds: float | None = None,
-                  device: str | None = None, hint: str | None = None,
-                  options: Mapping[str, Any] | None = None,
-                  target_options: Mapping[str, Mapping[str, Any]] | None = None,
-                  max_top1_drop: float | None = None, min_top1_agreement: float | None = None,
-                  min_cosine_mean: float | None = None, require_winner: str | None = None,
-                  allow_no_winner: bool = False,
-                  profile: bool = True, rebuild: bool = False, wait: bool = True,
-                  explain: bool = False, fix: bool = False) -> Any:
-    """The pipeline's RunConfig for :func:`run`'s arguments (``candidates``: ``auto`` among these only)."""
-    from .evaluate.validate import LatencyOptions
-    from .export import DEFAULT_OPSET
-    from .pipeline import DEFAULT_CALIB_WEIGHTS, RunConfig, distribute_options
-
-    names = _target_names(targets)
-    budget_given = {k: v for k, v in (("max_top1_drop", max_top1_drop), ("min_top1_agreement", min_top1_agreement),
-                                      ("min_cosine_mean", min_cosine_mean), ("require_winner", require_winner),
-                                      ("allow_no_winner", allow_no_winner or None))
-                    if v is not None}
-    auto_budget = None
-    if "auto" in names:
-        from .evaluate.auto import Budget, plan
-
-        if names != ["auto"]:
-            raise UsageError("target 'auto' picks among every target that runs here; give it alone")
-        defaults = Budget()
-        auto_budget = Budget(defaults.max_top1_drop if max_top1_drop is None else max_top1_drop,
-                             defaults.min_top1_agreement if min_top1_agreement is None else min_top1_agreement,
-                             defaults.min_cosine_mean if min_cosine_mean is None else min_cosine_mean).check()
-        names = plan(candidates, calib is not None or weights in DEFAULT_CALIB_WEIGHTS)[0]
-    elif budget_given:
-        raise UsageError(f"{', '.join(budget_given)} only apply to targets='auto' (--target auto)")
-    general = dict(options or {})
-    if device:
-        general["device"] = device
-    if hint:
-        general["hint"] = hint
-    specific = {k: dict(v) for k, v in (target_options or {}).items()}
-    config = RunConfig(
-        model=model, targets=names, target_options=distribute_options(names, general, specific),
-        out_dir=Path(out) if out is not None else Path("out") / model, weights=str(weights), seed=seed,
-        num_classes=num_classes, input_size=_parse_size(input_size), batch=batch, opset=opset or DEFAULT_OPSET,
-        dynamic_size=bool(dynamic_size), eval_sizes=_parse_eval_sizes(eval_sizes),
-        threads=threads, eval_count=eval_count,
-        latency=LatencyOptions(warmup=warmup, iterations=iterations, min_seconds=min_seconds,
-                               max_seconds=max_seconds).check(),
-        output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
-        eval=eval, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
-        auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner,
-        allow_no_winner=bool(allow_no_winner), profile=profile,
-        wait_for_lock=wait, explain=bool(explain or fix), fix=bool(fix))
-    if config.auto:
-        # the candidates (default: every registered target); pipeline.run lists those that cannot run here
-        config.targets = list(candidates or [])
-    return config
+    options = RunOptions(*args, **kwargs)
+    return _run_plan(plan_run(options), options.progress)
 
 
 def run_recipe(recipe: PathLike, *, out: PathLike | None = None, rebuild: bool = False, wait: bool = True,
@@ -479,7 +346,8 @@ def run_recipe(recipe: PathLike, *, out: PathLike | None = None, rebuild: bool =
     A recipe listing several models or device kinds is a matrix (``xcit-export --recipe R --executor
     local|ray``); this function refuses it with a :class:`~xcit_export.errors.RecipeError` saying so.
     """
-    from .recipe import load_recipe, to_run_config
+    from .plan import plan_run
+    from .recipe import load_recipe, to_run_options
 
     loaded = load_recipe(Path(recipe))
     if loaded.is_matrix:
@@ -487,27 +355,24 @@ def run_recipe(recipe: PathLike, *, out: PathLike | None = None, rebuild: bool =
 
         raise RecipeError(f"recipe '{recipe}' is a model x target x device matrix: run it with "
                           f"xcit-export --recipe {recipe} --executor local (or ray)")
-    config = to_run_config(loaded, out_dir=Path(out) if out is not None else None, rebuild=rebuild)
-    config.wait_for_lock = wait
-    return _run_config(config, progress)
+    options = to_run_options(loaded, out=Path(out) if out is not None else None, rebuild=rebuild, wait=wait)
+    return _run_plan(plan_run(options), progress)
 
 
-def recommend(model: str, *, candidates: str | Sequence[str] | None = None, max_top1_drop: float = 0.01,
-              min_top1_agreement: float = 0.97, min_cosine_mean: float = 0.99,
+def recommend(model: str, *, candidates: str | Sequence[str] | None = None, max_top1_drop: float | None = None,
+              min_top1_agreement: float | None = None, min_cosine_mean: float | None = None,
               require_winner: str | None = None, allow_no_winner: bool = False, **run_options: Any) -> Report:
     """Which artifact to ship to this machine: :func:`run` with ``targets="auto"``.
 
     Every target that runs here (or only ``candidates``) is built, validated and timed, each also as
     a static batch-1 export; :attr:`Report.recommendation` names the fastest within the accuracy
-    budget (fractions: 0.01 = one point of top-1) and says why each other candidate lost.
-    ``run_options`` are :func:`run`'s keyword options (``weights``, ``calib``, ``eval``, ``out``...).
+    budget (fractions: 0.01 = one point of top-1; None: the budget's defaults, listed in
+    :func:`run`'s options) and says why each other candidate lost. ``run_options`` are :func:`run`'s
+    keyword options (``weights``, ``calib``, ``eval``, ``out``...).
     """
-    progress = run_options.pop("progress", None)
-    config = _build_config(model, "auto", candidates=_target_names(candidates) if candidates else None,
-                           max_top1_drop=max_top1_drop, min_top1_agreement=min_top1_agreement,
-                           min_cosine_mean=min_cosine_mean, require_winner=require_winner,
-                           allow_no_winner=allow_no_winner, **run_options)
-    return _run_config(config, progress)
+    return run(model, "auto", candidates=candidates or (), max_top1_drop=max_top1_drop,
+               min_top1_agreement=min_top1_agreement, min_cosine_mean=min_cosine_mean,
+               require_winner=require_winner, allow_no_winner=allow_no_winner, **run_options)
 
 
 def load_report(path: PathLike) -> Report:

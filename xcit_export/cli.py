@@ -15,102 +15,52 @@ from .version import __version__
 from .device.cli import _fail_cleanly  # one error printer for every command
 from .device.cli import bundle as _bundle_cmd
 from .device.cli import device_check as _device_check_cmd
-from .diagnose.cli import plant_fault as _plant_fault_cmd
 
 
-def _parse_value(text: str):
-    import json
+def _run_option(f) -> click.Option:
+    """The ``click.Option`` of RunOptions field ``f`` (options.py declares flag, help, default, type)."""
+    from .options import default_of
 
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+    opt = f.metadata["opt"]
+    decls = [opt.flag + (f"/{opt.off}" if opt.off else ""), *([opt.short] if opt.short else []), f.name]
+    default = default_of(f.name)
+    help_text = opt.help
+    if opt.default_text:  # "Export a static batch N (default: dynamic batch)."
+        help_text = help_text.rstrip(".") + f" (default: {opt.default_text})."
+    kwargs: dict = {"help": help_text}
+    if opt.cli_type is bool:
+        kwargs.update(is_flag=True, default=default, show_default=bool(opt.off))
+    elif opt.multiple:
+        kwargs.update(multiple=True, metavar=opt.metavar)
+    else:
+        kwargs["type"] = (click.Choice(opt.cli_type) if isinstance(opt.cli_type, tuple) else
+                          click.Path() if opt.cli_type is Path else opt.cli_type)
+        if default not in (None, (), {}) and f.name != "targets":
+            kwargs.update(default=default, show_default=True)
+    if opt.metavar and not opt.multiple:
+        kwargs["metavar"] = opt.metavar
+    return click.Option(decls, **kwargs)
 
 
-def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
-    general: dict = {}
-    specific: dict[str, dict] = {}
-    for item in raw:
-        head, eq, value = item.partition("=")
-        if not eq or not head:
-            raise click.BadParameter(f"'{item}' is not KEY=VALUE or TARGET:KEY=VALUE", param_hint="--option")
-        target, colon, key = head.rpartition(":")
-        (specific.setdefault(target, {}) if colon else general)[key] = _parse_value(value)
-    return general, specific
+def _with_run_options(command):
+    """Add every RunOptions field that has a flag to ``command``, in their declared order."""
+    from .options import option_fields
+
+    after = next((i + 1 for i, p in enumerate(command.params) if p.name == "version"), 0)
+    command.params[after:after] = [_run_option(f) for f in option_fields() if f.metadata["opt"].flag]
+    return command
 
 
+# Options of the command itself (not of a run): a recipe, its matrix, what is shown.
+_RECIPE_ONLY = ("recipe", "out", "rebuild", "wait", "executor", "ray_address", "shards", "quiet", "verbose")
+
+
+@_with_run_options
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="xcit-export", message="%(prog)s %(version)s")
-@click.option("--model", "-m", help="Zoo model name, e.g. xcit_nano_12_p16_224 (see list-models).")
-@click.option("--target", "-t", "targets", multiple=True,
-              help="Target(s): repeat or comma-separate; 'all' for every registered target; 'auto' (alone) to "
-                   "try every target that runs here and recommend the fastest within the accuracy budget.")
-@click.option("--weights", "-w", default="random", show_default=True,
-              help="'random' (seeded), 'demo' (bundled fixture), 'pretrained' (timm's weights through the Hugging Face "
-                   "cache; HF_HUB_OFFLINE/HF_ENDPOINT apply), or a checkpoint path (.pth/.safetensors, timm or "
-                   "official facebookresearch/xcit format).")
-@click.option("--seed", default=0, show_default=True, help="Seed for random weights and evaluation inputs.")
-@click.option("--num-classes", type=int, help="Classifier classes (default: the zoo's 1000; 0 = feature extractor).")
-@click.option("--input-size", help="Input size HxW or S (multiple of the patch size), e.g. 256.")
-@click.option("--batch", type=int, help="Export a static batch N (default: dynamic batch).")
-@click.option("--dynamic-size", is_flag=True,
-              help="Symbolic height and width: one ONNX/artifact for any size that is a multiple of the patch size "
-                   "(docs/dynamic-size.md).")
-@click.option("--eval-sizes", help="Validate and time at each size, e.g. 224,384,512x768,800x1344 (needs --dynamic-size).")
-@click.option("--output", "output", type=click.Choice(["logits", "embedding", "tokens", "features"]),
-              default="logits", show_default=True,
-              help="What the graph returns: class logits, pooled embedding, all tokens, or 4 detection feature maps.")
-@click.option("--input-format", type=click.Choice(["nchw", "nhwc", "nhwc-uint8", "nhwc-pm1"]), default="nchw",
-              show_default=True,
-              help="Graph input: normalised float NCHW/NHWC, raw uint8 NHWC (normalisation in the graph), or "
-                   "float NHWC in [-1, 1] (TF Hub convention).")
-@click.option("--opset", type=int, default=None, help="ONNX opset (default 18; >= 17).")
-@click.option("--out", "-o", type=click.Path(path_type=Path), help="Output folder (default: out/<model>).")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="Threads for every runner and PyTorch, 1 or more (default: all cores).")
-@click.option("--calib", help="Calibration images: ImageFolder/flat folder, .txt list, .npy/.npz, or 'demo'.")
-@click.option("--calib-size", default=300, show_default=True, help="Calibration images drawn (seeded) from --calib.")
-@click.option("--eval", "eval_source", help="Labelled evaluation images: ImageFolder tree, .npz with x/y, or 'demo'.")
-@click.option("--eval-size", type=int, help="Evaluation images drawn (seeded) from --eval (default: all).")
-@click.option("--class-index", type=click.Path(), help="Folder name -> class index file (JSON or txt, ImageNet style).")
-@click.option("--on-bad-image", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-              help="An unreadable image: stop naming it, or skip it and count it in the report.")
-@click.option("--eval-count", default=32, show_default=True, help="Seeded inputs to compare when no --eval set.")
-@click.option("--warmup", default=10, show_default=True, help="Untimed warm-up inferences.")
-@click.option("--iterations", default=50, show_default=True, help="Minimum timed inferences.")
-@click.option("--min-seconds", default=0.0, show_default=True, help="Minimum timed duration (seconds).")
-@click.option("--max-seconds", type=float,
-              help="Stop the timed loop after this long even if --iterations/--min-seconds are not met (default: "
-                   "30 s, only when neither asks for more than its default).")
-@click.option("--device", help="Inference device for targets that choose one (OpenVINO: CPU, GPU, NPU, AUTO).")
-@click.option("--hint", type=click.Choice(["latency", "throughput"]),
-              help="Performance hint for targets that take one (OpenVINO).")
-@click.option("--option", "-O", "raw_options", multiple=True, metavar="[TARGET:]KEY=VALUE",
-              help="A target option, e.g. -O openvino-int8:preset=mixed; see list-targets for each target's.")
 @click.option("--recipe", type=click.Path(path_type=Path),
               help="Run a recipe (recipes/*.toml): model, data, targets, thresholds. Only --out, --rebuild, --no-wait and the "
                    "matrix options (--executor, --ray-address, --shards) combine with it.")
-@click.option("--rebuild", is_flag=True, help="Rebuild artifacts even when an identical one exists.")
-@click.option("--no-wait", is_flag=True,
-              help="Fail at once if another run is writing to the output folder (default: wait for it).")
-@click.option("--max-top1-drop", type=float, default=0.01, show_default=True,
-              help="--target auto: largest labelled top-1 drop vs PyTorch a candidate may have (0.01 = 1 point).")
-@click.option("--min-top1-agreement", type=float, default=0.97, show_default=True,
-              help="--target auto: smallest top-1 agreement with PyTorch a candidate may have.")
-@click.option("--min-cosine-mean", type=float, default=0.99, show_default=True,
-              help="--target auto: smallest mean cosine with PyTorch where it stands in (no labels/no logits).")
-@click.option("--require-winner", help="--target auto: exit 1 unless this candidate is recommended, "
-                                        "e.g. openvino-fp32@batch1.")
-@click.option("--allow-no-winner", is_flag=True,
-              help="--target auto: exit 0 even when no candidate holds the accuracy budget (default: exit 1).")
-@click.option("--explain", is_flag=True,
-              help="Per-block error of every target against PyTorch, named by module path, and each backend's "
-                   "remedy (docs/explain.md); targets that miss their limits are explained anyway.")
-@click.option("--fix", is_flag=True,
-              help="Rebuild every explained target with its remedy in <out>/fixed and report before and after "
-                   "(implies --explain).")
-@click.option("--profile/--no-profile", "op_profile", default=True, show_default=True,
-              help="Per-operator-type latency breakdown from each runtime's profiler (a separate pass).")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
               help="Run the recipe's model x target x device matrix here, serially (local), or on Ray (docs/ray.md).")
 @click.option("--ray-address", help="Ray cluster to join, e.g. HEAD:6379 (default: start a local Ray here).")
@@ -120,68 +70,65 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
               help="Also every threshold check, the INT8 details and each per-op profile's correction story.")
 @click.pass_context
 @_fail_cleanly
-def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dynamic_size, eval_sizes, output, input_format, opset, out, threads,
-         calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
-         warmup, iterations, min_seconds, max_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
-         min_top1_agreement, min_cosine_mean, require_winner, allow_no_winner, explain, fix, op_profile, executor,
-         ray_address, shards, quiet, verbose):
+def main(ctx, recipe, executor, ray_address, shards, quiet, verbose, **run_options):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
     """
     if ctx.invoked_subcommand is not None:
         return
-    from . import api
     from .errors import UsageError
 
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose do not combine; pick one")
-    shown = {"quiet", "verbose"}
-    if recipe is not None:
-        given = [p for p in ctx.params if p not in ("recipe", "out", "rebuild", "no_wait", "executor", "ray_address",
-                                                     "shards", *shown)
-                 and ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
-        if given:
-            raise click.UsageError(f"--recipe sets the run; drop {', '.join('--' + g.replace('_', '-') for g in given)} "
-                                   f"(or edit the recipe)")
-        from .recipe import load_recipe
-
-        loaded = load_recipe(recipe)
-        if executor or ray_address or shards is not None or loaded.is_matrix:
-            _run_matrix(loaded, executor or "local", ray_address, out, rebuild, shards, wait=not no_wait, quiet=quiet)
-            return
-        _run_and_print(lambda progress: api.run_recipe(recipe, out=out, rebuild=rebuild, wait=not no_wait,
-                                                       progress=progress), quiet, verbose)
-        return
-    if executor or ray_address or shards is not None:
-        raise click.UsageError("--executor, --ray-address and --shards run a recipe's matrix; give --recipe")
-    if not model or not targets:
-        raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
-
-    auto_flags = [f"--{p.replace('_', '-')}" for p in ("max_top1_drop", "min_top1_agreement", "min_cosine_mean",
-                                                        "require_winner", "allow_no_winner")
-                  if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
-    general, specific = _parse_options(raw_options)
-    options = dict(
-        weights=weights, seed=seed, num_classes=num_classes, input_size=input_size, batch=batch, output=output,
-        input_format=input_format, opset=opset, out=out, threads=threads, dynamic_size=dynamic_size,
-        eval_sizes=eval_sizes, calib=calib, calib_size=calib_size,
-        eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
-        eval_count=eval_count, warmup=warmup, iterations=iterations, min_seconds=min_seconds, max_seconds=max_seconds, device=device,
-        hint=hint, options=general, target_options=specific, rebuild=rebuild, wait=not no_wait, profile=op_profile,
-        explain=explain, fix=fix)
-    # The accuracy budget's defaults are the CLI's; only the options given count as "given for auto".
-    budget = dict(max_top1_drop=max_top1_drop, min_top1_agreement=min_top1_agreement,
-                  min_cosine_mean=min_cosine_mean, require_winner=require_winner, allow_no_winner=allow_no_winner)
-    if "auto" not in [t.strip() for t in ",".join(targets).split(",")]:
-        if auto_flags:
-            raise click.UsageError(f"{', '.join(auto_flags)} only apply to --target auto")
-        budget = {}
+    given = [p for p in run_options if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
     try:
-        _run_and_print(lambda progress: api.run(model, list(targets), **options, **budget, progress=progress),
-                       quiet, verbose)
-    except UsageError as exc:  # options that do not combine: a usage error, exit 2, as click's own
+        if recipe is not None:
+            _run_recipe_command(recipe, given, run_options, executor, ray_address, shards, quiet, verbose)
+            return
+        if executor or ray_address or shards is not None:
+            raise click.UsageError("--executor, --ray-address and --shards run a recipe's matrix; give --recipe")
+        _run_command(run_options, given, quiet, verbose)
+    except UsageError as exc:  # options that do not parse or combine: a usage error, exit 2, as click's own
         raise click.UsageError(str(exc)) from None
+
+
+def _run_command(run_options: dict, given: list[str], quiet: bool, verbose: bool) -> None:
+    """``xcit-export --model M --target T ...``: every option given (or defaulted) is a RunOptions field."""
+    from .options import RunOptions
+    from .plan import plan_run
+
+    if not run_options.get("model") or not run_options.get("targets"):
+        raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
+    options = RunOptions(**{k: v for k, v in run_options.items() if v is not None})
+    plan = plan_run(options)
+    _run_and_print(lambda progress: _api()._run_plan(plan, progress), quiet, verbose)
+
+
+def _run_recipe_command(recipe: Path, given: list[str], run_options: dict, executor, ray_address, shards,
+                        quiet: bool, verbose: bool) -> None:
+    """``xcit-export --recipe R``: a one-model run, or a matrix (several models or device kinds, or an executor)."""
+    from .plan import plan_run
+    from .recipe import load_recipe, to_run_options
+
+    extra = [g for g in given if g not in _RECIPE_ONLY]
+    if extra:
+        raise click.UsageError(f"--recipe sets the run; drop {', '.join('--' + g.replace('_', '-') for g in extra)} "
+                               f"(or edit the recipe)")
+    loaded = load_recipe(recipe)
+    out = Path(run_options["out"]) if run_options.get("out") else None
+    rebuild, wait = bool(run_options.get("rebuild")), run_options.get("wait", True)
+    if executor or ray_address or shards is not None or loaded.is_matrix:
+        _run_matrix(loaded, executor or "local", ray_address, out, rebuild, shards, wait=wait, quiet=quiet)
+        return
+    plan = plan_run(to_run_options(loaded, out=Path(out) if out else None, rebuild=rebuild, wait=wait))
+    _run_and_print(lambda progress: _api()._run_plan(plan, progress), quiet, verbose)
+
+
+def _api():
+    from . import api
+
+    return api
 
 
 def _run_matrix(recipe, executor_name, address, out, rebuild, shards, wait: bool = True, quiet: bool = False) -> None:
@@ -227,6 +174,15 @@ def list_models():
                    f"{pp.interpolation}  {spec.description}")
 
 
+def _option_text(value) -> str:
+    """A target option's canonical value as a user would write it after ``-O name=``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 @main.command("list-targets")
 @click.option("--options", "show_options", is_flag=True, help="Also list each target's -O options.")
 def list_targets(show_options):
@@ -238,8 +194,9 @@ def list_targets(show_options):
         state = "ready" if not missing else f"needs {', '.join(missing)}"
         click.echo(f"{t.name:20s} {state:24s} {t.description}")
         if show_options:
-            for key, help_text in t.options.items():
-                click.echo(f"{'':22s}-O {t.name}:{key}=...  {help_text}")
+            for key, option in t.options.items():
+                default = "" if option.default is None else f" (default {_option_text(option.default)})"
+                click.echo(f"{'':22s}-O {t.name}:{key}=...  {option.help}{default}")
 
 
 @main.command("gate")
@@ -309,7 +266,27 @@ def report_merge(reports, out, labels):
 
 main.add_command(_bundle_cmd)
 main.add_command(_device_check_cmd)
-main.add_command(_plant_fault_cmd)
+
+
+@main.command("plant-fault")
+@click.argument("kind", type=click.Choice(["outlier", "fp16-overflow", "nan"]))
+@click.option("--block", type=click.IntRange(min=0), required=True, help="The block (blocks.N) to plant it in.")
+@click.option("--out", "-o", "out", type=click.Path(path_type=Path), required=True,
+              help="The .safetensors checkpoint to write (read it back with --weights FILE).")
+@click.option("--model", "-m", default="xcit_nano_12_p16_224", show_default=True, help="Zoo model name.")
+@click.option("--weights", "-w", default="demo", show_default=True, help="The weights to plant into.")
+@click.option("--factor", type=float, help="outlier: the channel's scale (default 100); fp16-overflow: the "
+                                           "query rows' scale (default 1e4).")
+@click.option("--branch", type=click.Choice(["mlp", "attn", "local_mp"]),
+              help="outlier: the branch whose input gets the outlier (default mlp; local_mp reaches every "
+                   "INT8 backend, docs/explain.md).")
+@_fail_cleanly
+def plant_fault(kind, block, out, model, weights, factor, branch):
+    """Write a checkpoint of MODEL with fault KIND planted in one block (docs/explain.md)."""
+    from .diagnose.faults import write_planted
+
+    record = write_planted(kind, block, out, model=model, weights=weights, factor=factor, branch=branch)
+    click.echo(f"planted {record['fault']} in {record['module']} ({', '.join(record['planted'])}): {out}")
 
 
 if __name__ == "__main__":

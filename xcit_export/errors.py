@@ -73,3 +73,8 @@ class UsageError(XcitExportError):
 
 class BrokenReferenceError(XcitExportError):
     """The PyTorch reference itself gives outputs nothing can be compared against (NaN, inf)."""
+
+
+class OptionError(UsageError):
+    """An option value that does not parse or lies outside its range (``--eval-count -3``,
+    ``-O onnxruntime-int8:per_channel=maybe``): refused before any work, exit 2."""

@@ -1,7 +1,6 @@
 """Small file-system helpers: atomic writes, writable-folder checks, content hashes.
 
-Atomic writers build the file or folder under a temporary sibling name
-(``.<name>.XXXXXXXX.xcit-export.tmp``; the tag tells ours from a user's own ``.x.abcdefgh.tmp``)
+Atomic writers build the file or folder under a temporary sibling name (``.<name>.XXXXXXXX.xcit-export.tmp``)
 and rename it into place, after ``fsync`` of the file(s) and before an ``fsync`` of the folder that
 holds the new name (what git and SQLite do), so after a power loss a name holds either the old
 content or the whole new content, never an empty or torn file.
@@ -31,8 +30,8 @@ from .errors import OutputDirError
 
 _TMP_SUFFIX = ".xcit-export.tmp"
 # What mkstemp/mkdtemp make of prefix ".<name>." and our suffix: 8 characters from tempfile's
-# alphabet (lower-case letters, digits, underscore) between them. The suffix is the proof that a
-# name is ours: outdir.remove_dead_temps deletes only such names, never a user's ".x.abcdefgh.tmp".
+# alphabet (lower-case letters, digits, underscore) between them. The suffix names this tool, so a
+# user's own ``.x.abcdefgh.tmp`` is never taken for one of ours (outdir.remove_dead_temps).
 _ATOMIC_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.xcit-export\.tmp$")
 _umask_lock = threading.Lock()
 
@@ -67,7 +66,8 @@ def dir_mode() -> int:
 
 
 def is_atomic_temp(name: str) -> bool:
-    """Whether ``name`` is the temporary name :func:`atomic_path` / :func:`atomic_dir` build under."""
+    """Whether ``name`` is the temporary name :func:`atomic_path` / :func:`atomic_dir` build under
+    (``.<name>.XXXXXXXX.xcit-export.tmp``: only this tool's writers make such names)."""
     return bool(_ATOMIC_TEMP.match(name))
 
 

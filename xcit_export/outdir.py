@@ -17,9 +17,16 @@ so in a shared ``--out`` a symbolic (or hard) link planted under its name cannot
 into another file; the pid is written over a fixed-width field at its start.
 
 Holding the lock makes a run the folder's only writer, so it may remove what runs that died there
-left behind: the ``.<name>.XXXXXXXX.xcit-export.tmp`` files and folders of the atomic writers (a run killed
-while exporting leaves ``.onnx.*.xcit-export.tmp/``). ``report merge``, ``bundle`` and ``gate`` only read a
-run folder and take no lock.
+left behind: the ``.<name>.XXXXXXXX.xcit-export.tmp`` files and folders of the atomic writers (a
+run killed while exporting leaves ``.onnx.*.xcit-export.tmp/``), and nothing else: the suffix names
+this tool, so a user's own ``.x.abcdefgh.tmp`` stays. ``report merge``, ``bundle`` and ``gate``
+only read a run folder and take no lock.
+
+A run that fails before it wrote anything leaves the folder as it found it: a lock file it created
+in an otherwise empty folder is removed (while still held), and so are the folders it created. A
+waiter that was blocked on such a removed lock file sees, once it holds the lock, that the name no
+longer points at the file it locked, and starts over on the new one, so removing it cannot let two
+runs hold the lock at once.
 
 Device-side rules apply (Python 3.8, no torch/onnx/click imports).
 """
@@ -108,6 +115,70 @@ def _write_pid(fd: int, text: str) -> None:
     os.pwrite(fd, (text[:_PID_FIELD].ljust(_PID_FIELD) + "\n").encode("ascii"), 0)
 
 
+def _missing_dirs(path: Path) -> List[Path]:
+    """The folders of ``path`` (it included) that do not exist yet, outermost first."""
+    out: List[Path] = []
+    for p in [path, *path.parents]:
+        if os.path.lexists(p):
+            break
+        out.append(p)
+    return out[::-1]
+
+
+def _still_named(fd: int, lock_path: Path) -> bool:
+    """Whether ``lock_path`` still names the file ``fd`` holds (not removed or replaced meanwhile)."""
+    try:
+        named = os.stat(str(lock_path), follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _lock(folder: Path, wait: bool, progress: Callable[[str], None], option: str) -> int:
+    """Open and ``flock`` the folder's lock file, waiting (or not) for its holder; the descriptor."""
+    import fcntl
+
+    lock_path = folder / LOCK_FILE
+    while True:
+        fd = _open_lock(lock_path, folder, option)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in _BUSY:
+                    raise OutputDirError(f"cannot lock the output folder '{folder}' ({exc.strerror or exc}); its file "
+                                         f"system may not support locks: choose another folder with {option}") from None
+                busy = f"output folder '{folder}' is in use by another xcit-export run ({_holder(fd)})"
+                if not wait:
+                    raise OutputDirBusyError(f"{busy}; wait for it to finish, or choose another folder with "
+                                             f"{option}") from None
+                progress(f"{busy}; waiting for it to finish (--no-wait fails at once instead)")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _still_named(fd, lock_path):
+            return fd
+        os.close(fd)  # its holder removed it (a run that wrote nothing): lock the new one
+        ensure_writable_dir(folder, option=option)
+
+
+def _leave_as_found(folder: Path, fd: int, created: List[Path], lock_was_there: bool) -> None:
+    """After a run that failed: if the folder holds nothing but a lock file this run created, remove
+    it (still held) and the folders this run created, so a failed run leaves no lone lock file."""
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return
+    if lock_was_there or names != [LOCK_FILE]:
+        return
+    with contextlib.suppress(OSError):
+        (folder / LOCK_FILE).unlink()
+        for d in reversed(created):
+            d.rmdir()
+
+
 @contextlib.contextmanager
 def locked_output_dir(path: Path, *, wait: bool = True, progress: Callable[[str], None] = lambda msg: None,
                       option: str = "--out") -> Iterator[Path]:
@@ -115,39 +186,32 @@ def locked_output_dir(path: Path, *, wait: bool = True, progress: Callable[[str]
 
     Another run holding it: with ``wait``, report that through ``progress`` and block until it
     ends (Ctrl-C stops waiting); without, raise :class:`OutputDirBusyError` naming the folder and
-    that run's pid. Once held, leftovers of dead runs are removed (:func:`remove_dead_temps`).
+    that run's pid. Once held, leftovers of dead runs are removed (:func:`remove_dead_temps`). A
+    block that raises having written nothing leaves the folder as it was found (no lone lock file,
+    no folder this run created).
     """
+    created = _missing_dirs(Path(path).absolute())
     folder = ensure_writable_dir(Path(path), option=option)
     try:
-        import fcntl
+        import fcntl  # noqa: F401 - only to know whether this platform has flock
     except ImportError:  # Windows: no flock; say so rather than pretend
         progress(f"Output: '{folder}' is not locked against other runs (no fcntl on this platform)")
         yield folder
         return
-    lock_path = folder / LOCK_FILE
-    fd = _open_lock(lock_path, folder, option)
-    held = False
+    lock_was_there = os.path.lexists(folder / LOCK_FILE)
+    fd = _lock(folder, wait, progress, option)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in _BUSY:
-                raise OutputDirError(f"cannot lock the output folder '{folder}' ({exc.strerror or exc}); its file "
-                                     f"system may not support locks: choose another folder with {option}") from None
-            busy = f"output folder '{folder}' is in use by another xcit-export run ({_holder(fd)})"
-            if not wait:
-                raise OutputDirBusyError(f"{busy}; wait for it to finish, or choose another folder with "
-                                         f"{option}") from None
-            progress(f"{busy}; waiting for it to finish (--no-wait fails at once instead)")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        held = True
         _write_pid(fd, str(os.getpid()))
         removed = remove_dead_temps(folder)
         if removed:
             progress(f"Output: removed {len(removed)} leftover(s) of an interrupted run: {', '.join(removed)}")
-        yield folder
-    finally:
-        if held:
+        try:
+            yield folder
+        except BaseException:
+            _leave_as_found(folder, fd, created, lock_was_there)
+            raise
+        finally:
             with contextlib.suppress(OSError):
                 _write_pid(fd, "")  # a pid read later is then never a finished run's
+    finally:
         os.close(fd)  # releases the lock

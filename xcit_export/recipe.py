@@ -11,7 +11,8 @@ Layout (every table optional except ``model`` and ``targets``)::
     [model]    name (one name, or a list: a matrix of models), weights, num_classes, input_size, seed
     [export]   batch, opset, output, input_format, dynamic_size (bool), eval_sizes (list: 224, "512x768")
     [data]     calib, calib_size, eval, eval_size, eval_count, class_index, on_bad_image
-    [latency]  threads, warmup, iterations, min_seconds, max_seconds, batch_sweep
+    [latency]  threads, warmup, iterations, min_seconds, max_seconds, batch_sweep, profile (bool)
+    [diagnose] explain (bool), fix (bool): where the accuracy went (docs/explain.md)
     [targets.<target-name>]
     options        = { device = "CPU", ... }          # the target's own options
     thresholds     = { min_top1_agreement = 0.99, max_top1_drop = 0.01, min_cosine = 0.999 }
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError, XcitExportError
+from .values import as_drop
 
 try:
     import tomllib  # novermin: tomli below where it is missing (Python 3.10)
@@ -57,18 +59,21 @@ THRESHOLD_KEYS = {
 BUDGET_KEYS = ("median_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms")
 _LABELLED = ("max_top1_drop", "min_top1")
 
-_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    "model": {"name": (str, list), "weights": (str,), "num_classes": (int,), "input_size": (int, list), "seed": (int,)},
-    "export": {"batch": (int,), "opset": (int,), "output": (str,), "input_format": (str,), "dynamic_size": (bool,),
-               "eval_sizes": (list, str)},
-    "data": {"calib": (str,), "calib_size": (int,), "eval": (str,), "eval_size": (int,), "eval_count": (int,),
-             "class_index": (str,), "on_bad_image": (str,)},
-    "latency": {"threads": (int,), "warmup": (int,), "iterations": (int,), "min_seconds": (int, float),
-                "max_seconds": (int, float), "batch_sweep": (list,)},
-    "auto": {"max_top1_drop": (int, float), "min_top1_agreement": (int, float), "min_cosine_mean": (int, float),
-             "require_winner": (str,), "allow_no_winner": (bool,)},
-}
 _TARGET_KEYS = ("options", "thresholds", "latency_budget", "device")
+
+
+def _schema() -> dict[str, dict[str, tuple[type, ...]]]:
+    """Every scalar table's keys and the TOML types each takes, from the run options' declaration
+    (:func:`xcit_export.options.recipe_keys`): a new option with a recipe key is a new recipe key."""
+    from .options import recipe_keys, toml_types
+
+    out: dict[str, dict[str, tuple[type, ...]]] = {"model": {"name": (str, list)}}
+    for table, keys in recipe_keys().items():
+        out.setdefault(table, {}).update({key: toml_types(f) for key, f in keys.items()})
+    return out
+
+
+_SCHEMA = _schema()  # every scalar table's keys and their TOML types (tools/cli_reference.py reads it)
 
 
 @dataclass
@@ -130,6 +135,20 @@ def _check_table(path: Path, name: str, table: Any, schema: dict[str, tuple[type
             raise _err(path, f"[{name}] {key}", f"must be {want}, got {type(value).__name__} {value!r}")
 
 
+def _parse_table(path: Path, name: str, table: dict) -> None:
+    """Each value through its option's parser (ranges, choices, sizes), before any work."""
+    from .errors import OptionError
+    from .options import recipe_keys
+
+    fields = recipe_keys().get(name, {})
+    for key, value in table.items():
+        if key in fields and fields[key].metadata["opt"].parse is not None:
+            try:
+                fields[key].metadata["opt"].parse(value, key)
+            except OptionError as exc:
+                raise _err(path, f"[{name}] {key}", str(exc)) from None
+
+
 def _number(path: Path, where: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _err(path, where, f"must be a number, got {value!r}")
@@ -172,7 +191,7 @@ def _model_names(path: Path, value: Any) -> list[str]:
 
 def _devices(path: Path, target: str, value: Any) -> list[str | None]:
     """``device = "kind"`` or a list of kinds -> the kinds (``[None]``: any node)."""
-    from .scale.executor import check_kind_name
+    from .values import device_kind
 
     if value is None:
         return [None]
@@ -182,7 +201,7 @@ def _devices(path: Path, target: str, value: Any) -> list[str | None]:
                                                        f"e.g. \"jetson-orin\"; got {value!r}")
     for kind in kinds:
         try:
-            check_kind_name(kind)
+            device_kind(kind)
         except XcitExportError as exc:
             raise _err(path, f"[targets.{target}] device", str(exc)) from None
     return list(kinds)
@@ -197,9 +216,7 @@ def _thresholds(path: Path, target: str, table: Any) -> dict[str, float]:
         if key not in THRESHOLD_KEYS:
             raise _err(path, f"{where} {key}", f"unknown threshold; allowed: {', '.join(THRESHOLD_KEYS)}")
         number = _number(path, f"{where} {key}", value)
-        if key == "max_top1_drop":  # the one guard on every drop budget: 1 would be 100 points, refused
-            from .targets.base import as_drop
-
+        if key == "max_top1_drop":  # a fraction; 1 or more is refused as points (values.as_drop)
             try:
                 as_drop(number, key)
             except XcitExportError as exc:
@@ -224,13 +241,15 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"recipe '{path}' cannot be read ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"recipe '{path}' is not valid TOML: {exc}") from None
-    allowed = set(_SCHEMA) | {"targets"}
+    schema_of = _SCHEMA
+    allowed = set(schema_of) | {"targets"}
     for key in raw:
         if key not in allowed:
             raise _err(path, key, f"unknown table or key; allowed: {', '.join(sorted(allowed))}")
-    for name, schema in _SCHEMA.items():
+    for name, schema in schema_of.items():
         if name in raw:
             _check_table(path, name, raw[name], schema)
+            _parse_table(path, name, raw[name])
     if "name" not in raw.get("model", {}):
         raise _err(path, "[model] name", "is required (a name from 'xcit-export list-models')")
     _model_names(path, raw["model"]["name"])
@@ -243,16 +262,6 @@ def load_recipe(path: str | Path) -> Recipe:
         raise _err(path, "[targets] auto", f"must be true or false, got {auto!r}")
     if "auto" in raw and not auto:
         raise _err(path, "[auto]", "sets the --target auto budget; add auto = true under [targets]")
-    for key, value in raw.get("auto", {}).items():
-        if key == "max_top1_drop":  # the one guard on every drop budget (targets.base.as_drop)
-            from .targets.base import as_drop
-
-            try:
-                as_drop(value, key)
-            except XcitExportError as exc:
-                raise _err(path, f"[auto] {key}", str(exc)) from None
-        if key not in ("require_winner", "allow_no_winner") and not 0 <= value <= 1:
-            raise _err(path, f"[auto] {key}", f"is a fraction between 0 and 1, got {value!r}")
     if not targets_raw and not auto:
         raise _err(path, "[targets]", "list at least one target as a [targets.<name>] table, or set auto = true")
 
@@ -270,7 +279,7 @@ def load_recipe(path: str | Path) -> Recipe:
             options = body.get("options", {})
             if not isinstance(options, dict):
                 raise _err(path, f"[targets.{name}] options", "must be a table")
-            target.check_options(options)
+            options = target.parse_options(options)  # every value parsed before any work
         except RecipeError:
             raise
         except XcitExportError as exc:
@@ -305,12 +314,7 @@ def _check_combinations(recipe: Recipe) -> None:
                 if not classifies:
                     raise _err(path, f"[targets.{plan.name}.thresholds] {key}",
                                "needs class scores, but the recipe exports no logits; use min_cosine")
-    threads = recipe.section("latency").get("threads")
-    if threads is not None and threads < 1:
-        raise _err(path, "[latency] threads", f"must be 1 or more, got {threads}; leave it out for all cores")
     sweep = recipe.section("latency").get("batch_sweep", [])
-    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in sweep):
-        raise _err(path, "[latency] batch_sweep", f"must be a list of positive integers, got {sweep!r}")
     if sweep and "batch" in export and any(b != export["batch"] for b in sweep):
         raise _err(path, "[latency] batch_sweep", f"sweeps batch sizes {sweep}, but [export] batch = "
                                                   f"{export['batch']} is static; drop the sweep or the static batch")
@@ -324,23 +328,12 @@ def _resolve(recipe: Recipe, value: str | None, keywords: tuple[str, ...] = ()) 
     return str(p if p.is_absolute() else (recipe.path.parent / p))
 
 
-def _eval_sizes(recipe: Recipe, value) -> tuple:
-    """``[export] eval_sizes``: a list (224, "512x768", [800, 1344]) or a "224,384" string."""
-    if value is None:
-        return ()
-    from .evaluate.sizes import parse_sizes
-
-    try:
-        return parse_sizes(value, "eval_sizes")
-    except XcitExportError as exc:
-        raise _err(recipe.path, "[export] eval_sizes", str(exc)) from None
-
-
-def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = False, model_name: str | None = None):
-    """The :class:`~xcit_export.pipeline.RunConfig` a recipe describes (for ``model_name``, which a
-    recipe listing several models must give)."""
-    from .pipeline import RunConfig
-    from .evaluate.validate import LatencyOptions
+def to_run_options(recipe: Recipe, out: Path | None = None, rebuild: bool = False, wait: bool = True,
+                   model_name: str | None = None):
+    """The :class:`~xcit_export.options.RunOptions` a recipe describes (for ``model_name``, which a
+    recipe listing several models must give): every declared recipe key, paths resolved against
+    the recipe's folder, the targets' options and thresholds, ``[auto]``'s budget."""
+    from .options import RunOptions, recipe_keys
 
     names = recipe.models()
     if model_name is None:
@@ -348,41 +341,14 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
             raise _err(recipe.path, "[model] name", f"lists {len(names)} models: run the recipe as a matrix "
                                                     f"(xcit-export --recipe {recipe.path} --executor local)")
         model_name = names[0]
-    model, export, data, lat = (recipe.section(n) for n in ("model", "export", "data", "latency"))
-    size = model.get("input_size")
-    if isinstance(size, int):
-        size = (size, size)
-    elif isinstance(size, list):
-        if len(size) != 2 or not all(isinstance(v, int) for v in size):
-            raise _err(recipe.path, "[model] input_size", f"must be an integer or [height, width], got {size!r}")
-        size = tuple(size)
-    defaults = LatencyOptions()
-    budget = None
-    if recipe.auto:
-        from .evaluate.auto import Budget
-
-        settings = recipe.auto_settings()
-        budget = Budget(**{k: float(v) for k, v in settings.items() if k not in ("require_winner", "allow_no_winner")})
-    return RunConfig(
-        auto=recipe.auto, budget=budget, require_winner=recipe.auto_settings().get("require_winner"),
-        allow_no_winner=bool(recipe.auto_settings().get("allow_no_winner", False)),
-        model=model_name, targets=[] if recipe.auto else [t.name for t in recipe.targets],
-        out_dir=out_dir or Path("out") / recipe.path.stem,
-        weights=_resolve(recipe, model.get("weights", "random"), ("random", "pretrained", "demo")),
-        seed=model.get("seed", 0), num_classes=model.get("num_classes"), input_size=size,
-        batch=export.get("batch"), opset=export.get("opset", 18), output=export.get("output", "logits"),
-        input_format=export.get("input_format", "nchw"),
-        dynamic_size=export.get("dynamic_size", False), eval_sizes=_eval_sizes(recipe, export.get("eval_sizes")),
-        threads=lat.get("threads"),
-        latency=LatencyOptions(warmup=lat.get("warmup", defaults.warmup),
-                               iterations=lat.get("iterations", defaults.iterations),
-                               min_seconds=float(lat.get("min_seconds", defaults.min_seconds)),
-                               max_seconds=None if lat.get("max_seconds") is None else float(lat["max_seconds"])
-                               ).check(),
-        latency_batches=tuple(lat.get("batch_sweep", ())),
-        calib=_resolve(recipe, data.get("calib"), ("demo",)), calib_size=data.get("calib_size", 300),
-        eval=_resolve(recipe, data.get("eval"), ("demo",)), eval_size=data.get("eval_size"),
-        eval_count=data.get("eval_count", 32),
-        class_index=_resolve(recipe, data.get("class_index")), on_bad_image=data.get("on_bad_image", "fail"),
-        target_options={t.name: t.options for t in recipe.targets},
-        thresholds=recipe.thresholds(), rebuild=rebuild)
+    given: dict[str, Any] = {}
+    for table, keys in recipe_keys().items():
+        section = recipe.auto_settings() if table == "auto" else recipe.section(table)
+        for key, f in keys.items():
+            if key in section:
+                path_words = f.metadata["opt"].path
+                value = section[key]
+                given[f.name] = value if path_words is None else _resolve(recipe, value, path_words)
+    return RunOptions(model_name, ("auto",) if recipe.auto else tuple(t.name for t in recipe.targets),
+                      target_options={t.name: t.options for t in recipe.targets}, thresholds=recipe.thresholds(),
+                      out=out or Path("out") / recipe.path.stem, rebuild=rebuild, wait=wait, **given)

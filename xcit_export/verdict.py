@@ -1,7 +1,7 @@
 """The verdict: whether a compared target passes, decided in one place (docs/verdict.md).
 
-Every path that passes or fails a target calls :func:`judge`: the single run and ``--target auto``
-(``pipeline.py``, ``evaluate/auto.py``), the recipe matrix (``scale/matrix.py``), ``gate``
+Every path that passes or fails a target calls :func:`judge`: the single run and the recipe matrix
+(the one engine: ``engine/record.py``), ``--target auto`` (``evaluate/auto.py``), ``gate``
 (``report/gate.py``), ``device-check`` at every size (``device/bundle.py``) and ``report merge``. It
 takes one report entry (a matrix cell row and a device-check result have the same keys) and its
 limits, and decides in this order:

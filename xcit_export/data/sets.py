@@ -459,19 +459,16 @@ class ImageSet:
                                 f"replace it, or pass --on-bad-image skip to leave it out") from None
             return None, reason
 
-    def _decode(self, i: int) -> np.ndarray | None:
-        """Item ``i`` preprocessed, or None when it is unreadable and ``on_bad_image='skip'``
-        (then it is added to :attr:`skipped`)."""
-        item, reason = self._read(i)
-        if item is None:
-            self.skipped.append((str(self.paths[i]), reason))
-        return item
-
     def stream(self, batch: int, workers: int | None = None, prefetch: int = DEFAULT_PREFETCH,
-               stats: "DecodeStats | None" = None, limit: int | None = None, record: bool = True
-               ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """The selection as ``(x, labels or None)`` batches of exactly ``batch`` readable items (the
-        last may be shorter), in order: what :meth:`load` would give, cut into batches.
+               stats: "DecodeStats | None" = None, limit: int | None = None, record: bool = True,
+               start: int = 0, stop: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Positions ``start..stop`` of the selection as ``(x, labels or None)`` batches, in order.
+
+        Batches are the index-aligned groups ``[start + k*batch, start + (k+1)*batch)`` less their
+        unreadable images: with ``start`` a multiple of ``batch`` (what
+        :func:`xcit_export.scale.sharding.shard_ranges` gives), a shard sees exactly the batches of a
+        pass over the whole set, so a runtime computes every input in the same company however the
+        set is sharded, skipped images included. What :meth:`load` gives, cut into batches.
 
         Images are decoded by ``workers`` threads (default ``min(MAX_DECODE_WORKERS, cores)``;
         Pillow releases the GIL while it decodes and resizes) while the caller works on the
@@ -486,75 +483,89 @@ class ImageSet:
         if batch < 1:
             raise ValueError(f"batch must be positive, got {batch}")
         order = self._order()
+        stop = len(order) if stop is None else min(stop, len(order))
         stats = stats if stats is not None else DecodeStats()
-        skipped: list[tuple[str, str]] = []
-        wanted = len(order) if limit is None else min(limit, len(order))
+        wanted = stop - start if limit is None else min(limit, stop - start)
         if self.array is not None:
-            stats.workers = 0
-            for lo in range(0, wanted, batch):
-                idx = np.asarray(order[lo:min(lo + batch, wanted)], dtype=np.intp)
-                t0 = time.perf_counter()
-                x = np.array(self.array[idx], dtype=np.float32)
-                stats.busy_seconds += time.perf_counter() - t0
-                stats.images += len(x)
-                yield x, None if self.labels is None else np.asarray([self.labels[i] for i in idx], dtype=np.int64)
-            if record:
-                self.skipped = []
+            yield from self._stream_rows(order, batch, start, start + wanted, stats, record)
             return
+        skipped: list[tuple[str, str]] = []
         workers = workers or default_decode_workers()
         stats.workers = workers
-        window = max(1, batch * (prefetch + 1))
+        kept = 0
+        for group in self._decoded_groups(order[start:stop], batch, workers, prefetch, stats, skipped):
+            xs = [item for _, item in group][:wanted - kept]
+            if xs:
+                kept += len(xs)
+                stats.images += len(xs)
+                yield self._batch(xs, [i for i, _ in group][:len(xs)])
+            if kept >= wanted:
+                break
+        if record:
+            self.skipped = skipped
+            if skipped:
+                self._warn(f"{self.option} '{self.source}': skipped {len(skipped)} unreadable image(s) of "
+                           f"{stop - start} (first: {skipped[0][0]}); {kept} used")
+        if not kept and wanted and (start, stop) == (0, len(order)):
+            raise DataError(f"{self.option} '{self.source}': none of the {stop - start} selected images "
+                            f"could be read; check the files (--on-bad-image fail names the first bad one)")
 
+    def _stream_rows(self, order: list[int], batch: int, lo: int, hi: int, stats: "DecodeStats",
+                     record: bool) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Rows ``lo..hi`` of a tensor source, batch by batch."""
+        stats.workers = 0
+        for a in range(lo, hi, batch):
+            idx = np.asarray(order[a:min(a + batch, hi)], dtype=np.intp)
+            t0 = time.perf_counter()
+            x = np.array(self.array[idx], dtype=np.float32)
+            stats.busy_seconds += time.perf_counter() - t0
+            stats.images += len(x)
+            yield x, None if self.labels is None else np.asarray([self.labels[i] for i in idx], dtype=np.int64)
+        if record:
+            self.skipped = []
+
+    def _decoded_groups(self, positions: list[int], batch: int, workers: int, prefetch: int,
+                        stats: "DecodeStats", skipped: list) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """``positions`` decoded by ``workers`` threads, a few batches ahead, in index-aligned groups
+        of ``batch`` positions: ``[(index, image), ...]`` with the unreadable ones left out (and added
+        to ``skipped``)."""
         def task(i: int):
             t0 = time.perf_counter()
             item, reason = self._read(i)
             return item, reason, time.perf_counter() - t0
 
+        window = max(1, batch * (prefetch + 1))
         pending: deque = deque()
-        positions = iter(order)
+        todo = iter(positions)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="xcit-decode")
-        kept = 0
         try:
             def fill() -> None:
                 while len(pending) < window:
-                    i = next(positions, None)
+                    i = next(todo, None)
                     if i is None:
                         return
                     pending.append((i, pool.submit(task, i)))
 
             fill()
-            xs: list[np.ndarray] = []
-            ids: list[int] = []
-            while pending and kept < wanted:
+            group: list[tuple[int, np.ndarray]] = []
+            seen = 0
+            while pending:
                 i, future = pending.popleft()
                 t0 = time.perf_counter()
                 item, reason, busy = future.result()
                 stats.wait_seconds += time.perf_counter() - t0
                 stats.busy_seconds += busy
                 fill()
+                seen += 1
                 if item is None:
                     skipped.append((str(self.paths[i]), reason))
-                    continue
-                xs.append(item)
-                ids.append(i)
-                kept += 1
-                if len(xs) == batch or kept == wanted:
-                    stats.images += len(xs)
-                    yield self._batch(xs, ids)
-                    xs, ids = [], []
-            if xs:
-                stats.images += len(xs)
-                yield self._batch(xs, ids)
+                else:
+                    group.append((i, item))
+                if seen % batch == 0 or not pending:
+                    yield group
+                    group = []
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        if record:
-            self.skipped = skipped
-            if skipped:
-                self._warn(f"{self.option} '{self.source}': skipped {len(skipped)} unreadable image(s) of "
-                           f"{len(order)} (first: {skipped[0][0]}); {kept} used")
-        if not kept:
-            raise DataError(f"{self.option} '{self.source}': none of the {len(order)} selected images "
-                            f"could be read; check the files (--on-bad-image fail names the first bad one)")
 
     def _batch(self, xs: list[np.ndarray], ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
         y = None if self.labels is None else np.asarray([self.labels[i] for i in ids], dtype=np.int64)
@@ -564,28 +575,7 @@ class ImageSet:
         """The first ``count`` readable items (fewer if the selection is smaller): the inputs of
         latency and profile runs. Leaves :attr:`skipped` alone."""
         out = [x for x, _ in self.stream(count, limit=count, record=False)]
-        return out[0] if out else np.empty((0, 3, *self.pp.input_size), np.float32)
-
-    def iter_batches(self, batch: int, start: int = 0, stop: int | None = None):
-        """Stream positions ``start..stop`` of the selection as ``(x, labels or None)`` batches.
-
-        Only one batch is decoded at a time, so a 50,000-image ImageFolder never sits in memory.
-        Batches are the index-aligned groups ``[k*batch, (k+1)*batch)``: with ``start`` a multiple
-        of ``batch`` (what :func:`xcit_export.scale.sharding.shard_ranges` gives), a shard sees exactly
-        the batches of an unsharded pass, so a runtime computes every input in the same company.
-        Unreadable images are skipped (``on_bad_image='skip'``) or raise, as in :meth:`load`.
-        """
-        order = self._order()
-        stop = len(order) if stop is None else min(stop, len(order))
-        for lo in range(start, stop, batch):
-            idx = order[lo:min(lo + batch, stop)]
-            items = [(i, self._decode(i)) for i in idx]
-            kept = [(i, a) for i, a in items if a is not None]
-            if not kept:
-                continue
-            x = np.stack([a for _, a in kept]).astype(np.float32, copy=False)
-            y = None if self.labels is None else np.asarray([self.labels[i] for i, _ in kept], dtype=np.int64)
-            yield x, y
+        return np.concatenate(out)[:count] if out else np.empty((0, 3, *self.pp.input_size), np.float32)
 
     def _warn(self, message: str) -> None:
         self.warnings.append(message)

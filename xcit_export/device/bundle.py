@@ -30,6 +30,7 @@ which a Jetson runs with numpy, TensorRT and cuda-python alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -190,18 +191,7 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
                             f"tensorrt-* and tensorrt-rtx-* targets (rebuild one with this version of xcit-export)")
     folder = Path(artifact_dir)
     onnx_path = folder / meta["onnx"]
-    golden_path = folder / meta["golden"]
-    for path in (onnx_path, golden_path):
-        if not path.exists():
-            raise ArtifactError(f"'{path}' is missing from the target folder; rebuild the target with --rebuild")
-    with np.load(golden_path) as data:
-        golden = {k: data[k] for k in data.files}
-    count = len(golden["x"])
-    if golden_count is not None:
-        if golden_count < 1 or golden_count > count:
-            raise XcitExportError(f"--golden-count {golden_count} is outside 1..{count} (the target kept {count} "
-                                  f"golden inputs; rebuild it with -O golden_count=N for more)")
-        golden = {k: v[:golden_count] for k, v in golden.items()}
+    golden = _golden_of(folder, meta, golden_count)
     precision = meta["precision"]
     onnx_check = compare_outputs(golden["onnx_output"], golden["reference"])
     onnx_check["source"] = (meta.get("onnx_check") or {}).get("source", "unknown")
@@ -213,35 +203,13 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
     workspace = int((meta.get("engine_info") or {}).get("workspace_mb", 1024))
     trtexec = trtexec_command(meta["onnx"], precision, profile, input_shape, workspace_mb=workspace, static=static,
                               library=meta["library"])
-    from ..fingerprint import library_versions
-    from ..targets.tensorrt import onnx_io_names
-    from ..targets.tensorrt.layer_profile import onnx_node_types
-
-    input_name, output_names = onnx_io_names(onnx_path)
     sized = _sized_golden(folder, meta, precision, thresholds, golden_count)
     points, point_arrays = _points_reference(folder, artifact.target, onnx_path, golden["x"][:POINTS_COUNT], progress)
     if sized:
         limits["per_size"] = {label: info["thresholds"] for label, info in sized.items()}
-    bundle_meta = {
-        "format": FORMAT, "model": meta.get("model"), "target": artifact.target, "library": meta["library"],
-        "precision": precision, "onnx": meta["onnx"], "input_name": input_name, "output_names": output_names,
-        "input_shape": input_shape, "batch": batch, "profile": profile, "workspace_mb": workspace,
-        "golden": {"file": GOLDEN, "count": int(len(golden["x"])), "source": onnx_check["source"],
-                   "labelled": "labels" in golden},
-        "host_onnx_check": onnx_check,
-        # --dynamic-size: golden inputs at every other size of the profile, each with its own thresholds
-        "golden_sizes": {label: {"file": info["file"], "count": info["count"], "host_onnx_check": info["check"]}
-                         for label, info in sized.items()},
-        # TensorRT names engine layers after ONNX nodes; device-check types the layer profile by them
-        # (targets/tensorrt/layer_profile.py) on a device that has no onnx package to read the ONNX.
-        "onnx_node_types": onnx_node_types(onnx_path),
-        "precision_conversion": meta.get("precision_conversion"),
-        # --explain: [{"module", "tensors"}] in model order; their FP32 values on the first golden inputs in points.npz
-        "points": points,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "created_with": {"xcit-export": __version__, **library_versions()},
-        "source_artifact": str(folder.resolve()),
-    }
+    bundle_meta = _bundle_meta(artifact, folder, golden, onnx_check, sized, workspace, onnx_path)
+    # --explain: [{"module", "tensors"}] in model order; their FP32 values on the first golden inputs in points.npz
+    bundle_meta["points"] = points
     calibration = {"calibration": meta.get("calibration"), "precision": precision,
                    "note": None if meta.get("calibration") else "no calibration set was used for this precision"}
     out_dir = Path(out_dir) if out_dir else folder.parent / "bundles" / f"{meta.get('model') or 'model'}-{artifact.target}"
@@ -388,6 +356,53 @@ def _marked_engine(bundle: Path, meta: dict, work: Path, points: list, x: np.nda
         runner.close()
     values = {m: outs[name] for m, name in (emeta.get("points") or {}).items() if name in outs}
     return values, outs[meta["output_names"][0]], f"the {library} engine with the points marked (a second engine)"
+
+
+def _golden_of(folder: Path, meta: dict, golden_count: int | None) -> dict:
+    """The target's golden arrays (its first ``golden_count`` inputs), checked present and in range."""
+    for path in (folder / meta["onnx"], folder / meta["golden"]):
+        if not path.exists():
+            raise ArtifactError(f"'{path}' is missing from the target folder; rebuild the target with --rebuild")
+    with np.load(folder / meta["golden"]) as data:
+        golden = {k: data[k] for k in data.files}
+    count = len(golden["x"])
+    if golden_count is not None:
+        if golden_count < 1 or golden_count > count:
+            raise XcitExportError(f"--golden-count {golden_count} is outside 1..{count} (the target kept {count} "
+                                  f"golden inputs; rebuild it with -O golden_count=N for more)")
+        golden = {k: v[:golden_count] for k, v in golden.items()}
+    return golden
+
+
+def _bundle_meta(artifact, folder: Path, golden: dict, onnx_check: dict, sized: dict, workspace: int,
+                 onnx_path: Path) -> dict:
+    """bundle.json: what device-check reads about the engine to build, its inputs and its golden data."""
+    from ..fingerprint import library_versions
+    from ..targets.tensorrt import onnx_io_names
+    from ..targets.tensorrt.layer_profile import onnx_node_types
+
+    meta = artifact.metadata
+    precision, batch, profile = meta["precision"], meta.get("batch", "dynamic"), meta["profile"]
+    input_shape = list(meta["input_shape"])
+    input_name, output_names = onnx_io_names(onnx_path)
+    return {
+        "format": FORMAT, "model": meta.get("model"), "target": artifact.target, "library": meta["library"],
+        "precision": precision, "onnx": meta["onnx"], "input_name": input_name, "output_names": output_names,
+        "input_shape": input_shape, "batch": batch, "profile": profile, "workspace_mb": workspace,
+        "golden": {"file": GOLDEN, "count": int(len(golden["x"])), "source": onnx_check["source"],
+                   "labelled": "labels" in golden},
+        "host_onnx_check": onnx_check,
+        # --dynamic-size: golden inputs at every other size of the profile, each with its own thresholds
+        "golden_sizes": {label: {"file": info["file"], "count": info["count"], "host_onnx_check": info["check"]}
+                         for label, info in sized.items()},
+        # TensorRT names engine layers after ONNX nodes; device-check types the layer profile by them
+        # (targets/tensorrt/layer_profile.py) on a device that has no onnx package to read the ONNX.
+        "onnx_node_types": onnx_node_types(onnx_path),
+        "precision_conversion": meta.get("precision_conversion"),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_with": {"xcit-export": __version__, **library_versions()},
+        "source_artifact": str(folder.resolve()),
+    }
 
 
 def _bundle_thresholds(precision: str, onnx_check: dict, overrides: dict | None) -> dict:
@@ -634,15 +649,7 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
     ``explain``: per-point figures of the engine (:func:`_device_divergence`, the report's ``divergence``),
     for a bundle made from a run that explained the target.
     """
-    bundle = Path(bundle)
-    tmp_holder = None
-    if bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz", ".tar")):
-        tmp_holder = tempfile.TemporaryDirectory(prefix="xcit-bundle-")
-        progress(f"device-check: extracting {bundle}")
-        source = bundle
-        bundle = _extract(bundle, Path(tmp_holder.name))
-        work_dir = work_dir or source.parent / f"{bundle.name}.{WORK_DIR}"
-    try:
+    with _unpacked(Path(bundle), work_dir, progress) as (bundle, source, work_dir):
         progress("device-check: verifying the manifest")
         meta = verify_bundle(bundle)
         work = Path(work_dir) if work_dir else bundle / WORK_DIR
@@ -671,46 +678,64 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
         finally:
             runner.close()
         divergence = _device_divergence(bundle, meta, work, engine, final, threads, progress) if explain else None
-        from ..fingerprint import device_fingerprint
-
         passed = verdict.passed and all(r["passed"] for r in per_size.values())
         entry.update(status=status, checks=[c.to_dict() for c in checks], passed=passed,
                      limits=verdict.limits.to_dict() if verdict.limits else None, note=engine.get("note"),
                      latency=entry.get("latency") or {}, **prof)
         if verdict.error:
             entry["error"] = verdict.error
-        report = {
-            # schema_version/tool/model/device/targets: what `xcit-export report merge` and `gate` read, so
-            # the device's report merges with (and gates against) the host's report.json of the same model.
-            "schema_version": REPORT_SCHEMA_VERSION, "kind": "device-check",
-            "tool": {"name": "xcit-export", "version": __version__},
-            "passed": passed,
-            "bundle": str(bundle if tmp_holder is None else source),
-            "model": _model_record(meta, golden), "target": meta.get("target"), "precision": meta.get("precision"),
-            "output_names": list(meta.get("output_names") or []),
-            "library": meta.get("library"), "runner": device, "engine": engine,
-            "device": device_fingerprint(),
-            "evaluation": {"description": f"{len(golden['x'])} golden inputs of the bundle "
-                                          f"({(meta.get('golden') or {}).get('source', 'unknown source')})",
-                           "count": int(len(golden["x"])), "labelled": "labels" in golden},
-            "targets": [entry],
-            "note": engine.get("note"),
-            "golden_count": int(len(golden["x"])), "run_seconds": round(run_seconds, 3),
-            "sizes": per_size,
-            "accuracy_vs_fp32_reference": entry.get("accuracy"), "agreement_with_host_onnx": vs_host,
-            "thresholds": thresholds, "checks": [c.to_dict() for c in checks], "latency": latency,
-            "host_onnx_check": meta.get("host_onnx_check"),
-            "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        report = _device_report(meta, golden, source, entry, engine, device, checks, per_size, thresholds,
+                                passed=passed, run_seconds=run_seconds, vs_host=vs_host, latency=latency)
         if divergence is not None:
             report["divergence"] = report["targets"][0]["divergence"] = divergence
         report_path = Path(report_path) if report_path else work / REPORT
         write_json_atomic(report_path, report)
         report["report_path"] = str(report_path)
         return report
-    finally:
-        if tmp_holder is not None:
-            tmp_holder.cleanup()
+
+
+@contextlib.contextmanager
+def _unpacked(bundle: Path, work_dir: Path | None, progress: Progress):
+    """``(folder, what was given, work_dir)``: a bundle folder as it is, or a ``.tar.gz`` extracted
+    into a temporary folder (removed afterwards) with its work folder beside the tarball."""
+    if not (bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz", ".tar"))):
+        yield bundle, bundle, work_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="xcit-bundle-") as tmp:
+        progress(f"device-check: extracting {bundle}")
+        folder = _extract(bundle, Path(tmp))
+        yield folder, bundle, work_dir or bundle.parent / f"{folder.name}.{WORK_DIR}"
+
+
+def _device_report(meta: dict, golden: dict, source: Path, entry: dict, engine: dict, device: str, checks: list,
+                   per_size: dict, thresholds: dict, *, passed: bool, run_seconds: float, vs_host: Any,
+                   latency: dict) -> dict:
+    """device-check's report.json (``source``: the bundle folder or tarball that was checked)."""
+    from ..fingerprint import device_fingerprint
+
+    return {
+        # schema_version/tool/model/device/targets: what `xcit-export report merge` and `gate` read, so
+        # the device's report merges with (and gates against) the host's report.json of the same model.
+        "schema_version": REPORT_SCHEMA_VERSION, "kind": "device-check",
+        "tool": {"name": "xcit-export", "version": __version__},
+        "passed": passed,
+        "bundle": str(source),
+        "model": _model_record(meta, golden), "target": meta.get("target"), "precision": meta.get("precision"),
+        "output_names": list(meta.get("output_names") or []),
+        "library": meta.get("library"), "runner": device, "engine": engine,
+        "device": device_fingerprint(),
+        "evaluation": {"description": f"{len(golden['x'])} golden inputs of the bundle "
+                                      f"({(meta.get('golden') or {}).get('source', 'unknown source')})",
+                       "count": int(len(golden["x"])), "labelled": "labels" in golden},
+        "targets": [entry],
+        "note": engine.get("note"),
+        "golden_count": int(len(golden["x"])), "run_seconds": round(run_seconds, 3),
+        "sizes": per_size,
+        "accuracy_vs_fp32_reference": entry.get("accuracy"), "agreement_with_host_onnx": vs_host,
+        "thresholds": thresholds, "checks": [c.to_dict() for c in checks], "latency": latency,
+        "host_onnx_check": meta.get("host_onnx_check"),
+        "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def _latency_inputs(golden: dict, meta: dict) -> np.ndarray:

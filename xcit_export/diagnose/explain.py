@@ -143,14 +143,22 @@ def _round(value: float) -> float:
     return float(f"{value:.6g}") if np.isfinite(value) else value
 
 
-def explain_all(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, threads: int | None = None,
-                static_batch: int | None = None,
-                progress: Progress = lambda msg: None) -> tuple[dict[str, dict], dict[str, Location]]:
-    """``({target name: divergence}, the points' locations)`` for ``jobs`` (``(target, artifact,
-    options)``) on images ``x`` (the deployed input format). A target whose marked graph fails gets
-    ``{"error": ...}`` (a diagnosis never fails a target); a PyTorch reference that is not finite
-    gives every target ``{"error", "reference_nonfinite_from"}`` and no locations. ``static_batch``: the
-    export's static batch (``--batch N``), which every batch then has (``x`` is cut to a multiple of it)."""
+@dataclass
+class Baseline:
+    """What every target of one model is explained against: PyTorch at every point on the images
+    explained and each point's tensor in the FP32 ONNX; or, where PyTorch itself is not finite,
+    ``error`` (``{"error", "reference_nonfinite_from"}``) for every target instead."""
+
+    reference: Reference | None
+    locations: dict[str, Location]
+    error: dict | None = None
+
+
+def baseline(model, onnx_path: Path, x: np.ndarray, *, threads: int | None = None, static_batch: int | None = None,
+             progress: Progress = lambda msg: None) -> Baseline:
+    """PyTorch at every point on ``x`` (the deployed input format) and the points located in the FP32
+    ONNX. ``static_batch``: the export's static batch (``--batch N``), which every batch then has
+    (``x`` is cut to a multiple of it). Raises XcitExportError when a point cannot be located."""
     if static_batch:
         x = x[:max(static_batch, len(x) // static_batch * static_batch)]
         if len(x) < static_batch:
@@ -159,20 +167,36 @@ def explain_all(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *,
     reference = reference_at_points(model, x, static_batch or BATCH)
     origin = _broken(reference)
     if origin is not None:
-        rec = {"error": f"the PyTorch reference is not finite from {origin} on: nothing can be compared there",
-               "reference_nonfinite_from": origin}
-        return {target.name: dict(rec) for target, _, _ in jobs}, {}
+        return Baseline(None, {}, {"error": f"the PyTorch reference is not finite from {origin} on: nothing can be "
+                                            f"compared there", "reference_nonfinite_from": origin})
     n = static_batch or min(LOCATE_IMAGES, len(reference.batches[0]))
     locations = locate(Path(onnx_path), reference.batches[0][:n],
                        {m: v[:n] for m, v in reference.points[0].items()}, threads)
-    out = {}
-    for target, artifact, options in jobs:
-        progress(f"Explain: {target.name} at {len(locations)} points")
-        try:
-            out[target.name] = explain_target(target, artifact, locations, reference, threads, options)
-        except Exception as exc:  # noqa: BLE001 - a diagnosis failure never fails the target
-            out[target.name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
-    return out, locations
+    return Baseline(reference, locations)
+
+
+def explain_one(base: Baseline, target, artifact, threads: int | None = None, options: dict | None = None,
+                progress: Progress = lambda msg: None) -> dict:
+    """One target's ``divergence`` against ``base``; a failure to mark or run it is the record's
+    ``error`` (a diagnosis never fails a target)."""
+    if base.error is not None or base.reference is None:
+        return dict(base.error or {"error": "no reference"})
+    progress(f"Explain: {target.name} at {len(base.locations)} points")
+    try:
+        return explain_target(target, artifact, base.locations, base.reference, threads, options)
+    except Exception as exc:  # noqa: BLE001 - a diagnosis failure never fails the target
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"}
+
+
+def explain_all(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, threads: int | None = None,
+                static_batch: int | None = None,
+                progress: Progress = lambda msg: None) -> tuple[dict[str, dict], dict[str, Location]]:
+    """``({target name: divergence}, the points' locations)`` for ``jobs`` (``(target, artifact,
+    options)``) on images ``x``: :func:`baseline` once, then :func:`explain_one` per target."""
+    base = baseline(model, onnx_path, x, threads=threads, static_batch=static_batch, progress=progress)
+    out = {target.name: explain_one(base, target, artifact, threads, options, progress)
+           for target, artifact, options in jobs}
+    return out, base.locations
 
 
 def explain(model, onnx_path: Path, jobs: Sequence[tuple], x: np.ndarray, *, threads: int | None = None,

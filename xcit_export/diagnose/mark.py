@@ -154,6 +154,18 @@ def _same_port(a, b) -> bool:
     return a.get_node().get_friendly_name() == b.get_node().get_friendly_name() and a.get_index() == b.get_index()
 
 
+def openvino_config(options: dict, precision: str, threads: int | None) -> tuple[str, dict]:
+    """The device and ``compile_model`` properties the target's runner compiles its IR with
+    (:class:`xcit_export.targets.openvino.OpenVINORunner`), from its parsed options."""
+    from ..targets import openvino as ovt
+    from ..targets.openvino.runner import runner_config
+
+    device = ovt.parse_device(options.get("device"))
+    ovt.check_device_available(device)
+    return device, runner_config(device, ovt.parse_hint(options.get("hint")), options.get("inference_precision"),
+                                 precision, threads)
+
+
 class MarkedOpenVINORunner:
     """An IR with a ``Result`` at every point (and with ``cut``, a ``Parameter`` feeding each
     point's readers), compiled as the target's runner compiles it."""
@@ -162,9 +174,9 @@ class MarkedOpenVINORunner:
                  threads: int | None = None, cut: bool = False, **options):
         import openvino as ov
 
-        from ..targets import openvino as ovt
+        from ..targets.openvino import options as ovo
 
-        core = ovt._core()
+        core = ovo._core()
         model = core.read_model(str(xml))
         finals = [r for r in model.get_results()]
         self.final_count = len(finals)
@@ -189,15 +201,12 @@ class MarkedOpenVINORunner:
                 at = len(results) - 1
             self.names[module] = at
         model = ov.Model(results, params, "marked")
-        device = ovt.parse_device(options.get("device"))
-        ovt.check_device_available(device)
-        config = ovt.compile_config(device, ovt.parse_hint(options.get("hint")),
-                                    ovt.parse_precision(options.get("inference_precision"), precision), threads)
+        device, config = openvino_config(options, precision, threads)
         try:
             self.compiled = core.compile_model(model, device, config)
         except Exception as exc:
             raise ArtifactError(f"OpenVINO cannot compile the {'cut' if cut else 'marked'} copy of '{xml}': "
-                                f"{ovt._last_line(exc)}") from None
+                                f"{ovo.last_line(exc)}") from None
         self.request = self.compiled.create_infer_request()
         self._dtypes = {m: self.compiled.input(i).get_element_type().to_dtype() for m, i in self.inputs.items()}
 

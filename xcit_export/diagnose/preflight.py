@@ -228,13 +228,11 @@ def _onnx_precisions(path: Path, names: list[str]) -> dict[str, str]:
 def _openvino_precisions(artifact, options: dict, threads, names: list[str]) -> dict[str, str]:
     """Each node's precision in OpenVINO's runtime model (``runtimePrecision`` of the executed node
     whose ``originalLayersNames`` holds it), compiled as the target's runner compiles it."""
-    from ..targets import openvino as ovt
+    from ..targets.openvino import options as ovo
+    from .mark import openvino_config
 
-    core = ovt._core()
-    device = ovt.parse_device(options.get("device"))
-    config = ovt.compile_config(device, ovt.parse_hint(options.get("hint")),
-                                ovt.parse_precision(options.get("inference_precision"),
-                                                    artifact.metadata.get("precision", "fp32")), threads)
+    core = ovo._core()
+    device, config = openvino_config(options, artifact.metadata.get("precision", "fp32"), threads)
     runtime = core.compile_model(core.read_model(str(artifact.path)), device, config).get_runtime_model()
     wanted, out = set(names), {}
     words = {"f32": "fp32", "f16": "fp16", "bf16": "bf16"}

@@ -1,7 +1,7 @@
 """``--target auto``: which artifact to ship to this device, answered with numbers.
 
-The candidates are the registered targets (``targets/__init__.py``) that can run and be timed on
-this machine, each at the export batch asked for and, for latency-bound use, as a static batch-1
+The candidates are the registered targets that can run and be timed on this machine
+(:func:`xcit_export.targets.candidates`), each at the export batch asked for and, for latency-bound use, as a static batch-1
 variant (its own export under ``<out>/batch1/``, named ``<target>@batch1`` in the report). Every
 candidate is built, validated and timed by the ordinary pipeline; :func:`recommend` then picks the
 fastest median latency among those that hold the accuracy :class:`Budget`, and says for every
@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import XcitExportError
+from ..values import as_drop, as_fraction
 from ..verdict import Limits, describe, entry_limits, judge, recorded_failures
 
 AUTO = "auto"
@@ -33,50 +33,16 @@ class Budget:
     min_cosine_mean: float = 0.99  # the unlabelled stand-in (with agreement) for the labelled drop
 
     def check(self) -> "Budget":
-        from ..targets.base import as_drop
-
-        as_drop(self.max_top1_drop, "max_top1_drop")  # 1 would be read as 100 points: refused, like max_drop
-        for key, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise XcitExportError(f"accuracy budget {key}={value!r} must be a fraction between 0 and 1 "
-                                      f"(e.g. --max-top1-drop 0.01 for 1 point)")
+        """The budget, or an :class:`~xcit_export.errors.OptionError`: fractions between 0 and 1, and a
+        top-1 drop of 1 or more refused as points (``values.as_drop``, the one guard on every drop budget)."""
+        as_drop(self.max_top1_drop, "max_top1_drop")
+        as_fraction(self.min_top1_agreement, "min_top1_agreement")
+        as_fraction(self.min_cosine_mean, "min_cosine_mean")
         return self
 
 
 def variant_name(target: str, batch1: bool) -> str:
     return f"{target}@{BATCH1}" if batch1 else target
-
-
-def unavailable_reason(target, has_calibration: bool) -> str | None:
-    """Why ``target`` cannot be a candidate on this machine, or None when it can."""
-    missing = target.missing_requirements()
-    if missing:
-        return f"cannot run here: needs {', '.join(missing)} (not installed)"
-    why = target.why_not_here()
-    if why:
-        return f"cannot run here: {why}"
-    if target.needs_calibration and not has_calibration:
-        return "not tried: needs calibration images (--calib)"
-    return None
-
-
-def plan(selected: list[str] | None, has_calibration: bool) -> tuple[list[str], dict[str, str]]:
-    """Candidate target names among ``selected`` (default: every registered target), and for
-    each one left out the reason, in registry order."""
-    from ..targets import all_targets, get_target
-
-    names = list(selected) if selected else list(all_targets())
-    runnable, left_out = [], {}
-    for name in names:
-        reason = unavailable_reason(get_target(name), has_calibration)
-        if reason:
-            left_out[name] = reason
-        else:
-            runnable.append(name)
-    if not runnable:
-        raise XcitExportError("--target auto found no target that can run on this machine: "
-                              + "; ".join(f"{k}: {v}" for k, v in left_out.items()))
-    return runnable, left_out
 
 
 # --------------------------------------------------------------------------------------------

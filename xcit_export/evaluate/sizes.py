@@ -1,6 +1,7 @@
-"""Input sizes: parsing ``--eval-sizes`` and the cost-vs-tokens fit (one artifact, many sizes).
+"""Input sizes: checking ``--eval-sizes`` and the cost-vs-tokens fit (one artifact, many sizes).
 
-``--eval-sizes 224,384,512x768,800x1344`` lists (height, width) sizes; a bare number is square.
+``--eval-sizes 224,384,512x768,800x1344`` lists (height, width) sizes; a bare number is square
+(parsed by :func:`xcit_export.values.parse_sizes`).
 Every size must be a positive multiple of the model's patch size (checked by :func:`check_sizes`
 before any work). :func:`fit_slope` fits ``log(latency) = a + slope * log(tokens)``: XCiT's
 cross-covariance attention is linear in the token count (slope near 1), a ViT's token attention
@@ -13,38 +14,6 @@ import math
 from typing import Iterable
 
 from ..errors import XcitExportError
-
-
-def parse_size(text: str, what: str = "size") -> tuple[int, int]:
-    """``"384"`` -> (384, 384); ``"512x768"`` -> (512, 768) (height x width)."""
-    parts = str(text).strip().lower().split("x")
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        raise XcitExportError(f"{what} '{text}' is not a size; use 384 or 512x768 (height x width)") from None
-    if len(dims) == 1:
-        dims = dims * 2
-    if len(dims) != 2 or min(dims) <= 0:
-        raise XcitExportError(f"{what} '{text}' is not a size; use 384 or 512x768 (height x width)")
-    return dims[0], dims[1]
-
-
-def parse_sizes(value: str | Iterable, what: str = "--eval-sizes") -> tuple[tuple[int, int], ...]:
-    """A comma-separated string (CLI) or a list of ints / "HxW" strings / [h, w] pairs (recipe)."""
-    items = [v for v in str(value).split(",") if v.strip()] if isinstance(value, str) else list(value)
-    if not items:
-        raise XcitExportError(f"{what} lists no size; give e.g. 224,384,512x768")
-    sizes: list[tuple[int, int]] = []
-    for item in items:
-        if isinstance(item, (list, tuple)):
-            if len(item) != 2 or not all(isinstance(v, int) for v in item):
-                raise XcitExportError(f"{what}: {item!r} is not [height, width]")
-            size = (int(item[0]), int(item[1]))
-        else:
-            size = parse_size(str(item), what)
-        if size not in sizes:
-            sizes.append(size)
-    return tuple(sizes)
 
 
 def check_sizes(sizes: Iterable[tuple[int, int]], patch: int, model: str) -> None:
@@ -86,7 +55,10 @@ def check_run(sizes: Iterable[tuple[int, int]], patch: int, model: str, dynamic_
     check_sizes(sizes, patch, model)
 
 
-_KEEP_ACCURACY = ("count", "finite", "nonfinite_count", "constant", "max_abs_error", "cosine_mean", "cosine_min", "top1_agreement",
+# What a size's record keeps of its accuracy: every figure the verdict reads (a finished matrix cell
+# is judged again from these when a rerun reuses it), not the per-output breakdown.
+_KEEP_ACCURACY = ("count", "finite", "nonfinite_count", "constant", "reference_constant", "max_abs_error",
+                  "mean_abs_error", "cosine_mean", "cosine_min", "rel_error_mean", "rel_error_max", "top1_agreement",
                   "top5_agreement", "top1", "top5", "reference_top1", "reference_top5")
 
 
@@ -96,7 +68,7 @@ def reference_record(size: tuple[int, int], patch: int, latency: dict, inputs: s
             "latency_median_ms": latency.get("median_ms"), "latency": latency, "inputs": inputs}
 
 
-def add_size_record(entry: dict, size: tuple[int, int], patch: int, sized: dict, checks: list | None) -> dict:
+def add_size_record(entry: dict, size: tuple[int, int], patch: int | None, sized: dict, checks: list | None) -> dict:
     """Record ``sized`` (the target's result at ``size``) in ``entry["sizes"]``.
 
     A size that did not run, or misses the target's limits (``checks``: the verdict's checks of
@@ -105,10 +77,14 @@ def add_size_record(entry: dict, size: tuple[int, int], patch: int, sized: dict,
     """
     from dataclasses import asdict
 
-    record: dict = {"size": label(size), "height": size[0], "width": size[1], "tokens": tokens(size, patch),
+    record: dict = {"size": label(size), "height": size[0], "width": size[1], "tokens": tokens(size, patch) if patch else sized.get("tokens"),
                     "status": sized.get("status")}
     if "accuracy" in sized:
         record["accuracy"] = {k: v for k, v in sized["accuracy"].items() if k in _KEEP_ACCURACY}
+    if "outputs" in sized:  # a multi-output model: every output's figures, each held by the verdict
+        record["outputs"] = {name: {k: v for k, v in acc.items() if k in _KEEP_ACCURACY}
+                             for name, acc in sized["outputs"].items()}
+        record["worst_output"] = sized.get("worst_output")
     if "latency" in sized:
         record["latency_median_ms"] = sized["latency"].get("median_ms")
         record["latency"] = sized["latency"]

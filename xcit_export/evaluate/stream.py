@@ -1,10 +1,10 @@
 """Stage: one streaming pass over the evaluation set through PyTorch and every loaded target.
 
-The single run (:func:`xcit_export.pipeline.run`) never holds the evaluation set or anyone's outputs
+A run (:mod:`xcit_export.engine`) never holds the evaluation set or anyone's outputs
 whole. Each batch, as it comes out of the decoding threads
 (:meth:`xcit_export.data.sets.ImageSet.stream`), goes through the PyTorch reference and then through
 every target's runner; each target's outputs are reduced against the reference's at once to
-:class:`~xcit_export.scale.sharding.AccuracyCounts`, the same addable counts the sharded matrix
+:class:`~xcit_export.evaluate.counts.AccuracyCounts`, the same addable counts the sharded matrix
 adds up across shards, and the batch is dropped. What stays is a few integers and exact sums per
 target and output, so memory does not grow with the set.
 
@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..errors import XcitExportError
-from ..scale.sharding import AccuracyCounts
+from .counts import AccuracyCounts
 from ..verdict import returned_outputs_problem
 from .validate import run_in_batches
 
@@ -56,6 +56,9 @@ class StreamResult:
     targets: list[StreamTarget]
     throughput: dict  # images/s of each stage, for the report
     reference_constant: list[str] = field(default_factory=list)  # outputs the same for every input
+    # the addable counts behind reference_accuracy and reference_constant (shards add them up)
+    reference_counts: AccuracyCounts = field(default_factory=AccuracyCounts)
+    reference_self: dict[str, AccuracyCounts] = field(default_factory=dict)
 
 
 def _rate(images: int, seconds: float) -> dict:
@@ -131,10 +134,19 @@ def evaluate_stream(batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
                   "targets": {t.name: _rate(count if t.error is None else 0, t.seconds) for t in targets}}
     if decode_stats is not None:
         throughput["decode"] = decode_stats.to_dict()
-    ref_acc = None
-    if ref_counts.labelled:
-        acc = ref_counts.to_dict()
-        ref_acc = {"top1": acc["top1"], "top5": acc["top5"], "labelled_count": acc["labelled_count"]}
-    constant = [name for name, c in ref_self.items() if c.to_dict()["reference_constant"]]
-    return StreamResult(count=count, reference_accuracy=ref_acc, targets=targets, throughput=throughput,
-                        reference_constant=constant)
+    return StreamResult(count=count, reference_accuracy=reference_accuracy(ref_counts), targets=targets,
+                        throughput=throughput, reference_constant=constant_outputs_of(ref_self),
+                        reference_counts=ref_counts, reference_self=ref_self)
+
+
+def reference_accuracy(counts: AccuracyCounts) -> dict | None:
+    """PyTorch's top-1/top-5 against the labels (None without labels)."""
+    if not counts.labelled:
+        return None
+    acc = counts.to_dict()
+    return {"top1": acc["top1"], "top5": acc["top5"], "labelled_count": acc["labelled_count"]}
+
+
+def constant_outputs_of(reference_self: dict[str, AccuracyCounts]) -> list[str]:
+    """The reference outputs that are the same for every input (from its counts against itself)."""
+    return [name for name, c in reference_self.items() if c.to_dict()["reference_constant"]]

@@ -29,7 +29,7 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
 
 def per_sample_errors(target: np.ndarray, reference: np.ndarray):
     """Flattened float64 outputs, element-wise absolute errors, per-sample cosines and per-sample
-    relative errors: what :func:`compare_outputs` and the sharded counts (``sharding.AccuracyCounts``)
+    relative errors: what :func:`compare_outputs` and the sharded counts (``counts.AccuracyCounts``)
     are built from.
 
     The cosine of a sample is never better than the data allows: NaN when either output holds a
@@ -196,6 +196,16 @@ def labelled_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict:
     return {"top1": float((top5[:, 0] == labels).mean()),
             "top5": float((top5 == labels[:, None]).any(axis=1).mean()),
             "labelled_count": int(len(labels))}
+
+
+# The batch the evaluation feeds PyTorch and every runner of a dynamic-batch graph (a static export
+# is fed its own): one default for the streaming pass, the references, the builds and the cell keys.
+EVAL_BATCH = 16
+
+
+def evaluation_batch(static_batch: int | None) -> int:
+    """The evaluation's batch: a static export's (``--batch``), else :data:`EVAL_BATCH`."""
+    return static_batch or EVAL_BATCH
 
 
 def run_in_batches(infer: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarray,

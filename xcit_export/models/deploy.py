@@ -28,8 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-OUTPUTS = ("logits", "embedding", "tokens", "features")
-INPUT_FORMATS = ("nchw", "nhwc", "nhwc-uint8", "nhwc-pm1")
+from .zoo import INPUT_FORMATS, OUTPUTS
 
 # Blocks whose outputs feed the detection pyramid (official XCiT detection configs).
 _PYRAMID_BLOCKS = {12: (3, 5, 7, 11), 24: (5, 11, 17, 23)}

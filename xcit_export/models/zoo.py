@@ -14,6 +14,10 @@ from typing import Any, Callable
 
 from ..errors import UnknownModelError
 
+# What a deployed graph can return and take (models/deploy.py builds each; the run options offer them).
+OUTPUTS = ("logits", "embedding", "tokens", "features")
+INPUT_FORMATS = ("nchw", "nhwc", "nhwc-uint8", "nhwc-pm1")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -28,9 +28,9 @@ from typing import Callable
 import numpy as np
 
 from ..errors import XcitExportError
-from ..targets.base import SEARCH_OPTIONS, as_drop  # noqa: F401  (the options' one home; re-exported)
+from ..evaluate.validate import evaluation_batch
+from ..values import as_drop
 
-# Options of the Q/DQ INT8 targets that run these searches (the TensorRT targets declare them from here).
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
 # (parameter-name pattern, group name template); first match wins, so class attention precedes blocks.
 _GROUP_PATTERNS = (
@@ -199,7 +199,7 @@ class Evaluator:
                  threads: int | None, time_steps: bool = True):
         import onnx
 
-        self.x, self.labels, self.batch, self.threads, self.time_steps = x, labels, batch or 16, threads, time_steps
+        self.x, self.labels, self.batch, self.threads, self.time_steps = x, labels, evaluation_batch(batch), threads, time_steps
         self.reference = self._run(onnx.load(str(fp32)))[0]
         self.reference_top1 = None if labels is None else float((self.reference.argmax(1) == labels).mean())
 
@@ -258,7 +258,7 @@ def sensitivity(model: onnx.ModelProto, evaluator: Evaluator, float_model: onnx.
 
 
 def parse_budget(value, option: str = "max_drop") -> float | None:
-    """A top-1 drop budget as a fraction (0.01 = one percentage point): ``targets.base.as_drop``."""
+    """A top-1 drop budget as a fraction (0.01 = one percentage point): ``values.as_drop``."""
     return as_drop(value, option)
 
 

@@ -20,25 +20,34 @@ from ..evaluate.profiling import coverage_line
 SCHEMA_VERSION = 1
 
 
-def build_report(*, config, spec, onnx_meta, reference, targets, evaluation, fingerprint) -> dict:
+def report_header(kind: str | None = None) -> dict:
+    """What every report starts with: the schema version, the tool, when (and, for other documents
+    than a run's report, its ``kind``: ``matrix``)."""
+    return {"schema_version": SCHEMA_VERSION, **({"kind": kind} if kind else {}),
+            "tool": {"name": "xcit-export", "version": __version__},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def model_sections(options, spec, onnx_meta: dict) -> dict:
+    """A report's ``model``, ``export`` and ``latency_method`` sections (a single run's report, and
+    each model of a matrix)."""
     return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": {"name": "xcit-export", "version": __version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {"name": spec.name, "arch": spec.arch, "num_classes": spec.num_classes,
-                  "input_size": list(spec.preprocessing.input_size),
-                  "preprocessing": spec.preprocessing.to_dict(),
-                  "weights": config.weights, "seed": config.seed},
-        "export": {"batch": config.batch or "dynamic", "opset": config.opset,
-                   **onnx_meta},
-        "evaluation": evaluation,
-        "latency_method": {"warmup": config.latency.warmup, "iterations": config.latency.iterations,
-                           "min_seconds": config.latency.min_seconds, "max_seconds": config.latency.cap(),
-                           "threads": config.resolved_threads()},
-        "device": fingerprint,
-        "reference": reference,
-        "targets": targets,
+                  "input_size": list(spec.preprocessing.input_size), "preprocessing": spec.preprocessing.to_dict(),
+                  "weights": options.weights, "seed": options.seed},
+        "export": {"batch": options.batch or "dynamic", "opset": options.opset, **onnx_meta},
+        "latency_method": {"warmup": options.latency.warmup, "iterations": options.latency.iterations,
+                           "min_seconds": options.latency.min_seconds, "max_seconds": options.latency.cap(),
+                           "threads": options.resolved_threads()},
     }
+
+
+def build_report(*, config, spec, onnx_meta, reference, targets, evaluation, fingerprint) -> dict:
+    """A single run's report.json (``config``: its :class:`~xcit_export.options.RunOptions`)."""
+    sections = model_sections(config, spec, onnx_meta)
+    return {**report_header(), "model": sections["model"], "export": sections["export"], "evaluation": evaluation,
+            "latency_method": sections["latency_method"], "device": fingerprint, "reference": reference,
+            "targets": targets}
 
 
 def _fmt(value, spec: str, default: str = "-") -> str:

@@ -32,13 +32,13 @@ cannot tell nodes apart (several nodes on one machine, containers sharing a name
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from ..errors import BackendUnavailableError, XcitExportError
+from ..values import RAY_RESERVED, RAY_RESERVED_PREFIXES
 
 LOCAL_KIND = "local"  # every machine running xcit-export itself advertises this
 PYTORCH_KIND = "pytorch"  # a node that can run the PyTorch reference (the matrix asks for it)
@@ -48,20 +48,6 @@ POLL_S = 0.5  # how long one ray.wait blocks before the driver looks up again
 LOSS_CHECK_S = 2.0  # how often, while tasks are pending, the cluster is checked for lost nodes and head
 RAY_INSTALL_HINT = ("--executor ray needs Ray, which is not installed here; install it with "
                     "pip install -e '.[ray]' (or pip install 'ray[default]'), or use --executor local")
-# Resource names Ray reserves; a device kind may not be one of them.
-_RAY_BUILTIN = {"CPU", "GPU", "TPU", "memory", "object_store_memory"}
-_KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def check_kind_name(kind: Any) -> str:
-    """A device kind is a plain resource name: ``jetson-orin``, ``intel-cpu-vnni``, ``cpu-avx2``."""
-    if not isinstance(kind, str) or not _KIND_RE.match(kind):
-        raise XcitExportError(f"device kind {kind!r} is not a name; use letters, digits, '-', '_' or '.', "
-                              f"e.g. \"jetson-orin\"")
-    if kind in _RAY_BUILTIN or kind.startswith(("node:", "accelerator_type:")):
-        raise XcitExportError(f"device kind '{kind}' is a resource Ray reserves; name the device, e.g. "
-                              f"\"nvidia-rtx\" rather than \"GPU\"")
-    return kind
 
 
 def local_kinds() -> list[str]:
@@ -182,17 +168,24 @@ class LocalExecutor(_Base):
             if why:
                 yield i, Outcome(task.label, False, error=why)
                 continue
-            error = None
-            for _attempt in range(RETRIES + 1):
-                try:
-                    value = task.fn(*task.args)
-                except Exception as exc:  # noqa: BLE001 - recorded in the outcome, as Ray does
-                    error = _describe(exc)
-                else:
-                    yield i, Outcome(task.label, True, value, details=dict(here))
-                    break
+            yield i, self._attempt(task, here)
+
+    @staticmethod
+    def _attempt(task: Task, here: dict) -> Outcome:
+        """Run ``task``; retry once after a crash. A user-facing error (bad data, a broken reference)
+        is deterministic: not retried, and its exception kept (``details["exception"]``) so a single
+        run can raise it as it is."""
+        error = None
+        for _attempt in range(RETRIES + 1):
+            try:
+                value = task.fn(*task.args)
+            except XcitExportError as exc:
+                return Outcome(task.label, False, error=str(exc), details={**here, "exception": exc})
+            except Exception as exc:  # noqa: BLE001 - recorded in the outcome, as Ray does
+                error = _describe(exc)
             else:
-                yield i, Outcome(task.label, False, error=f"failed twice (retried once): {error}", details=dict(here))
+                return Outcome(task.label, True, value, details=dict(here))
+        return Outcome(task.label, False, error=f"failed twice (retried once): {error}", details=dict(here))
 
 
 class RayExecutor(_Base):
@@ -242,7 +235,7 @@ class RayExecutor(_Base):
             if not n.get("Alive"):
                 continue
             res = n.get("Resources", {})
-            kinds = sorted(k for k in res if k not in _RAY_BUILTIN and not k.startswith(("node:", "accelerator_type:")))
+            kinds = sorted(k for k in res if k not in RAY_RESERVED and not k.startswith(RAY_RESERVED_PREFIXES))
             node = Node(n.get("NodeManagerHostname") or n.get("NodeManagerAddress", "?"), int(res.get("CPU", 0)),
                         kinds, n.get("NodeID"))
             self._known[node.node_id] = node

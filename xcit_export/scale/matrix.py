@@ -1,38 +1,37 @@
 """A recipe's matrix (models x targets x device kinds), run on an executor, merged into one report.
 
-Order of work (docs/ray.md has the picture):
+The matrix is the engine (:mod:`xcit_export.engine`) run per model with each target on each device
+kind as a cell; what a single run does, it does (``--eval-sizes``, ``--on-bad-image``, parallel
+decoding, the output rule, ``--target auto``'s batch-1 variants). Order of work (docs/ray.md has the
+picture):
 
-1. **Plan.** One cell per (model, target, device kind). A cell whose kind no node advertises is
+1. **Plan.** Each model's run is planned (:func:`xcit_export.plan.plan_run`: every check that needs
+   no work); one cell per (model, target, device kind). A cell whose kind no node advertises is
    reported failed with the reason, before any work; if no cell can run at all, nothing starts.
-2. **Build, here.** Per model: weights, the checked ONNX, then each target's artifact, once per
-   build key (:func:`xcit_export.pipeline.build_artifact`; unchanged keys reuse what is on disk).
-   This process needs PyTorch; the nodes that only run artifacts do not.
-3. **Reference, sharded.** PyTorch outputs for each shard of the evaluation set, as shared tasks on
-   nodes advertising ``pytorch`` (the model travels through the executor's object store).
-4. **Cells.** Per cell, one shared accuracy task per shard (decodes its images, runs the artifact,
-   returns counts against the reference) and one exclusive latency task, both on a node of the
-   cell's kind. Artifacts travel as bytes (:func:`xcit_export.scale.sharding.pack_artifact`).
-   A cell is written to ``OUT/<model>/cells/<target>@<kind>.json`` (atomically) the moment its
-   last task is in, with where each task ran (node id, kinds, hostname) and the key of what made it
-   (:func:`cell_key`); a rerun reuses every finished cell with the same key (:func:`read_finished_cell`)
-   and runs only the others, so a driver killed mid-matrix loses only the cells in flight.
-5. **Report.** Counts are added (identical to an unsharded run), thresholds checked, and one row
-   per (model, target, device kind) written to ``matrix.json`` / ``matrix.md`` / ``matrix.html``,
-   with, for ``[targets] auto = true``, the recommendation per (model, device kind).
+2. **Build, here.** Per model: the image sets, weights, the checked ONNX, then each target's
+   artifact, once per build key (unchanged keys reuse what is on disk). This process needs PyTorch;
+   the nodes that only run artifacts do not.
+3. **Cells.** Per model and size, the evaluation set in shards through the reference and every
+   cell (on Ray: the reference's outputs first, on nodes advertising ``pytorch``; then each kind's
+   cells on a node of that kind), and one exclusive latency task per cell. A cell is written to
+   ``OUT/<model>/cells/<target>@<kind>.json`` (atomically) the moment its last task is in, with where
+   each task ran (node id, kinds, hostname) and the key of what made it (:func:`cell_key`); a rerun
+   reuses every finished cell with the same key (:func:`read_finished_cell`) and runs only the
+   others, so a driver killed mid-matrix loses only the cells in flight.
+4. **Report.** One row per (model, target, device kind), the recipe's thresholds checked, written
+   to ``matrix.json`` / ``matrix.md`` / ``matrix.html``, with, for ``[targets] auto = true``, the
+   recommendation per (model, device kind).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import RecipeError, XcitExportError
-from ..keys import max_top1_drop
-from .executor import PYTORCH_KIND, Outcome, Task
-from .sharding import AccuracyCounts, accuracy_shard, latency_probe, pack_artifact, reference_shard, shard_ranges
+from .executor import PYTORCH_KIND
 
 Progress = Callable[[str], None]
 
@@ -40,7 +39,7 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class Cell:
     model: str
-    target: str
+    target: str  # the entry's name: a target, or --target auto's "<target>@batch1"
     kind: str | None  # None: any node
 
     @property
@@ -48,19 +47,43 @@ class Cell:
         return f"{self.model} x {self.target} x {self.kind or 'any'}"
 
 
-def target_plans(recipe) -> list:
-    """The recipe's targets; ``[targets] auto = true`` without target tables: every target that runs
-    on this machine (:func:`xcit_export.evaluate.auto.plan`), on any node."""
-    if recipe.targets or not recipe.auto:
-        return recipe.targets
-    from ..evaluate.auto import plan
-    from ..recipe import TargetPlan
+def plan_models(recipe, out_dir: Path, rebuild: bool, wait: bool) -> dict[str, Any]:
+    """Each model's checked plan (:func:`xcit_export.plan.plan_run`), or the error that stops it."""
+    from ..plan import plan_run
+    from ..recipe import to_run_options
 
-    return [TargetPlan(name) for name in plan(None, "calib" in recipe.section("data"))[0]]
+    plans: dict[str, Any] = {}
+    for name in recipe.models():
+        try:
+            plans[name] = plan_run(to_run_options(recipe, out=out_dir / name, rebuild=rebuild, wait=wait,
+                                                  model_name=name), here=False)
+        except RecipeError:
+            raise
+        except XcitExportError as exc:  # this model's cells fail; the other models still run
+            plans[name] = exc
+    if all(isinstance(p, XcitExportError) for p in plans.values()):
+        raise next(iter(plans.values()))  # bad input shared by every model: one clear error
+    if recipe.section("diagnose").get("fix"):
+        raise RecipeError(f"{recipe.path}: [diagnose] fix: --fix rebuilds on this machine, in a single run; a matrix "
+                          f"explains its cells ([diagnose] explain = true) but does not rebuild them: run one model's "
+                          f"recipe without --executor to apply the remedies")
+    return plans
 
 
-def plan_cells(recipe) -> list[Cell]:
-    return [Cell(m, t.name, kind) for m in recipe.models() for t in target_plans(recipe) for kind in t.devices]
+def plan_cells(recipe, plans: dict[str, Any]) -> list[Cell]:
+    """One cell per (model, target, device kind): the recipe's kinds for its targets (any node for
+    ``auto``'s candidates and their batch-1 variants)."""
+    from ..evaluate.auto import variant_name
+
+    devices = {t.name: t.devices for t in recipe.targets}
+    cells = []
+    for model, plan in plans.items():
+        names = [t.name for t in recipe.targets] if isinstance(plan, XcitExportError) else plan.targets
+        for name in names:
+            cells += [Cell(model, name, kind) for kind in devices.get(name, [None])]
+        if not isinstance(plan, XcitExportError) and plan.auto and plan.options.batch != 1:
+            cells += [Cell(model, variant_name(name, True), None) for name in names]
+    return cells
 
 
 def check_placement(recipe, cells: list[Cell], executor) -> dict[Cell, str]:
@@ -77,113 +100,166 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
                progress: Progress = lambda msg: None, wait: bool = True) -> dict:
     """Run every cell of ``recipe`` on ``executor``; write and return the merged matrix report.
 
-    Like a single run, the matrix holds its output folder's lock throughout (outdir.py).
+    Like a single run, the matrix is planned before anything is written and holds its output
+    folder's lock throughout (outdir.py).
     """
     from ..outdir import locked_output_dir
 
     out_dir = Path(out_dir or Path("out") / recipe.path.stem)
-    with locked_output_dir(out_dir, wait=wait, progress=progress):
-        return _run_matrix_locked(recipe, executor, out_dir, rebuild, shards, progress)
-
-
-def _run_matrix_locked(recipe, executor, out_dir: Path, rebuild: bool, shards: int | None,
-                       progress: Progress) -> dict:
-    from ..report import document as report_mod
-    from ..report.matrix_html import write_matrix_html
-    from ..io import write_json_atomic, write_text_atomic
-
-    cells = plan_cells(recipe)
+    plans = plan_models(recipe, out_dir, rebuild, wait)
+    cells = plan_cells(recipe, plans)
     unplaceable = check_placement(recipe, cells, executor)
-    runnable = [c for c in cells if c not in unplaceable]
     no_reference = executor.placement_error(PYTORCH_KIND)
     if no_reference:
         raise XcitExportError(f"the PyTorch reference needs a node with PyTorch: {no_reference}")
     if shards is None:
         shards = max(1, sum(n.cpus for n in executor.nodes())) if executor.name == "ray" else 1
+    with locked_output_dir(out_dir, wait=wait, progress=progress):
+        return _run_locked(recipe, plans, cells, unplaceable, executor, out_dir, shards, progress)
+
+
+def _run_locked(recipe, plans: dict, cells: list[Cell], unplaceable: dict, executor, out_dir: Path, shards: int,
+                progress: Progress) -> dict:
+    from ..io import write_json_atomic, write_text_atomic
+    from ..report.matrix_html import write_matrix_html
+
     nodes_at_start = executor.nodes()
-
+    rows: dict[Cell, dict] = {}
     models: dict[str, dict] = {}
-    for name in dict.fromkeys(c.model for c in runnable):
-        progress(f"{name}: building")
-        try:
-            models[name] = _build_model(recipe, name, [c.target for c in runnable if c.model == name],
-                                        out_dir / name, rebuild, shards, executor, progress)
-        except RecipeError:
-            raise
-        except XcitExportError as exc:  # this model's cells fail; the other models still run
-            models[name] = {"error": str(exc), "exception": exc}
-    built = {name: m for name, m in models.items() if "error" not in m}
-    if not built:  # bad input shared by every model (a missing data folder...): one clear error
-        raise next(iter(models.values()))["exception"]
+    runnable = [c for c in cells if c not in unplaceable]
+    counter = {"done": 0, "of": len(runnable)}
+    for name, plan in plans.items():
+        mine = [c for c in runnable if c.model == name]
+        models[name] = _run_model(name, plan, mine, executor, out_dir, shards, rows, counter, progress)
+    failures = [m["exception"] for m in models.values() if "exception" in m]
+    if failures and len(failures) == len(models):
+        raise failures[0]  # every model stopped before its cells (shared bad input): one clear error
+    report = _report(recipe, executor, shards, nodes_at_start, models, [
+        _final_row(cell, recipe, models.get(cell.model, {}), unplaceable.get(cell), rows.get(cell)) for cell in cells])
+    write_json_atomic(out_dir / "matrix.json", report)
+    write_text_atomic(out_dir / "matrix.md", matrix_markdown(report))
+    write_matrix_html(report, out_dir / "matrix.html")
+    return report
 
-    # Cells finished by an earlier run with the same inputs are reused, not run again.
-    measurable = [c for c in runnable if c.model in built and c.target not in built[c.model]["failed"]]
-    keys = {c: cell_key(c, built[c.model], executor) for c in measurable}
-    reused: dict[Cell, dict] = {}
-    if not rebuild:
-        for cell in measurable:
-            row = read_finished_cell(out_dir, cell, keys[cell])
-            if row is not None:
-                reused[cell] = row
-    to_run = [c for c in measurable if c not in reused]
+
+def _run_model(name: str, plan, cells: list[Cell], executor, out_dir: Path, shards: int, rows: dict, counter: dict,
+               progress: Progress) -> dict:
+    """One model's cells through the engine; rows of the cells it finished (or reused) go into ``rows``.
+    Returns the model's section of the report (or ``error``: its cells fail with it)."""
+    from ..engine import Placed, build_all, evaluate_model, evaluation_summary, open_image_sets, prepare_model
+    from ..options import Inputs
+
+    if isinstance(plan, XcitExportError):
+        return {"error": str(plan), "exception": plan}
+    say = lambda msg: progress(f"{name}: {msg}")  # noqa: E731
+    progress(f"{name}: building")
+    try:
+        inputs = Inputs()
+        prepared = prepare_model(plan, inputs, open_image_sets(plan, inputs, say), say)
+        built = {b.name: b for b in build_all(prepared, say)}
+    except XcitExportError as exc:
+        return {"error": str(exc), "exception": exc}
+    say("hashing the evaluation set (what a finished cell is keyed by)")
+    eval_hash = prepared.sources[0].images.content_hash()
+    keys = {c: cell_key(c, plan, built[c.target], eval_hash, executor) for c in cells if built[c.target].artifact}
+    reused = {} if plan.options.rebuild else {c: row for c in keys
+                                              if (row := read_finished_cell(out_dir, c, keys[c])) is not None}
+    rows.update(reused)
+    to_run = [c for c in cells if c not in reused]
+    counter["done"] += len(reused)
     if reused:
-        progress(f"resuming: reused {len(reused)} of {len(measurable)} cell(s) finished by an earlier run "
+        progress(f"resuming: reused {len(reused)} of {len(cells)} cell(s) finished by an earlier run "
                  f"(same artifact build key, evaluation set hash and device kind); running {len(to_run)}")
+    placed = [Placed(built[c.target], c.kind) for c in to_run]
+    cell_of = {id(p): c for p, c in zip(placed, to_run)}
 
-    need_ref = {c.model for c in to_run}
-    progress(f"reference: PyTorch on {len(need_ref)} model(s), {shards} shard(s) each")
-    ref_tasks, ref_index = [], []
-    for name in need_ref:
-        m = built[name]
-        for lo, hi in m["ranges"]:
-            ref_tasks.append(Task(reference_shard, (m["model_ref"], m["source_ref"], lo, hi, m["batch"], 1,
-                                                    m["input_format"]), f"{name} reference {lo}:{hi}", kind=PYTORCH_KIND))
-            ref_index.append(name)
-    for name, outcome in zip(ref_index, executor.run(ref_tasks)):
-        built[name].setdefault("reference", []).append(outcome)
-    for name in need_ref:
-        m = built[name]
-        m["reference_refs"] = [executor.put(o.value) if o.ok else None for o in m["reference"]]
-        m["info"]["reference_placement"] = [{"shard": o.label.rsplit(" ", 1)[-1], **_where(o)} for o in m["reference"]]
+    def finished(cell: Placed, entry: dict, where: dict) -> None:
+        c = cell_of[id(cell)]
+        rows[c] = _cell_row(c, entry, where)
+        if c in keys:  # built and measured: kept for a rerun
+            rows[c]["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            write_finished_cell(out_dir, c, keys[c], {k: v for k, v in rows[c].items() if k not in ("checks", "passed")})
+        counter["done"] += 1
+        progress(f"cell {c.label}: {rows[c]['status']} ({counter['done']} of {counter['of']})")
 
-    tasks, index = [], []
-    for cell in to_run:
-        m = built[cell.model]
-        if not all(o.ok for o in m["reference"]):
-            continue
-        pack, options = m["packs"][cell.target], m["options"][cell.target]
-        for (lo, hi), ref in zip(m["ranges"], m["reference_refs"]):
-            tasks.append(Task(accuracy_shard, (pack, cell.target, options, m["source_ref"], lo, hi, m["batch"], 1,
-                                               m["input_format"], ref, m["output_names"], m["classify"]),
-                              f"{cell.label} accuracy {lo}:{hi}", kind=cell.kind))
-            index.append((cell, "accuracy"))
-        tasks.append(Task(latency_probe, (pack, cell.target, options, m["x_lat"], m["latency"],
-                                          keys[cell]["latency"]["threads"]),
-                          f"{cell.label} latency", kind=cell.kind, exclusive=True))
-        index.append((cell, "latency"))
-    progress(f"cells: {len(to_run)} on the {executor.name} executor ({len(tasks)} tasks)")
-    left = {c: sum(1 for cc, _ in index if cc == c) for c in to_run}
-    results: dict[Cell, dict[str, list]] = {c: {"accuracy": [], "latency": []} for c in to_run}
-    measured: dict[Cell, dict] = dict(reused)
-    done = len(reused)
-    for i, outcome in executor.run_iter(tasks):  # each cell written as soon as its last task is in
-        cell, what = index[i]
-        results[cell][what].append((i, outcome))
-        left[cell] -= 1
-        if left[cell] == 0:
-            outs = {k: [o for _, o in sorted(v, key=lambda t: t[0])] for k, v in results[cell].items()}
-            measured[cell] = _measured_row(cell, built[cell.model], outs)
-            write_finished_cell(out_dir, cell, keys[cell], measured[cell])
-            done += 1
-            progress(f"cell {cell.label}: {measured[cell]['status']} ({done} of {len(measurable)})")
+    progress(f"cells: {len(to_run)} of {name} on the {executor.name} executor")
+    quiet = progress if executor.name == "local" else (lambda msg: None)
+    result, reference = evaluate_model(prepared, placed, executor, shards, quiet, finished)
+    summary = evaluation_summary(prepared, result)
+    reference_placement = [{"shard": o.label.rsplit(" ", 1)[-1], **(o.details.get("placement") or {})}
+                           for run in result.sizes[:1] for o in run.reference_outcomes]
+    return {"info": _model_info(plan, prepared, reference, summary, reference_placement),
+            "classify": prepared.classify, "labelled": summary["evaluation"]["labelled"],
+            "output_names": prepared.output_names, "patch_size": prepared.spec.patch_size}
 
-    rows = [_row(cell, recipe, models.get(cell.model), unplaceable.get(cell), measured.get(cell)) for cell in cells]
+
+def _model_info(plan, prepared, reference: dict, summary: dict, reference_placement: list) -> dict:
+    """The report's ``models.<name>``: the same model, export and evaluation sections a single run's
+    report has (:func:`xcit_export.report.document.model_sections`), and where the reference ran."""
+    from ..report.document import model_sections
+
+    info = model_sections(plan.options, plan.spec, prepared.onnx_meta)
+    info.update(evaluation={**summary["evaluation"], "batch": prepared.batch}, reference=reference,
+                reference_placement=reference_placement)
+    for key in ("warnings", "sizes", "fp16_preflight"):
+        if summary.get(key):
+            info[key] = summary[key]
+    return info
+
+
+def _cell_row(cell: Cell, entry: dict, where: dict | None = None) -> dict:
+    """A cell's report row: the engine's entry, under the cell's model and device kind, with where
+    its tasks ran (the node that timed it, or, without a timing, the first that evaluated it)."""
+    row: dict[str, Any] = {"model": cell.model, **entry, "device_kind": cell.kind or "any"}
+    placement = dict((where or {}).get("placement") or {})
+    if not placement:
+        return row
+    placement.setdefault("latency", {})
+    placement.setdefault("accuracy", [])
+    main = next((p for p in [placement["latency"], *placement["accuracy"]] if p.get("node")), None)
+    if main:
+        row.update(node=main.get("node"), node_id=main.get("node_id"), node_kinds=main.get("kinds", []))
+    lost = {n["node_id"]: n for p in [placement["latency"], *placement["accuracy"]] for n in p.get("lost_nodes", [])}
+    if lost:  # tasks abandoned because the only nodes of the cell's kind were lost
+        row["lost_nodes"] = list(lost.values())
+    row["placement"] = placement
+    fingerprint = (where or {}).get("fingerprint")
+    if fingerprint:
+        row["node_device"] = {k: fingerprint[k] for k in ("cpu", "cpu_count", "cpu_flags", "gpus")}
+    if row.get("accuracy"):
+        row["accuracy_nodes"] = sorted({p["node"] for p in placement["accuracy"] if p.get("node")})
+    return row
+
+
+def _final_row(cell: Cell, recipe, model: dict, unplaceable: str | None, row: dict | None) -> dict:
+    """The report row of a cell: what was measured (or why nothing was), then the recipe's checks."""
+    from ..engine.record import recheck
+    from ..targets import get_target
+
+    target = get_target(cell.target.split("@")[0])
+    if row is None:
+        row = {"model": cell.model, "target": cell.target, "backend": target.backend, "precision": target.precision,
+               "device_kind": cell.kind or "any", "status": "failed"}
+        if unplaceable:
+            row["error"] = f"cell {cell.label}: {unplaceable}"
+        elif "error" in model:
+            row["error"] = f"cell {cell.label}: the model was not built: {model['error']}"
+        else:
+            row["error"] = f"cell {cell.label}: not run"
+    if "checks" not in row:  # reused from an earlier run, or never run: judged against the recipe as it is now
+        plan = next((t for t in recipe.targets if t.name == target.name), None)
+        given = {"thresholds": plan.thresholds, "latency_budget": plan.latency_budget} if plan else None
+        row = recheck(row, target.precision, given, model.get("output_names"), model.get("patch_size"))
+    return row
+
+
+def _report(recipe, executor, shards: int, nodes_at_start: list, models: dict, rows: list[dict]) -> dict:
+    """matrix.json: the header every report has, the nodes, each model's section, one row per cell."""
+    from ..report.document import report_header
+
     live = {n.node_id for n in executor.nodes()}
     report = {
-        "schema_version": report_mod.SCHEMA_VERSION, "kind": "matrix",
-        "tool": {"name": "xcit-export", "version": _version()},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "recipe": str(recipe.path), "executor": executor.name, "shards": shards,
+        **report_header("matrix"), "recipe": str(recipe.path), "executor": executor.name, "shards": shards,
         "nodes": [{"node_id": n.node_id, "name": n.name, "cpus": n.cpus, "kinds": n.kinds,
                    **({"lost": True} if n.node_id is not None and n.node_id not in live else {})}
                   for n in nodes_at_start],
@@ -192,9 +268,6 @@ def _run_matrix_locked(recipe, executor, out_dir: Path, rebuild: bool, shards: i
     }
     if recipe.auto:
         report["recommendations"] = recommendations(recipe, rows, models)
-    write_json_atomic(out_dir / "matrix.json", report)
-    write_text_atomic(out_dir / "matrix.md", matrix_markdown(report))
-    write_matrix_html(report, out_dir / "matrix.html")
     return report
 
 
@@ -209,18 +282,25 @@ def cell_path(out_dir: Path, cell: Cell) -> Path:
     return Path(out_dir) / cell.model / CELLS_DIR / f"{cell.target}@{cell.kind or 'any'}.json"
 
 
-def cell_key(cell: Cell, m: dict, executor) -> dict:
+def cell_key(cell: Cell, plan, built, eval_hash: str, executor) -> dict:
     """What made a cell's figures: the artifact (its build key), the evaluation set (its content
-    hash), the device kind and the executor that placed it, and how it was measured. A finished
-    cell with the same key is reused by a rerun."""
-    config = m["config"]
-    threads = config.threads or executor.threads(Task(latency_probe, (), "", cell.kind, exclusive=True))
-    return {"build_key": m["build_keys"].get(cell.target), "evaluation": m["eval_hash"],
-            "device_kind": cell.kind or "any", "executor": executor.name,
-            "target_options": m["options"][cell.target], "evaluation_batch": m["batch"],
-            "input_format": m["input_format"],
-            # every latency setting (LatencyOptions' fields: max_seconds too), then what decides the timing here
-            "latency": {**dataclasses.asdict(m["latency"]), "batch": int(len(m["x_lat"])), "threads": threads}}
+    hash) and the sizes, the device kind and the executor that placed it, how it was measured
+    (every latency setting) and whether it is explained. A finished cell with the same key is reused
+    by a rerun."""
+    from ..evaluate.validate import evaluation_batch
+    from ..scale.executor import Task
+    from ..scale.sharding import measure_cell
+
+    o = plan.options
+    threads = o.threads or executor.threads(Task(measure_cell, (), "", cell.kind, exclusive=True))
+    return {"build_key": built.artifact.metadata.get("build_key"), "evaluation": eval_hash,
+            "eval_sizes": [list(s) for s in o.eval_sizes], "device_kind": cell.kind or "any",
+            "executor": executor.name, "target_options": built.options, "evaluation_batch": evaluation_batch(o.batch),
+            "input_format": o.input_format, "on_bad_image": o.on_bad_image,
+            "explain": o.explains,  # a cell finished without its divergence is run again when it is asked for
+            "latency": {"warmup": o.warmup, "iterations": o.iterations, "min_seconds": o.min_seconds,
+                        "max_seconds": o.latency.cap(), "batch": 1 if built.batch1 else (o.batch or 1),
+                        "batch_sweep": list(o.latency_batches), "profile": o.profile, "threads": threads}}
 
 
 def write_finished_cell(out_dir: Path, cell: Cell, key: dict, row: dict) -> Path:
@@ -246,211 +326,6 @@ def read_finished_cell(out_dir: Path, cell: Cell, key: dict) -> dict | None:
     if not isinstance(row, dict) or row.get("status") != "ok" or not row.get("accuracy"):
         return None
     return row
-
-
-def _where(outcome: Outcome) -> dict:
-    """Where a task ran: Ray node id, the node's kinds, hostname (empty when it never ran)."""
-    return dict(outcome.details.get("placement") or {})
-
-
-def _version() -> str:
-    from ..version import __version__
-
-    return __version__
-
-
-def _build_model(recipe, name: str, target_names: list[str], out_dir: Path, rebuild: bool, shards: int,
-                 executor, progress: Progress) -> dict:
-    """Everything made once per model on this machine: ONNX, artifacts, the evaluation plan."""
-    import numpy as np
-
-    from ..data import sets as data
-    from .. import export as export_mod
-    from ..models.deploy import DeployModel, to_input_format
-    from ..pipeline import build_artifact, prepare_onnx
-    from ..recipe import to_run_config
-    from ..targets import get_target
-    from ..targets.base import no_evaluation_error
-    from ..models.weights import default_num_classes, load_model
-    from ..models.zoo import get_spec
-
-    config = to_run_config(recipe, out_dir=out_dir, rebuild=rebuild, model_name=name)
-    num_classes = config.num_classes
-    if num_classes is None:
-        num_classes = default_num_classes(config.weights, config.model)
-    spec = get_spec(config.model).with_overrides(num_classes, config.input_size)
-    pp = spec.preprocessing
-    say = lambda msg: progress(f"{name}: {msg}")  # noqa: E731
-
-    calib = None
-    calib_set = None
-    if config.calib is not None:
-        calib_set = data.calibration_set(config.calib, pp, config.calib_size, config.seed, config.on_bad_image,
-                                         config.class_index)
-    if config.eval is not None:
-        source = data.evaluation_set(config.eval, pp, config.eval_size, config.seed, config.on_bad_image,
-                                     config.class_index,
-                                     spec.num_classes if config.output == "logits" and spec.num_classes else None)
-        if calib_set is not None:
-            data.check_disjoint(calib_set, source)
-        eval_desc = {"source": config.eval, "count": len(source), "labelled": True, "selection_seed": config.seed}
-    else:
-        h, w = pp.input_size
-        x = export_mod.seeded_inputs((3, h, w), config.eval_count, seed=config.seed + 2)
-        source = data.ImageSet(source="seeded", pp=pp, option="--eval", array=x)
-        eval_desc = {"source": f"{config.eval_count} seeded random inputs (seed {config.seed + 2})",
-                     "count": config.eval_count, "labelled": False}
-    if calib_set is not None:
-        say(f"preprocessing {len(calib_set)} calibration images")
-        config.calib_data, config.calib_labels = calib_set.load()
-        config.calib_id = calib_set.content_hash()
-        calib = to_input_format(config.calib_data, config.input_format, pp)
-
-    model = DeployModel(load_model(spec, config.weights, config.seed), pp, config.output, config.input_format,
-                        seed=config.seed)
-    onnx_path, onnx_meta = prepare_onnx(config, model, spec, say)
-    batch = config.batch or 16
-    threads = config.resolved_threads()
-    packs, options, failed, artifacts, build_keys = {}, {}, {}, {}, {}
-    for tname in dict.fromkeys(target_names):
-        target = get_target(tname)
-        options[tname] = dict(config.target_options.get(tname, {}))
-        try:
-            missing = target.missing_requirements()
-            if missing:
-                raise XcitExportError(f"target {tname} needs {', '.join(missing)}, which is not installed on the "
-                                      f"building machine; install the project's extras (see README)")
-            evaluation, build_config = None, config
-            budget = max_top1_drop(config, tname)
-            reason = target.needs_evaluation(options[tname], budget)
-            if reason:  # sensitivity / budget search / accuracy control read the whole set here
-                if config.eval is None:
-                    raise no_evaluation_error(reason)
-                x_all, y_all = source.load()
-                evaluation = (to_input_format(x_all, config.input_format, pp), y_all)
-                # the build key holds the set's content (keys.py), as in a single run
-                build_config = dataclasses.replace(config, eval_id=source.content_hash())
-            artifact, reused = build_artifact(target, build_config, spec, onnx_path, onnx_meta["build_key"],
-                                              model.input_shape, calib, evaluation, threads, say)
-            packs[tname] = executor.put(pack_artifact(artifact))
-            build_keys[tname] = artifact.metadata.get("build_key")
-            artifacts[tname] = {"path": str(artifact.path), "size_bytes": artifact.size_bytes, "reused": reused,
-                                **{k: v for k, v in artifact.metadata.items() if k != "build_key"}}
-        except XcitExportError as exc:
-            failed[tname] = str(exc)
-        except Exception as exc:  # noqa: BLE001 - a backend crash fails this target's cells, not the run
-            failed[tname] = f"{type(exc).__name__}: {exc}"
-
-    lat_batch = config.batch or 1
-    first = next(source.iter_batches(lat_batch))[0]  # the first readable batch
-    x_lat = first if len(first) >= lat_batch else np.repeat(first[:1], lat_batch, 0)
-    x_lat = to_input_format(x_lat, config.input_format, pp)
-    info = {"model": {"name": spec.name, "num_classes": spec.num_classes, "input_size": list(pp.input_size),
-                      "weights": config.weights, "seed": config.seed},
-            "export": {"batch": config.batch or "dynamic", "opset": config.opset,
-                       **{k: v for k, v in onnx_meta.items() if k != "build_key"}},
-            "evaluation": {**eval_desc, "batch": batch},
-            "calibration": None if calib_set is None else {"source": config.calib, "count": len(calib_set),
-                                                            "content_hash": config.calib_id}}
-    say("hashing the evaluation set (what a finished cell is keyed by)")
-    eval_hash = source.content_hash()
-    return {"config": config, "info": info, "packs": packs, "options": options, "failed": failed,
-            "artifacts": artifacts, "build_keys": build_keys, "eval_hash": eval_hash, "batch": batch, "input_format": config.input_format,
-            "ranges": shard_ranges(len(source), shards, batch), "source_ref": executor.put(source),
-            "model_ref": executor.put(model), "x_lat": x_lat, "latency": config.latency,
-            "output_names": model.output_names,
-            "classify": config.output == "logits" and spec.num_classes > 0}
-
-
-def _row(cell: Cell, recipe, m: dict | None, unplaceable: str | None, measured: dict | None) -> dict:
-    """The report row of a cell: what was measured (or why nothing was), then the recipe's checks."""
-    from ..targets import get_target
-    from ..verdict import judge, limits_for
-
-    target = get_target(cell.target)
-    row: dict[str, Any] = {"model": cell.model, "target": cell.target, "backend": target.backend,
-                           "precision": target.precision, "device_kind": cell.kind or "any"}
-    if unplaceable:
-        row.update(status="failed", error=f"cell {cell.label}: {unplaceable}")
-    elif m is None or "error" in m:
-        row.update(status="failed", error=f"cell {cell.label}: the model was not built: "
-                                          f"{(m or {}).get('error', 'no detail')}")
-    elif cell.target in m["failed"]:
-        row.update(status="failed", error=m["failed"][cell.target])
-    elif measured is not None:
-        row = {k: v for k, v in measured.items() if k not in ("checks", "passed")}
-    else:
-        bad = next((o for o in m.get("reference", []) if not o.ok), None)
-        row.update(status="failed", error=f"PyTorch reference ({bad.label}) {bad.error}" if bad else
-                   f"cell {cell.label}: not run")
-    plan = next((t for t in recipe.targets if t.name == cell.target), None)
-    # the one verdict (verdict.py): status, output rule, every output, the recipe's or the default limits
-    limits = limits_for(target.precision, plan.thresholds if plan else None, plan.latency_budget if plan else None,
-                        row.get("inference_precision"))
-    judge(row, limits, outputs=(m or {}).get("output_names")).apply(row)
-    return row
-
-
-def _measured_row(cell: Cell, m: dict, outcomes: dict) -> dict:
-    """A cell's figures from its tasks: accuracy from the shards' counts, latency from the exclusive
-    task, where each ran; the first failure wins."""
-    from ..targets import get_target
-
-    target = get_target(cell.target)
-    row: dict[str, Any] = {"model": cell.model, "target": cell.target, "backend": target.backend,
-                           "precision": target.precision, "device_kind": cell.kind or "any"}
-    if m["reference"] and not all(o.ok for o in m["reference"]):
-        bad = next(o for o in m["reference"] if not o.ok)
-        row.update(status="failed", error=f"PyTorch reference ({bad.label}) {bad.error}")
-        return row
-    row["artifact"] = dict(m["artifacts"][cell.target])
-    row["reused"] = row["artifact"].pop("reused")
-    _fill(row, cell, outcomes)
-    row["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return row
-
-
-def _fill(row: dict, cell: Cell, outcomes: dict) -> None:
-    """Accuracy from the shards' counts, latency from the exclusive task; the first failure wins."""
-    lat_out = outcomes["latency"][0] if outcomes["latency"] else None
-    lat = lat_out.value if lat_out is not None and lat_out.ok else None
-    placement: dict[str, Any] = {"latency": _where(lat_out) if lat_out is not None else {},
-                                 "accuracy": [{"shard": o.label.rsplit(" ", 1)[-1], **_where(o)}
-                                              for o in outcomes["accuracy"]]}
-    main = next((p for p in [placement["latency"], *placement["accuracy"]] if p.get("node")), None)
-    if main:  # the node that timed the cell (or, without a timing, the first that evaluated it)
-        row.update(node=main.get("node"), node_id=main.get("node_id"), node_kinds=main.get("kinds", []))
-    lost = {n["node_id"]: n for p in [placement["latency"], *placement["accuracy"]] for n in p.get("lost_nodes", [])}
-    if lost:  # tasks abandoned because the only nodes of the cell's kind were lost
-        row["lost_nodes"] = list(lost.values())
-    row["placement"] = placement
-    if lat:
-        row["node_device"] = {k: lat["fingerprint"][k] for k in ("cpu", "cpu_count", "cpu_flags", "gpus")}
-    errors = [o for o in outcomes["accuracy"] + outcomes["latency"] if not o.ok]
-    if errors:
-        row.update(status="failed", error=f"cell {cell.label}: {errors[0].label}: {errors[0].error}")
-        return
-    shards = [o.value for o in outcomes["accuracy"]]
-    if lat is None or any(s is None for s in shards) or "note" in lat:
-        from ..verdict import built_note
-
-        row.update(status="built", note=built_note((lat or {}).get("note", f"node cannot run {cell.target}"),
-                                                   str(Path((row.get("artifact") or {}).get("path", ".")).parent)))
-        return
-    totals: dict[str, AccuracyCounts] = {}
-    for shard in shards:
-        for name, counts in shard["counts"].items():
-            totals[name] = totals[name] + counts if name in totals else counts
-    from ..verdict import record_outputs
-
-    record_outputs(row, {name: c.to_dict() for name, c in totals.items()})  # _row's verdict reads every output
-    row["accuracy_nodes"] = sorted({s["node"] for s in shards})
-    for key in ("threads", "device", "load_ms", "memory_mb", "latency"):
-        if key in lat:
-            row[key] = lat[key]
-    if "latency" not in lat:  # a stand-in runner (a TensorRT ONNX on onnxruntime): accuracy only
-        row["note"] = f"no latency measured: the runner on {lat['node']} is {lat.get('device')}"
-    row["status"] = "ok"
 
 
 def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:

@@ -1,34 +1,48 @@
-"""Sharded evaluation: split an evaluation set into index ranges, evaluate each anywhere, add up.
+"""Where evaluation and timing run: the task functions of the one engine, and shards of a set.
+
+Every run (a single run on the local executor, a recipe matrix locally or on Ray) evaluates and
+times its cells through these functions (:mod:`xcit_export.engine.cells` builds the tasks):
+
+* :func:`evaluate_shard`: one streaming pass (:func:`xcit_export.evaluate.stream.evaluate_stream`)
+  over positions ``lo..hi`` of an evaluation set, decoded in parallel, through the reference and
+  every cell's runner, reduced to addable counts. The reference is the PyTorch model itself (run in
+  the same pass: a single run, the local executor) or its outputs for those positions, computed by
+  :func:`reference_shard` on a node with PyTorch (Ray, where a device node has none);
+* :func:`measure_cell`: one cell's latency (and sweep, and per-operator profile) with only its
+  runner loaded, on a node held alone; :func:`measure_reference`: PyTorch's.
 
 Two rules make a sharded result *identical* to the unsharded one, not merely close:
 
 1. Shards start on evaluation-batch boundaries (:func:`shard_ranges`), and
-   :meth:`xcit_export.data.sets.ImageSet.iter_batches` decodes index-aligned batches, so every input
+   :meth:`xcit_export.data.sets.ImageSet.stream` decodes index-aligned batches, so every input
    passes through PyTorch and the runtime in the same batch as in one pass over the whole set.
-2. Shards return *counts* (:class:`AccuracyCounts`): correct top-1/top-5, agreements, the number
-   of inputs, exact sums (as :class:`fractions.Fraction`) of per-input cosines and absolute errors,
-   minima and maxima. Adding counts is exact and order-free; averaging per-shard percentages is
-   neither, so it is never done.
+2. Shards return *counts* (:class:`~xcit_export.evaluate.counts.AccuracyCounts`): correct top-1/top-5,
+   agreements, the number of inputs, exact sums (as :class:`fractions.Fraction`) of per-input cosines
+   and absolute errors, minima and maxima. Adding counts is exact and order-free; averaging per-shard
+   percentages is neither, so it is never done.
 
-The task functions (:func:`reference_shard`, :func:`accuracy_shard`, :func:`latency_probe`) run
-on workers. They import PyTorch only for the reference, so a device node that only evaluates and
-times artifacts needs the ``device-check`` dependencies (numpy, Pillow, its runtime), not PyTorch.
+The task functions run on workers. They import PyTorch only for the reference, so a device node
+that only evaluates and times artifacts needs the ``device-check`` dependencies (numpy, Pillow, its
+runtime), not PyTorch. Artifacts travel as a folder path (the local executor) or as bytes
+(:func:`pack_artifact`, through Ray's object store).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import XcitExportError
+from ..evaluate.validate import EVAL_BATCH
 
 
 def shard_ranges(count: int, shards: int, batch: int) -> list[tuple[int, int]]:
@@ -44,136 +58,6 @@ def shard_ranges(count: int, shards: int, batch: int) -> list[tuple[int, int]]:
             out.append((lo, hi))
         lo = hi
     return out
-
-
-def _nan_max(a: float, b: float) -> float:
-    """max() that keeps a NaN (as numpy's max over the whole set would), in either order."""
-    return a if a != a else b if b != b else max(a, b)
-
-
-@dataclass
-class AccuracyCounts:
-    """Sufficient statistics of :func:`xcit_export.evaluate.validate.compare_outputs`, addable across shards."""
-
-    count: int = 0
-    finite: bool = True
-    nonfinite: int = 0  # samples with a NaN or inf in the target's output (their errors/cosines are not summed)
-    elements: int = 0
-    abs_err_max: float = 0.0
-    abs_err_sum: Fraction = Fraction(0)
-    cos_sum: Fraction = Fraction(0)
-    cos_min: float = float("inf")
-    rel_sum: Fraction = Fraction(0)  # per-input relative L2 errors (validate.per_sample_errors), exact sum...
-    rel_max: float = 0.0
-    rel_unsummed: float = 0.0  # ...and the plain sum of the non-finite ones (inf or NaN: order-free)
-    # Whether every output so far is the same (the first row kept to compare across shards).
-    t_first: Any = None
-    t_constant: bool = True
-    r_first: Any = None
-    r_constant: bool = True
-    classify: bool = False
-    top1_agree: int = 0
-    top5_agree: int = 0
-    labelled: int = 0
-    top1: int = 0
-    top5: int = 0
-    ref_top1: int = 0
-    ref_top5: int = 0
-    unsummed: int = 0  # rows left out of the exact sums (non-finite figures)...
-    err_unsummed: float = 0.0  # ...and their absolute errors' plain float sum
-
-    @classmethod
-    def of(cls, target: np.ndarray, reference: np.ndarray, labels: np.ndarray | None = None,
-           classify: bool = True) -> "AccuracyCounts":
-        from ..evaluate.validate import _topk, constant_outputs, per_sample_errors
-
-        t, r, err, cos, rel = per_sample_errors(target, reference)
-        ok = np.isfinite(cos) & np.isfinite(err).all(axis=1)  # rows whose figures can be summed exactly
-        rel_ok = np.isfinite(rel)
-        c = cls(count=len(t), finite=bool(np.isfinite(t).all()), nonfinite=int((~np.isfinite(t)).any(axis=1).sum()),
-                elements=int(err.size),
-                abs_err_max=float(err.max()) if err.size else 0.0,
-                # Per-row sums depend only on the row; their exact total does not depend on the order.
-                # Fraction cannot hold NaN/inf: such rows are counted (nonfinite) and make the means NaN.
-                abs_err_sum=sum((Fraction(float(v)) for v in err[ok].sum(axis=1)), Fraction(0)),
-                cos_sum=sum((Fraction(float(v)) for v in cos[ok]), Fraction(0)),
-                cos_min=float(cos.min()) if len(cos) else float("inf"),
-                rel_sum=sum((Fraction(float(v)) for v in rel[rel_ok]), Fraction(0)),
-                rel_max=float(rel.max()) if len(rel) else 0.0, rel_unsummed=float(rel[~rel_ok].sum()),
-                t_first=t[0].copy() if len(t) else None, t_constant=constant_outputs(target) or len(t) == 1,
-                r_first=r[0].copy() if len(r) else None, r_constant=constant_outputs(reference) or len(r) == 1)
-        c.unsummed = int((~ok).sum())
-        c.err_unsummed = float(err[~ok].sum())  # inf or NaN: adding them is order-free (errors are >= 0)
-        if classify and target.ndim == 2 and target.shape[1] > 1:
-            c.classify = True
-            ref_top1 = reference.argmax(axis=1)
-            tgt_top5 = _topk(target, 5)
-            c.top1_agree = int((target.argmax(axis=1) == ref_top1).sum())
-            c.top5_agree = int((tgt_top5 == ref_top1[:, None]).any(axis=1).sum())
-            if labels is not None:
-                labels = np.asarray(labels)
-                ref_top5 = _topk(reference, 5)
-                c.labelled = len(labels)
-                c.top1 = int((tgt_top5[:, 0] == labels).sum())
-                c.top5 = int((tgt_top5 == labels[:, None]).any(axis=1).sum())
-                c.ref_top1 = int((ref_top5[:, 0] == labels).sum())
-                c.ref_top5 = int((ref_top5 == labels[:, None]).any(axis=1).sum())
-        return c
-
-    def __add__(self, other: "AccuracyCounts") -> "AccuracyCounts":
-        if self.count == 0:
-            return other
-        if other.count == 0:
-            return self
-        if self.classify != other.classify or bool(self.labelled) != bool(other.labelled):
-            raise ValueError("cannot add counts of shards evaluated differently")
-        from ..evaluate.validate import constant_outputs
-
-        def same(a, b):
-            return a is not None and b is not None and constant_outputs(np.stack([a, b]))
-
-        out = AccuracyCounts(
-            count=self.count + other.count, finite=self.finite and other.finite,
-            nonfinite=self.nonfinite + other.nonfinite,
-            t_first=self.t_first, t_constant=self.t_constant and other.t_constant and same(self.t_first, other.t_first),
-            r_first=self.r_first, r_constant=self.r_constant and other.r_constant and same(self.r_first, other.r_first),
-            elements=self.elements + other.elements, abs_err_max=_nan_max(self.abs_err_max, other.abs_err_max),
-            abs_err_sum=self.abs_err_sum + other.abs_err_sum, cos_sum=self.cos_sum + other.cos_sum,
-            cos_min=-_nan_max(-self.cos_min, -other.cos_min), classify=self.classify,
-            rel_sum=self.rel_sum + other.rel_sum, rel_max=_nan_max(self.rel_max, other.rel_max),
-            rel_unsummed=self.rel_unsummed + other.rel_unsummed,
-            top1_agree=self.top1_agree + other.top1_agree, top5_agree=self.top5_agree + other.top5_agree,
-            labelled=self.labelled + other.labelled, top1=self.top1 + other.top1, top5=self.top5 + other.top5,
-            ref_top1=self.ref_top1 + other.ref_top1, ref_top5=self.ref_top5 + other.ref_top5)
-        out.unsummed = self.unsummed + other.unsummed
-        out.err_unsummed = self.err_unsummed + other.err_unsummed
-        return out
-
-    def to_dict(self) -> dict:
-        """The report's accuracy entry (the keys of ``compare_outputs``)."""
-        n = self.count
-        nan = float("nan")
-        whole = self.unsummed == 0  # as compare_outputs: a NaN anywhere makes the means NaN
-        out: dict[str, Any] = {
-            "count": n, "finite": self.finite, "nonfinite_count": self.nonfinite,
-            "max_abs_error": self.abs_err_max,
-            "mean_abs_error": (float(self.abs_err_sum / self.elements) if self.elements else 0.0) if whole else
-                              float(self.abs_err_sum / self.elements) + self.err_unsummed / self.elements,
-            "cosine_mean": float(self.cos_sum / n) if n and whole else nan,
-            "cosine_min": self.cos_min,
-            "rel_error_mean": float(self.rel_sum / n) + self.rel_unsummed / n if n else nan,
-            "rel_error_max": self.rel_max if n else nan,
-            "constant": bool(self.t_constant and n > 1 and np.isfinite(self.t_first).all()),
-            "reference_constant": bool(self.r_constant and n > 1 and np.isfinite(self.r_first).all()),
-        }
-        if self.classify:
-            out["top1_agreement"] = self.top1_agree / n
-            out["top5_agreement"] = self.top5_agree / n
-            if self.labelled:
-                m = self.labelled
-                out.update(top1=self.top1 / m, top5=self.top5 / m, labelled_count=m,
-                           reference_top1=self.ref_top1 / m, reference_top5=self.ref_top5 / m)
-        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,8 +84,39 @@ def _unpack(pack: dict, root: Path):
     return Artifact.from_dir(root)
 
 
-def _batches(source, batch: int, start: int, stop: int, input_format: str, pp):
-    for x, y in source.iter_batches(batch, start, stop):
+@dataclass
+class CellRunner:
+    """What a task needs to open one cell's artifact: the entry's name, the registered target, the
+    artifact (a folder path, or a :func:`pack_artifact` dict), its parsed options, and the batch its
+    runner is fed in during evaluation (a static-batch artifact's batch; else :data:`~xcit_export.evaluate.validate.EVAL_BATCH`)."""
+
+    name: str
+    target: str
+    artifact: Any
+    options: dict
+    batch: int = EVAL_BATCH
+
+
+@contextlib.contextmanager
+def opened_artifact(ref: Any):
+    """The :class:`~xcit_export.targets.base.Artifact` of ``ref``: a folder here, or unpacked into a
+    temporary folder for the length of the block."""
+    from ..targets import Artifact
+
+    if type(ref).__name__ == "ObjectRef":  # Ray resolves a task's top-level arguments, not those in a CellRunner
+        import ray
+
+        ref = ray.get(ref)
+    if not isinstance(ref, dict):
+        yield Artifact.from_dir(Path(ref))
+        return
+    with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
+        yield _unpack(ref, Path(tmp))
+
+
+def _formatted(batches, input_format: str, pp):
+    """Batches in the deployed input format (``nchw`` as decoded; others through models.deploy)."""
+    for x, y in batches:
         if input_format != "nchw":
             from ..models.deploy import to_input_format  # imports PyTorch: only for other input formats
 
@@ -209,77 +124,203 @@ def _batches(source, batch: int, start: int, stop: int, input_format: str, pp):
         yield x, y
 
 
-def _run(infer, x: np.ndarray, batch: int) -> list[np.ndarray]:
-    from ..evaluate.validate import run_in_batches
+class _Replay:
+    """The reference's outputs for a shard, computed elsewhere, handed out batch by batch in order
+    (``evaluate_stream`` calls it once per batch; a padded last chunk gets its last row repeated)."""
 
-    return run_in_batches(infer, x, batch)
+    def __init__(self, outputs: dict):
+        self.outputs = outputs["outputs"]
+        self.at = 0
+        self.real = 0  # rows of the current batch that are inputs (the rest is padding)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        n = min(self.real, len(x))
+        out = [o[self.at:self.at + n] for o in self.outputs]
+        self.at += n
+        self.real -= n
+        if n < len(x):
+            out = [np.concatenate([o, np.repeat(o[-1:], len(x) - n, axis=0)]) for o in out]
+        return out
+
+    def feed(self, batches):
+        for x, y in batches:
+            self.real = len(x)
+            yield x, y
 
 
 # --------------------------------------------------------------------------------------------
 # Task functions (run on workers)
 # --------------------------------------------------------------------------------------------
 
-def reference_shard(model, source, start: int, stop: int, batch: int, threads: int, input_format: str) -> dict:
-    """PyTorch outputs for positions ``start..stop`` of ``source`` (an ImageSet), decoded per batch."""
-    from ..evaluate.validate import torch_infer
+def reference_shard(model, source, start: int, stop: int, batch: int, threads: int, input_format: str,
+                    description: str = "the evaluation inputs") -> dict:
+    """PyTorch outputs for positions ``start..stop`` of ``source`` (an ImageSet), checked: a
+    non-finite reference raises :class:`~xcit_export.errors.BrokenReferenceError` here, where the
+    model is, as in a single run."""
+    from ..evaluate.validate import check_reference, run_in_batches, torch_infer
 
     infer = torch_infer(model, threads)
     outs: list[list[np.ndarray]] = []
     labels: list[np.ndarray] = []
-    for x, y in _batches(source, batch, start, stop, input_format, source.pp):
-        outs.append(_run(infer, x, batch))
+    for x, y in _formatted(source.stream(batch, workers=max(1, threads), start=start, stop=stop), input_format,
+                           source.pp):
+        out = run_in_batches(infer, x, batch)
+        check_reference(out, model.output_names, model, description)
+        outs.append(out)
         if y is not None:
             labels.append(y)
     return {"outputs": [np.concatenate(parts) for parts in zip(*outs)],
             "labels": np.concatenate(labels) if labels else None, "skipped": list(source.skipped)}
 
 
-def accuracy_shard(pack: dict, target_name: str, options: dict, source, start: int, stop: int, batch: int,
-                   threads: int, input_format: str, reference: dict, output_names: list[str],
-                   classify: bool) -> dict:
-    """Counts of one target on one shard against the reference's outputs for the same shard."""
+def _open_runners(cells: list[CellRunner], threads: int, stack: contextlib.ExitStack) -> list:
+    """A StreamTarget per cell, its runner opened (a cell whose runner fails to open carries the error)."""
+    from ..evaluate.stream import StreamTarget
     from ..targets import get_target
 
-    target = get_target(target_name)
-    with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
-        runner = target.load(_unpack(pack, Path(tmp)), threads=threads, **options)
+    streamed = []
+    for cell in cells:
+        st = StreamTarget(cell.name, lambda x: [], cell.batch)
+        streamed.append(st)
         try:
-            outs: list[list[np.ndarray]] = []
-            for x, _ in _batches(source, batch, start, stop, input_format, source.pp):
-                outs.append(_run(runner.infer, x, batch))
-        finally:
-            runner.close()
-    outputs = [np.concatenate(parts) for parts in zip(*outs)]
-    from ..verdict import returned_outputs_problem
-
-    wrong = returned_outputs_problem(len(outputs), output_names)
-    if wrong:  # zip() below would compare the first outputs and drop the rest unseen
-        raise XcitExportError(wrong)
-    labels = reference["labels"]
-    counts = {name: AccuracyCounts.of(o, r, labels if i == 0 else None, classify=classify)
-              for i, (name, o, r) in enumerate(zip(output_names, outputs, reference["outputs"]))}
-    return {"counts": counts, "node": socket.gethostname()}
+            artifact = stack.enter_context(opened_artifact(cell.artifact))
+            runner = get_target(cell.target).load(artifact, threads=threads, **cell.options)
+        except XcitExportError as exc:
+            st.error = str(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - a backend crash: this cell fails, the others go on
+            st.error, st.traceback = f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=8)
+            continue
+        stack.callback(runner.close)
+        st.infer = runner.infer
+    return streamed
 
 
-def latency_probe(pack: dict, target_name: str, options: dict, x: np.ndarray, latency, threads: int) -> dict:
-    """Load the artifact here and time it (the caller holds this node alone while it runs)."""
+def evaluate_shard(reference, source, start: int, stop: int, batch: int, cells: list[CellRunner],
+                   output_names: list[str], classify: bool, threads: int, input_format: str,
+                   description: str = "the evaluation inputs", progress=None) -> dict:
+    """One streaming pass over positions ``start..stop`` of ``source`` through the reference (a
+    DeployModel run here, or :func:`reference_shard`'s outputs for these positions) and every cell's
+    runner (all open together, closed before anything is timed). Returns the pass's
+    :class:`~xcit_export.evaluate.stream.StreamResult`, where each cell's counts or error are under
+    its name, the images skipped, and the node."""
+    from ..console import stepper
+    from ..data.sets import DecodeStats, default_decode_workers
+    from ..evaluate.stream import evaluate_stream
+    from ..evaluate.validate import check_reference, torch_infer
+
+    say = progress or (lambda message: None)
+    stats = DecodeStats()
+    workers = min(default_decode_workers(), max(1, threads))
+    batches = _formatted(source.stream(batch, workers=workers, stats=stats, start=start, stop=stop), input_format,
+                         source.pp)
+    check = None
+    if isinstance(reference, dict):
+        replay = _Replay(reference)
+        infer, batches = replay, replay.feed(batches)
+    else:
+        infer = torch_infer(reference, threads)
+        check = lambda ref: check_reference(ref, output_names, reference, description)  # noqa: E731
+    total = stop - start
+    with contextlib.ExitStack() as stack:
+        streamed = _open_runners(cells, threads, stack)
+        live = [st for st in streamed if st.error is None]
+        say(f"Evaluation: streaming {total} inputs through PyTorch and {len(live)} target(s) ({workers} decoding "
+            f"threads)")
+        batches = _counted(batches, stepper(say, "evaluation: PyTorch and every target"), total)
+        result = evaluate_stream(batches, infer, batch, live, output_names, classify, stats, say, total=total,
+                                 check_reference=check)
+    for st in streamed:
+        st.infer = None  # the runner is closed, and its objects (an OpenVINO model) do not travel back from a node
+    result.targets = streamed
+    return {"result": result, "skipped": list(source.skipped), "warnings": list(source.warnings),
+            "node": socket.gethostname()}
+
+
+def _counted(batches, step, total: int):
+    """``batches`` as they are, telling ``step(done, total)`` (a progress bar) as each one is consumed."""
+    if step is None:
+        yield from batches
+        return
+    done = 0
+    step(0, total)
+    for x, y in batches:
+        yield x, y
+        done += len(x)  # the consumer asked for the next batch: this one went through every runner
+        step(done, total)
+
+
+def _sweep(infer, head: np.ndarray, batches, latency, say) -> list[dict]:
+    """Latency at each batch size of ``batches`` on the first images (``head``), resized to each."""
+    from ..evaluate.validate import measure_latency
+
+    rows = []
+    for b in batches:
+        say(f"latency at batch {b}")
+        xb = np.ascontiguousarray(np.resize(head, (b, *head.shape[1:])))
+        rows.append(measure_latency(infer, xb, latency).to_dict())
+    return rows
+
+
+def measure_cell(cell: CellRunner, x: np.ndarray, latency, threads: int, sweep=(), head=None,
+                 profile: bool = False, progress=None) -> dict:
+    """Load one cell's artifact here and time it with only its runner loaded (the caller holds this
+    node alone): load time, threads, device, latency, the batch sweep of a dynamic-batch artifact,
+    memory; then, with ``profile``, the per-operator breakdown on a separately opened model (the
+    runner closed by then, so its figure is untouched)."""
+    from ..console import latency_runs
+    from ..evaluate.profiling import profile_error
+    from ..evaluate.validate import measure_latency, rss_mb
     from ..fingerprint import device_fingerprint
     from ..targets import get_target
-    from ..evaluate.validate import measure_latency, rss_mb
 
-    target = get_target(target_name)
-    result: dict[str, Any] = {"node": socket.gethostname(), "pid": os.getpid(), "fingerprint": device_fingerprint()}
-    with tempfile.TemporaryDirectory(prefix="xcit-cell-") as tmp:
-        artifact = _unpack(pack, Path(tmp))
+    target = get_target(cell.target)
+    say = progress or (lambda message: None)
+    out: dict[str, Any] = {"node": socket.gethostname(), "pid": os.getpid(), "fingerprint": device_fingerprint()}
+    with opened_artifact(cell.artifact) as artifact:
         rss_before = rss_mb()
         t0 = time.perf_counter()
-        runner = target.load(artifact, threads=threads, **options)
-        result["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+        runner = target.load(artifact, threads=threads, **cell.options)
+        out["load_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
         try:
-            result.update(threads=runner.threads, device=runner.device)
+            out.update(threads=runner.threads, device=runner.device)
+            for key in ("inference_precision", "shape_mode"):
+                if getattr(runner, key, None):
+                    out[key] = getattr(runner, key)
             if getattr(runner, "measures_latency", True):
-                result["latency"] = measure_latency(runner.infer, np.array(x, order="C"), latency).to_dict()  # a writeable copy, once: Ray hands out read-only arrays
-            result["memory_mb"] = round(rss_mb() - rss_before, 1)
+                say(f"{cell.name}: measuring latency")
+                timed = latency_runs(say, f"{cell.name}: latency runs", runner.infer, latency)
+                out["latency"] = measure_latency(timed, np.array(x, order="C"), latency).to_dict()
+                if sweep and artifact.metadata.get("batch", "dynamic") == "dynamic":
+                    out["latency_sweep"] = _sweep(runner.infer, head, sweep, latency, lambda m: say(f"{cell.name}: {m}"))
+            out["memory_mb"] = round(rss_mb() - rss_before, 1)
         finally:
             runner.close()
-    return result
+        if profile and target.profile is not None and "latency" in out:
+            say(f"{cell.name}: per-operator profile")
+            try:
+                out["op_profile"] = target.profile(artifact, np.ascontiguousarray(x), threads=threads, **cell.options)
+            except Exception as exc:  # a profiler failure costs the breakdown, never the cell's result
+                out["op_profile_error"] = profile_error(exc)
+    return out
+
+
+def measure_reference(model, x: np.ndarray, latency, threads: int, sweep=(), head=None, batch1: bool = False,
+                      progress=None) -> dict:
+    """PyTorch eager's latency on ``x`` (and the batch sweep on ``head``; with ``batch1``, also at
+    batch 1, what ``--target auto``'s batch-1 variants are compared with)."""
+    from ..console import latency_runs
+    from ..evaluate.validate import measure_latency, torch_infer
+
+    say = progress or (lambda message: None)
+    infer = torch_infer(model, threads)
+    say("Latency: PyTorch eager")
+    stats = measure_latency(latency_runs(say, "PyTorch eager latency runs", infer, latency), np.array(x, order="C"),
+                            latency)
+    out: dict[str, Any] = {"latency": stats.to_dict(), "threads": threads}
+    if sweep:
+        out["latency_sweep"] = _sweep(infer, head, sweep, latency, lambda m: say(f"PyTorch eager: {m}"))
+    if batch1:
+        out["batch1_median_ms"] = stats.median_ms if stats.batch == 1 else \
+            measure_latency(infer, np.ascontiguousarray(x[:1]), latency).median_ms
+    return out

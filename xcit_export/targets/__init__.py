@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from ..errors import UnknownTargetError
+from ..errors import UnknownTargetError, XcitExportError
 from .base import Artifact, BuildContext, Runner, Target
 
 # Backend modules imported (cheaply: heavy libraries are imported lazily inside build/load).
@@ -50,4 +50,35 @@ def get_target(name: str) -> Target:
                                  f"targets.") from None
 
 
-__all__ = ["Artifact", "BuildContext", "Runner", "Target", "TARGETS", "all_targets", "get_target", "register"]
+def unavailable_reason(target, has_calibration: bool) -> str | None:
+    """Why ``target`` cannot be a candidate on this machine, or None when it can."""
+    missing = target.missing_requirements()
+    if missing:
+        return f"cannot run here: needs {', '.join(missing)} (not installed)"
+    why = target.why_not_here()
+    if why:
+        return f"cannot run here: {why}"
+    if target.needs_calibration and not has_calibration:
+        return "not tried: needs calibration images (--calib)"
+    return None
+
+
+def candidates(selected: list[str] | None, has_calibration: bool) -> tuple[list[str], dict[str, str]]:
+    """Candidate target names among ``selected`` (default: every registered target), and for
+    each one left out the reason, in registry order."""
+    names = list(selected) if selected else list(all_targets())
+    runnable, left_out = [], {}
+    for name in names:
+        reason = unavailable_reason(get_target(name), has_calibration)
+        if reason:
+            left_out[name] = reason
+        else:
+            runnable.append(name)
+    if not runnable:
+        raise XcitExportError("--target auto found no target that can run on this machine: "
+                              + "; ".join(f"{k}: {v}" for k, v in left_out.items()))
+    return runnable, left_out
+
+
+__all__ = ["Artifact", "BuildContext", "Runner", "Target", "TARGETS", "all_targets", "candidates", "get_target",
+           "register", "unavailable_reason"]

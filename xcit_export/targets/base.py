@@ -5,110 +5,112 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from ..errors import ArtifactError, DataError, XcitExportError
+from ..errors import ArtifactError, DataError, OptionError, XcitExportError
 from ..io import write_json_atomic
+from ..values import as_bool, as_choice, as_drop, as_int, as_list, parse_size
 
 ARTIFACT_META = "artifact.json"
+
+# --------------------------------------------------------------------------------------------
+# Target options: declared typed, parsed once (before any work), canonical in build keys
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One ``-O TARGET:name=value`` option of a target.
+
+    ``parse(value, name)`` turns what a user wrote (a string from the CLI, a TOML value, a Python
+    value) into the one canonical value the build, the runner, the profiler and the build key
+    receive, and accepts its own output unchanged; a value it cannot read raises
+    :class:`~xcit_export.errors.OptionError`. ``default`` is the canonical value when the option is
+    not given (None: the build decides, and ``help`` says how). ``example`` is a valid value other
+    than the default (``list-targets --options`` shows it; tests set every option to it).
+    """
+
+    name: str
+    parse: Callable[[Any, str], Any]
+    default: Any = None
+    help: str = ""
+    example: Any = None
+
+
+class Boolean:
+    """true/false, yes/no, on/off, 1/0 (``values.as_bool``)."""
+
+    def __call__(self, value: Any, name: str) -> bool:
+        return as_bool(value, name)
+
+
+class Whole:
+    """A whole number within [minimum, maximum] (``values.as_int``)."""
+
+    def __init__(self, minimum: int = 1, maximum: int | None = None):
+        self.minimum, self.maximum = minimum, maximum
+
+    def __call__(self, value: Any, name: str) -> int | None:
+        return as_int(value, name, self.minimum, self.maximum)
+
+
+class Choice:
+    """One of a few words, compared case-insensitively; canonical in lower case."""
+
+    def __init__(self, *choices: str):
+        self.choices = choices
+
+    def __call__(self, value: Any, name: str) -> str:
+        return as_choice(value, name, self.choices)
+
+
+class Words:
+    """A list of names: ``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (``values.as_list``)."""
+
+    def __init__(self, non_empty: bool = False):
+        self.non_empty = non_empty
+
+    def __call__(self, value: Any, name: str) -> list:
+        out = as_list(value)
+        if self.non_empty and not out:
+            raise OptionError(f"option {name} is empty: give at least one name, e.g. {name}=MatMul,Conv")
+        return out
+
+
+class Drop:
+    """A top-1 drop budget as a fraction (0.01 = 1 point; ``values.as_drop``)."""
+
+    def __call__(self, value: Any, name: str) -> float | None:
+        return as_drop(value, name)
+
+
+class HeightWidth:
+    """A size ``384`` or ``512x768`` -> ``[height, width]`` (``values.parse_size``)."""
+
+    def __call__(self, value: Any, name: str) -> list:
+        return list(parse_size(value, f"option {name}"))
+
+
+class Text:
+    """Any text (a file path, a name), kept as written."""
+
+    def __call__(self, value: Any, name: str) -> str:
+        return str(value)
+
 
 # Options of the Q/DQ INT8 targets' sensitivity analysis and accuracy-budget search
 # (xcit_export/quantize/sensitivity.py). Data only, here so the device-side modules can list them without
 # importing the analysis.
-SEARCH_OPTIONS = {
-    "sensitivity": "measure each layer group quantized alone on the evaluation set (default false)",
-    "max_drop": "accuracy budget: largest top-1 drop as a fraction (0.01 = 1 point); keeps the most damaging "
-                "layer groups in higher precision until it holds",
-    "search_images": "evaluation images used by sensitivity and max_drop (default: all)",
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Option values: one parser for every target. Options arrive as strings from the CLI
-# (``-O key=value``) or typed from a recipe (TOML lists, booleans, numbers); both mean the same.
-# --------------------------------------------------------------------------------------------
-
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
-
-
-def as_list(value) -> list[str]:
-    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (blanks dropped); None or "" -> []."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, (list, tuple)):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [v.strip() for v in str(value).split(",") if v.strip()]
-
-
-def as_bool(value, name: str = "option") -> bool:
-    """true/false, 1/0, yes/no, on/off (any case) or a bool; anything else is an error."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise XcitExportError(f"option {name}={value!r} is not a boolean; use true or false")
-
-
-def as_int(value, name: str = "option", minimum: int | None = 1, maximum: int | None = None) -> int | None:
-    """An integer within [minimum, maximum]; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise XcitExportError(f"option {name}={value!r} is not a whole number")
-    try:
-        out = int(str(value).strip()) if not isinstance(value, (int, float)) else int(value)
-    except (TypeError, ValueError):
-        raise XcitExportError(f"option {name}={value!r} is not a whole number") from None
-    if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
-        rng = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
-        raise XcitExportError(f"option {name}={out} is out of range: it must be {rng}")
-    return out
-
-
-def as_float(value, name: str = "option", minimum: float | None = None, maximum: float | None = None) -> float | None:
-    """A finite number within [minimum, maximum]; None stays None."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise XcitExportError(f"option {name}={value!r} is not a number")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise XcitExportError(f"option {name}={value!r} is not a number") from None
-    if out != out or out in (float("inf"), float("-inf")):
-        raise XcitExportError(f"option {name}={value!r} is not a finite number")
-    if (minimum is not None and out < minimum) or (maximum is not None and out > maximum):
-        raise XcitExportError(f"option {name}={out} is out of range: it must be between {minimum} and {maximum}")
-    return out
-
-
-def as_drop(value, name: str = "max_drop") -> float | None:
-    """A top-1 drop budget as a fraction of the evaluation set (0.01 = 1 percentage point), the
-    unit of every target's ``max_drop`` and of a recipe's ``max_top1_drop``."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise XcitExportError(f"{name}={value!r} is not a number: give the top-1 drop as a fraction (0.01 = 1 point)")
-    try:
-        drop = float(value)
-    except (TypeError, ValueError):
-        raise XcitExportError(f"{name}={value!r} is not a number: give the top-1 drop as a fraction "
-                              f"(0.01 = 1 point)") from None
-    if drop != drop or drop < 0 or drop > 100:
-        raise XcitExportError(f"{name}={value} is out of range: it is a top-1 drop as a fraction between 0 and "
-                              f"1 (0.01 = 1 point)")
-    if drop >= 1:  # most likely meant in percentage points (openvino-int8's unit before): refuse, never reread
-        raise XcitExportError(f"{name}={value} is read as a fraction ({100 * drop:g} points); for {drop:g} "
-                              f"point{'s' if drop != 1 else ''} pass {drop / 100:g}")
-    return drop
+SEARCH_OPTIONS = (
+    Option("sensitivity", Boolean(), False, "measure each layer group quantized alone on the evaluation set",
+           example=True),
+    Option("max_drop", Drop(), None, "accuracy budget: largest top-1 drop as a fraction (0.01 = 1 point); keeps the "
+                                     "most damaging layer groups in higher precision until it holds (default: the "
+                                     "recipe's max_top1_drop, else none)", example=0.02),
+    Option("search_images", Whole(1), None, "evaluation images used by sensitivity and max_drop (default: all)",
+           example=64),
+)
 
 
 def evaluation_reason(target_name: str, options: dict, max_top1_drop: float | None = None,
@@ -277,13 +279,36 @@ class SizeCheckedRunner:
         return getattr(self._runner, name)
 
 
-class _RecordSize:
-    """``build`` that records the artifact's size rule in its metadata (picklable, unlike a closure)."""
+def parse_target_options(target: str, declared: Mapping[str, Option], given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every option of ``declared`` as its canonical value (see :meth:`Target.parse_options`)."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        accepted = ", ".join(sorted(declared)) or "none"
+        raise OptionError(f"target {target} does not take option(s) {', '.join(unknown)} (it accepts: {accepted})")
+    out: dict[str, Any] = {}
+    for name, option in declared.items():
+        value = given.get(name)
+        try:
+            out[name] = option.default if value is None else option.parse(value, name)
+        except OptionError as exc:
+            raise OptionError(f"target {target}: {exc}") from None
+    return out
 
-    def __init__(self, build: Callable[[BuildContext], Artifact]):
+
+class _RecordSize:
+    """``build`` that gets its options parsed (whoever made the context) and records the artifact's
+    size rule in its metadata (picklable, unlike a closure)."""
+
+    def __init__(self, build: Callable[[BuildContext], Artifact], name: str, options: Mapping[str, Option]):
         self.build = build
+        self.name = name
+        self.options = options
 
     def __call__(self, ctx: BuildContext) -> Artifact:
+        import dataclasses
+
+        ctx = dataclasses.replace(ctx, options=parse_target_options(self.name, self.options, ctx.options))
         artifact = self.build(ctx)
         rule = size_rule(ctx)
         rule.update(artifact.metadata.get(SIZE_META) or {})  # a target may add its range (TensorRT profiles)
@@ -291,19 +316,39 @@ class _RecordSize:
         return artifact
 
 
-class _CheckSize:
-    """``load`` whose runner checks input sizes against the artifact's recorded rule."""
+def _typed(name: str, declared: Mapping[str, Option], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of a load or profile call with the target's options parsed (the others as given)."""
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in declared}
+    return {**kwargs, **parse_target_options(name, declared, options)}
 
-    def __init__(self, load: Callable[..., Runner], name: str):
+
+class _CheckSize:
+    """``load`` whose options are parsed and whose runner checks input sizes against the artifact's
+    recorded rule."""
+
+    def __init__(self, load: Callable[..., Runner], name: str, options: Mapping[str, Option]):
         self.load = load
         self.name = name
+        self.options = options
 
     def __call__(self, artifact: Artifact, *args: Any, **kwargs: Any) -> Runner:
-        runner = self.load(artifact, *args, **kwargs)
+        runner = self.load(artifact, *args, **_typed(self.name, self.options, kwargs))
         rule = artifact.metadata.get(SIZE_META)
         if not rule or isinstance(runner, SizeCheckedRunner):
             return runner
         return SizeCheckedRunner(runner, rule, f"the {self.name} artifact '{artifact.path.name}'")
+
+
+class _ParsedProfile:
+    """``profile`` whose options are parsed."""
+
+    def __init__(self, profile: Callable[..., dict], name: str, options: Mapping[str, Option]):
+        self.profile = profile
+        self.name = name
+        self.options = options
+
+    def __call__(self, artifact: Artifact, *args: Any, **kwargs: Any) -> dict:
+        return self.profile(artifact, *args, **_typed(self.name, self.options, kwargs))
 
 
 @dataclass(frozen=True)
@@ -323,9 +368,10 @@ class Target:
     # onnxruntime) but cannot be timed here, so ``--target auto`` leaves it out.
     runs_here: Callable[[], str | None] | None = None
     verified: str = ""  # where this path has been exercised (README's targets table)
-    # Target-specific options this target accepts (name -> help). Anything else is rejected
-    # before work starts, so a misspelt or misplaced option never goes silently unused.
-    options: dict[str, str] = field(default_factory=dict)
+    # Target-specific options this target accepts (name -> :class:`Option`; registered as a sequence of
+    # Options). Anything else is rejected, and every value parsed, before work starts
+    # (:meth:`parse_options`), so a misspelt, misplaced or malformed option never goes silently unused.
+    options: Mapping[str, Option] = field(default_factory=dict)
     # Optional per-op-type latency breakdown from the runtime's own profiler:
     # ``profile(artifact, x, threads=..., runs=..., **options) -> dict`` (xcit_export/evaluate/profiling.py).
     # It opens the artifact separately, so the runner and its latency figures are never touched.
@@ -350,22 +396,32 @@ class Target:
         return evaluation_reason(self.name, options, max_top1_drop, self.reads_budget)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.options, Mapping):
+            object.__setattr__(self, "options", {o.name: o for o in self.options})
         unknown = set(self.reads) - {"calibration", "evaluation", "evaluation:search"}
         if unknown or (self.needs_calibration and "calibration" not in self.reads):
             raise ValueError(f"target {self.name}: reads={self.reads!r} must list its inputs among calibration, "
                              f"evaluation, evaluation:search (and calibration when it needs calibration)")
         # Every target's artifacts record which sizes they take, and every runner checks them.
+        # Every build, load and profile gets its options parsed; every artifact records which sizes it
+        # takes, and every runner checks them.
         if not isinstance(self.build, _RecordSize):
-            object.__setattr__(self, "build", _RecordSize(self.build))
+            object.__setattr__(self, "build", _RecordSize(self.build, self.name, self.options))
         if not isinstance(self.load, _CheckSize):
-            object.__setattr__(self, "load", _CheckSize(self.load, self.name))
+            object.__setattr__(self, "load", _CheckSize(self.load, self.name, self.options))
+        if self.profile is not None and not isinstance(self.profile, _ParsedProfile):
+            object.__setattr__(self, "profile", _ParsedProfile(self.profile, self.name, self.options))
 
-    def check_options(self, options: dict[str, Any]) -> None:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            accepted = ", ".join(sorted(self.options)) or "none"
-            raise XcitExportError(f"target {self.name} does not take option(s) {', '.join(unknown)} "
-                                  f"(it accepts: {accepted})")
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Unknown option names or values that do not parse raise :class:`OptionError`."""
+        self.parse_options(options)
+
+    def parse_options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Every option of this target as its canonical value: the given ones parsed, the others
+        their defaults. Unknown names and values that do not parse raise
+        :class:`~xcit_export.errors.OptionError` naming the target. Parsing canonical values again
+        changes nothing, so equivalent spellings (``yes``, ``true``, ``True``) give one build key."""
+        return parse_target_options(self.name, self.options, options)
 
     def check_here(self, options: dict[str, Any]) -> None:
         """Refuse, before any work, options this machine cannot serve (a run on this machine only: a

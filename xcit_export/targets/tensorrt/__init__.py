@@ -46,16 +46,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ...errors import ArtifactError, BackendUnavailableError, ExportError, XcitExportError
+from ...errors import ArtifactError, BackendUnavailableError, ExportError
 from ...io import sha256_file
 from .. import register
-from ..base import SEARCH_OPTIONS, Artifact, BuildContext, Target
+from ..base import (SEARCH_OPTIONS, Artifact, Boolean, BuildContext, Choice, HeightWidth, Option, Target, Text,
+                    Whole, Words)
 from ..onnxruntime import OnnxRuntimeRunner
 from .device import (CUDA_PYTHON_HINT, _cudart, engine_unavailable_reason, gpu_info, gpu_status, import_library,
                      library_version)
 from .engine import (ENGINE_FILE, ENGINE_META, RTX_PORTABLE, build_engine, cache_dir, check_engine_metadata,
                      parse_onnx, trtexec_command)
-from .options import (DEFAULT_GOLDEN, DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, _as_bool, _as_int, _cc_text,
+from .options import (DEFAULT_GOLDEN, DEFAULT_MAX_BATCH, DEFAULT_WORKSPACE_MB, ComputeCapabilities, _cc_text,
                       batch_profile, compute_capabilities, size_profile)
 from .precision_onnx import GOLDEN_FILE, _calibration_provenance, make_precision_onnx, write_golden
 from .runner import EngineRunner
@@ -63,39 +64,55 @@ from .runner import EngineRunner
 LIBRARIES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
 ENGINE_MODES = ("auto", "required", "skip")
 
-_COMMON_OPTIONS = {
-    "engine": "auto (default): build the engine when the library is importable and can build here; "
-              "required: fail if no engine can be built; skip: precision-ready ONNX only",
-    "min_batch": "optimisation profile: smallest batch (default 1; dynamic-batch exports only)",
-    "opt_batch": "optimisation profile: batch the kernels are tuned for (default 1)",
-    "max_batch": f"optimisation profile: largest batch (default {DEFAULT_MAX_BATCH})",
-    "min_size": "optimisation profile, --dynamic-size: smallest HxW (default: the smallest of the export size and --eval-sizes)",
-    "opt_size": "optimisation profile, --dynamic-size: HxW the kernels are tuned for (default: the export size)",
-    "max_size": "optimisation profile, --dynamic-size: largest HxW (default: the largest of the export size and --eval-sizes)",
-    "workspace_mb": f"builder workspace limit in MiB (default {DEFAULT_WORKSPACE_MB})",
-    "golden_count": f"golden inputs kept for the device bundle (default {DEFAULT_GOLDEN})",
-    "cuda_graph": "runner: replay inference as a CUDA graph (default false)",
-}
-_TRT_OPTIONS = {
-    "timing_cache": "timing cache file (default: $XCIT_EXPORT_CACHE/tensorrt/<version>-<gpu>.timing-cache)",
-}
-_RTX_OPTIONS = {
-    "compute_capability": "ahead-of-time target(s), e.g. 8.6 or 8.6,8.9,12.0 or current "
-                          "(default: TensorRT-RTX's portable set)",
-}
-_FP16_OPTIONS = {
-    "keep_fp32_nodes": "extra node names (regular expressions, comma-separated) to keep in FP32",
-}
-_INT8_OPTIONS = {
-    "calibration_method": "entropy (default) or max",
-    "exclude_op_types": "op types left unquantized besides the residual Adds (default), comma-separated, "
-                        "e.g. BatchNormalization; 'none' quantizes the Adds too",
-    "exclude_nodes": "node names left unquantized (regular expressions, comma-separated)",
-    "high_precision": "type of the unquantized rest: fp16 (default, as TensorRT runs INT8) or fp32",
-    "keep_fp32_nodes": "node names (regular expressions, comma-separated) of the unquantized rest to keep in FP32 "
-                       "rather than high_precision (--explain's remedy for a named block)",
-    **SEARCH_OPTIONS,  # sensitivity, max_drop, search_images (xcit_export/quantize/sensitivity.py)
-}
+_COMMON_OPTIONS = (
+    Option("engine", Choice(*ENGINE_MODES), "auto",
+           "auto: build the engine when the library is importable and can build here; required: fail if no engine "
+           "can be built; skip: precision-ready ONNX only", example="skip"),
+    Option("min_batch", Whole(1), None, "optimisation profile: smallest batch (default 1; dynamic-batch exports only)",
+           example=2),
+    Option("opt_batch", Whole(1), None, "optimisation profile: batch the kernels are tuned for (default 1)", example=4),
+    Option("max_batch", Whole(1), None, f"optimisation profile: largest batch (default {DEFAULT_MAX_BATCH})",
+           example=32),
+    Option("min_size", HeightWidth(), None, "optimisation profile, --dynamic-size: smallest HxW (default: the smallest "
+                                            "of the export size and --eval-sizes)", example=[32, 32]),
+    Option("opt_size", HeightWidth(), None, "optimisation profile, --dynamic-size: HxW the kernels are tuned for "
+                                            "(default: the export size)", example=[96, 96]),
+    Option("max_size", HeightWidth(), None, "optimisation profile, --dynamic-size: largest HxW (default: the largest "
+                                            "of the export size and --eval-sizes)", example=[512, 768]),
+    Option("workspace_mb", Whole(1), DEFAULT_WORKSPACE_MB, "builder workspace limit in MiB", example=2048),
+    Option("golden_count", Whole(1), DEFAULT_GOLDEN, "golden inputs kept for the device bundle", example=8),
+    Option("cuda_graph", Boolean(), False, "runner: replay inference as a CUDA graph", example=True),
+)
+_TRT_OPTIONS = (
+    Option("timing_cache", Text(), None,
+           "timing cache file (default: $XCIT_EXPORT_CACHE/tensorrt/<version>-<gpu>.timing-cache)",
+           example="trt.timing-cache"),
+)
+_RTX_OPTIONS = (
+    Option("compute_capability", ComputeCapabilities(), None,
+           "ahead-of-time target(s), e.g. 8.6 or 8.6,8.9,12.0 or current (default: TensorRT-RTX's portable set)",
+           example=["8.6"]),
+)
+_FP16_OPTIONS = (
+    Option("keep_fp32_nodes", Words(), [], "extra node names (regular expressions, comma-separated) to keep in FP32",
+           example=["head"]),
+)
+_INT8_OPTIONS = (
+    # the methods of quantize.precision.INT8_METHODS (tests/test_options.py checks they agree; that module
+    # needs onnx, which the device side lacks)
+    Option("calibration_method", Choice("entropy", "max"), "entropy", "entropy or max", example="max"),
+    Option("exclude_op_types", Words(), [], "op types left unquantized besides the residual Adds (default), "
+                                            "comma-separated, e.g. BatchNormalization; 'none' quantizes the Adds too",
+           example=["none"]),
+    Option("exclude_nodes", Words(), [], "node names left unquantized (regular expressions, comma-separated)",
+           example=["head"]),
+    Option("high_precision", Choice("fp16", "fp32"), "fp16",
+           "type of the unquantized rest: fp16 (as TensorRT runs INT8) or fp32", example="fp32"),
+    Option("keep_fp32_nodes", Words(), [], "node names (regular expressions, comma-separated) of the unquantized rest "
+                                           "to keep in FP32 rather than high_precision (--explain's remedy for a named "
+                                           "block)", example=["head"]),
+    *SEARCH_OPTIONS,  # sensitivity, max_drop, search_images (xcit_export/quantize/sensitivity.py)
+)
 
 
 class CpuStandInRunner(OnnxRuntimeRunner):
@@ -167,10 +184,8 @@ def _note_no_library(library: str) -> str:
 def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
     library = LIBRARIES[family]
     name = f"{family}-{precision}"
-    options = dict(ctx.options)
-    mode = str(options.get("engine", "auto")).lower()
-    if mode not in ENGINE_MODES:
-        raise XcitExportError(f"option engine={mode!r} is not one of {', '.join(ENGINE_MODES)}")
+    options = ctx.options  # parsed (Target.parse_options): every option, canonical
+    mode = options["engine"]
     trt = import_library(library) if mode != "skip" else None
     if mode == "required" and trt is None:
         raise BackendUnavailableError(
@@ -188,7 +203,7 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
     summary = make_precision_onnx(ctx, name, precision, options, onnx_out)
 
     # 2. ONNX-level check on onnxruntime CPU + golden data for the device bundle
-    golden_count = _as_int(options, "golden_count", DEFAULT_GOLDEN)
+    golden_count = options["golden_count"]
     onnx_check = write_golden(ctx, onnx_out, golden_count)
     input_name, output_names = onnx_io_names(onnx_out)
     golden_sizes = _golden_sizes(ctx, onnx_out, golden_count, size_range)
@@ -227,8 +242,7 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
             engine_path = ctx.out_dir / ENGINE_FILE
             engine_meta = build_engine(
                 onnx_out, engine_path, library, precision, profile, tuple(ctx.input_shape),
-                workspace_mb=_as_int(options, "workspace_mb", DEFAULT_WORKSPACE_MB),
-                compute_capability=options.get("compute_capability"),
+                workspace_mb=options["workspace_mb"], compute_capability=options.get("compute_capability"),
                 timing_cache=options.get("timing_cache"))
             if engine_meta["output_names"] != output_names:
                 raise ExportError(f"the {library} engine's outputs {engine_meta['output_names']} are not the ONNX's "
@@ -287,17 +301,13 @@ def _load(artifact: Artifact, threads: int | None = None, cuda_graph=False, **_o
     if not onnx_name:
         raise ArtifactError(f"'{folder}' holds no precision-ready ONNX record; rebuild the target")
     return open_engine_or_standin(folder, folder / onnx_name, meta.get("engine"), meta.get("library", "tensorrt"),
-                                  threads=threads, cuda_graph=_as_bool(cuda_graph, "cuda_graph"))
+                                  threads=threads, cuda_graph=cuda_graph)
 
 
 def _register(family: str, precision: str) -> None:
     library = LIBRARIES[family]
-    options = dict(_COMMON_OPTIONS)
-    options.update(_RTX_OPTIONS if family == "tensorrt-rtx" else _TRT_OPTIONS)
-    if precision == "fp16":
-        options.update(_FP16_OPTIONS)
-    if precision == "int8":
-        options.update(_INT8_OPTIONS)
+    options = (*_COMMON_OPTIONS, *(_RTX_OPTIONS if family == "tensorrt-rtx" else _TRT_OPTIONS),
+               *(_FP16_OPTIONS if precision == "fp16" else ()), *(_INT8_OPTIONS if precision == "int8" else ()))
     where = ("Jetson (JetPack 6, TensorRT 10.x) and data-centre/desktop GPUs" if family == "tensorrt"
              else "RTX PCs (TensorRT for RTX; builds ahead of time without a GPU)")
     what = {"fp32": "FP32", "fp16": "FP16 (ModelOpt AutoCast, norms in FP32)",

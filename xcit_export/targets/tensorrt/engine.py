@@ -141,11 +141,37 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
     t0 = time.perf_counter()
     rtx = library == "tensorrt_rtx"
     ccs = compute_capabilities(trt, compute_capability) if rtx else []
-    if compute_capability not in (None, "") and not rtx:
+    if compute_capability not in (None, "", []) and not rtx:
         raise XcitExportError("compute_capability applies to TensorRT-RTX only: TensorRT builds for the GPU it runs on")
     gpu = gpu_info()
     builder, network, parser, logger, strongly_typed = parse_onnx(trt, onnx_path)
     marked = mark_points(network, points) if points else None
+    config, tf32 = _builder_config(trt, builder, network, precision, workspace_mb, strongly_typed)
+    inp = network.get_input(0)
+    _add_profile(builder, config, inp, profile, input_shape, onnx_path)
+    _set_compute_capabilities(trt, config, ccs, library, logger)
+    cache_note, cache_path = _timing_cache(trt, config, library, gpu, timing_cache)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        detail = _clean(' | '.join(logger.errors())) or "no error message"
+        if gpu is None and any(_cc_text(c) == "current GPU" for c in ccs):
+            detail = "compute_capability 'current' needs a usable CUDA GPU here; name the target, e.g. 8.6"
+        raise ExportError(f"{library} {library_version(trt)} could not build an engine from '{onnx_path}': {detail}")
+    if cache_path is not None:
+        cache_note = _save_timing_cache(config, cache_path, cache_note)
+    meta = _engine_record(trt, library, precision, strongly_typed, tf32, ccs, gpu, network, profile, input_shape,
+                          workspace_mb, cache_note, onnx_path)
+    meta["points"] = marked
+    meta["build_seconds"] = round(time.perf_counter() - t0, 2)
+    _write_engine(Path(engine_path), serialized, meta)
+    del parser
+    return meta
+
+
+def _builder_config(trt, builder, network, precision: str, workspace_mb: int, strongly_typed: bool):
+    """The builder config: workspace, profiling verbosity, no TF32 for FP32; for TensorRT 8.6 (no
+    strongly typed networks), precision by builder flags with the ONNX's FP32 layers pinned.
+    Returns the config and whether TF32 is on (None where the library has no such flag)."""
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     config.profiling_verbosity = getattr(trt.ProfilingVerbosity, PROFILING_VERBOSITY)
@@ -165,48 +191,58 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
         if precision != "fp32":
             _pin_fp32_layers(trt, network)
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    inp = network.get_input(0)
+    return config, tf32
+
+
+def _add_profile(builder, config, inp, profile: dict, input_shape, onnx_path: Path) -> None:
+    """One optimisation profile for a dynamic batch and/or (--dynamic-size) height and width."""
     dims = tuple(inp.shape)
-    if any(d == -1 for d in dims):  # a dynamic batch and/or (--dynamic-size) height and width
-        if profile.get("size") is None and any(d == -1 for d in dims[1:]):
-            raise ExportError(f"'{onnx_path}' has a dynamic height/width but the profile has no size range; "
-                              f"build it from a --dynamic-size run (the profile spans --eval-sizes)")
-        opt_profile = builder.create_optimization_profile()
-        opt_profile.set_shape(inp.name, *profile_shapes(profile, input_shape))
-        config.add_optimization_profile(opt_profile)
-    if ccs:
-        config.num_compute_capabilities = len(ccs)
-        for i, cc in enumerate(ccs):
-            # set_compute_capability returns False for a refused one (e.g. CURRENT with others, or
-            # CURRENT on a machine without a GPU): it must not appear in engine.json as a target.
-            if not config.set_compute_capability(cc, i):
-                raise XcitExportError(
-                    f"{library} {library_version(trt)} refused compute_capability {_cc_text(cc)} (position {i}): "
-                    f"'current' needs a GPU here and must be the only one; "
-                    f"{_clean(' | '.join(logger.errors())) or 'no error message'}")
-    cache_note, cache_path = None, None
-    if rtx:
-        cache_note = "not used: TensorRT-RTX made timing caches a no-op (it caches JIT kernels at runtime)"
-    else:
-        cache_path = Path(timing_cache) if timing_cache else (
-            cache_dir() / f"{library_version(trt)}-{(gpu or {}).get('name', 'gpu').replace(' ', '_')}.timing-cache")
-        cache_note = _attach_timing_cache(config, cache_path)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        detail = _clean(' | '.join(logger.errors())) or "no error message"
-        if gpu is None and any(_cc_text(c) == "current GPU" for c in ccs):
-            detail = "compute_capability 'current' needs a usable CUDA GPU here; name the target, e.g. 8.6"
-        raise ExportError(f"{library} {library_version(trt)} could not build an engine from '{onnx_path}': {detail}")
-    if cache_path is not None:
-        cache_note = _save_timing_cache(config, cache_path, cache_note)
-    if rtx:
+    if not any(d == -1 for d in dims):
+        return
+    if profile.get("size") is None and any(d == -1 for d in dims[1:]):
+        raise ExportError(f"'{onnx_path}' has a dynamic height/width but the profile has no size range; "
+                          f"build it from a --dynamic-size run (the profile spans --eval-sizes)")
+    opt_profile = builder.create_optimization_profile()
+    opt_profile.set_shape(inp.name, *profile_shapes(profile, input_shape))
+    config.add_optimization_profile(opt_profile)
+
+
+def _set_compute_capabilities(trt, config, ccs: list, library: str, logger) -> None:
+    """TensorRT-RTX's ahead-of-time targets; one the library refuses is an error, never recorded."""
+    if not ccs:
+        return
+    config.num_compute_capabilities = len(ccs)
+    for i, cc in enumerate(ccs):
+        # set_compute_capability returns False for a refused one (e.g. CURRENT with others, or
+        # CURRENT on a machine without a GPU): it must not appear in engine.json as a target.
+        if not config.set_compute_capability(cc, i):
+            raise XcitExportError(
+                f"{library} {library_version(trt)} refused compute_capability {_cc_text(cc)} (position {i}): "
+                f"'current' needs a GPU here and must be the only one; "
+                f"{_clean(' | '.join(logger.errors())) or 'no error message'}")
+
+
+def _timing_cache(trt, config, library: str, gpu: dict | None, timing_cache) -> tuple[str, Path | None]:
+    """The timing cache attached to ``config`` (TensorRT; a no-op in TensorRT-RTX): its note and path."""
+    if library == "tensorrt_rtx":
+        return "not used: TensorRT-RTX made timing caches a no-op (it caches JIT kernels at runtime)", None
+    cache_path = Path(timing_cache) if timing_cache else (
+        cache_dir() / f"{library_version(trt)}-{(gpu or {}).get('name', 'gpu').replace(' ', '_')}.timing-cache")
+    return _attach_timing_cache(config, cache_path), cache_path
+
+
+def _engine_record(trt, library: str, precision: str, strongly_typed: bool, tf32, ccs: list, gpu: dict | None,
+                   network, profile: dict, input_shape, workspace_mb: int, cache_note: str, onnx_path: Path) -> dict:
+    """``engine.json``: what built the engine, for what, from what (``engine_sha256`` filled on write)."""
+    if library == "tensorrt_rtx":
         target = ("ahead-of-time for " + ", ".join(_cc_text(c) for c in ccs)) if ccs else RTX_PORTABLE
     else:
         target = f"GPU {gpu['name']} (compute capability {gpu['compute_capability']})" if gpu else "the GPU of the build machine"
+    inp = network.get_input(0)
     # The network's outputs are marked by the ONNX parser in the ONNX graph's output order; the
     # runner returns outputs in this order, by name (the engine's own I/O order is not promised).
     output_names = [network.get_output(k).name for k in range(network.num_outputs)]
-    meta = {
+    return {
         "library": library,
         "version": library_version(trt),
         "precision": precision,
@@ -221,7 +257,6 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
                      "compute_capability": gpu["compute_capability"] if gpu else None},
         "input_name": inp.name,
         "output_names": output_names,
-        "points": marked,
         "profile": profile_record(inp.name, profile, input_shape),
         "workspace_mb": int(workspace_mb),
         "profiling_verbosity": PROFILING_VERBOSITY.lower(),
@@ -229,18 +264,17 @@ def build_engine(onnx_path: Path, engine_path: Path, library: str, precision: st
         "onnx": Path(onnx_path).name,
         "onnx_sha256": sha256_file(onnx_path),
         "engine_sha256": None,
-        "build_seconds": round(time.perf_counter() - t0, 2),
     }
-    # model.engine and engine.json are replaced together, engine.json first: a crash between the
-    # two renames leaves a json whose engine_sha256 does not match, which loading refuses.
-    engine_path = Path(engine_path)
+
+
+def _write_engine(engine_path: Path, serialized, meta: dict) -> None:
+    """model.engine and engine.json replaced together, engine.json first: a crash between the two
+    renames leaves a json whose engine_sha256 does not match, which loading refuses."""
     with atomic_path(engine_path) as tmp_engine, atomic_path(engine_path.parent / ENGINE_META) as tmp_meta:
         with open(tmp_engine, "wb") as fh:
             fh.write(memoryview(serialized))
         meta["engine_sha256"] = sha256_file(tmp_engine)
         tmp_meta.write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-    del parser
-    return meta
 
 
 def profile_record(input_name: str, profile: dict, input_shape) -> dict:

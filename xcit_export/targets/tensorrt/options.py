@@ -2,49 +2,38 @@
 
 from __future__ import annotations
 
-from ...errors import XcitExportError
-from ..base import as_bool, as_int, as_list
+from ...errors import OptionError, XcitExportError
+from ...evaluate.validate import EVAL_BATCH
+from ...values import as_list, parse_size
 from .device import library_version
 
 DEFAULT_WORKSPACE_MB = 1024
-DEFAULT_MAX_BATCH = 16  # the pipeline validates in batches of 16
+DEFAULT_MAX_BATCH = EVAL_BATCH  # the profile's largest batch: what the evaluation feeds
 DEFAULT_GOLDEN = 16
-
-
-# The one option parser (targets/base.py), under the names this package's modules import.
-_as_list = as_list
-
-
-def _as_int(options: dict, key: str, default: int | None) -> int | None:
-    return as_int(options.get(key, default), key, minimum=1)
 
 
 def _exclude_op_types(value) -> list[str]:
     """INT8 op types left unquantized: the defaults (residual Adds) plus the option's; 'none' clears."""
     from ...quantize.precision import INT8_DEFAULT_EXCLUDE_OP_TYPES
 
-    given = _as_list(value)
+    given = as_list(value)
     if [v.lower() for v in given] == ["none"]:
         return []
     return list(dict.fromkeys([*INT8_DEFAULT_EXCLUDE_OP_TYPES, *given]))
 
 
-def _as_bool(value, name: str = "option") -> bool:
-    return as_bool(value, name)
-
-
 def batch_profile(static_batch: int | None, options: dict) -> dict:
     """min/opt/max batch of the optimisation profile (all equal to a static export batch)."""
     if static_batch is not None:
-        given = {k: options[k] for k in ("min_batch", "opt_batch", "max_batch") if k in options}
+        given = {k: options[k] for k in ("min_batch", "opt_batch", "max_batch") if options.get(k) is not None}
         if any(int(v) != static_batch for v in given.values()):
             raise XcitExportError(f"the ONNX was exported with a static batch {static_batch} (--batch), so "
                                   f"{', '.join(f'{k}={v}' for k, v in given.items())} cannot apply; drop them "
                                   f"or export with a dynamic batch")
         return {"min": static_batch, "opt": static_batch, "max": static_batch}
-    lo = _as_int(options, "min_batch", 1)
-    opt = _as_int(options, "opt_batch", max(lo, 1))
-    hi = _as_int(options, "max_batch", max(DEFAULT_MAX_BATCH, opt))
+    lo = options.get("min_batch") or 1
+    opt = options.get("opt_batch") or max(lo, 1)
+    hi = options.get("max_batch") or max(DEFAULT_MAX_BATCH, opt)
     if not lo <= opt <= hi:
         raise XcitExportError(f"optimisation profile needs min_batch <= opt_batch <= max_batch; got "
                               f"{lo} <= {opt} <= {hi}")
@@ -53,7 +42,7 @@ def batch_profile(static_batch: int | None, options: dict) -> dict:
 
 def compute_capabilities(trt, value) -> list:
     """``-O compute_capability=8.6,8.9`` -> TensorRT-RTX ``ComputeCapability`` members ([] = default)."""
-    names = _as_list(value)
+    names = as_list(value)
     if not names or names in (["portable"], ["default"]):
         return []
     enum = getattr(trt, "ComputeCapability", None)
@@ -82,16 +71,26 @@ def _hw(options: dict, key: str, default: tuple[int, int]) -> tuple[int, int]:
     value = options.get(key)
     if value is None:
         return default
-    parts = str(value).lower().replace(",", "x").split("x")
-    try:
-        dims = [int(p) for p in parts]
-    except ValueError:
-        raise XcitExportError(f"option {key}={value!r} is not a size; use 384 or 512x768 (height x width)") from None
-    if len(dims) == 1:
-        dims *= 2
-    if len(dims) != 2 or min(dims) <= 0:
-        raise XcitExportError(f"option {key}={value!r} is not a size; use 384 or 512x768 (height x width)")
-    return dims[0], dims[1]
+    h, w = parse_size(value, f"option {key}")
+    return h, w
+
+
+class ComputeCapabilities:
+    """``-O compute_capability=8.6,sm_120,current`` -> ``["8.6", "12.0", "current"]`` (which of them the
+    installed library can target is checked at build: :func:`compute_capabilities`)."""
+
+    def __call__(self, value, name: str) -> list:
+        out = []
+        for item in as_list(value):
+            key = item.lower().replace("sm_", "").replace("sm", "").replace(".", "").strip()
+            if key in ("current", "portable", "default"):
+                out.append(key)
+            elif key.isdigit() and len(key) >= 2:
+                out.append(f"{int(key[:-1])}.{key[-1]}")
+            else:
+                raise OptionError(f"option {name}={item!r} is not a compute capability; use e.g. 8.6, 8.6,12.0 or "
+                                  f"current")
+        return out
 
 
 def size_profile(input_shape, dynamic_size: bool, sizes, options: dict) -> dict | None:
@@ -101,7 +100,7 @@ def size_profile(input_shape, dynamic_size: bool, sizes, options: dict) -> dict 
     separately), opt is the export size (where INT8 calibrates and the kernels are tuned);
     ``-O min_size= opt_size= max_size=`` (``HxW``) override. None for a static-size ONNX.
     """
-    given = [k for k in ("min_size", "opt_size", "max_size") if k in options]
+    given = [k for k in ("min_size", "opt_size", "max_size") if options.get(k) is not None]
     if not dynamic_size:
         if given:
             raise XcitExportError(f"{', '.join(given)} need a --dynamic-size export (this ONNX has a static size)")

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...errors import ExportError, XcitExportError
 from ...io import atomic_path
+from ...evaluate.validate import evaluation_batch
 from ...evaluate.validate import compare_outputs, run_in_batches
 from ..base import BuildContext
 from ..onnxruntime import OnnxRuntimeRunner
@@ -27,23 +28,23 @@ def make_precision_onnx(ctx: BuildContext, name: str, precision: str, options: d
     INT8: ModelOpt PTQ (explicit Q/DQ) calibrated on ``ctx.calibration`` (see :mod:`xcit_export.quantize.precision`).
     """
     from ...quantize import precision as prec
-    from .options import _as_list, _exclude_op_types
+    from .options import _exclude_op_types
 
     if precision == "fp32":
         shutil.copyfile(ctx.onnx_path, onnx_out)
         return {"precision": "fp32"}
     if precision == "fp16":
         return prec.to_fp16(ctx.onnx_path, onnx_out, ctx.calibration,
-                            keep_nodes=_as_list(options.get("keep_fp32_nodes")),
+                            keep_nodes=list(options["keep_fp32_nodes"]),
                             reference_labels=ctx.calibration_labels, reference_seed=ctx.seed)
     if ctx.calibration is None:
         raise XcitExportError(f"target {name} needs calibration images: pass --calib")
     summary = prec.to_int8(ctx.onnx_path, onnx_out, ctx.calibration,
-                           method=str(options.get("calibration_method", "entropy")),
-                           exclude_op_types=_exclude_op_types(options.get("exclude_op_types")),
-                           exclude_nodes=_as_list(options.get("exclude_nodes")),
-                           high_precision=str(options.get("high_precision", "fp16")),
-                           keep_nodes=_as_list(options.get("keep_fp32_nodes")),
+                           method=options["calibration_method"],
+                           exclude_op_types=_exclude_op_types(options["exclude_op_types"]),
+                           exclude_nodes=list(options["exclude_nodes"]),
+                           high_precision=options["high_precision"],
+                           keep_nodes=list(options["keep_fp32_nodes"]),
                            reference_labels=ctx.calibration_labels, reference_seed=ctx.seed)
     # Per-group sensitivity and the accuracy-budget search (-O ...:sensitivity / max_drop; quantize/sensitivity.py).
     summary.update(prec.int8_search(onnx_out, ctx))
@@ -54,7 +55,7 @@ def _ort_outputs(path: Path, x: np.ndarray, batch: int | None, threads: int | No
     """Every output of the ONNX at ``path`` on onnxruntime CPU, in the graph's order."""
     runner = OnnxRuntimeRunner(path, threads=threads)
     try:
-        return run_in_batches(runner.infer, x, batch or 16)
+        return run_in_batches(runner.infer, x, evaluation_batch(batch))
     finally:
         runner.close()
 

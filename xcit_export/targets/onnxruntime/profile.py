@@ -1,154 +1,11 @@
-"""ONNX Runtime targets (CPU execution provider).
-
-``onnxruntime-fp32``: the artifact is the simplified FP32 ONNX itself; the runner is an
-``InferenceSession`` with all graph optimisations and a fixed intra-op thread count, so latency
-figures are reproducible and comparable with PyTorch at the same thread count.
-
-``onnxruntime-int8``: onnxruntime's own static post-training quantization (QDQ format, per-channel
-weights, activations calibrated on ``--calib``) in a format chosen from the CPU's ISA
-(``quantize/ort_int8.py``: U8S8 with VNNI, U8S8 with 7-bit weights without it, where U8S8 saturates;
-``-O format=`` overrides). ``sensitivity`` and ``max_drop`` (or the recipe's ``max_top1_drop``) run
-the per-group sensitivity and accuracy-budget search of ``xcit_export/quantize/sensitivity.py``. Only MatMul/Gemm/Conv
-with a weight operand are quantized: LayerNorm, Softmax, GELU, XCiT's L2 normalisation and the
-activation-by-activation attention products stay FP32. Quantizing those attention products too
-(``-O quantize_attention=true``) lowered the fixture's minimum cosine from 0.988 to 0.955. This graph is for ONNX Runtime's CPU kernels; TensorRT's
-parser rejects it (INT32 bias DequantizeLinear), which is why the TensorRT targets use ModelOpt.
-"""
+"""Per-operator-type time from onnxruntime's own profiler, its own cost a node subtracted."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 
-from ..errors import ArtifactError, XcitExportError
-from . import register
-from .base import SEARCH_OPTIONS, Artifact, BuildContext, Target, as_bool, as_drop, as_int, as_list
-from ..quantize.ort_int8 import CalibrationReader
-
-
-def session_options(threads: int | None):
-    """The runner's ``SessionOptions``: every graph optimisation, ``threads`` intra-op threads."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    return opts
-
-
-class OnnxRuntimeRunner:
-    """An ``onnxruntime.InferenceSession`` on the CPU EP; I/O by the graph's tensor names."""
-
-    device = "CPU"
-
-    def __init__(self, path, threads: int | None = None):
-        import onnxruntime as ort
-
-        if not path.exists():
-            raise ArtifactError(f"ONNX file '{path}' does not exist; rebuild the target")
-        opts = session_options(threads)
-        self.threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ArtifactError(f"onnxruntime cannot load '{path}': {str(exc).splitlines()[0][:300]}") from None
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def infer(self, x: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(self.output_names, {self.input_name: x})
-
-    def close(self) -> None:
-        self.session = None
-
-
-def build_copy(ctx: BuildContext, target: str) -> Artifact:
-    """The FP32 artifact is the simplified ONNX, copied so the target folder is self-contained."""
-    dst = ctx.out_dir / "model.onnx"
-    shutil.copyfile(ctx.onnx_path, dst)
-    return Artifact(target=target, path=dst, files=[dst], metadata={"precision": "fp32"})
-
-
-def _build_fp32(ctx: BuildContext) -> Artifact:
-    return build_copy(ctx, "onnxruntime-fp32")
-
-
-_INT8_OPTIONS = {
-    "method": "calibration: minmax (default), entropy or percentile",
-    "per_channel": "per-output-channel weight scales (default true)",
-    "op_types": "op types to quantize (default [MatMul, Gemm, Conv])",
-    "exclude_nodes": "node names to keep in FP32",
-    "quantize_attention": "also quantize activation-by-activation MatMuls (default false)",
-    "format": "u8s8, u8s8-reduce-range, s8s8 or u8u8 (default: chosen from this CPU's ISA, see quantize/ort_int8.py)",
-    **SEARCH_OPTIONS,  # sensitivity, max_drop (default: the recipe's max_top1_drop), search_images
-}
-
-
-def _activation_matmuls(path) -> list[str]:
-    """MatMuls whose operands are both activations (XCA's q.k and attention.v products)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    weights = {i.name for i in model.graph.initializer}
-    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in weights for i in n.input)]
-
-
-_Calibration = CalibrationReader  # the name benchmarks and older code import
-
-
-def _build_int8(ctx: BuildContext) -> Artifact:
-    from onnxruntime.quantization import quant_pre_process
-
-    from ..quantize import sensitivity
-    from ..quantize.ort_int8 import choose_format, quantize
-
-    fmt, reason = choose_format(forced=ctx.options.get("format"))
-    method = str(ctx.options.get("method", "minmax")).lower()
-    op_types = as_list(ctx.options.get("op_types", ["MatMul", "Gemm", "Conv"]))
-    if not op_types:
-        raise XcitExportError("onnxruntime-int8 option op_types is empty: nothing would be quantized; give op "
-                              "types, e.g. -O onnxruntime-int8:op_types=MatMul,Gemm,Conv")
-    per_channel = as_bool(ctx.options.get("per_channel", True), "per_channel")
-    budget = as_drop(ctx.options.get("max_drop", ctx.max_top1_drop),
-                     "max_drop" if "max_drop" in ctx.options else "max_top1_drop")
-    want_sensitivity = as_bool(ctx.options.get("sensitivity", False), "sensitivity")
-    dst = ctx.out_dir / "model.int8.onnx"
-    # onnxruntime's recommended pre-pass: symbolic shape inference and its graph optimisations
-    # (fused LayerNorm/GELU), so quantization sees the graph the CPU kernels will run.
-    prepared = ctx.out_dir / "model.prepared.onnx"
-    # Symbolic shape inference is skipped: it crashes on the dynamic-batch Expand of the class
-    # token; ONNX's own shape inference still runs and handles the graph.
-    quant_pre_process(str(ctx.onnx_path), str(prepared), skip_symbolic_shape=True)
-    exclude = as_list(ctx.options.get("exclude_nodes"))
-    if not as_bool(ctx.options.get("quantize_attention", False), "quantize_attention"):
-        exclude += _activation_matmuls(prepared)
-    quantize(prepared, dst, ctx.calibration, fmt, step=ctx.batch, method=method, per_channel=per_channel,
-             op_types=op_types, exclude_nodes=exclude)
-    meta = {"precision": "int8", "format": fmt.name, "format_reason": reason, "method": method,
-            "op_types": op_types, "per_channel": per_channel, "reduce_range": fmt.reduce_range,
-            "calibration_images": int(len(ctx.calibration)), "calibration_id": ctx.calibration_id}
-    if want_sensitivity or budget is not None:
-        meta.update(sensitivity.analyse(dst, ctx.onnx_path, ctx.evaluation, batch=ctx.batch, threads=ctx.threads,
-                                        budget=budget, want_sensitivity=want_sensitivity, float_path=prepared,
-                                        search_images=as_int(ctx.options.get("search_images"), "search_images"),
-                                        seed=ctx.seed))
-    prepared.unlink()
-    OnnxRuntimeRunner(dst, threads=1).close()  # a graph ORT cannot load fails the build, not validation
-    return Artifact(target="onnxruntime-int8", path=dst, files=[dst], metadata=meta)
-
-
-def _int8_key_inputs(options: dict) -> dict:
-    """Build-key inputs beyond the options: the CPU's ISA class decides the automatic format."""
-    from ..fingerprint import cpu_capabilities
-
-    return {} if options.get("format") else {"isa_class": cpu_capabilities().isa_class}
-
-
-def load(artifact: Artifact, threads: int | None = None, **_options) -> OnnxRuntimeRunner:
-    return OnnxRuntimeRunner(artifact.path, threads=threads)
+from ..base import Artifact
+from .runner import session_options
 
 
 def _profiled_runs(path: str, x: np.ndarray, threads: int | None, runs: int, tmp: str) -> tuple[list, list, list]:
@@ -281,7 +138,7 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
     model with too few of them; ``node_cost_from`` in the entry says which."""
     import tempfile
 
-    from ..evaluate.profiling import DEFAULT_RUNS, breakdown, subtract_node_cost
+    from ...evaluate.profiling import DEFAULT_RUNS, breakdown, subtract_node_cost
 
     runs = runs or DEFAULT_RUNS
     with tempfile.TemporaryDirectory(prefix="xcit-ort-prof-") as tmp:
@@ -305,34 +162,3 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
                            f"of {count} nodes")
     entry["node_cost_from"] = cost_from
     return entry
-
-
-register(Target(
-    name="onnxruntime-fp32",
-    backend="onnxruntime",
-    precision="fp32",
-    description="Simplified FP32 ONNX on ONNX Runtime's CPU execution provider",
-    build=_build_fp32,
-    load=load,
-    profile=profile,
-    requires=("onnxruntime",),
-    verified="x86-64 CPU (AMD Zen 3, CI)",
-))
-
-
-register(Target(
-    name="onnxruntime-int8",
-    backend="onnxruntime",
-    precision="int8",
-    description="Static INT8 (QDQ, onnxruntime quantizer, calibrated) on ONNX Runtime's CPU execution provider",
-    build=_build_int8,
-    load=load,
-    profile=profile,
-    requires=("onnxruntime",),
-    needs_calibration=True,
-    reads=("calibration", "evaluation:search"),
-    verified="x86-64 CPU (AMD Zen 4, AVX-512 VNNI; CI)",
-    options=_INT8_OPTIONS,
-    key_inputs=_int8_key_inputs,
-    reads_budget=True,  # the recipe's max_top1_drop is its max_drop by default
-))
