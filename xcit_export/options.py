@@ -308,8 +308,8 @@ class RunOptions:
     # -- where the accuracy went (docs/explain.md) -------------------------------------------------
     explain: bool = _opt(False, flag="--explain", cli_type=bool, parse=_flag, recipe=("diagnose", "explain"),
                          help="Per-block error of every target against PyTorch, named by module path, and each "
-                              "backend's remedy (docs/explain.md); targets that miss their accuracy limits are explained "
-                              "anyway.")
+                              "backend's remedy (docs/explain.md); targets that miss their accuracy limits are "
+                              "explained anyway.")
     fix: bool = _opt(False, flag="--fix", cli_type=bool, parse=_flag, recipe=("diagnose", "fix"),
                      help="Rebuild every explained target with its remedy in <out>/fixed and report before and after "
                           "(implies --explain).")
