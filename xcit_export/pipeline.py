@@ -403,7 +403,8 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
     torch_run = torch_infer(model, threads)
     passed = _evaluation_pass(jobs, source, fmt, torch_run, batch, labelled, classify, model.output_names,
                               threads, progress,
-                              check=lambda ref: check_reference(ref, model.output_names, model, eval_desc))
+                              check=lambda ref: check_reference(ref, model.output_names, model, eval_desc),
+                              reference=_reference(config, spec, source, torch_run, model.output_names, progress))
     # non-finite reference outputs stopped the pass; a reference constant over the whole set is a warning
     warnings = [constant_reference_warning(name, passed.count) for name in passed.reference_constant]
     data_info.get("evaluation_set", {}).update(count=passed.count, skipped=len(source.skipped),
@@ -490,7 +491,8 @@ def _evaluate_sizes(config: RunConfig, model, spec, targets, onnx_path: Path, on
         say(f"Size {lab}: PyTorch and every target on {len(source)} inputs")
         passed = _evaluation_pass(jobs, source, fmt, torch_run, config.batch or 16, labelled, classify,
                                   model.output_names, threads, say,
-                                  check=lambda ref, d=desc: check_reference(ref, model.output_names, model, d))
+                                  check=lambda ref, d=desc: check_reference(ref, model.output_names, model, d),
+                                  reference=_reference(config, spec, source, torch_run, model.output_names, say))
         head = fmt(source.head(lat_batch))
         x_lat = np.ascontiguousarray(np.resize(head, (lat_batch, *head.shape[1:])))
         torch_lat = measure_latency(torch_run, x_lat, config.latency)
@@ -636,13 +638,31 @@ def _counted(batches, step, total: int):
         step(done, total)
 
 
+def _reference(config: RunConfig, spec, source, torch_run, output_names: list[str], progress: Progress):
+    """The PyTorch reference for the evaluation pass, cached on disk under what its outputs depend on
+    (:mod:`xcit_export.evaluate.reference_cache`): read back on a rerun, else computed at its own batch."""
+    from .evaluate.reference_cache import CachedReference, cache_root, reference_key
+    from .models.weights import weights_fingerprint
+
+    key = reference_key(model=spec.name, weights_id=weights_fingerprint(config.weights, config.seed, spec),
+                        seed=config.seed, num_classes=spec.num_classes, preprocessing=source.pp.to_dict(),
+                        output=config.output, input_format=config.input_format, dynamic_size=config.dynamic_size,
+                        images=source.content_hash())
+    return CachedReference(cache_root(config.out_dir), key, torch_run, output_names, progress=progress)
+
+
 def _evaluation_pass(jobs: list[_Job], source, fmt, torch_run, batch: int, labelled: bool, classify: bool,
-                     output_names: list[str], threads: int, progress: Progress, check=None):
+                     output_names: list[str], threads: int, progress: Progress, check=None, reference=None):
     """Load every built target and stream the evaluation set once through PyTorch and all of them
     (:mod:`xcit_export.evaluate.stream` says why one pass with every runner open). Decoding runs in
     ``min(8, threads)`` threads, a few batches ahead. Runners are closed before any latency is
     measured. Returns the :class:`~xcit_export.evaluate.stream.StreamResult`, whose ``targets``
-    line up with ``jobs`` (a target that did not build or load has an error there)."""
+    line up with ``jobs`` (a target that did not build or load has an error there).
+
+    ``reference`` (a :class:`~xcit_export.evaluate.reference_cache.CachedReference`) replaces
+    ``torch_run``: the set is then streamed in chunks of at least its batch (a multiple of ``batch``,
+    so each target still sees whole batches of its own), and its cache is written when the pass ends.
+    """
     from .data.sets import DecodeStats, default_decode_workers
 
     streamed, runners = [], []
@@ -667,11 +687,19 @@ def _evaluation_pass(jobs: list[_Job], source, fmt, torch_run, batch: int, label
         workers = min(default_decode_workers(), threads)
         progress(f"Evaluation: streaming {len(source)} inputs through PyTorch and {len(live)} target(s) "
                  f"({workers} decoding threads)")
+        chunk = batch if reference is None else batch * -(-reference.batch // batch)
         batches = _counted(((fmt(x), y if labelled else None)
-                            for x, y in source.stream(batch, workers=workers, stats=stats)),
+                            for x, y in source.stream(chunk, workers=workers, stats=stats)),
                            stepper(progress, "evaluation: PyTorch and every target"), len(source))
-        result = evaluate_stream(batches, torch_run, batch, live, output_names, classify, stats, progress,
-                                 total=len(source), check_reference=check)
+        try:
+            result = evaluate_stream(batches, reference or torch_run, None if reference else batch, live,
+                                     output_names, classify, stats, progress, total=len(source), check_reference=check)
+        except BaseException:
+            if reference is not None:
+                reference.abort()
+            raise
+        if reference is not None:
+            result.throughput["reference_cache"] = reference.finish()
     finally:
         for runner in runners:
             runner.close()

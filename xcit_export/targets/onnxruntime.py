@@ -307,6 +307,15 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
     return entry
 
 
+def open_pool(artifact: Artifact, x: np.ndarray, streams: int | None = None, threads: int | None = None,
+              **_options):
+    """Concurrent ``run`` calls on one session (``Target.pool``; :mod:`.onnxruntime_pool`);
+    ``streams`` None: one per thread."""
+    from .onnxruntime_pool import OnnxRuntimePool
+
+    return OnnxRuntimePool(artifact.path, x, session_options, streams=streams, threads=threads)
+
+
 register(Target(
     name="onnxruntime-fp32",
     backend="onnxruntime",
@@ -315,6 +324,7 @@ register(Target(
     build=_build_fp32,
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("onnxruntime",),
     verified="x86-64 CPU (AMD Zen 3, CI)",
 ))
@@ -328,6 +338,7 @@ register(Target(
     build=_build_int8,
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("onnxruntime",),
     needs_calibration=True,
     reads=("calibration", "evaluation:search"),

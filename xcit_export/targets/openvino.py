@@ -675,6 +675,20 @@ def profile(artifact: Artifact, x: np.ndarray, threads: int | None = None, runs:
                           f"counter times; the profiled inferences took {statistics.median(wall):.2f} ms")
 
 
+def open_pool(artifact: Artifact, x: np.ndarray, streams: int | None = None, threads: int | None = None,
+              cpu_streams: int | None = None, **options) -> Any:
+    """Requests in flight on the IR (``Target.pool``; :mod:`.openvino_pool`): the runner's device,
+    precision and threads, ``PERFORMANCE_HINT=THROUGHPUT``; ``streams`` requests (None: the compiled
+    model's optimal number), on ``cpu_streams`` CPU streams (None: the hint decides)."""
+    from .openvino_pool import OpenVINOPool
+
+    device = parse_device(options.get("device"))
+    check_device_available(device)
+    precision = parse_precision(options.get("inference_precision"), artifact.metadata.get("precision", "fp32"))
+    return OpenVINOPool(_core(), artifact.path, x, device, compile_config(device, "THROUGHPUT", precision, threads),
+                        requests=streams, cpu_streams=cpu_streams)
+
+
 register(Target(
     name="openvino-fp32",
     backend="openvino",
@@ -683,6 +697,7 @@ register(Target(
     build=lambda ctx: _build(ctx, "fp32"),
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("openvino",),
     verified=VERIFIED,
     options=dict(COMMON_OPTIONS),
@@ -696,6 +711,7 @@ register(Target(
     build=lambda ctx: _build(ctx, "fp16"),
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("openvino",),
     verified=VERIFIED,
     options=dict(COMMON_OPTIONS),
@@ -709,6 +725,7 @@ register(Target(
     build=lambda ctx: _build(ctx, "int8"),
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("openvino", "nncf"),
     needs_calibration=True,
     reads=("calibration", "evaluation:search"),
