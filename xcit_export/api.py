@@ -338,6 +338,9 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
         max_top1_drop: float | None = None, min_top1_agreement: float | None = None,
         min_cosine_mean: float | None = None, require_winner: str | None = None,
         profile: bool = True, rebuild: bool = False, wait: bool = True,
+        scenarios: str | Sequence[str] | None = None, streams: int | None = None,
+        scenario_seconds: float | None = None, sustain: float | None = None, mlperf_tail: bool = False,
+        objective: str = "latency",
         progress: ProgressArg = None) -> Report:
     """Export ``model``, build every target, validate each against PyTorch, write the report.
 
@@ -363,6 +366,13 @@ def run(model: str, targets: str | Sequence[str] = "onnxruntime-fp32", *,
         max_top1_drop, min_top1_agreement, min_cosine_mean, require_winner: ``targets="auto"``'s
             accuracy budget (fractions; defaults 0.01, 0.97, 0.99) and the candidate that must win.
         wait: another run holds ``out``: wait for it (False: raise ``OutputDirBusyError`` at once).
+        scenarios, streams, scenario_seconds, sustain, mlperf_tail: latency as a deployment sees it
+            (docs/latency.md): ``"single-stream,multi-stream,offline"`` (or ``"all"``), ``streams``
+            concurrent streams for multi-stream (default 4), seconds per multi-stream run and offline
+            figure (default 2), ``sustain`` seconds per scenario with a stability verdict, and MLPerf's
+            600 s minimum and early-stopping tail estimate.
+        objective: ``targets="auto"`` ranks by ``"latency"`` (median per image) or ``"throughput"``
+            (offline images/s; adds the offline scenario).
         progress: None/False (silent), True (progress bars on stderr), or a callable taking stage
             messages; give it a ``step(label, done, total)`` method to get counts as well.
 
@@ -401,8 +411,12 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
                   target_options: Mapping[str, Mapping[str, Any]] | None = None,
                   max_top1_drop: float | None = None, min_top1_agreement: float | None = None,
                   min_cosine_mean: float | None = None, require_winner: str | None = None,
-                  profile: bool = True, rebuild: bool = False, wait: bool = True) -> Any:
+                  profile: bool = True, rebuild: bool = False, wait: bool = True,
+                  scenarios: str | Sequence[str] | None = None, streams: int | None = None,
+                  scenario_seconds: float | None = None, sustain: float | None = None, mlperf_tail: bool = False,
+                  objective: str = "latency") -> Any:
     """The pipeline's RunConfig for :func:`run`'s arguments (``candidates``: ``auto`` among these only)."""
+    from .evaluate.scenarios import scenario_options
     from .evaluate.validate import LatencyOptions
     from .export import DEFAULT_OPSET
     from .pipeline import DEFAULT_CALIB_WEIGHTS, RunConfig, distribute_options
@@ -441,7 +455,8 @@ def _build_config(model: str, targets: str | Sequence[str], *, candidates: list[
         output=output, input_format=input_format, rebuild=rebuild, calib=calib, calib_size=calib_size,
         eval=eval, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
         auto=auto_budget is not None, budget=auto_budget, require_winner=require_winner, profile=profile,
-        wait_for_lock=wait)
+        wait_for_lock=wait, objective=objective,
+        scenarios=scenario_options(scenarios, streams, scenario_seconds, sustain, mlperf_tail))
     if config.auto:
         # the candidates (default: every registered target); pipeline.run lists those that cannot run here
         config.targets = list(candidates or [])

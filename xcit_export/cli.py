@@ -100,6 +100,20 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
               help="--target auto: smallest mean cosine with PyTorch where it stands in (no labels/no logits).")
 @click.option("--require-winner", help="--target auto: exit 1 unless this candidate is recommended, "
                                         "e.g. openvino-fp32@batch1.")
+@click.option("--scenario", "scenario", metavar="LIST",
+              help="Also run these scenarios per target: single-stream, multi-stream, offline (comma-separated, or "
+                   "all); docs/latency.md.")
+@click.option("--streams", type=click.IntRange(min=1), help="Concurrent streams of the multi-stream scenario (default 4).")
+@click.option("--scenario-seconds", type=float,
+              help="Seconds of a multi-stream run and of the offline figure (default 2).")
+@click.option("--sustain", type=float, metavar="SECONDS",
+              help="Run each scenario this long and judge it stable, drifting or noisy (default scenario: "
+                   "single-stream).")
+@click.option("--mlperf-tail", is_flag=True,
+              help="MLPerf's rule for the tail: latency scenarios run at least 600 s and report LoadGen's "
+                   "early-stopping estimate of p90 (single-stream) and p99 (multi-stream).")
+@click.option("--objective", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
+              help="--target auto: rank by median latency per image, or by offline images/s.")
 @click.option("--profile/--no-profile", "op_profile", default=True, show_default=True,
               help="Per-operator-type latency breakdown from each runtime's profiler (a separate pass).")
 @click.option("--executor", type=click.Choice(["local", "ray"]),
@@ -114,7 +128,8 @@ def _parse_options(raw: tuple[str, ...]) -> tuple[dict, dict[str, dict]]:
 def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dynamic_size, eval_sizes, output, input_format, opset, out, threads,
          calib, calib_size, eval_source, eval_size, class_index, on_bad_image, eval_count,
          warmup, iterations, min_seconds, max_seconds, device, hint, raw_options, recipe, rebuild, no_wait, max_top1_drop,
-         min_top1_agreement, min_cosine_mean, require_winner, op_profile, executor, ray_address, shards, quiet, verbose):
+         min_top1_agreement, min_cosine_mean, require_winner, scenario, streams, scenario_seconds, sustain, mlperf_tail,
+         objective, op_profile, executor, ray_address, shards, quiet, verbose):
     """Export XCiT classifiers to edge runtimes and validate them against PyTorch.
 
     Example: xcit-export --model xcit_nano_12_p16_224 --target onnxruntime-fp32 --weights random
@@ -149,7 +164,7 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dyn
         raise click.UsageError("give --model and --target, or --recipe (or a sub-command; see --help)")
 
     auto_flags = [f"--{p.replace('_', '-')}" for p in ("max_top1_drop", "min_top1_agreement", "min_cosine_mean",
-                                                        "require_winner")
+                                                        "require_winner", "objective")
                   if ctx.get_parameter_source(p) == click.core.ParameterSource.COMMANDLINE]
     general, specific = _parse_options(raw_options)
     options = dict(
@@ -158,10 +173,12 @@ def main(ctx, model, targets, weights, seed, num_classes, input_size, batch, dyn
         eval_sizes=eval_sizes, calib=calib, calib_size=calib_size,
         eval=eval_source, eval_size=eval_size, class_index=class_index, on_bad_image=on_bad_image,
         eval_count=eval_count, warmup=warmup, iterations=iterations, min_seconds=min_seconds, max_seconds=max_seconds, device=device,
-        hint=hint, options=general, target_options=specific, rebuild=rebuild, wait=not no_wait, profile=op_profile)
+        hint=hint, options=general, target_options=specific, rebuild=rebuild, wait=not no_wait, profile=op_profile,
+        scenarios=scenario, streams=streams, scenario_seconds=scenario_seconds, sustain=sustain,
+        mlperf_tail=mlperf_tail)
     # The accuracy budget's defaults are the CLI's; only the options given count as "given for auto".
     budget = dict(max_top1_drop=max_top1_drop, min_top1_agreement=min_top1_agreement,
-                  min_cosine_mean=min_cosine_mean, require_winner=require_winner)
+                  min_cosine_mean=min_cosine_mean, require_winner=require_winner, objective=objective)
     if "auto" not in [t.strip() for t in ",".join(targets).split(",")]:
         if auto_flags:
             raise click.UsageError(f"{', '.join(auto_flags)} only apply to --target auto")

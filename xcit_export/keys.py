@@ -82,6 +82,8 @@ READ_BY_NONE: dict[str, str] = {
     "budget": "--target auto's recommendation budget, read after building",
     "require_winner": "--target auto's exit rule, read after building",
     "profile": "per-operator profiles, measured after building",
+    "scenarios": "--scenario/--sustain: measurement only, after building",
+    "objective": "--target auto's ranking (latency or offline throughput), read after building",
 }
 
 

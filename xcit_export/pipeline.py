@@ -29,6 +29,7 @@ from .fingerprint import device_fingerprint
 from .io import atomic_dir, ensure_writable_dir, sha256_file
 from .outdir import locked_output_dir
 from .evaluate.profiling import profile_error
+from .evaluate.scenarios import OFFLINE, ScenarioOptions
 from .targets import Artifact, BuildContext, get_target
 from .targets.base import ARTIFACT_META, no_evaluation_error
 from .models.deploy import DeployModel, to_input_format
@@ -94,6 +95,10 @@ class RunConfig:
     # (height, width) sizes to evaluate at (evaluate/sizes.py), each run like the export size.
     dynamic_size: bool = False
     eval_sizes: tuple[tuple[int, int], ...] = ()
+    # --scenario / --streams / --scenario-seconds / --sustain / --mlperf-tail (evaluate/scenarios.py): each
+    # target's single-stream, multi-stream and offline figures, after its latency and profile.
+    scenarios: ScenarioOptions = field(default_factory=ScenarioOptions)
+    objective: str = "latency"  # --target auto ranks by: latency (per image) or throughput (offline images/s)
 
     def resolved_threads(self) -> int:
         return self.threads or os.cpu_count() or 1
@@ -287,11 +292,16 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     (:func:`xcit_export.outdir.locked_output_dir`), so two runs never interleave in one folder.
     """
     left_out: dict[str, str] = {}
+    _check_scenario_options(config)
     if config.auto:
         from .evaluate import auto as auto_mod
 
         config.budget = (config.budget or auto_mod.Budget()).check()  # a bad budget fails before any work
         config.targets, left_out = auto_mod.plan(config.targets, calibration_available(config))
+        if config.objective == "throughput" and OFFLINE not in config.scenarios.scenarios:
+            progress("auto: --objective throughput ranks by the offline scenario: adding --scenario offline")
+            config.scenarios = dataclasses.replace(config.scenarios,
+                                                   scenarios=(*config.scenarios.scenarios, OFFLINE)).check()
     targets = [get_target(name) for name in config.targets]  # unknown names fail before any work
     for target in targets:
         target.check_options(config.target_options.get(target.name, {}))
@@ -325,6 +335,19 @@ def run(config: RunConfig, progress: Progress = lambda msg: None) -> dict:
     # Everything below writes into out_dir: one run at a time there (outdir.py).
     with locked_output_dir(config.out_dir, wait=config.wait_for_lock, progress=progress):
         return _build_and_report(config, targets, spec, threads, data_info, progress, left_out, eval_set)
+
+
+def _check_scenario_options(config: RunConfig) -> None:
+    """--scenario and friends, and --objective, before any work (evaluate/scenarios.py, evaluate/auto.py)."""
+    from .errors import UsageError
+    from .evaluate.auto import OBJECTIVES
+
+    config.scenarios.check()
+    if config.objective not in OBJECTIVES:
+        raise UsageError(f"--objective {config.objective!r}: use {' or '.join(OBJECTIVES)}")
+    if config.objective != "latency" and not config.auto:
+        raise UsageError(f"--objective {config.objective} ranks --target auto's candidates; give --target auto, or "
+                         f"read the offline figures of --scenario offline")
 
 
 def _refuse_search_without_data(config: RunConfig, targets) -> None:
@@ -429,6 +452,7 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         else:
             _run_target(job, streamed, x_lat, torch_latency.median_ms, head, threads, model.output_names, progress)
         _profile_entry(job.target, job.entry, job.config, head, threads, progress)
+        _scenario_entry(job, head[:1] if job.batch1 else x_lat, threads, job.progress)
         results.append(job.entry)
     for job in jobs:
         job.entry["export_batch"] = 1 if job.batch1 else (config.batch or "dynamic")
@@ -725,11 +749,36 @@ def _profile_entry(target, entry: dict, config: RunConfig, x_eval, threads: int,
         entry["op_profile_error"] = profile_error(exc)
 
 
+OFFLINE_BATCHES = (1, 8)  # the batches a dynamic-batch artifact's offline search tries (a static one: its own)
+
+
+def _scenario_entry(job: _Job, x, threads: int, progress: Progress) -> None:
+    """``--scenario``: the target's scenarios (evaluate/scenarios.py) on its own runner and request
+    pool, after its latency figure and profile, with energy (RAPL, where readable) and the CPU's
+    clocks and temperatures around each; the entry's ``scenarios``."""
+    options, entry, target = job.config.scenarios, job.entry, job.target
+    if not options.active or entry.get("status") != "ok" or "latency" not in entry:
+        return
+    from .device import energy, sensors
+    from .evaluate.scenarios import run_target
+
+    opts = job.config.target_options.get(target.name, {})
+    artifact = Artifact.from_dir(Path(entry["artifact"]["path"]).parent)
+    static = job.config.batch is not None  # a static-batch export (auto's @batch1 variants included)
+    pool = (lambda xb, n: target.pool(artifact, xb, streams=n, threads=threads, **opts)) if target.pool else None
+    meter, no_energy = energy.source()
+    entry["scenarios"] = run_target(options, lambda: target.load(artifact, threads=threads, **opts), pool,
+                                    np.ascontiguousarray(x), () if static else OFFLINE_BATCHES, threads,
+                                    latency=entry["latency"], meter=meter, snapshot=sensors.snapshot,
+                                    progress=progress, label=entry["target"], energy_note=no_energy)
+
+
 def _recommendation(config: RunConfig, results: list[dict], left_out: dict, labelled: bool,
                     classifies: bool) -> dict:
     from .evaluate import auto as auto_mod
 
-    rec = auto_mod.recommend(results, config.budget, left_out, labelled=labelled, classifies=classifies)
+    rec = auto_mod.recommend(results, config.budget, left_out, labelled=labelled, classifies=classifies,
+                             objective=config.objective)
     if config.require_winner:
         auto_mod.require_winner(rec, config.require_winner)
     return rec

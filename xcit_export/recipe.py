@@ -11,7 +11,9 @@ Layout (every table optional except ``model`` and ``targets``)::
     [model]    name (one name, or a list: a matrix of models), weights, num_classes, input_size, seed
     [export]   batch, opset, output, input_format, dynamic_size (bool), eval_sizes (list: 224, "512x768")
     [data]     calib, calib_size, eval, eval_size, eval_count, class_index, on_bad_image
-    [latency]  threads, warmup, iterations, min_seconds, max_seconds, batch_sweep
+    [latency]  threads, warmup, iterations, min_seconds, max_seconds, batch_sweep,
+               scenarios (["single-stream", "multi-stream", "offline"] or "all"), streams, scenario_seconds,
+               sustain (seconds), mlperf_tail (bool)   # docs/latency.md
     [targets.<target-name>]
     options        = { device = "CPU", ... }          # the target's own options
     thresholds     = { min_top1_agreement = 0.99, max_top1_drop = 0.01, min_cosine = 0.999 }
@@ -26,7 +28,8 @@ local|ray``; docs/ray.md). A target without ``device`` runs on any node.
 candidate (``[targets.<name>]`` tables may still give options and thresholds), and::
 
     [auto]     max_top1_drop = 0.01, min_top1_agreement = 0.97, min_cosine_mean = 0.99,
-               require_winner = "openvino-fp32@batch1"   # a run (and `gate --recipe`) fails otherwise
+               require_winner = "openvino-fp32@batch1",  # a run (and `gate --recipe`) fails otherwise
+               objective = "latency"                     # or "throughput": offline images/s
 """
 
 from __future__ import annotations
@@ -60,9 +63,10 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "data": {"calib": (str,), "calib_size": (int,), "eval": (str,), "eval_size": (int,), "eval_count": (int,),
              "class_index": (str,), "on_bad_image": (str,)},
     "latency": {"threads": (int,), "warmup": (int,), "iterations": (int,), "min_seconds": (int, float),
-                "max_seconds": (int, float), "batch_sweep": (list,)},
+                "max_seconds": (int, float), "batch_sweep": (list,), "scenarios": (list, str), "streams": (int,),
+                "scenario_seconds": (int, float), "sustain": (int, float), "mlperf_tail": (bool,)},
     "auto": {"max_top1_drop": (int, float), "min_top1_agreement": (int, float), "min_cosine_mean": (int, float),
-             "require_winner": (str,)},
+             "require_winner": (str,), "objective": (str,)},
 }
 _TARGET_KEYS = ("options", "thresholds", "latency_budget", "device")
 
@@ -230,7 +234,9 @@ def load_recipe(path: str | Path) -> Recipe:
     if "auto" in raw and not auto:
         raise _err(path, "[auto]", "sets the --target auto budget; add auto = true under [targets]")
     for key, value in raw.get("auto", {}).items():
-        if key != "require_winner" and not 0 <= value <= 1:
+        if key == "objective" and value not in ("latency", "throughput"):
+            raise _err(path, "[auto] objective", f"must be latency or throughput, got {value!r}")
+        if key not in ("require_winner", "objective") and not 0 <= value <= 1:
             raise _err(path, f"[auto] {key}", f"is a fraction between 0 and 1, got {value!r}")
     if not targets_raw and not auto:
         raise _err(path, "[targets]", "list at least one target as a [targets.<name>] table, or set auto = true")
@@ -284,6 +290,7 @@ def _check_combinations(recipe: Recipe) -> None:
                 if not classifies:
                     raise _err(path, f"[targets.{plan.name}.thresholds] {key}",
                                "needs class scores, but the recipe exports no logits; use min_cosine")
+    _scenarios(recipe, recipe.section("latency"))  # a bad scenario name or value fails here, before any work
     threads = recipe.section("latency").get("threads")
     if threads is not None and threads < 1:
         raise _err(path, "[latency] threads", f"must be 1 or more, got {threads}; leave it out for all cores")
@@ -315,6 +322,17 @@ def _eval_sizes(recipe: Recipe, value) -> tuple:
         raise _err(recipe.path, "[export] eval_sizes", str(exc)) from None
 
 
+def _scenarios(recipe: Recipe, lat: dict):
+    """``[latency] scenarios, streams, scenario_seconds, sustain, mlperf_tail`` (evaluate/scenarios.py)."""
+    from .evaluate.scenarios import scenario_options
+
+    try:
+        return scenario_options(lat.get("scenarios"), lat.get("streams"), lat.get("scenario_seconds"),
+                                lat.get("sustain"), lat.get("mlperf_tail", False), option="[latency] scenarios")
+    except XcitExportError as exc:
+        raise _err(recipe.path, "[latency]", str(exc)) from None
+
+
 def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = False, model_name: str | None = None):
     """The :class:`~xcit_export.pipeline.RunConfig` a recipe describes (for ``model_name``, which a
     recipe listing several models must give)."""
@@ -341,7 +359,7 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
         from .evaluate.auto import Budget
 
         settings = recipe.auto_settings()
-        budget = Budget(**{k: float(v) for k, v in settings.items() if k != "require_winner"})
+        budget = Budget(**{k: float(v) for k, v in settings.items() if k not in ("require_winner", "objective")})
     return RunConfig(
         auto=recipe.auto, budget=budget, require_winner=recipe.auto_settings().get("require_winner"),
         model=model_name, targets=[] if recipe.auto else [t.name for t in recipe.targets],
@@ -358,6 +376,7 @@ def to_run_config(recipe: Recipe, out_dir: Path | None = None, rebuild: bool = F
                                max_seconds=None if lat.get("max_seconds") is None else float(lat["max_seconds"])
                                ).check(),
         latency_batches=tuple(lat.get("batch_sweep", ())),
+        scenarios=_scenarios(recipe, lat), objective=recipe.auto_settings().get("objective", "latency"),
         calib=_resolve(recipe, data.get("calib"), ("demo",)), calib_size=data.get("calib_size", 300),
         eval=_resolve(recipe, data.get("eval"), ("demo",)), eval_size=data.get("eval_size"),
         eval_count=data.get("eval_count", 32),

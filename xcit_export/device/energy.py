@@ -260,21 +260,27 @@ class NotAvailable:
         return {"available": False, "reason": self.reason}
 
 
-def meter(root: str = "/", tegrastats: Optional[str] = None, interval_ms: int = 100) -> Callable[[], object]:
-    """A factory of started recorders (``recorder = meter()(); ...; recorder.stop()``) for the best
-    source here: tegrastats, INA3221 sysfs, RAPL; or one that says plainly what is not available."""
+def source(root: str = "/", tegrastats: Optional[str] = None, interval_ms: int = 100) -> tuple:
+    """``(factory of started recorders, None)`` for the best source here (tegrastats, INA3221 sysfs,
+    RAPL), or ``(None, why none is available)``, said plainly."""
     exe = tegrastats or shutil.which("tegrastats")
-    if exe and root == "/":
-        return lambda: TegrastatsRecorder(interval_ms, exe)
+    if exe and (tegrastats or root == "/"):
+        return (lambda: TegrastatsRecorder(interval_ms, exe)), None
     channels = ina3221_channels(root)
     if channels:
-        return lambda: SysfsPowerRecorder(channels, interval_ms / 1e3)
+        return (lambda: SysfsPowerRecorder(channels, interval_ms / 1e3)), None
     problem = rapl_problem(root)
     if problem is None:
-        return lambda: RaplRecorder(root)
-    reason = ("energy " + problem + "; no tegrastats or INA3221 power monitor either")
-    return lambda: NotAvailable(reason)
+        return (lambda: RaplRecorder(root)), None
+    return None, "energy " + problem + "; no tegrastats or INA3221 power monitor either"
+
+
+def meter(root: str = "/", tegrastats: Optional[str] = None, interval_ms: int = 100) -> Callable[[], object]:
+    """A factory of started recorders (``recorder = meter()(); ...; recorder.stop()``) for the best
+    source here, or of :class:`NotAvailable` ones that say why there is none (:func:`source`)."""
+    factory, why = source(root, tegrastats, interval_ms)
+    return factory if factory is not None else (lambda: NotAvailable(why))
 
 
 __all__ = ["INPUT_RAILS", "NotAvailable", "RaplRecorder", "SysfsPowerRecorder", "TegrastatsRecorder", "ina3221_channels",
-           "meter", "parse_tegrastats", "rapl_domains", "rapl_problem", "read_ina3221", "summarise", "total_mw"]
+           "meter", "parse_tegrastats", "source", "rapl_domains", "rapl_problem", "read_ina3221", "summarise", "total_mw"]

@@ -40,7 +40,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import XcitExportError
+from ..errors import UsageError, XcitExportError
 
 SINGLE, MULTI, OFFLINE = "single-stream", "multi-stream", "offline"
 SCENARIOS = (SINGLE, MULTI, OFFLINE)
@@ -77,7 +77,7 @@ def parse_scenarios(value: Any, option: str = "--scenario") -> Tuple[str, ...]:
         return SCENARIOS
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        raise XcitExportError(f"{option}: unknown scenario(s) {', '.join(unknown)}; use {', '.join(SCENARIOS)} "
+        raise UsageError(f"{option}: unknown scenario(s) {', '.join(unknown)}; use {', '.join(SCENARIOS)} "
                               f"or all (comma-separated)")
     return tuple(s for s in SCENARIOS if s in names)
 
@@ -104,13 +104,13 @@ class ScenarioOptions:
     def check(self) -> "ScenarioOptions":
         parse_scenarios(self.scenarios)
         if isinstance(self.streams, bool) or not isinstance(self.streams, int) or self.streams < 1:
-            raise XcitExportError(f"--streams {self.streams!r} must be a whole number of concurrent streams, 1 or more")
+            raise UsageError(f"--streams {self.streams!r} must be a whole number of concurrent streams, 1 or more")
         if not self.seconds > 0:
-            raise XcitExportError(f"--scenario-seconds {self.seconds} must be above 0")
+            raise UsageError(f"--scenario-seconds {self.seconds} must be above 0")
         if self.sustain is not None and not self.sustain > 0:
-            raise XcitExportError(f"--sustain {self.sustain} must be a number of seconds above 0")
+            raise UsageError(f"--sustain {self.sustain} must be a number of seconds above 0")
         if self.mlperf_tail and not (set(self.scenarios) & {SINGLE, MULTI}):
-            raise XcitExportError("--mlperf-tail estimates the tail of single-stream or multi-stream latency: add "
+            raise UsageError("--mlperf-tail estimates the tail of single-stream or multi-stream latency: add "
                                   "one of them to --scenario")
         return self
 
@@ -131,6 +131,20 @@ class ScenarioOptions:
         out = asdict(self)
         out["scenarios"] = list(self.scenarios)
         return out
+
+
+def scenario_options(scenarios: Any = None, streams: Optional[int] = None, seconds: Optional[float] = None,
+                     sustain: Optional[float] = None, mlperf_tail: bool = False,
+                     option: str = "--scenario") -> ScenarioOptions:
+    """The one place the CLI, the API and a recipe turn their values into :class:`ScenarioOptions`:
+    names parsed, defaults filled in (``--sustain`` or ``--mlperf-tail`` alone run single-stream),
+    everything checked before any work."""
+    names = parse_scenarios(scenarios, option)
+    if not names and (sustain is not None or mlperf_tail):
+        names = (SINGLE,)
+    return ScenarioOptions(scenarios=names, streams=DEFAULT_STREAMS if streams is None else streams,
+                           seconds=DEFAULT_SECONDS if seconds is None else float(seconds),
+                           sustain=None if sustain is None else float(sustain), mlperf_tail=bool(mlperf_tail)).check()
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,6 +437,8 @@ Snapshot = Callable[[], dict]  # () -> CPU frequency / temperatures now (device/
 
 def _with_conditions(record: dict, run: Callable[[], Series], meter: Optional[Meter], snapshot: Optional[Snapshot]
                      ) -> Series:
+    """Run ``run`` with an energy recorder around it (``meter``) and, when given, the clocks and
+    temperatures before and after (``snapshot``: sustained runs, where they matter)."""
     before = snapshot() if snapshot else None
     recorder = meter() if meter else None
     try:
@@ -508,12 +524,18 @@ def offline_record(options: ScenarioOptions, candidates: Sequence[Callable[[], A
     search_s = max(0.2, options.seconds / 2)
     points: List[dict] = []
     best, best_rate = None, -1.0
+    seen = set()
     for open_pool in candidates:
         try:
             pool = open_pool()
         except Exception as exc:  # noqa: BLE001 - this configuration fails; the search goes on
-            points.append({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"})
+            points.append({"error": _error(exc)})
             continue
+        same = (pool.batch, pool.streams, pool.describe().get("mechanism"))
+        if same in seen:  # e.g. "the backend's own choice" that is one of the counts tried anyway
+            pool.close()
+            continue
+        seen.add(same)
         try:
             progress(f"offline: batch {pool.batch}, {pool.streams} in flight")
             _series, point = offline_point(pool, search_s, options.warmup)
@@ -541,6 +563,73 @@ def offline_record(options: ScenarioOptions, candidates: Sequence[Callable[[], A
                                                                         ("batch", "streams", "images_per_s")]]}
 
 
+def _error(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def _guarded(what: str, run: Callable[[], dict], progress: Callable[[str], None]) -> dict:
+    """A scenario's record, or ``{"error": ...}``: a scenario that fails costs its figure only (the
+    target's accuracy and latency stand; a scenario is a measurement, not a verdict)."""
+    try:
+        return run()
+    except Exception as exc:  # noqa: BLE001 - recorded in the scenario's place in the report
+        progress(f"{what}: failed ({_error(exc)})")
+        return {"error": _error(exc)}
+
+
+def run_target(options: ScenarioOptions, open_runner: Callable[[], Any], open_pool: Optional[Callable[..., Any]],
+               x: np.ndarray, offline_batches: Sequence[int], threads: int, latency: Optional[dict] = None,
+               meter: Optional[Meter] = None, snapshot: Optional[Snapshot] = None,
+               progress: Callable[[str], None] = lambda m: None, label: str = "",
+               energy_note: Optional[str] = None) -> dict:
+    """Every selected scenario for one artifact: the report entry's ``scenarios``.
+
+    ``open_runner()`` opens the synchronous runner (its outputs on each input are what every pool
+    must reproduce: :func:`checked`; it also times a sustained single-stream run); ``open_pool(x,
+    streams)`` opens the backend's pool on ``x`` (``streams`` None: the backend's own choice), or is
+    None where the target has none here. ``x`` is one query at the latency batch (a multi-stream
+    frame too); ``offline_batches`` the batches the offline search tries. ``meter`` records energy
+    around each scenario (None: ``energy_note`` says why there is none, once); ``snapshot`` the
+    clocks and temperatures before and after each sustained one.
+    """
+    if options.sustain is None:
+        snapshot = None
+    batches = sorted({len(x), *offline_batches})
+    inputs = {b: np.ascontiguousarray(np.resize(x, (b, *x.shape[1:]))) for b in batches}
+    out: Dict[str, Any] = {}
+    runner = open_runner()
+    try:
+        refs = {b: runner.infer(inputs[b]) for b in batches}
+        if SINGLE in options.scenarios:
+            progress(f"{label}: single-stream")
+            out[KEYS[SINGLE]] = _guarded(f"{label}: single-stream", lambda: single_stream_record(
+                options, runner.infer, inputs[len(x)], latency, meter, snapshot), progress)
+    finally:
+        runner.close()
+    missing = {"error": "no concurrent runner for this target here"}
+    if MULTI in options.scenarios:
+        progress(f"{label}: multi-stream, {options.streams} streams")
+
+        def multi() -> dict:
+            pool = checked(open_pool(inputs[len(x)], options.streams), refs[len(x)])
+            try:
+                return multi_stream_record(options, pool, meter, snapshot)
+            finally:
+                pool.close()
+
+        out[KEYS[MULTI]] = _guarded(f"{label}: multi-stream", multi, progress) if open_pool else dict(missing)
+    if OFFLINE in options.scenarios:
+        counts: List[Optional[int]] = [None, *stream_counts(threads)]
+        candidates = [lambda b=b, n=n: checked(open_pool(inputs[b], n), refs[b]) for b in batches for n in counts]
+        out[KEYS[OFFLINE]] = (_guarded(f"{label}: offline", lambda: offline_record(
+            options, candidates, meter, snapshot, lambda m: progress(f"{label}: {m}")), progress)
+            if open_pool else dict(missing))
+    if meter is None and energy_note:
+        out["energy"] = {"available": False, "reason": energy_note}
+    return out
+
+
 def stream_counts(threads: int, top: Optional[int] = None) -> List[int]:
     """Requests in flight an offline search tries: 1, 2, 4... up to the cores (and ``top``)."""
     limit = max(1, top or threads)
@@ -554,6 +643,6 @@ def stream_counts(threads: int, top: Optional[int] = None) -> List[int]:
 
 
 __all__ = ["DEFAULT_STREAMS", "KEYS", "MULTI", "OFFLINE", "SCENARIOS", "SINGLE", "ScenarioOptions", "Series",
-           "checked", "early_stopping", "min_passing_queries", "multi_stream", "multi_stream_record", "offline_record",
+           "checked", "run_target", "scenario_options", "early_stopping", "min_passing_queries", "multi_stream", "multi_stream_record", "offline_record",
            "offline_run", "parse_scenarios", "single_stream", "single_stream_record", "stability", "stream_counts",
            "tail"]
