@@ -388,6 +388,9 @@ def report_renderables(report: dict, *, verbose: bool = False) -> list[Any]:
         out.append(Text(f"calibration: {calib.get('source')} ({calib.get('count')} images)"
                         + (f": {calib['note']}" if calib.get("note") else ""), style="dim"))
     out.append(results_table(report))
+    from .report.scenarios import console_renderables  # --scenario: a table per scenario
+
+    out += console_renderables(report, verbose=verbose)
     for t in report.get("targets", []):
         if t.get("error"):
             out.append(Text(f"{t['target']}: {t['error']}", style="red"))

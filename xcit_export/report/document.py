@@ -141,6 +141,9 @@ def markdown_table(report: dict) -> str:
 
     lines += int8_markdown(report)
     lines += _sizes_markdown(report)
+    from .scenarios import markdown_lines  # --scenario: a table per scenario
+
+    lines += markdown_lines(report)
     return "\n".join(lines) + "\n"
 
 

@@ -48,6 +48,16 @@ def _cost_curve(rep: dict) -> Optional[tuple[str, str]]:
 
 EXTRA_SECTIONS.append(_cost_curve)
 
+
+def _scenarios(rep: dict) -> Optional[tuple[str, str]]:
+    """--scenario: a table per scenario and a throughput-vs-latency plot per target (report/scenarios.py)."""
+    from .scenarios import html_section
+
+    return html_section(rep)
+
+
+EXTRA_SECTIONS.append(_scenarios)
+
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;padding:16px 20px;max-width:1180px;
 color:#1d1d1d;line-height:1.35;font-size:14px}
