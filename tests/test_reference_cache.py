@@ -106,15 +106,4 @@ def test_the_key_follows_what_the_outputs_depend_on(monkeypatch, tmp_path):
     assert cache_root(tmp_path / "out") == tmp_path / "c" / "reference"
 
 
-def test_the_pipeline_reruns_from_the_cache_with_the_same_figures(tmp_path, monkeypatch):
-    """Two runs into one folder: the second reads the reference back, and every accuracy figure is the same."""
-    import xcit_export
-
-    monkeypatch.delenv("XCIT_EXPORT_CACHE", raising=False)
-    kw = dict(input_size=64, batch=1, eval_count=40, out=tmp_path, profile=False, iterations=2, warmup=0)
-    first = xcit_export.run("xcit_nano_12_p16_224", "onnxruntime-fp32", **kw)
-    second = xcit_export.run("xcit_nano_12_p16_224", "onnxruntime-fp32", **kw)
-    c1, c2 = (r.evaluation["throughput"]["reference_cache"] for r in (first, second))
-    assert c1["hit"] is False and c1["written"] and c2["hit"] is True and c2["rows"] == 40
-    assert first.targets[0].accuracy == second.targets[0].accuracy
-    assert (tmp_path / "reference-cache").is_dir()
+# The pipeline's rerun from the cache is tested in tests/test_scenario_run.py, on that module's shared run.
