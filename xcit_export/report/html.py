@@ -313,7 +313,9 @@ def device_check_body(rep: dict) -> str:
     note = f"<p class='sub'>{_e(rep['note'])}</p>" if rep.get("note") else ""
     d = rep.get("device") or {}
     where = _e(f"{d.get('cpu')}; GPUs: {', '.join(d.get('gpus', [])) or 'none'}; {d.get('os')}")
-    return head + table + note + f"<p class='sub'>Device: {where}</p>" + profile_section(rep)
+    scenarios = _scenarios(rep)  # --scenario on the device
+    more = f"<h2>{_e(scenarios[0])}</h2>{scenarios[1]}" if scenarios else ""
+    return head + table + note + f"<p class='sub'>Device: {where}</p>" + profile_section(rep) + more
 
 
 def _calibration(ev: dict) -> str:

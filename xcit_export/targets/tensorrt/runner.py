@@ -149,6 +149,7 @@ class EngineRunner:
         if trt is None or cudart is None:
             raise BackendUnavailableError(f"the engine runner needs {library} and cuda-python ({CUDA_PYTHON_HINT})")
         self.trt, self.cudart, self.threads = trt, cudart, threads
+        self.engine_path = Path(engine_path)
         self._graphs: dict = {}
         self._buffers: dict = {}
         self.stream = None
