@@ -23,8 +23,9 @@ Runner. ``compile_model`` with ``PERFORMANCE_HINT`` (``--hint``, latency by defa
 ``INFERENCE_NUM_THREADS`` when threads are given (CPU only) and the precision above; one reused
 ``InferRequest`` runs synchronously, which is what ``benchmark_app -hint latency`` does too. With
 ``--hint throughput`` the compiled model gets several CPU streams, which only an application
-running requests in parallel (``AsyncInferQueue``) benefits from; the runner still times one
-request at a time. ``--device`` must exist here to validate (``Core().available_devices``); the
+running requests in parallel (``AsyncInferQueue``) benefits from; this runner still times one
+request at a time, and the multi-stream and offline scenarios (``--scenario``) run the parallel
+requests (:mod:`.openvino_pool`, :func:`open_pool`). ``--device`` must exist here to validate (``Core().available_devices``); the
 IR itself is device-independent and is built regardless.
 
 Static vs dynamic batch. With ``--batch N`` the pipeline's ONNX has a static batch and so does
