@@ -82,6 +82,13 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
     from ..outdir import locked_output_dir
 
     out_dir = Path(out_dir or Path("out") / recipe.path.stem)
+    asked = sorted(k for k in ("scenarios", "sustain", "mlperf_tail", "streams", "scenario_seconds")
+                   if k in recipe.section("latency"))
+    if asked or "objective" in recipe.section("auto"):  # issue 32's scenarios run in the single run only, for now
+        from ..errors import RecipeError
+
+        raise RecipeError(f"{recipe.path}: [latency] {', '.join(asked) or '[auto] objective'}: the scenarios run in a "
+                          f"single run (xcit-export --recipe {recipe.path} without --executor), not yet in a matrix")
     with locked_output_dir(out_dir, wait=wait, progress=progress):
         return _run_matrix_locked(recipe, executor, out_dir, rebuild, shards, progress)
 
