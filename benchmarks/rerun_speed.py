@@ -63,8 +63,10 @@ def main() -> None:
     try:
         for name, code in sides.items():
             log(f"{name}: first run (builds artifacts)")
+            load = _load()
             first = _run(code, recipe, work / f"out-{name}")
-            record["runs"].append({"side": name, "run": "first", "seconds": round(first, 1), "load": _load()})
+            record["runs"].append({"side": name, "run": "first", "seconds": round(first, 1), "load_before": load,
+                                   "load_after": _load()})
         for r in range(args.rounds):
             order = list(sides) if r % 2 == 0 else list(reversed(sides))
             for name in order:

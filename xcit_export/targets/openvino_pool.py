@@ -7,7 +7,10 @@ then splits its cores into several *streams*, each running one request at a time
 waits for an idle request (``get_idle_request_id``) and starts it (``start_async``) again and
 again; a callback on each completion records the time. ``requests`` None asks for the compiled
 model's ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` (benchmark_app's default ``-nireq``); ``cpu_streams``
-sets ``NUM_STREAMS`` instead of leaving it to the hint (a point of the offline search).
+sets ``NUM_STREAMS`` instead of leaving it to the hint (a point of the offline search). Like
+benchmark_app, no Python callback runs on completion (one would make every request wait for the
+GIL before it is handed back): a request's latency is OpenVINO's own (``InferRequest.latency``),
+read when the request comes back idle, and its completion time is its start plus that latency.
 
 The runner's other properties (device, ``INFERENCE_PRECISION_HINT``, ``INFERENCE_NUM_THREADS``)
 are the single-request runner's (:func:`~xcit_export.targets.openvino.compile_config`), so the
@@ -17,7 +20,6 @@ pass prove it on one request.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -60,9 +62,7 @@ class OpenVINOPool:
         x = np.ascontiguousarray(x, dtype=self.compiled.input(0).get_element_type().to_dtype())
         for i in range(len(self.queue)):
             self.queue[i].set_input_tensor(ov.Tensor(x.copy()))  # each request its own buffer, filled once
-        self.queue.set_callback(self._finished)
-        self._error: str | None = None
-        self._lock = threading.Lock()
+        self._in_flight: dict = {}  # request id -> (done, start)
         try:
             self.cpu_streams = int(self.compiled.get_property("NUM_STREAMS"))
         except Exception:  # a device without the property
@@ -70,17 +70,25 @@ class OpenVINOPool:
         self._config = {k: str(v) for k, v in config.items()}
         self._optimal = optimal
 
-    def _finished(self, request, userdata) -> None:
-        end = time.perf_counter()
-        done, start = userdata
-        done(start, end)
+    def _collect(self, rid: int) -> None:
+        """Report request ``rid``'s last run, if it had one, now that it is idle again."""
+        pending = self._in_flight.pop(rid, None)
+        if pending is not None:
+            done, start = pending
+            done(start, start + self.queue[rid].latency / 1e3)
 
     def submit(self, done: Callable[[float, float], None]) -> None:
-        self.queue.get_idle_request_id()  # blocks until a request is free (benchmark_app's loop)
-        self.queue.start_async(userdata=(done, time.perf_counter()))
+        # benchmark_app's loop: wait for an idle request, start it. Only this thread starts requests, so
+        # the one start_async() takes is the one get_idle_request_id() named.
+        rid = self.queue.get_idle_request_id()
+        self._collect(rid)
+        self._in_flight[rid] = (done, time.perf_counter())
+        self.queue.start_async()
 
     def wait_all(self) -> None:
         self.queue.wait_all()
+        for rid in list(self._in_flight):
+            self._collect(rid)
 
     def outputs(self) -> list[np.ndarray]:
         request = self.queue[0]
