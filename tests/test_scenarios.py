@@ -185,7 +185,7 @@ def test_offline_search_keeps_the_fastest_configuration_and_every_point():
 
     def candidate(streams):
         def open_pool():
-            pool = FakePool(streams=streams, ms=4.0, label=f"{streams} in flight")
+            pool = FakePool(streams=streams, ms=10.0, label=f"{streams} in flight")
             made.append(pool)
             return pool
         return open_pool
@@ -194,10 +194,11 @@ def test_offline_search_keeps_the_fastest_configuration_and_every_point():
         raise RuntimeError("this configuration does not compile")
 
     rec = sc.offline_record(opts, [candidate(1), broken, candidate(4)])
-    assert rec["streams"] == 4 and rec["images_per_s"] > 600  # 4 in flight of 4 ms: ~1,000 images/s
+    # 4 requests of 10 ms in flight: ~400 images/s against ~100 for one (ratios: the machine may be loaded)
     assert [p.get("streams") for p in rec["search"]] == [1, None, 4]
     assert "does not compile" in rec["search"][1]["error"]
-    assert rec["search"][2]["images_per_s"] > 2.5 * rec["search"][0]["images_per_s"]
+    assert rec["search"][2]["images_per_s"] > 1.8 * rec["search"][0]["images_per_s"]
+    assert rec["streams"] == 4 and rec["images_per_s"] > 1.8 * rec["search"][0]["images_per_s"]
     assert all(p.closed for p in made)
     assert list(rec)[:3] == ["batch", "streams", "images_per_s"]
 
