@@ -41,6 +41,7 @@ def test_every_cpu_target_has_all_three_scenarios_in_report_json(runs):
         assert [p for p in offline["search"] if "error" in p] == []
         assert len({(p["batch"], p["streams"], p["mechanism"]) for p in offline["search"]}) == len(offline["search"])
         assert sc["energy"]["available"] is False and "not available here" in sc["energy"]["reason"]
+    assert data["scenario_method"]["streams"] == 3 and data["scenario_method"]["seconds"] == 0.2
     mech = {e["target"]: e["scenarios"]["offline"]["mechanism"] for e in data["targets"]}
     assert "AsyncInferQueue" in mech["openvino-fp32"] and "concurrent run()" in mech["onnxruntime-fp32"]
 

@@ -476,6 +476,8 @@ def _build_and_report(config: RunConfig, targets, spec, threads: int, data_info:
         report["warnings"] = warnings
     if sizes_info is not None:
         report["sizes"] = sizes_info
+    if config.scenarios.active:  # what --scenario ran, beside latency_method
+        report["scenario_method"] = config.scenarios.to_dict()
     if config.auto:
         report["recommendation"] = _recommendation(config, results, left_out, labelled, classify)
     report_mod.write_report(report, config.out_dir)
