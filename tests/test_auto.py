@@ -15,7 +15,6 @@ from xcit_export.cli import main
 from xcit_export.errors import RecipeError
 from xcit_export.report.gate import gate
 from xcit_export.pipeline import RunConfig, run
-from xcit_export.report.plots import spread_labels
 from xcit_export.evaluate.profiling import OUTSIDE_OPERATORS, breakdown, coverage, coverage_line, subtract_node_cost
 from xcit_export.recipe import load_recipe, to_run_config
 from xcit_export.report.document import html_page, merge_reports
@@ -63,20 +62,6 @@ def test_unlabelled_budget_uses_agreement_and_cosine():
     assert rec["lines"][-1] == "Required winner a: NOT held (the best choice changed)"
     with pytest.raises(Exception, match="max_top1_drop=2 must be a fraction"):
         Budget(max_top1_drop=2).check()
-
-
-def test_spread_labels_never_overlap():
-    gap = 0.05
-    for positions in ([0.5] * 6, [0.99, 0.98, 0.97, 0.1], [0.3, 0.31, 0.9, 0.29], [0.5] * 30):
-        placed = spread_labels(positions, gap, 0.0, 1.0, tiebreak=list(range(len(positions))))
-        ys = sorted(placed)
-        assert all(b - a >= gap - 1e-9 for a, b in zip(ys, ys[1:]))
-        if (len(positions) - 1) * gap < 1:
-            assert 0.0 <= ys[0] and ys[-1] <= 1.0
-        # Labels keep their points' order (ties by tiebreak), so leader lines do not cross.
-        order = sorted(range(len(positions)), key=lambda i: (positions[i], i))
-        assert [placed[i] for i in order] == ys
-    assert spread_labels([0.2, 0.8], gap, 0.0, 1.0) == [0.2, 0.8]  # room: untouched
 
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,9 @@ def evaluate_stream(batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
     ref_self: dict[str, AccuracyCounts] = {}  # the reference against itself: is it constant over the set?
     ref_seconds = 0.0
     count = 0
+    # A display that takes counts gets them per batch (pipeline._counted); a plain callable gets a
+    # stage line every tenth of the set. Stage lines to a counting display would end its phase.
+    notes = not hasattr(progress, "step")
     step = max(1, (total or 0) // 10)
     next_note = step
     t_start = time.perf_counter()
@@ -117,7 +120,7 @@ def evaluate_stream(batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
                 t.traceback = traceback.format_exc(limit=8)
                 active.remove(t)
         count += len(x)
-        if total and count >= next_note and count < total:
+        if notes and total and count >= next_note and count < total:
             progress(f"Evaluation: {count}/{total} inputs")
             next_note += step
     wall = time.perf_counter() - t_start

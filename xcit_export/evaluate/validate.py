@@ -279,6 +279,7 @@ class LatencyStats:
     first_inference_ms: float
     samples_ms: list[float]  # every timed run, for distribution plots
     capped: bool = False  # the loop hit its time cap before the asked iterations / min_seconds
+    load_avg_1m: float | None = None  # the host's 1-minute load average as the loop ended (report/noise.py)
 
     def to_dict(self) -> dict:
         out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -315,7 +316,15 @@ def measure_latency(infer: Callable[[np.ndarray], object], x: np.ndarray,
         mean_ms=float(ms.mean()), p90_ms=float(np.percentile(ms, 90)), p95_ms=float(np.percentile(ms, 95)),
         p99_ms=float(np.percentile(ms, 99)), max_ms=float(ms.max()),
         throughput_ips=float(len(x) * 1e3 / median), first_inference_ms=float(first * 1e3),
-        samples_ms=ms.tolist(), capped=capped)
+        samples_ms=ms.tolist(), capped=capped, load_avg_1m=_load_average())
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): other work competing for the cores."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
 
 
 def torch_infer(model, threads: int | None) -> Callable[[np.ndarray], list[np.ndarray]]:

@@ -92,8 +92,12 @@ def profile_markdown(report: dict) -> list[str]:
 
 
 def warning_lines(report: dict) -> list[str]:
-    """The report's warnings (e.g. a PyTorch reference constant over the evaluation set), bold, first."""
-    return [f"**Warning: {w}**" for w in report.get("warnings", [])] + ([""] if report.get("warnings") else [])
+    """The report's warnings (e.g. a PyTorch reference constant over the evaluation set, noisy
+    latency figures), bold, first."""
+    from .noise import noise_line
+
+    warnings = list(report.get("warnings", [])) + [line for line in [noise_line(report)] if line]
+    return [f"**Warning: {w}**" for w in warnings] + ([""] if warnings else [])
 
 
 def markdown_table(report: dict) -> str:
@@ -124,6 +128,7 @@ def markdown_table(report: dict) -> str:
             f"{_fmt(acc.get('top1_agreement'), '.2%')} | {_fmt(acc.get('cosine_min'), '.6f')} | "
             f"{_fmt(acc.get('max_abs_error'), '.2e')} | {_fmt(lat.get('median_ms'), '.2f')} | "
             f"{_fmt(lat.get('p90_ms'), '.2f')} | {_fmt(t.get('speedup_vs_pytorch'), '.2f') + 'x' if t.get('speedup_vs_pytorch') else '-'} |")
+    lines += _sizes_markdown(report)  # the answer first: results at each size right after the table
     failures = [t for t in report["targets"] if t.get("error") or t.get("note")]
     if failures:
         lines += ["", "## Notes", ""]
@@ -140,7 +145,6 @@ def markdown_table(report: dict) -> str:
     from .int8 import int8_markdown  # format choice, what INT8 buys, sensitivity, budget search
 
     lines += int8_markdown(report)
-    lines += _sizes_markdown(report)
     from .scenarios import markdown_lines  # --scenario: a table per scenario
 
     lines += markdown_lines(report)
@@ -161,7 +165,13 @@ def _sizes_markdown(report: dict) -> list[str]:
 
 
 def write_report(report: dict, out_dir: Path) -> tuple[Path, Path, Path]:
+    """``report.json``, ``report.md`` and ``report.html`` in ``out_dir``; first the report gets its
+    ``latency_noise`` section (report/noise.py), from every latency it holds by now."""
+    from .noise import latency_noise
+
     out_dir = Path(out_dir)
+    if report.get("kind") != "device-check":
+        report["latency_noise"] = latency_noise(report)
     return (write_json_atomic(out_dir / "report.json", report),
             write_text_atomic(out_dir / "report.md", markdown_table(report)),
             write_html(report, out_dir / "report.html"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .html import _CSS, _e, _num, _status_cell, _table
+from .html import _CSS, _e, _name, _num, _status_cell, _table, plural
 
 _MATRIX_CSS = """
 table.grid th{text-align:left}table.grid td.cell{text-align:left;vertical-align:top;min-width:150px;white-space:normal;line-height:1.3}
@@ -50,7 +50,7 @@ def _drop(acc: dict):
     return 100 * (acc["reference_top1"] - acc["top1"])
 
 
-def _grid_cell(row: dict, chosen: bool) -> tuple[str, str]:
+def _grid_cell(row: dict, chosen: bool, ray: bool = True) -> tuple[str, str]:
     status, klass = _status_cell(row)
     acc, lat = row.get("accuracy") or {}, row.get("latency") or {}
     figs = []
@@ -61,28 +61,42 @@ def _grid_cell(row: dict, chosen: bool) -> tuple[str, str]:
         figs.append(f"top-1 drop {drop:+.1f} pt")
     elif acc.get("top1_agreement") is not None:
         figs.append(f"agreement {acc['top1_agreement']:.1%}")
-    if row.get("node_id") or row.get("node"):
+    if ray and (row.get("node_id") or row.get("node")):  # a local run has one node: this machine
         ident = _short(row.get("node_id")) if row.get("node_id") else row.get("node")
         figs.append(f'<span class="node">node {_e(ident)}</span>')
     for lost in row.get("lost_nodes", []):
         figs.append(f'<span class="node">node {_e(_short(lost.get("node_id")))} lost</span>')
     if row.get("status") == "failed" and row.get("error"):
-        figs.append(_e(_reason(row["error"])))
+        figs.append(_e(_grid_reason(row)))
     badge = ' <span class="badge pass">recommended</span>' if chosen else ""
     body = (f'<a href="#{_e(cell_anchor(row))}"><b>{_e(status)}</b></a>{badge}'
             + "".join(f'<span class="fig">{f}</span>' for f in figs))
     return body, f"cell {klass}"
 
 
-def _reason(error: str) -> str:
-    """The part of a cell's error a grid cell has room for."""
-    text = error.splitlines()[0]
+def reason(row: dict) -> str:
+    """A failed cell's error for a page that already names the cell: without the ``cell M x T x K:``
+    prefix the matrix runner puts on it, the first line whole (the fix is named at its end)."""
+    text = str(row.get("error") or "").splitlines()[0] if row.get("error") else ""
+    label = f"{row.get('model')} x {row.get('target')} x {row.get('device_kind') or 'any'}"
+    if text.startswith(f"cell {label}: "):
+        text = text[len(label) + 7:]
+    elif text.startswith("cell ") and ": " in text:  # "cell ...: " (a label written some other way)
+        text = text.split(": ", 1)[1]
+    if text.startswith(label + " "):  # a task's label starts with the cell's: "<cell> accuracy 0:16: ..."
+        text = text[len(label) + 1:]
+    return text
+
+
+def _grid_reason(row: dict) -> str:
+    """The part of a cell's error a grid cell shows: from the marker that says what happened
+    (``node lost: ...``) on, whole."""
+    text = reason(row)
     for marker in ("node lost:", "no node advertises", "lost twice", "failed twice"):
         at = text.find(marker)
         if at >= 0:
-            text = text[at:]
-            break
-    return text[:90] + ("..." if len(text) > 90 else "")
+            return text[at:]
+    return text
 
 
 def _missed(row: dict) -> str:
@@ -97,13 +111,14 @@ def verdict_box(report: dict) -> str:
     failed = [r for r in cells if _failed(r)]
     ok = [r for r in cells if r.get("status") == "ok" and r.get("passed") is not False]
     if failed:
-        head, klass = f"FAIL: {len(failed)} of {len(cells)} cells failed or missed a threshold", "bad"
+        head, klass = f"FAIL: {len(failed)} of {plural(len(cells), 'cell')} failed or missed a threshold", "bad"
     elif ok:
-        head, klass = f"PASS: all {len(ok)} cells that ran hold their thresholds", "ok"
+        head, klass = (f"PASS: {plural(len(ok), 'cell')} ran and {'holds its' if len(ok) == 1 else 'hold their'} "
+                       f"thresholds"), "ok"
     else:
         head, klass = "Nothing ran (built only)", "warn"
     detail = "".join(f"<p><a href=\"#{_e(cell_anchor(r))}\">{_e(r['model'])} x {_e(r['target'])} x "
-                     f"{_e(r['device_kind'])}</a>: {_e(_reason(r['error']) if r.get('error') else _missed(r))}</p>"
+                     f"{_e(r['device_kind'])}</a>: {_e(reason(r) if r.get('error') else _missed(r))}</p>"
                      for r in failed[:12])
     more = f"<p>... and {len(failed) - 12} more (see the details below)</p>" if len(failed) > 12 else ""
     return f'<div class="verdict {klass}" id="verdict"><div class="head">{_e(head)}</div>{detail}{more}</div>'
@@ -111,10 +126,11 @@ def verdict_box(report: dict) -> str:
 
 def grid_section(report: dict) -> str:
     recs = {(r["model"], r["device_kind"]): r for r in report.get("recommendations") or []}
+    where = (", the Ray node that timed it" if report.get("executor") == "ray" else "")
     parts = ["<h2>Matrix</h2><p class='sub legend'><span class='badge pass'>ok</span>"
              "<span class='badge fail'>failed or missed a threshold</span>"
              "<span class='badge skip'>built, not run</span> Each cell: median latency, top-1 drop vs PyTorch "
-             "(labelled sets; top-1 agreement otherwise), the Ray node that timed it. Click a cell for its details.</p>"]
+             f"(labelled sets; top-1 agreement otherwise){where}. Click a cell for its details.</p>"]
     for model in dict.fromkeys(r["model"] for r in report["cells"]):
         rows = [r for r in report["cells"] if r["model"] == model]
         kinds = list(dict.fromkeys(r["device_kind"] for r in rows))
@@ -125,7 +141,8 @@ def grid_section(report: dict) -> str:
             for kind in kinds:
                 row = by.get((target, kind))
                 chosen = (recs.get((model, kind)) or {}).get("target") == target
-                line.append(_grid_cell(row, chosen) if row else ("not in the recipe", "na"))
+                line.append(_grid_cell(row, chosen, ray=report.get("executor") == "ray") if row
+                            else ("not in the recipe", "na"))
             body.append(line)
         if any((model, k) in recs for k in kinds):
             line = [("<b>recommended</b>", "rec")]
@@ -152,7 +169,7 @@ def recommendations_section(report: dict) -> str:
     rows = []
     for r in recs:
         others = "; ".join(r["lines"][2:]) if len(r.get("lines", [])) > 2 else ""
-        rows.append([_e(r["model"]), _e(r["device_kind"]),
+        rows.append([_name(r["model"]), _name(r["device_kind"]),
                      (_e(r.get("target") or "none"), "pass" if r.get("target") else "fail"),
                      _num((r.get("latency") or {}).get("median_ms"), ".2f"), (_e(others) or "-", "why")])
     budget = recs[0].get("budget") or {}
@@ -164,6 +181,9 @@ def recommendations_section(report: dict) -> str:
 
 
 def nodes_section(report: dict) -> str:
+    if report.get("executor") != "ray":
+        here = ", ".join(f"{n['name']} ({n['cpus']} CPUs)" for n in report["nodes"]) or "this machine"
+        return f"<h2>Where it ran</h2><p class='sub'>Every cell ran here, one after another: {_e(here)}.</p>"
     timed: dict = {}
     for r in report["cells"]:
         if r.get("node_id") or r.get("node"):
@@ -209,7 +229,7 @@ def details_section(report: dict) -> str:
         acc, lat = r.get("accuracy") or {}, r.get("latency") or {}
         facts = [["status", (_e(status), klass)]]
         if r.get("error") or r.get("note"):
-            facts.append(["why" if r.get("error") else "note", (_e(r.get("error") or r.get("note")), "why")])
+            facts.append(["why" if r.get("error") else "note", (_e(reason(r) if r.get("error") else r["note"]), "why")])
         if acc:
             facts += [["inputs", _e(acc.get("count"))], ["top-1", _num(acc.get("top1"), ".2%")],
                       ["PyTorch top-1", _num(acc.get("reference_top1"), ".2%")],
@@ -222,7 +242,7 @@ def details_section(report: dict) -> str:
                       ["threads", _e(r.get("threads", "-"))]]
         if r.get("finished"):
             facts.append(["finished", _e(r["finished"])])
-        table = _table(["", ""], [[_e(k), v] for k, v in facts], left=1)
+        table = _table(None, [[_e(k), v] for k, v in facts], cls="facts")
         where = _placement_rows(r)
         where_html = ("<p class='sub'>Where its tasks ran:</p>"
                       + _table(["task", "node id", "host", "kinds"], where, left=4)) if where else ""
@@ -239,8 +259,9 @@ def details_section(report: dict) -> str:
 def matrix_page(report: dict) -> str:
     """The matrix report as one HTML page that opens offline."""
     title = f"xcit-export matrix: {Path(str(report['recipe'])).name}"
-    sub = (f"{len(report['cells'])} cells · executor {report['executor']} · {report['shards']} shard(s) per evaluation "
-           f"set · {len(report['nodes'])} node(s) · {report.get('created', '')}")
+    sub = (f"{plural(len(report['cells']), 'cell')} · executor {report['executor']} · "
+           f"{plural(report['shards'], 'shard')} per evaluation set · {plural(len(report['nodes']), 'node')} · "
+           f"{report.get('created', '')}")
     body = (verdict_box(report) + grid_section(report) + recommendations_section(report) + nodes_section(report)
             + f'<div class="details">{details_section(report)}</div>')
     return f"""<!DOCTYPE html>

@@ -2,9 +2,10 @@
 
 Each function takes plain rows from the report and returns an ``<svg>`` string. Text stays text
 (``svg.fonttype = none``: searchable, small), ids are salted per plot so several SVGs can share
-one page, axes use round tick values with units, and point labels are placed by
-:func:`spread_labels` in a column beside the axes, joined to their point by a leader line, so
-they never overlap however close the points are.
+one page, and axes use round tick values with units and span the data (a percentage axis never
+runs past 100%). Points of the accuracy-vs-latency plot carry short direct labels (their number
+in the key table beside the plot) placed by :func:`place_labels` so that no label covers another
+label or a point, however many points share a value.
 """
 
 from __future__ import annotations
@@ -21,36 +22,49 @@ LABEL_PT = 8.5  # label font size (points)
 DPI = 72.0  # SVG units are points; 1 pt = 1 px at 72 dpi, which keeps the geometry below simple
 
 
-def spread_labels(positions: Sequence[float], gap: float, lo: float, hi: float,
-                  tiebreak: Sequence[float] | None = None) -> list[float]:
-    """Label positions as close as possible to ``positions`` with neighbours at least ``gap`` apart.
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in points
 
-    A one-dimensional dodge: labels keep the order of their points, are pushed apart where they
-    collide, and kept within ``[lo, hi]`` when they fit (when they do not, the column is centred
-    on the span and runs past it). Points at the same position are ordered by ``tiebreak``
-    (e.g. their x, so leader lines from a row of equal points do not cross). Returns positions in
-    the order given.
+
+def _overlap(a: Box, b: Box) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def place_labels(anchors: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]], bounds: Box,
+                 obstacles: Sequence[Box] = (), gap: float = 3.0, rings: int = 10) -> list[tuple[float, float]]:
+    """Centres for label boxes near their anchors, no box overlapping another, an obstacle (the
+    points' markers) or the edge of ``bounds``.
+
+    Greedy, in the order given: each label tries eight directions around its anchor (right,
+    upper right, up, ... first) at growing distances (``gap`` apart, ``rings`` rings) and takes
+    the first free place; when none is free it takes the place that overlaps least. Points drawn
+    on one spot get labels fanned out around it, in rings. Coordinates are points (1/72 inch), y up.
     """
-    ties = tiebreak if tiebreak is not None else [0.0] * len(positions)
-    order = sorted(range(len(positions)), key=lambda i: (positions[i], ties[i]))
-    want = [min(max(positions[i], lo), hi) for i in order]
-    n = len(want)
-    if not n:
-        return []
-    if (n - 1) * gap >= hi - lo:
-        start = (lo + hi) / 2 - (n - 1) * gap / 2
-        placed = [start + k * gap for k in range(n)]
-    else:
-        placed = list(want)
-        for k in range(1, n):  # push up
-            placed[k] = max(placed[k], placed[k - 1] + gap)
-        if placed[-1] > hi:  # then pull down from the top, keeping gaps
-            placed[-1] = hi
-            for k in range(n - 2, -1, -1):
-                placed[k] = min(placed[k], placed[k + 1] - gap)
-    out = [0.0] * n
-    for k, i in enumerate(order):
-        out[i] = placed[k]
+    directions = [(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)]
+    placed: list[Box] = []
+    out = []
+    for (ax, ay), (w, h) in zip(anchors, sizes):
+        best, best_cost = None, None
+        for ring in range(rings):
+            r = gap * (1 + ring)
+            for dx, dy in directions:
+                cx = ax + dx * (r + w / 2) if dx else ax
+                cy = ay + dy * (r + h / 2) if dy else ay
+                box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+                outside = max(0.0, bounds[0] - box[0]) + max(0.0, box[2] - bounds[2]) + \
+                    max(0.0, bounds[1] - box[1]) + max(0.0, box[3] - bounds[3])
+                cost = sum(_overlap(box, o) for o in placed) + sum(_overlap(box, o) for o in obstacles) \
+                    + outside * (w + h) * 10
+                if best_cost is None or cost < best_cost - 1e-9:
+                    best, best_cost = box, cost
+                if cost == 0:
+                    break
+            if best_cost == 0:
+                break
+        assert best is not None
+        placed.append(best)
+        out.append(((best[0] + best[2]) / 2, (best[1] + best[3]) / 2))
     return out
 
 
@@ -104,52 +118,85 @@ def latency_distribution(rows: Sequence[dict]) -> str:
     return _svg(fig, "latency")
 
 
+KIND_STYLE = {  # marker, colour, size, legend text
+    "chosen": ("*", "#009E73", 14, "recommended"),
+    "ok": ("o", PALETTE[0], 7, "within the budget"),
+    "out": ("X", "#888888", 7, "outside the budget"),
+}
+
+
 def accuracy_vs_latency(points: Sequence[dict], metric_label: str, percent: bool,
                         budget: float | None = None, budget_label: str = "") -> str:
-    """Scatter of accuracy against median latency, labels beside the axes with leader lines.
+    """Scatter of accuracy against median latency; each point labelled with its ``label`` (a
+    short key such as ``3``: the table beside the plot names it), placed by :func:`place_labels`.
 
     ``points``: ``{"label", "median_ms", "value", "kind"}`` with kind ``chosen`` (star), ``ok``
-    or ``out`` (grey cross: outside the budget). ``budget`` draws the accuracy floor.
+    (circle) or ``out`` (grey cross: outside the budget): shape and colour both tell the kind.
+    ``budget`` draws the accuracy floor. The y axis spans the values and the budget with a
+    margin, at least half a point (percent) wide, and never runs past 100%.
     """
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
+    from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator
 
-    n = len(points)
-    height = max(260.0, 40 + (LABEL_PT + 5) * n * 1.1)
-    fig = _figure(620, height)
-    ax = fig.add_axes((0.11, 0.16, 0.52, 0.78))
+    width, height = 460.0, 280.0
+    fig = _figure(width, height)
+    ax = fig.add_axes((0.15, 0.16, 0.82, 0.74))
     ys = [p["value"] for p in points] + ([budget] if budget is not None else [])
     lo, hi = min(ys), max(ys)
-    pad = max((hi - lo) * 0.12, 0.002 if percent else 1e-5)
-    ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xlim(0, max(p["median_ms"] for p in points) * 1.12)
+    pad = max((hi - lo) * 0.15, 0.004 if percent else 2e-5)
+    top = hi + pad
+    if percent and hi <= 1.0:
+        top = min(top, 1.0)  # no 100.2% for a fraction; markers at 100% sit on the (hidden) top edge
+    bottom = lo - pad if top > lo else lo - 2 * pad
+    ax.set_ylim(bottom, top)
+    ax.set_xlim(0, max(p["median_ms"] for p in points) * 1.15)
     _style(ax, "median latency (ms)", metric_label)
     locator = MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10])
-    ax.yaxis.set_major_locator(locator)
-    ticks = locator.tick_values(*ax.get_ylim())
+    ticks = [t for t in locator.tick_values(bottom, top) if bottom - 1e-12 <= t <= top + 1e-12]
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
     step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else 1.0
     # As few decimals as the tick step needs: 97%, 98%... or 99.5%, 99.6%..., never 0.90438.
     decimals = max(0, math.ceil(-math.log10(step * (100 if percent else 1)) - 1e-9))
     ax.yaxis.set_major_formatter(FuncFormatter(
         (lambda v, _: f"{100 * v:.{decimals}f}%") if percent else (lambda v, _: f"{v:.{decimals}f}")))
+    ax.grid(axis="y", color="#eeeeee", linewidth=0.8)
     if budget is not None:
         ax.axhline(budget, color="#D55E00", linestyle="--", linewidth=1)
-        ax.annotate(budget_label, xy=(0.005, budget), xycoords=("axes fraction", "data"), xytext=(0, 3),
-                    textcoords="offset points", fontsize=LABEL_PT - 0.5, color="#D55E00")
-    y0, y1 = ax.get_ylim()
-    frac = [(p["value"] - y0) / (y1 - y0) for p in points]
-    axes_h_pt = height * 0.78
-    label_y = spread_labels(frac, gap=(LABEL_PT + 3.5) / axes_h_pt, lo=0.0, hi=1.0,
-                            tiebreak=[p["median_ms"] for p in points])
-    for i, (p, ly) in enumerate(zip(points, label_y)):
-        color = {"chosen": "#009E73", "out": "#999999"}.get(p.get("kind"), PALETTE[i % len(PALETTE)])
-        marker = {"chosen": "*", "out": "x"}.get(p.get("kind"), "o")
-        ax.plot([p["median_ms"]], [p["value"]], marker=marker, color=color,
-                markersize=13 if marker == "*" else 7, linestyle="none")
-        ax.annotate(p["label"], xy=(p["median_ms"], p["value"]), xytext=(1.04, ly), textcoords="axes fraction",
-                    fontsize=LABEL_PT, va="center", color="#222222" if p.get("kind") != "out" else "#777777",
-                    fontweight="bold" if p.get("kind") == "chosen" else "normal",
-                    arrowprops={"arrowstyle": "-", "color": color, "linewidth": 0.6, "shrinkA": 1, "shrinkB": 4},
-                    annotation_clip=False)
+        ax.annotate(budget_label, xy=(0.995, budget), xycoords=("axes fraction", "data"), xytext=(0, 3),
+                    textcoords="offset points", fontsize=LABEL_PT - 0.5, color="#D55E00", ha="right")
+    kinds = []
+    for p in points:
+        marker, color, size, _ = KIND_STYLE.get(p.get("kind"), KIND_STYLE["ok"])
+        ax.plot([p["median_ms"]], [p["value"]], marker=marker, color=color, markersize=size, linestyle="none",
+                markeredgecolor="white" if marker != "X" else color, markeredgewidth=0.6, clip_on=False, zorder=3)
+        kinds.append(p.get("kind") or "ok")
+    # Direct labels: display coordinates (points at 72 dpi) of every marker, then a free place each.
+    anchors = [tuple(ax.transData.transform((p["median_ms"], p["value"]))) for p in points]
+    x0, y0, x1, y1 = ax.bbox.extents
+    bounds = (x0 + 1, y0 + 1, x1 + 8, y1 + 6)
+    sizes = [(0.62 * LABEL_PT * len(str(p["label"])) + 3, LABEL_PT + 2) for p in points]
+    obstacles = [(x - 5, y - 5, x + 5, y + 5) for x, y in anchors]
+    if budget is not None:  # the budget line's own label, at the right end above the line
+        by = ax.transData.transform((0, budget))[1]
+        obstacles.append((x1 - 0.55 * LABEL_PT * len(budget_label) - 4, by, x1, by + LABEL_PT + 4))
+    order = sorted(range(len(points)), key=lambda i: (anchors[i][0], anchors[i][1]))
+    placed = place_labels([anchors[i] for i in order], [sizes[i] for i in order], bounds, obstacles)
+    for i, (cx, cy) in zip(order, placed):
+        ax_, ay_ = anchors[i]
+        far = math.hypot(cx - ax_, cy - ay_) > 14
+        ax.annotate(str(points[i]["label"]), xy=(points[i]["median_ms"], points[i]["value"]),
+                    xytext=(cx - ax_, cy - ay_), textcoords="offset points", ha="center", va="center",
+                    fontsize=LABEL_PT, color="#222222" if kinds[i] != "out" else "#666666",
+                    fontweight="bold" if kinds[i] == "chosen" else "normal", annotation_clip=False, zorder=4,
+                    arrowprops={"arrowstyle": "-", "color": "#999999", "linewidth": 0.5, "shrinkA": 0,
+                                "shrinkB": 5} if far else None)
+    if len(set(kinds)) > 1:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], marker=KIND_STYLE[k][0], color=KIND_STYLE[k][1], linestyle="none",
+                          markersize=KIND_STYLE[k][2] * 0.8, label=KIND_STYLE[k][3])
+                   for k in ("chosen", "ok", "out") if k in kinds]
+        ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=len(handles),
+                  fontsize=LABEL_PT - 0.5, frameon=False, borderaxespad=0.0, handletextpad=0.3, columnspacing=1.2)
     return _svg(fig, "accuracy")
 
 
