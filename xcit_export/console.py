@@ -459,7 +459,7 @@ def _result_rows(report: dict) -> tuple[list[tuple[str, str, str, dict[str, str]
     return out, columns
 
 
-def _table(rows, columns: list[str], *, status: bool = True, title: str | None = None) -> Any:
+def _table(rows: list[tuple[str, str, str, dict[str, str]]], columns: list[str], *, status: bool = True, title: str | None = None) -> Any:
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -486,7 +486,7 @@ def _width(renderable: Any) -> int:
     return Measurement.get(probe, probe.options, renderable).maximum
 
 
-def _blocks(rows, columns: list[str], width: int) -> list[Any]:
+def _blocks(rows: list[tuple[str, str, str, dict[str, str]]], columns: list[str], width: int) -> list[Any]:
     """The narrowest layout: per row its name and status, then ``header value`` pairs packed into
     lines of ``width``, never split."""
     from rich.text import Text
