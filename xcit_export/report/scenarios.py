@@ -1,7 +1,8 @@
 """The scenarios in the reports: a table per scenario (terminal, report.md, report.html) and a
 throughput-vs-latency plot per target (report.html). The figures are ``targets[*].scenarios``
-(:mod:`xcit_export.evaluate.scenarios`); this module only lays them out, one function per medium,
-each called once by the console, the Markdown and the HTML page.
+(:mod:`xcit_export.evaluate.scenarios`); this module only lays them out: :func:`tables` and
+:func:`notes` (which the terminal fits to its width: ``console.scenarios_layout``), report.md's
+lines and report.html's section.
 """
 
 from __future__ import annotations
@@ -72,8 +73,12 @@ def tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     return out
 
 
+QUIET_WORDS = ("stable", "drifting", "noisy", "not available", "MLPerf", "early-stopping")  # what the terminal keeps
+
+
 def notes(report: dict) -> list[str]:
-    """The lines below the tables: each stability verdict's reason, how each pool ran, energy."""
+    """The lines below the tables: each stability verdict's reason, how each pool ran, energy
+    (the terminal shows only those with one of :data:`QUIET_WORDS` unless verbose)."""
     lines = []
     for t in report.get("targets", []):
         sc = t.get("scenarios") or {}
@@ -84,7 +89,7 @@ def notes(report: dict) -> list[str]:
                              f"{rec['stability']['reason']}")
             es = rec.get("early_stopping")
             if es and not es.get("min_duration_met"):
-                lines.append(f"{t['target']} {key.replace('_', '-')}: * ran {rec.get('seconds')} s, under MLPerf's "
+                lines.append(f"{t['target']} {key.replace('_', '-')}: * ran {_f(rec.get('seconds'), 'g')} s, under MLPerf's "
                              f"{es.get('min_duration_s'):g} s minimum")
             if es and es.get("estimate_ms") is None and es.get("why"):
                 lines.append(f"{t['target']} {key.replace('_', '-')}: no early-stopping estimate: {es['why']}")
@@ -95,31 +100,6 @@ def notes(report: dict) -> list[str]:
                if t.get("scenarios")}
     lines += [r[0].upper() + r[1:] for r in sorted(r for r in reasons if r)]  # one line, not one per target
     return list(dict.fromkeys(lines))
-
-
-# ---- terminal -------------------------------------------------------------------------------
-
-def console_renderables(report: dict, verbose: bool = False) -> list[Any]:
-    """Rich tables (one per scenario) and the notes, for :func:`xcit_export.console.print_report`."""
-    from rich import box
-    from rich.table import Table
-    from rich.text import Text
-
-    out: list[Any] = []
-    for title, header, rows in tables(report):
-        table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
-                      pad_edge=False)
-        for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
-        for row in rows:
-            table.add_row(*row)
-        out.append(table)
-    lines = notes(report)
-    if not verbose:
-        lines = [line for line in lines if any(word in line for word in (
-            "stable", "drifting", "noisy", "not available", "MLPerf", "early-stopping"))]
-    out += [Text(line, style="dim") for line in lines]
-    return out
 
 
 # ---- report.md ------------------------------------------------------------------------------
@@ -187,8 +167,7 @@ def throughput_vs_latency(label: str, points: list[dict]) -> str:
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-    ax.set_xlabel("latency, ms (log): single-stream p50, multi-stream query p99, offline request p50; grey: "
-                  "the offline search's points (b = batch, x = requests in flight)", fontsize=LABEL_PT - 1.5)
+    ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("images/s")
     ax.set_title(label, fontsize=LABEL_PT + 1, loc="left")
     ax.grid(color="#e5e5e5", linewidth=0.8)
@@ -216,7 +195,11 @@ def html_section(rep: dict) -> Optional[tuple[str, str]]:
     plots = [throughput_vs_latency(t["target"], pts) for t in rep.get("targets", [])
              if len(pts := plot_points(t)) >= 1]
     if plots:
-        parts.append("<h3>Throughput against latency</h3><div class='columns'>" + "".join(plots) + "</div>")
+        parts.append("<h3>Throughput against latency</h3><div class='columns'>"
+                     + "".join(f"<div>{svg}</div>" for svg in plots) + "</div>"
+                     "<p class='sub'>Latency: single-stream p50 (circle), multi-stream query p99 (square), offline "
+                     "request p50 (grey triangles: the offline search's points, b = batch, x = requests in flight; "
+                     "star: the configuration chosen, measured again).</p>")
     lines = notes(rep)
     if lines:
         parts.append("".join(f"<p class='sub'>{_e(line)}</p>" for line in lines))
