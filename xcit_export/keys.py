@@ -95,6 +95,12 @@ READ_BY_NONE: dict[str, str] = {
     "min_top1_agreement": "--target auto's recommendation budget, read after building",
     "min_cosine_mean": "--target auto's recommendation budget, read after building",
     "require_winner": "--target auto's exit rule, read after building",
+    "scenarios": "--scenario: measurement only, after building",
+    "streams": "--scenario: measurement only, after building",
+    "scenario_seconds": "--scenario: measurement only, after building",
+    "sustain": "--scenario: measurement only, after building",
+    "mlperf_tail": "--scenario: measurement only, after building",
+    "objective": "--target auto's ranking (latency or offline throughput), read after building",
 }
 INPUT_FIELDS = ("eval_data", "eval_id", "calib_data", "calib_id", "calib_labels")
 

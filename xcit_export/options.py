@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from .errors import OptionError
-from .evaluate.auto import Budget
+from .evaluate.auto import OBJECTIVES, Budget
+from .evaluate.scenarios import (DEFAULT_SECONDS, DEFAULT_STREAMS, OFFLINE, ScenarioOptions, parse_scenarios,
+                                   scenario_options)
 from .evaluate.validate import LatencyOptions
 from .data.sets import DEFAULT_CALIB_SIZE, ON_BAD_IMAGE
 from .models.zoo import INPUT_FORMATS, OUTPUTS
@@ -173,6 +175,10 @@ def _per_target(value: Any, name: str) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in value.items()}
 
 
+def _scenario_names(value: Any, name: str) -> tuple[str, ...]:
+    return parse_scenarios(value, name)
+
+
 def _drop(value: Any, name: str) -> float | None:
     return as_drop(value, name)
 
@@ -265,6 +271,23 @@ class RunOptions:
                                           help="Also time every dynamic-batch artifact at each of these batch sizes.")
     profile: bool = _opt(True, flag="--profile", off="--no-profile", cli_type=bool, parse=_flag, recipe=("latency", "profile"),
                          help="Per-operator-type latency breakdown from each runtime's profiler (a separate pass).")
+    # -- scenarios (evaluate/scenarios.py, docs/latency.md) ----------------------------------------
+    scenarios: str | Sequence[str] = _opt(
+        (), flag="--scenario", parse=_scenario_names, recipe=("latency", "scenarios"), toml=(list, str), metavar="LIST",
+        help="Also run these scenarios per target: single-stream, multi-stream, offline (comma-separated, or all); "
+             "docs/latency.md.")
+    streams: int = _opt(DEFAULT_STREAMS, flag="--streams", cli_type=int, parse=_Whole(1), recipe=("latency", "streams"),
+                        help="Concurrent streams of the multi-stream scenario.")
+    scenario_seconds: float = _opt(DEFAULT_SECONDS, flag="--scenario-seconds", cli_type=float,
+                                   parse=_Seconds(above_zero=True), recipe=("latency", "scenario_seconds"),
+                                   help="Seconds of a multi-stream run and of the offline figure.")
+    sustain: float | None = _opt(flag="--sustain", cli_type=float, parse=_Seconds(above_zero=True),
+                                 recipe=("latency", "sustain"), metavar="SECONDS",
+                                 help="Run each scenario this long and judge it stable, drifting or noisy (alone: "
+                                      "single-stream).")
+    mlperf_tail: bool = _opt(False, flag="--mlperf-tail", cli_type=bool, parse=_flag, recipe=("latency", "mlperf_tail"),
+                             help="MLPerf's rule for the tail: latency scenarios run at least 600 s and report "
+                                  "LoadGen's early-stopping estimate of p90 (single-stream) and p99 (multi-stream).")
     # -- target options --------------------------------------------------------------------------
     device: str | None = _opt(flag="--device", parse=_text,
                               help="Inference device for targets that choose one (OpenVINO: CPU, GPU, NPU, AUTO).")
@@ -301,6 +324,10 @@ class RunOptions:
     require_winner: str | None = _opt(flag="--require-winner", parse=_text, recipe=("auto", "require_winner"),
                                       help="--target auto: exit 1 unless this candidate is recommended, e.g. "
                                            "openvino-fp32@batch1.")
+    objective: str | None = _opt(flag="--objective", cli_type=OBJECTIVES, parse=_Choice(OBJECTIVES),
+                                 recipe=("auto", "objective"), default_text="latency",
+                                 help="--target auto: rank by median latency per image, or by offline images/s (adds "
+                                      "the offline scenario).")
     # -- how to run ------------------------------------------------------------------------------
     rebuild: bool = _opt(False, flag="--rebuild", cli_type=bool, parse=_flag,
                          help="Rebuild artifacts even when an identical one exists.")
@@ -344,6 +371,15 @@ class RunOptions:
         given = {k: getattr(self, k) for k in ("max_top1_drop", "min_top1_agreement", "min_cosine_mean")
                  if getattr(self, k) is not None}
         return dataclasses.replace(_BUDGET, **given).check()
+
+    def scenario_options(self, auto: bool = False) -> ScenarioOptions:
+        """What the scenario pass runs (:func:`~xcit_export.evaluate.scenarios.scenario_options`:
+        ``--sustain`` or ``--mlperf-tail`` alone run single-stream); ``--target auto`` ranking by
+        throughput adds the offline scenario. Checked (``--mlperf-tail`` needs a latency scenario)."""
+        names = tuple(self.scenarios)
+        if auto and self.objective == "throughput" and OFFLINE not in names:
+            names = (*names, OFFLINE)
+        return scenario_options(names, self.streams, self.scenario_seconds, self.sustain, self.mlperf_tail)
 
     def replace(self, **changes: Any) -> "RunOptions":
         return dataclasses.replace(self, **changes)

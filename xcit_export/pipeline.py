@@ -58,6 +58,8 @@ def _build_and_report(plan: RunPlan, inputs: Inputs, sets: Any, progress: Progre
         report["warnings"] = summary["warnings"]
     if "sizes" in summary:
         report["sizes"] = summary["sizes"]
+    if plan.scenarios is not None:  # what --scenario ran, beside latency_method
+        report["scenario_method"] = plan.scenarios.to_dict()
     if plan.auto:
         report["recommendation"] = recommendation(plan, result.entries, summary["evaluation"]["labelled"],
                                                   prepared.classify)
@@ -76,7 +78,8 @@ def recommendation(plan: RunPlan, entries: list[dict], labelled: bool, classifie
     """``--target auto``'s recommendation among ``entries`` (and why each other candidate lost)."""
     from .evaluate import auto as auto_mod
 
-    rec = auto_mod.recommend(entries, plan.budget, dict(plan.left_out), labelled=labelled, classifies=classifies)
+    rec = auto_mod.recommend(entries, plan.budget, dict(plan.left_out), labelled=labelled, classifies=classifies,
+                             objective=plan.options.objective or "latency")
     if plan.options.require_winner:
         auto_mod.require_winner(rec, plan.options.require_winner)
     return rec

@@ -438,14 +438,51 @@ def _run_batches(runner, x: np.ndarray, batch) -> np.ndarray:
     return np.concatenate(outs)
 
 
+class _Borrowed:
+    """The open runner lent to the scenario pass, which must not close it."""
+
+    def __init__(self, runner):
+        self.infer = runner.infer
+
+    def close(self) -> None:
+        pass
+
+
+def _scenarios(runner, meta: dict, x: np.ndarray, options, latency: dict, progress: Progress) -> dict:
+    """``--scenario`` on the device (evaluate/scenarios.py): the engine's single-stream, multi-stream
+    and offline figures, several execution contexts on their own CUDA streams with CUDA graphs
+    (targets/tensorrt/pool.py), power from tegrastats or the INA3221 rails around each. UNVERIFIED ON
+    HARDWARE. The onnxruntime stand-in is not timed: its figures would not be the engine's."""
+    from .energy import source
+    from .sensors import snapshot
+    from ..evaluate.scenarios import run_target
+
+    if not hasattr(runner, "layer_profile"):  # the CPU stand-in
+        return {"note": "no scenarios: no engine ran here (the onnxruntime stand-in's timings are not the engine's)"}
+    from ..targets.tensorrt.pool import EnginePool
+
+    lo, hi = runner.min_batch, runner.max_batch
+    batches = sorted({b for b in (1, 8, int(meta["profile"]["opt"]), hi) if lo <= b <= hi})
+    meter, why = source()
+
+    def pool(xb, streams):
+        return EnginePool(runner.engine_path, meta["library"], xb, streams=streams or 2, cuda_graph=True,
+                          output_names=meta.get("output_names"))
+
+    return run_target(options, lambda: _Borrowed(runner), pool, x, batches, 4, latency=latency, meter=meter,
+                      snapshot=snapshot, progress=progress, label="device-check", energy_note=why)
+
+
 def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Path | None = None,
                  require_engine: bool = False, threads: int | None = None, warmup: int = 10,
                  iterations: int = 50, cuda_graph: bool = False, profile: bool = True,
-                 progress: Progress = lambda m: None) -> dict:
+                 scenarios=None, progress: Progress = lambda m: None) -> dict:
     """Verify, build if possible, run the golden inputs, compare, time; write and return the report.
 
     ``profile``: after the latency figures, a separate pass with TensorRT's layer profiler
-    (:func:`_layer_profile`). ``report["passed"]`` is False when a threshold fails; errors in the
+    (:func:`_layer_profile`). ``scenarios`` (a :class:`~xcit_export.evaluate.scenarios.ScenarioOptions`):
+    the engine's scenarios after the latency figures (:func:`_scenarios`), the device's clocks and
+    temperatures recorded before and after the whole check. ``report["passed"]`` is False when a threshold fails; errors in the
     bundle raise ArtifactError; a profiler failure is recorded, never fails the check.
     """
     from ..evaluate.validate import LatencyOptions, measure_latency
@@ -466,6 +503,9 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
         thresholds = json.loads((bundle / THRESHOLDS).read_text())
         with np.load(bundle / GOLDEN) as data:
             golden = {k: data[k] for k in data.files}
+        from .sensors import snapshot
+
+        conditions = {"before": snapshot()}
         runner, engine = _engine_runner(bundle, meta, work, require_engine, threads, cuda_graph, progress)
         try:
             progress(f"device-check: running {len(golden['x'])} golden inputs on {runner.device}")
@@ -508,6 +548,8 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
                 checks.append({"check": "max_latency_ms", "value": lat.median_ms, "threshold": max_ms,
                                "passed": lat.median_ms <= max_ms})
             device, runner_measures = runner.device, runner.measures_latency
+            scenario_figures = (_scenarios(runner, meta, x_lat, scenarios, lat.to_dict(), progress)
+                                if scenarios is not None and scenarios.active else None)
             prof = _layer_profile(runner, x_lat, meta, progress) if profile else {}
         finally:
             runner.close()
@@ -528,7 +570,9 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
             "targets": [{"target": meta.get("target"), "status": "ok" if passed else "failed", "device": device,
                          "accuracy": accuracy,
                          "latency": lat.to_dict() if runner_measures else {},
-                         "checks": checks, "note": engine.get("note"), **prof}],
+                         "checks": checks, "note": engine.get("note"), **prof,
+                         **({"scenarios": scenario_figures} if scenario_figures is not None else {})}],
+            "conditions": {**conditions, "after": snapshot()},
             "note": engine.get("note"),
             "golden_count": int(len(golden["x"])), "run_seconds": round(run_seconds, 3),
             "sizes": per_size,
@@ -617,8 +661,39 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  layer profile: {prof['total_ms']:.3f} ms profiled at batch {prof['batch']}: {top}")
     elif entry.get("op_profile_error"):
         lines.append(f"  layer profile failed: {entry['op_profile_error']}")
+    lines += _scenario_lines(entry.get("scenarios"))
     lines.append(("PASSED" if report["passed"] else "FAILED") + f"; report: {report['report_path']}")
     return lines
+
+
+def _scenario_lines(sc: dict | None) -> list:
+    """The scenarios' figures in a few summary lines (report/scenarios.py draws the host's tables)."""
+    if not sc:
+        return []
+    if sc.get("note"):
+        return [f"  scenarios: {sc['note']}"]
+    out = []
+    for key, what in (("single_stream", "single-stream"), ("multi_stream", "multi-stream"), ("offline", "offline")):
+        r = sc.get(key)
+        if r is None:
+            continue
+        if r.get("error"):
+            out.append(f"  {what}: error: {r['error']}")
+            continue
+        if key == "offline":
+            text = f"{r['images_per_s']:,.1f} images/s at batch {r['batch']}, {r['streams']} in flight"
+        else:
+            text = f"p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms" + (
+                f" ({r['streams']} streams)" if key == "multi_stream" else "")
+        energy = r.get("energy") or {}
+        if energy.get("available"):
+            text += f"; {energy.get('average_mw')} mW ({energy.get('total_is')}), {energy.get('mj_per_image')} mJ/image"
+        if r.get("stability"):
+            text += f"; {r['stability']['verdict']}: {r['stability']['reason']}"
+        out.append(f"  {what}: {text}")
+    if (sc.get("energy") or {}).get("reason"):
+        out.append(f"  {sc['energy']['reason']}")
+    return out
 
 
 __all__ = ["create_bundle", "default_thresholds", "device_check", "resolve_artifact_dir", "summary_lines",

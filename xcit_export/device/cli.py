@@ -79,14 +79,23 @@ def bundle(artifact, target, out_dir, golden_count, min_cosine, min_top1_agreeme
 @click.option("--cuda-graph", is_flag=True, help="Replay inference as a CUDA graph.")
 @click.option("--profile/--no-profile", default=True, show_default=True,
               help="Per-layer-type breakdown from TensorRT's layer profiler, in a separate pass after the timing.")
+@click.option("--scenario", metavar="LIST", help="Also single-stream, multi-stream, offline (or all), with power from "
+                                                 "tegrastats; docs/latency.md.")
+@click.option("--streams", type=click.IntRange(min=1), help="Concurrent streams of the multi-stream scenario (default 4).")
+@click.option("--scenario-seconds", type=float, help="Seconds of a multi-stream run and of the offline figure (default 2).")
+@click.option("--sustain", type=float, metavar="SECONDS", help="Run each scenario this long and judge its stability.")
+@click.option("--mlperf-tail", is_flag=True, help="MLPerf's 600 s minimum and early-stopping tail estimate.")
 @_fail_cleanly
-def device_check(bundle_path, work_dir, report_path, require_engine, threads, warmup, iterations, cuda_graph, profile):
+def device_check(bundle_path, work_dir, report_path, require_engine, threads, warmup, iterations, cuda_graph, profile,
+                 scenario, streams, scenario_seconds, sustain, mlperf_tail):
     """Verify a bundle, build its engine if possible, check the golden outputs and time it."""
     from .bundle import device_check as run_check, summary_lines
+    from ..evaluate.scenarios import scenario_options
 
+    options = scenario_options(scenario, streams, scenario_seconds, sustain, mlperf_tail)
     report = run_check(bundle_path, work_dir=work_dir, report_path=report_path, require_engine=require_engine,
                        threads=threads, warmup=warmup, iterations=iterations, cuda_graph=cuda_graph, profile=profile,
-                       progress=_say)
+                       scenarios=options, progress=_say)
     for line in summary_lines(report):
         click.echo(line)
     if not report["passed"]:

@@ -13,7 +13,7 @@ from ..evaluate.counts import AccuracyCounts
 
 # What a measurement task gives that the entry keeps as it is.
 MEASURED = ("load_ms", "threads", "device", "inference_precision", "latency", "latency_sweep", "memory_mb",
-            "op_profile", "op_profile_error")
+            "op_profile", "op_profile_error", "scenarios")
 
 
 def decide(entry: dict, per_output: dict[str, dict | None]) -> dict:
@@ -61,6 +61,8 @@ def sized_entry(base: dict, counts: dict[str, AccuracyCounts], error: dict | Non
     if measured and "latency" in measured and torch_ms:
         entry["speedup_vs_pytorch"] = round(torch_ms / measured["latency"]["median_ms"], 3)
     decide(entry, per_output)
+    if entry.get("status") != "ok":  # a target that fails its verdict gets no scenario figures to rank or read
+        entry.pop("scenarios", None)
     artifact_note = (base.get("artifact") or {}).get("note")
     if artifact_note:
         entry["note"] = artifact_note

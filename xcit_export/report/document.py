@@ -154,6 +154,9 @@ def markdown_table(report: dict) -> str:
     from .int8 import int8_markdown  # format choice, what INT8 buys, sensitivity, budget search
 
     lines += int8_markdown(report)
+    from .scenarios import markdown_lines  # --scenario: a table per scenario
+
+    lines += markdown_lines(report)
     return "\n".join(lines) + "\n"
 
 

@@ -47,6 +47,21 @@ class Cell:
         return f"{self.model} x {self.target} x {self.kind or 'any'}"
 
 
+SCENARIO_KEYS = ("scenarios", "streams", "scenario_seconds", "sustain", "mlperf_tail")  # [latency], and [auto] objective
+
+
+def refuse_scenarios(recipe) -> None:
+    """A matrix recipe asking for scenarios is refused, not silently run without them: the engine
+    measures them in every cell (``scale.sharding.measure_cell``), but a finished cell is not yet
+    keyed by them (a rerun would reuse a cell measured without them) and matrix.md/html do not show
+    them. Run the model as a single run (``--recipe`` with one model, no ``--executor``)."""
+    asked = [f"[latency] {k}" for k in SCENARIO_KEYS if k in recipe.section("latency")]
+    asked += ["[auto] objective"] if "objective" in recipe.section("auto") else []
+    if asked:
+        raise RecipeError(f"{recipe.path}: {', '.join(asked)}: the scenarios run in a single run (xcit-export "
+                          f"--recipe with one model and no device kinds, without --executor), not yet in a matrix")
+
+
 def plan_models(recipe, out_dir: Path, rebuild: bool, wait: bool) -> dict[str, Any]:
     """Each model's checked plan (:func:`xcit_export.plan.plan_run`), or the error that stops it."""
     from ..plan import plan_run
@@ -102,6 +117,7 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
     from ..outdir import locked_output_dir
 
     out_dir = Path(out_dir or Path("out") / recipe.path.stem)
+    refuse_scenarios(recipe)
     plans = plan_models(recipe, out_dir, rebuild, wait)
     cells = plan_cells(recipe, plans)
     unplaceable = check_placement(recipe, cells, executor)
