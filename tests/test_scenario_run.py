@@ -121,17 +121,3 @@ def test_objective_throughput_ranks_by_offline_images_per_second():
     assert why["fast-alone"].startswith("2.25x lower offline throughput") and "no offline throughput" in why["untimed"]
     assert by_throughput["lines"][0].startswith("Recommended: fast-together (900 images/s offline")
     assert "offline throughput" in by_throughput["latency_basis"] and by_throughput["objective"] == "throughput"
-
-
-def test_a_matrix_recipe_asking_for_scenarios_is_refused_not_ignored(tmp_path):
-    from xcit_export.recipe import load_recipe
-    from xcit_export.scale.matrix import run_matrix
-
-    recipe = tmp_path / "m.toml"
-    recipe.write_text('[model]\nname = ["xcit_nano_12_p16_224", "xcit_tiny_12_p16_224"]\n'
-                      '[latency]\nscenarios = ["offline"]\n[targets.onnxruntime-fp32]\n')
-    loaded = load_recipe(recipe)
-    assert loaded.is_matrix
-    with pytest.raises(RecipeError, match="scenarios run in a single run"):
-        run_matrix(loaded, executor=None, out_dir=tmp_path / "out")
-    assert not (tmp_path / "out").exists()

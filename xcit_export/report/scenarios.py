@@ -102,6 +102,13 @@ def notes(report: dict) -> list[str]:
     return list(dict.fromkeys(lines))
 
 
+def matrix_view(report: dict) -> dict:
+    """A matrix report's cells that ran scenarios, as a report whose targets are the cells
+    (``model target @kind``), for the same tables and plots."""
+    return {"targets": [{**row, "target": f"{row['model']} {row['target']} @{row['device_kind']}"}
+                        for row in report.get("cells", []) if row.get("scenarios")]}
+
+
 # ---- report.md ------------------------------------------------------------------------------
 
 def markdown_lines(report: dict) -> list[str]:

@@ -47,21 +47,6 @@ class Cell:
         return f"{self.model} x {self.target} x {self.kind or 'any'}"
 
 
-SCENARIO_KEYS = ("scenarios", "streams", "scenario_seconds", "sustain", "mlperf_tail")  # [latency], and [auto] objective
-
-
-def refuse_scenarios(recipe) -> None:
-    """A matrix recipe asking for scenarios is refused, not silently run without them: the engine
-    measures them in every cell (``scale.sharding.measure_cell``), but a finished cell is not yet
-    keyed by them (a rerun would reuse a cell measured without them) and matrix.md/html do not show
-    them. Run the model as a single run (``--recipe`` with one model, no ``--executor``)."""
-    asked = [f"[latency] {k}" for k in SCENARIO_KEYS if k in recipe.section("latency")]
-    asked += ["[auto] objective"] if "objective" in recipe.section("auto") else []
-    if asked:
-        raise RecipeError(f"{recipe.path}: {', '.join(asked)}: the scenarios run in a single run (xcit-export "
-                          f"--recipe with one model and no device kinds, without --executor), not yet in a matrix")
-
-
 def plan_models(recipe, out_dir: Path, rebuild: bool, wait: bool) -> dict[str, Any]:
     """Each model's checked plan (:func:`xcit_export.plan.plan_run`), or the error that stops it."""
     from ..plan import plan_run
@@ -117,7 +102,6 @@ def run_matrix(recipe, executor, out_dir: Path | None = None, rebuild: bool = Fa
     from ..outdir import locked_output_dir
 
     out_dir = Path(out_dir or Path("out") / recipe.path.stem)
-    refuse_scenarios(recipe)
     plans = plan_models(recipe, out_dir, rebuild, wait)
     cells = plan_cells(recipe, plans)
     unplaceable = check_placement(recipe, cells, executor)
@@ -295,7 +279,7 @@ def cell_path(out_dir: Path, cell: Cell) -> Path:
 def cell_key(cell: Cell, plan, built, eval_hash: str, executor) -> dict:
     """What made a cell's figures: the artifact (its build key), the evaluation set (its content
     hash) and the sizes, the device kind and the executor that placed it, and how it was measured
-    (every latency setting). A finished cell with the same key is reused by a rerun."""
+    (every latency setting, the scenarios). A finished cell with the same key is reused by a rerun."""
     from ..scale.executor import Task
     from ..scale.sharding import measure_cell
 
@@ -307,7 +291,8 @@ def cell_key(cell: Cell, plan, built, eval_hash: str, executor) -> dict:
             "input_format": o.input_format, "on_bad_image": o.on_bad_image,
             "latency": {"warmup": o.warmup, "iterations": o.iterations, "min_seconds": o.min_seconds,
                         "max_seconds": o.latency.cap(), "batch": 1 if built.batch1 else (o.batch or 1),
-                        "batch_sweep": list(o.latency_batches), "profile": o.profile, "threads": threads}}
+                        "batch_sweep": list(o.latency_batches), "profile": o.profile, "threads": threads},
+            "scenarios": plan.scenarios.to_dict() if plan.scenarios is not None else None}
 
 
 def write_finished_cell(out_dir: Path, cell: Cell, key: dict, row: dict) -> Path:
@@ -341,7 +326,7 @@ def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:
     from ..evaluate.auto import Budget, recommend
 
     settings = recipe.auto_settings()
-    budget = Budget(**{k: float(v) for k, v in settings.items() if k != "require_winner"}).check()
+    budget = Budget(**{k: float(v) for k, v in settings.items() if k not in ("require_winner", "objective")}).check()
     out = []
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:
@@ -354,7 +339,7 @@ def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:
         m = models.get(model) or {}
         info = m.get("info") or {}
         rec = recommend(entries, budget, labelled=bool((info.get("evaluation") or {}).get("labelled")),
-                        classifies=bool(m.get("classify", True)))
+                        classifies=bool(m.get("classify", True)), objective=settings.get("objective", "latency"))
         if settings.get("require_winner"):
             from ..evaluate.auto import require_winner
 
@@ -394,6 +379,9 @@ def matrix_markdown(report: dict) -> str:
     if report.get("recommendations"):
         lines += ["", "## Recommendations (per model and device kind)", ""]
         lines += [f"- **{r['model']} on {r['device_kind']}**: {r['lines'][0]}" for r in report["recommendations"]]
+    from ..report.scenarios import markdown_lines, matrix_view
+
+    lines += markdown_lines(matrix_view(report))  # --scenario: a table per scenario, a row per cell
     notes = [r for r in report["cells"] if r.get("error") or r.get("note")]
     if notes:
         lines += ["", "## Notes", ""]
