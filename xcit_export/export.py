@@ -22,6 +22,7 @@ import onnx
 import torch
 
 from .errors import BrokenReferenceError, ExportError, ParityError
+from .evaluate.validate import evaluation_batch
 from .io import atomic_path
 from .options import DEFAULT_OPSET, MIN_OPSET  # the --opset option's default and range, declared there
 
@@ -84,7 +85,7 @@ def seeded_inputs(shape: tuple[int, ...], count: int, seed: int = 0) -> np.ndarr
 
 def torch_reference(model: torch.nn.Module, x: np.ndarray, batch: int | None = None) -> list[np.ndarray]:
     """Run the PyTorch reference on ``x`` in chunks; returns one array per output."""
-    step = batch or 16
+    step = evaluation_batch(batch)
     chunks: list[list[np.ndarray]] = []
     with torch.inference_mode():
         for i in range(0, len(x), step):

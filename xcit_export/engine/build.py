@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import keys as keys_mod
 from ..errors import BackendUnavailableError, XcitExportError
+from ..evaluate.validate import evaluation_batch
 from ..io import atomic_dir
 from ..plan import RunPlan
 from ..targets import Artifact, BuildContext, get_target
@@ -44,8 +45,8 @@ class Built:
 
     @property
     def runner_batch(self) -> int:
-        """The batch the evaluation feeds its runner: a static export's, else 16."""
-        return self.plan.options.batch or 16
+        """The batch the evaluation feeds its runner: a static export's, else :data:`~xcit_export.evaluate.validate.EVAL_BATCH`."""
+        return evaluation_batch(self.plan.options.batch)
 
 
 def fail(entry: dict, exc: BaseException) -> None:

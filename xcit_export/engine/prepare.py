@@ -19,6 +19,7 @@ import numpy as np
 from .. import export as export_mod
 from .. import keys as keys_mod
 from ..console import stepper
+from ..evaluate.validate import evaluation_batch
 from ..io import atomic_dir
 from ..options import Inputs
 from ..plan import DEFAULT_CALIB_NOTE, RunPlan
@@ -83,8 +84,8 @@ class PreparedModel:
 
     @property
     def batch(self) -> int:
-        """The evaluation batch: a static export's, else 16."""
-        return self.plan.options.batch or 16
+        """The evaluation batch: a static export's, else :data:`~xcit_export.evaluate.validate.EVAL_BATCH`."""
+        return evaluation_batch(self.plan.options.batch)
 
     @property
     def latency_batch(self) -> int:

@@ -204,6 +204,16 @@ def labelled_accuracy(logits: np.ndarray, labels: np.ndarray) -> dict:
             "labelled_count": int(len(labels))}
 
 
+# The batch the evaluation feeds PyTorch and every runner of a dynamic-batch graph (a static export
+# is fed its own): one default for the streaming pass, the references, the builds and the cell keys.
+EVAL_BATCH = 16
+
+
+def evaluation_batch(static_batch: int | None) -> int:
+    """The evaluation's batch: a static export's (``--batch``), else :data:`EVAL_BATCH`."""
+    return static_batch or EVAL_BATCH
+
+
 def run_in_batches(infer: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarray,
                    batch: int) -> list[np.ndarray]:
     """Run ``infer`` over ``x`` in batches of exactly ``batch`` (the last one padded, then cut).

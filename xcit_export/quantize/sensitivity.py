@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import XcitExportError
+from ..evaluate.validate import evaluation_batch
 from ..values import as_drop
 
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm", "ConvTranspose")
@@ -198,7 +199,7 @@ class Evaluator:
                  threads: int | None, time_steps: bool = True):
         import onnx
 
-        self.x, self.labels, self.batch, self.threads, self.time_steps = x, labels, batch or 16, threads, time_steps
+        self.x, self.labels, self.batch, self.threads, self.time_steps = x, labels, evaluation_batch(batch), threads, time_steps
         self.reference = self._run(onnx.load(str(fp32)))[0]
         self.reference_top1 = None if labels is None else float((self.reference.argmax(1) == labels).mean())
 

@@ -280,6 +280,7 @@ def cell_key(cell: Cell, plan, built, eval_hash: str, executor) -> dict:
     """What made a cell's figures: the artifact (its build key), the evaluation set (its content
     hash) and the sizes, the device kind and the executor that placed it, and how it was measured
     (every latency setting, the scenarios). A finished cell with the same key is reused by a rerun."""
+    from ..evaluate.validate import evaluation_batch
     from ..scale.executor import Task
     from ..scale.sharding import measure_cell
 
@@ -287,7 +288,7 @@ def cell_key(cell: Cell, plan, built, eval_hash: str, executor) -> dict:
     threads = o.threads or executor.threads(Task(measure_cell, (), "", cell.kind, exclusive=True))
     return {"build_key": built.artifact.metadata.get("build_key"), "evaluation": eval_hash,
             "eval_sizes": [list(s) for s in o.eval_sizes], "device_kind": cell.kind or "any",
-            "executor": executor.name, "target_options": built.options, "evaluation_batch": o.batch or 16,
+            "executor": executor.name, "target_options": built.options, "evaluation_batch": evaluation_batch(o.batch),
             "input_format": o.input_format, "on_bad_image": o.on_bad_image,
             "latency": {"warmup": o.warmup, "iterations": o.iterations, "min_seconds": o.min_seconds,
                         "max_seconds": o.latency.cap(), "batch": 1 if built.batch1 else (o.batch or 1),

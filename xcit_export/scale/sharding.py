@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import XcitExportError
+from ..evaluate.validate import EVAL_BATCH
 
 
 def shard_ranges(count: int, shards: int, batch: int) -> list[tuple[int, int]]:
@@ -87,14 +88,14 @@ def _unpack(pack: dict, root: Path):
 class CellRunner:
     """What a task needs to open one cell's artifact: the entry's name, the registered target, the
     artifact (a folder path, or a :func:`pack_artifact` dict), its parsed options, and the batch its
-    runner is fed in during evaluation (a static-batch artifact's batch; else 16), and whether its batch
-    is static (the offline scenario then searches no other batch)."""
+    runner is fed in during evaluation (a static-batch artifact's batch; else :data:`~xcit_export.evaluate.validate.EVAL_BATCH`),
+    and whether its batch is static (the offline scenario then searches no other batch)."""
 
     name: str
     target: str
     artifact: Any
     options: dict
-    batch: int = 16
+    batch: int = EVAL_BATCH
     static: bool = False
 
 

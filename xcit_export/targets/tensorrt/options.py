@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from ...errors import OptionError, XcitExportError
+from ...evaluate.validate import EVAL_BATCH
 from ...values import as_list, parse_size
 from .device import library_version
 
 DEFAULT_WORKSPACE_MB = 1024
-DEFAULT_MAX_BATCH = 16  # the pipeline validates in batches of 16
+DEFAULT_MAX_BATCH = EVAL_BATCH  # the profile's largest batch: what the evaluation feeds
 DEFAULT_GOLDEN = 16
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ...errors import ExportError, XcitExportError
 from ...io import atomic_path
+from ...evaluate.validate import evaluation_batch
 from ...evaluate.validate import compare_outputs, run_in_batches
 from ..base import BuildContext
 from ..onnxruntime import OnnxRuntimeRunner
@@ -53,7 +54,7 @@ def _ort_outputs(path: Path, x: np.ndarray, batch: int | None, threads: int | No
 
     runner = OnnxRuntimeRunner(path, threads=threads)
     try:
-        return run_in_batches(runner.infer, x, batch or 16)[0]
+        return run_in_batches(runner.infer, x, evaluation_batch(batch))[0]
     finally:
         runner.close()
 
