@@ -129,8 +129,10 @@ def test_recommend_is_auto_over_the_candidates(monkeypatch, tmp_path):
     assert (plan.budget.max_top1_drop, plan.budget.min_top1_agreement) == (0.02, 0.97)
     assert plan.options.require_winner == "openvino-fp32@batch1" and plan.options.eval == "demo"
     assert plan.options.weights == "demo" and seen["progress"] is False
-    with pytest.raises(XcitExportError, match=r"--max-top1-drop 2.0 is read as a fraction \(200 points\)"):
+    with pytest.raises(XcitExportError, match=r"--max-top1-drop 2.0 is read as a fraction \(200 points\); for 2 points pass 0.02"):
         xcit_export.recommend(MODEL, max_top1_drop=2.0, out=tmp_path)
+    with pytest.raises(XcitExportError, match="must be a fraction between 0 and 1"):
+        xcit_export.recommend(MODEL, min_top1_agreement=1.5, out=tmp_path)
 
 
 def test_options_are_keyword_only():

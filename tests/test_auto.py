@@ -60,8 +60,10 @@ def test_unlabelled_budget_uses_agreement_and_cosine():
     assert {c["target"]: c["why"] for c in rec["candidates"]}["a"] == "mean cosine 0.9800 < 0.9900"
     assert require_winner(rec, "a")["require_winner"] == {"target": "a", "ok": False}
     assert rec["lines"][-1] == "Required winner a: NOT held (the best choice changed)"
-    with pytest.raises(Exception, match=r"max_top1_drop=2 is read as a fraction \(200 points\)"):
+    with pytest.raises(Exception, match=r"max_top1_drop=2 is read as a fraction \(200 points\); for 2 points pass 0.02"):
         Budget(max_top1_drop=2).check()
+    with pytest.raises(Exception, match="min_top1_agreement=2 must be a fraction"):
+        Budget(min_top1_agreement=2).check()
 
 
 @pytest.fixture(scope="module")
@@ -244,3 +246,33 @@ def test_recipe_auto_and_cli_usage(tmp_path):
     assert res.exit_code == 2 and "give it alone" in res.output
     res = runner.invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "onnxruntime-fp32", "--max-top1-drop", "0.02"])
     assert res.exit_code == 2 and "max_top1_drop (--max-top1-drop) only applies to --target auto" in res.output
+
+
+def test_no_winner_exits_1_unless_allowed(auto_run, monkeypatch):
+    """An impossible budget: no recommendation, so the run fails (the CLI exits 1) unless
+    --allow-no-winner (the run itself is the auto run above, its recommendation recomputed)."""
+    import xcit_export
+    from xcit_export import api
+
+    report, out = auto_run
+    entries = [_entry("a", 1.0, top1=0.5, ref=0.6)]
+    rec = recommend(entries, Budget(max_top1_drop=0.0), labelled=True)
+    assert rec["target"] is None and "the run fails; --allow-no-winner accepts that" in rec["lines"][0]
+    assert not xcit_export.Report({"targets": entries, "recommendation": rec}).passed
+    allowed = recommend(entries, Budget(max_top1_drop=0.0), labelled=True, allow_no_winner=True)
+    assert xcit_export.Report({"targets": entries, "recommendation": allowed}).passed
+    # the CLI: exit 1 without a winner, 0 with --allow-no-winner (the run itself stubbed: it is the one above)
+    seen = {}
+
+    def fake_run(plan, progress):
+        seen["allow_no_winner"] = plan.options.allow_no_winner
+        return xcit_export.Report({**report, "recommendation": recommend(
+            entries, Budget(max_top1_drop=0.0), labelled=True, allow_no_winner=plan.options.allow_no_winner)})
+
+    monkeypatch.setattr(api, "_run_plan", fake_run)
+    monkeypatch.setattr("xcit_export.console.print_report", lambda *a, **k: None)
+    args = ["-m", "xcit_nano_12_p16_224", "-t", "auto", "--max-top1-drop", "0", "-q"]
+    assert CliRunner().invoke(main, args).exit_code == 1
+    assert CliRunner().invoke(main, [*args, "--allow-no-winner"]).exit_code == 0 and seen["allow_no_winner"]
+    res = CliRunner().invoke(main, ["-m", "xcit_nano_12_p16_224", "-t", "onnxruntime-fp32", "--allow-no-winner"])
+    assert res.exit_code == 2 and "allow_no_winner (--allow-no-winner) only applies to --target auto" in res.output

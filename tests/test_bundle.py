@@ -83,8 +83,9 @@ def test_bundle_moved_elsewhere_passes_device_check(made_bundle, tmp_path):
     other.mkdir()
     shutil.copy(tarball, other)
     result = CliRunner().invoke(device_check_cmd, [str(other / tarball.name), "--iterations", "2", "--warmup", "1"])
-    assert result.exit_code == 0, result.output
-    assert "PASSED" in result.output and (other / "nano-bundle.device-check" / "report.json").exists()
+    assert result.exit_code == 0, result.output  # built, not run: exit 0, and no PASSED banner for an engine that never ran
+    assert "BUILT, NOT RUN" in result.output and "PASSED" not in result.output
+    assert (other / "nano-bundle.device-check" / "report.json").exists()
 
 
 @pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)],
@@ -126,6 +127,25 @@ def test_missing_golden_file_is_refused(made_bundle):
     (made_bundle / "golden.npz").unlink()
     with pytest.raises(ArtifactError, match=r"missing golden\.npz listed in its manifest; nothing was run"):
         bundle_mod.device_check(made_bundle)
+
+
+def test_golden_outputs_3x_the_model_fail_device_check(artifact_dir, tmp_path):
+    """Golden reference outputs 3x what the model gives (cosine 1.0, agreement 1.0): the default
+    relative-error limit of the precision class fails it; no host figure loosens that limit."""
+    folder = tmp_path / TARGET
+    shutil.copytree(artifact_dir, folder)
+    with np.load(folder / "golden.npz") as data:
+        golden = {k: data[k] for k in data.files}
+    golden["reference"] = 3 * golden["reference"]
+    with open(folder / "golden.npz", "wb") as fh:
+        np.savez(fh, **golden)
+    made = bundle_mod.create_bundle(folder, tmp_path / "scaled", tarball=False)
+    limits = json.loads((made / "thresholds.json").read_text())
+    assert limits["max_rel_error"] == 0.01  # fp32's default, whatever the host's ONNX check said
+    result = CliRunner().invoke(device_check_cmd, [str(made), "--iterations", "2", "--warmup", "0", "--no-profile"])
+    assert result.exit_code == 1 and "FAIL rel_error_max: 0.666667" in result.output and "FAILED" in result.output
+    report = json.loads((made / "device-check" / "report.json").read_text())
+    assert report["passed"] is False and report["targets"][0]["accuracy"]["cosine_min"] > 0.9999
 
 
 def test_a_failed_threshold_exits_non_zero(artifact_dir, tmp_path):
@@ -257,7 +277,7 @@ def test_device_check_pyz_runs_with_numpy_and_onnxruntime_only(made_bundle, bare
     folder = device / "nano-bundle"
     proc = bare_python(["device_check.pyz", ".", "--warmup", "0", "--iterations", "2"], "numpy+onnxruntime", folder)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "PASSED" in proc.stdout and "no engine built" in proc.stdout
+    assert "BUILT, NOT RUN" in proc.stdout and "no engine built" in proc.stdout
     report = json.loads((folder / "device-check" / "report.json").read_text())
     assert report["passed"] is True and report["engine"]["status"] == "not built"
     assert "standing in for the engine" in report["runner"]
@@ -267,7 +287,7 @@ def test_device_check_pyz_runs_with_numpy_and_onnxruntime_only(made_bundle, bare
 
     assert report["model"] == {"name": "xcit_nano_12_p16_224", "num_classes": 1000, "input_size": [224, 224]}
     merged = merge_reports([read_report(folder / "device-check" / "report.json")] * 2, ["host", "jetson"])
-    assert "| jetson | tensorrt-fp32 | ok | " in merged_markdown(merged)
+    assert "| jetson | tensorrt-fp32 | built | " in merged_markdown(merged)
     assert "device-check: xcit_nano_12_p16_224 / tensorrt-fp32" in html_page(merged)
 
     # tampered: refused before anything runs, today's message, non-zero exit
@@ -393,3 +413,35 @@ def test_device_check_runs_the_scenarios_with_power_and_says_when_no_engine_ran(
     assert power["source"] == "tegrastats" and power["average_mw"] == 9856 and power["mj_per_image"] > 0
     lines = bundle_mod.summary_lines(report)
     assert any(line.startswith("  multi-stream: p50") and "mJ/image" in line for line in lines)
+
+
+def test_every_size_goes_through_the_output_rule(tmp_path):
+    """device-check's per-size golden data (golden_<H>x<W>.npz) is judged like the export size's: a
+    constant or non-finite output fails there too (it was only compared with the thresholds)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    ref = rng.standard_normal((4, 10)).astype(np.float32)
+    np.savez(tmp_path / "golden_32x32.npz", x=x, reference=ref, onnx_output=ref)
+    meta = {"golden_sizes": {"32x32": {"file": "golden_32x32.npz"}}, "batch": "dynamic", "precision": "fp32",
+            "output_names": ["logits"], "target": "tensorrt-fp32"}
+
+    class Runner:
+        device, measures_latency = "test", True
+
+        def __init__(self, out):
+            self.out = out
+
+        def infer(self, batch):
+            return [self.out[:len(batch)]]
+
+    thresholds = {"min_cosine": 0.5}
+    ok = bundle_mod._check_sizes(Runner(ref), tmp_path, meta, thresholds, lambda m: None)["32x32"]
+    assert ok["status"] == "ok" and ok["passed"]
+    const = bundle_mod._check_sizes(Runner(np.tile(ref[:1], (4, 1))), tmp_path, meta, thresholds, lambda m: None)
+    assert const["32x32"]["status"] == "failed" and "ignores its input" in const["32x32"]["error"]
+    nan = ref.copy()
+    nan[1, 1] = np.nan
+    bad = bundle_mod._check_sizes(Runner(nan), tmp_path, meta, thresholds, lambda m: None)["32x32"]
+    assert bad["status"] == "failed" and bad["error"].startswith("1 of 4 outputs are not finite")
+    scaled = bundle_mod._check_sizes(Runner(3 * ref), tmp_path, meta, thresholds, lambda m: None)["32x32"]
+    assert scaled["status"] == "ok" and not scaled["passed"]

@@ -93,7 +93,7 @@ def test_main_job_end_to_end(tmp_path):
     (["--model", "xcit_nano_12_p16_224", "--target", "openvino-fp32", "--device", "GPU"],
      "OpenVINO device GPU is not available on this machine"),
     (["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32", "--eval", "x.npz", "--dynamic-size",
-      "--eval-sizes", "224,256"], "--eval x.npz holds preprocessed tensors at one size"),
+      "--eval-sizes", "224,256"], "--eval 'x.npz' holds tensors preprocessed at one size"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
     if "openvino-fp32" in args:
@@ -145,6 +145,28 @@ def test_threads_must_be_positive(tmp_path, value):
     with pytest.raises(OptionError, match=f"--threads {value} is out of range: it must be >= 1"):
         RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], out=tmp_path / "o", threads=int(value))
 
+
+@pytest.mark.parametrize("option, value", [("--eval-count", "-3"), ("--eval-count", "0"), ("--seed", "-5"),
+                                           ("--calib-size", "0"), ("--eval-size", "0")])
+def test_numbers_out_of_range_stop_before_any_work(tmp_path, option, value):
+    """Issue 29: these ended in tracebacks (or KeyError: 'logits') after the model loaded."""
+    res = CliRunner().invoke(main, ["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32",
+                                    option, value, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and f"{option} {value} is out of range" in res.output, res.output
+    assert "Traceback" not in res.output and not (tmp_path / "o").exists()
+
+@pytest.mark.parametrize("option, value, message", [("--eval", "missing", r"--eval '.*missing' does not exist"),
+                                                    ("--weights", "missing.pth", r"checkpoint '.*missing.pth' does not exist")])
+def test_bad_inputs_leave_out_as_they_found_it(tmp_path, option, value, message):
+    """Issue 29: a run refused on its inputs left an empty --out folder, or one holding a lone lock
+    file; a folder that existed before is kept as it was."""
+    for out in (tmp_path / "new" / "o", tmp_path / "mine"):
+        if out.name == "mine":
+            out.mkdir()
+        res = CliRunner().invoke(main, ["--model", "xcit_nano_12_p16_224", "--target", "onnxruntime-fp32",
+                                        option, str(tmp_path / value), "--out", str(out)])
+        assert res.exit_code == 1 and re.search(message, res.output), res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"] and not any((tmp_path / "mine").iterdir())
 
 def test_shards_must_be_positive(tmp_path):
     """--shards 0 is refused, not taken as 'no sharding' and silently ignored."""

@@ -212,7 +212,8 @@ def test_tensorrt_rtx_profile_spans_the_sizes_and_device_check_runs_each(xcit, t
     assert meta["profile"]["size"]["max"] == [320, 384] and "320x384" in meta["golden_sizes"]
     report = device_check(bundle, iterations=2, warmup=1, profile=False)
     assert report["passed"] and report["sizes"]["320x384"]["checks"]
-    assert all(c["passed"] for c in report["sizes"]["320x384"]["checks"])
+    assert all(c["ok"] for c in report["sizes"]["320x384"]["checks"])
+    assert {c["metric"] for c in report["checks"]} >= {"rel_error_max", "rel_error_max @ 320x384"}
 
 
 def test_features_at_800x1344_have_strides_4_to_32(tmp_path):
@@ -249,6 +250,12 @@ def test_eval_sizes_needs_dynamic_size_and_patch_multiples(tmp_path):
     with pytest.raises(XcitExportError, match="100x96 does not fit .* multiples of the patch size 16"):
         run(RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], **base, dynamic_size=True,
                        eval_sizes=((100, 96),)))
+    # a tensor evaluation set cannot be preprocessed at another size: refused before any work (issue 29)
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 3, 64, 64), np.float32))
+    with pytest.raises(XcitExportError, match=r"holds tensors preprocessed at one size, which cannot be evaluated "
+                                              r"at 96x96 \(--eval-sizes\)"):
+        run(RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], **base, dynamic_size=True,
+                       eval=str(tmp_path / "x.npz"), eval_sizes=((64, 64), (96, 96))))
     assert not (tmp_path / "o").exists()  # refused before any work: nothing created
 
 

@@ -35,9 +35,13 @@ def clean(tmp_path_factory):
 def test_clean_run_passes(clean):
     report, _, _ = clean
     assert report["reference"]["accuracy"]["top1"] >= 0.85  # the fixture really classifies
-    assert all(t["status"] == "ok" for t in report["targets"])
+    # tensorrt-int8 on a host: its precision-ready ONNX ran on a stand-in, no engine: built, judged, not run
+    assert [(t["target"], t["status"], t["passed"]) for t in report["targets"]] == [
+        ("onnxruntime-fp32", "ok", True), ("tensorrt-int8", "built", True)]
     checks = gate(report, report)
     assert checks and all(c.ok for c in checks)
+    (skip,) = [c for c in checks if c.skipped and c.metric == "status"]
+    assert skip.target == "tensorrt-int8" and skip.why.startswith("skipped: built, not run here (no engine built")
 
 
 def test_wrong_normalisation_trips_the_gate(clean, tmp_path):
@@ -60,8 +64,10 @@ def test_int8_without_exclusions_trips_the_threshold(clean, tmp_path):
                             thresholds={"tensorrt-int8": {"thresholds": {"max_top1_drop": 0.01}}}),
                  Inputs(eval_data=eval_data(config), calib_data=inputs.calib_data))
     (entry,) = broken["targets"]
-    assert entry["status"] == "ok" and entry["passed"] is False
-    assert [c["metric"] for c in entry["checks"] if not c["ok"]] == ["top1 drop vs PyTorch"]
+    assert entry["status"] == "built" and entry["passed"] is False
+    # the recipe's drop, and the int8 default limits too (relative error mean 1.03, worst 1.87 when measured)
+    assert {c["metric"] for c in entry["checks"] if not c["ok"]} >= {"rel_error_mean", "rel_error_max",
+                                                                    "top1 drop vs PyTorch"}
 
 
 def test_demo_eval_split_is_labelled_and_disjoint_from_calib():

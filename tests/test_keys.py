@@ -257,7 +257,7 @@ def reruns(tmp_path_factory):
 def test_a_new_evaluation_set_rebuilds_tensorrt_and_an_unchanged_one_reuses(reruns):
     out, reports, logs, golden, x = reruns
     entries = [r["targets"][0] for r in reports]
-    assert [e["status"] for e in entries] == ["ok"] * 4
+    assert [e["status"] for e in entries] == ["built"] * 4  # no engine here: the ONNX ran on a stand-in
     assert [e["reused"] for e in entries[:3]] == [False, False, True]
     assert "ONNX: reusing unchanged export" in logs[1]
     # the golden inputs shipped to the device are the new set's (a stratified draw of it)
@@ -270,7 +270,7 @@ def test_a_new_evaluation_set_rebuilds_tensorrt_and_an_unchanged_one_reuses(reru
 def test_an_empty_reused_file_is_rebuilt_not_an_error(reruns):
     out, reports, logs, _, _ = reruns
     assert "tensorrt-fp32: rebuilding: model.fp32.onnx is empty" in logs[3], logs[3]
-    assert reports[3]["targets"][0]["status"] == "ok" and reports[3]["targets"][0]["reused"] is False
+    assert reports[3]["targets"][0]["status"] == "built" and reports[3]["targets"][0]["reused"] is False
     assert (out / "onnx" / "model.onnx").stat().st_size > 0
     import onnx
 
@@ -316,3 +316,76 @@ def test_reuse_checks_that_the_files_are_intact(tmp_path):
     (folder / "artifact.json").write_text('{"build_key": "k", "fi')  # a torn artifact.json
     assert _reusable(folder, "k", messages.append) is None
     assert messages[-1] == "onnx: rebuilding: its artifact.json does not load"
+
+
+def test_tensorrt_golden_data_is_listed_hashed_and_a_torn_one_rebuilds(reruns, tmp_path):
+    """golden.npz is part of the artifact: listed, hashed, so a truncated one is rebuilt (it was
+    reused before, and `bundle` then died with BadZipFile); not counted in the deployed size."""
+    import json
+    import shutil
+
+    from xcit_export.engine.store import reusable as _reusable
+
+    out = reruns[0]
+    folder = tmp_path / "tensorrt-fp32"
+    shutil.copytree(out / "tensorrt-fp32", folder)
+    meta = json.loads((folder / "artifact.json").read_text())
+    assert "golden.npz" in meta["files"] and "golden.npz" in meta["file_sha256"]
+    assert meta["support_files"] == ["golden.npz"]
+    entry = reruns[1][-1]["targets"][0]
+    assert entry["artifact"]["size_bytes"] == (folder / "model.fp32.onnx").stat().st_size
+    assert _reusable(folder, meta["build_key"]) is not None
+    golden = folder / "golden.npz"
+    golden.write_bytes(golden.read_bytes()[: golden.stat().st_size // 2])
+    messages = []
+    assert _reusable(folder, meta["build_key"], messages.append) is None
+    assert messages == ["tensorrt-fp32: rebuilding: golden.npz does not match the hash recorded when it was built"]
+
+
+def test_tensorrt_keys_hold_the_library_and_the_gpu(base, monkeypatch):
+    """An engine-less build reused where an engine can be built, and an engine for GPU A reused on
+    GPU B, would be stale: the library (and its version) and the GPU are in the key."""
+    import types
+
+    from xcit_export.targets import tensorrt as trt
+
+    def keys_with(library, gpu, **options):
+        monkeypatch.setattr(trt, "import_library", lambda name: library)
+        monkeypatch.setattr(trt, "gpu_info", lambda device=0: gpu)
+        config = replace(base, target_options={"tensorrt-fp32": options, "tensorrt-rtx-fp32": options})
+        got = build_keys(config)
+        return got["tensorrt-fp32"], got["tensorrt-rtx-fp32"]
+
+    v10, v11 = types.SimpleNamespace(__version__="10.3.0"), types.SimpleNamespace(__version__="10.7.0")
+    orin = {"name": "Orin", "compute_capability": "8.7"}
+    rtx = {"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"}
+    cases = [keys_with(None, None), keys_with(v10, None), keys_with(v10, orin), keys_with(v10, rtx),
+             keys_with(v11, orin)]
+    for i in (0, 1):
+        assert len({c[i] for c in cases}) == len(cases)
+    assert keys_with(v10, orin) == cases[2]  # the same machine reuses
+    # engine=skip builds no engine anywhere: neither the library nor the GPU counts
+    assert keys_with(None, None, engine="skip") == keys_with(v10, rtx, engine="skip")
+
+
+def test_the_matrix_cell_key_holds_every_latency_setting():
+    """A finished cell is reused when its key is unchanged: every latency setting is in it (max_seconds was not)."""
+    import types
+
+    from xcit_export.evaluate.validate import LatencyOptions
+    from xcit_export.scale.matrix import Cell, cell_key
+
+    cell = Cell(MODEL, "onnxruntime-fp32", None)
+    executor = types.SimpleNamespace(name="local", threads=lambda task: 2)
+    built = types.SimpleNamespace(artifact=types.SimpleNamespace(metadata={"build_key": "k"}), options={},
+                                  batch1=False)
+
+    def key(**latency):
+        plan = types.SimpleNamespace(options=RunOptions(MODEL, **latency))
+        return cell_key(cell, plan, built, "h", executor)
+
+    base = key()
+    for field in dataclasses.fields(LatencyOptions):
+        value = {"warmup": 3, "iterations": 7, "min_seconds": 1.5, "max_seconds": 12.0}[field.name]
+        assert key(**{field.name: value}) != base, field.name
+    assert key() == base

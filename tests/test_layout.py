@@ -13,7 +13,7 @@ STAGES = {"models", "data", "quantize", "targets", "evaluate", "report", "device
 # The floors, lowest first: a module imports from its own floor and lower ones only. Every top-level
 # module and stage folder is on exactly one floor (a new one must be placed here).
 FLOORS = [
-    {"errors", "version", "values", "io", "fingerprint", "outdir"},  # helpers every stage may use
+    {"errors", "version", "values", "io", "fingerprint", "outdir", "verdict"},  # helpers every stage may use (verdict: the one pass/fail function)
     {"models"},  # the zoo, weights, the deployed form
     {"data"},  # image sets
     {"evaluate"},  # comparing outputs, counts, latency, the verdict's rules
@@ -156,3 +156,18 @@ def test_every_relative_import_names_a_module_of_the_package():
                 if importlib.util.find_spec(target) is None:
                     wrong.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {target}")
     assert wrong == []
+
+
+MAX_FUNCTION_LINES = 80  # issue 28: rooms a maintainer can hold in their head
+
+
+def test_no_function_is_longer_than_80_lines():
+    """No function or method of the package runs over 80 lines (its def line to its last line)."""
+    long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, "split these into steps of their own: " + "; ".join(long)

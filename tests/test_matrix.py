@@ -410,7 +410,7 @@ def test_driver_killed_mid_matrix_resumes(built, tmp_path):
     report = json.loads((b / "matrix.json").read_text())
     by_file = {f"{c['target']}@{c['device_kind']}.json": c for c in report["cells"]}
     for name, saved in finished.items():  # reused as measured: accuracy counts, latency, placement
-        assert {k: v for k, v in by_file[name].items() if k not in ("checks", "passed")} == saved["cell"]
+        assert {k: v for k, v in by_file[name].items() if k not in ("checks", "passed", "limits")} == saved["cell"]
     assert _comparable(report, b) == _comparable(whole, a)
 
 

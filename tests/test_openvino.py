@@ -289,3 +289,20 @@ def test_runner_results_survive_later_calls(setup, fp32_artifact):
             assert compare_outputs(runner.infer(variant)[0], setup["ref"][0:1])["max_abs_error"] < 1e-3
     finally:
         runner.close()
+
+
+def test_a_missing_device_stops_the_run_before_the_export(tmp_path):
+    """Issue 29: --device GPU where OpenVINO has no GPU failed after export, NNCF and the reference
+    (1.5 min); it is refused before any work and --out is left as it was."""
+    import openvino as ov
+
+    from xcit_export.errors import UsageError
+    from xcit_export.options import RunOptions
+    from xcit_export.pipeline import run
+
+    if any(d.startswith("GPU") for d in ov.Core().available_devices):
+        pytest.skip("this machine has an OpenVINO GPU")
+    for name in ("openvino-fp32", "openvino-int8"):  # a usage error: the CLI exits 2 (tests/test_cli.py)
+        with pytest.raises(UsageError, match=r"device GPU is not available on this machine; available: CPU"):
+            run(RunOptions("xcit_nano_12_p16_224", [name], out=tmp_path / "o", target_options={name: {"device": "GPU"}}))
+    assert not (tmp_path / "o").exists()

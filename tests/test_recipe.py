@@ -48,6 +48,8 @@ BASE = '[model]\nname = "xcit_nano_12_p16_224"\n'
     (BASE + '[export]\noutput = "tokens"\n[targets.onnxruntime-fp32]\nthresholds = { min_top1_agreement = 0.9 }\n',
      r"exports no logits; use min_cosine"),
     (BASE + '[export]\nbatch = 1\n[latency]\nbatch_sweep = [1, 8]\n[targets.onnxruntime-fp32]\n', r"is static"),
+    (BASE + '[data]\neval = "demo"\n[targets.onnxruntime-fp32]\nthresholds = { max_top1_drop = 1 }\n',
+     r"max_top1_drop=1.0 is read as a fraction \(100 points\); for 1 point pass 0.01"),
     (BASE + '[targets.onnxruntime-fp33]\n', r"unknown target 'onnxruntime-fp33'"),
     (BASE + '[targets.onnxruntime-fp32]\noptions = { device = "GPU" }\n', r"does not take option\(s\) device"),
     ('[model]\nweights = "random"\n[targets.onnxruntime-fp32]\n', r"\[model\] name: is required"),
@@ -77,3 +79,18 @@ def test_relative_paths_resolve_against_recipe_folder(tmp_path):
                                   '[targets.onnxruntime-int8]\n')
     config = to_run_options(load_recipe(path))
     assert config.weights == str(tmp_path / "ckpt/w.pth") and config.calib == str(tmp_path / "imgs")
+
+
+def test_the_auto_budget_refuses_a_drop_given_in_points(tmp_path):
+    """--max-top1-drop 1 / [auto] max_top1_drop = 1 would be a 100-point budget: refused before any
+    work, with the same guard and words as a target's max_drop."""
+    from xcit_export.errors import XcitExportError
+    from xcit_export.evaluate.auto import Budget
+
+    with pytest.raises(XcitExportError, match=r"max_top1_drop=1 is read as a fraction \(100 points\)"):
+        Budget(max_top1_drop=1).check()
+    path = write(tmp_path, BASE + '[data]\neval = "demo"\n[targets]\nauto = true\n[auto]\nmax_top1_drop = 1\n')
+    with pytest.raises(RecipeError, match=r"\[auto\] max_top1_drop: max_top1_drop=1 is read as a fraction \(100 points\); "
+                                          r"for 1 point pass 0.01"):
+        load_recipe(path)
+    assert Budget(max_top1_drop=0.5).check().max_top1_drop == 0.5

@@ -41,10 +41,10 @@ def _photos(root, per_class: int, bad: int = 0, size=(40, 30)):
     return root
 
 
-def _config(out, eval_data=None, **kw) -> tuple[RunOptions, Inputs]:
+def _config(out, eval_data=None, targets=("onnxruntime-fp32",), **kw) -> tuple[RunOptions, Inputs]:
     base = dict(weights="random", num_classes=len(CLASSES), input_size=SIZE, out=out, **FAST, profile=False,
                 threads=2)
-    return RunOptions("xcit_nano_12_p16_224", ["onnxruntime-fp32"], **{**base, **kw}), Inputs(eval_data=eval_data)
+    return RunOptions("xcit_nano_12_p16_224", targets, **{**base, **kw}), Inputs(eval_data=eval_data)
 
 
 ACCURACY_KEYS = ("count", "finite", "max_abs_error", "mean_abs_error", "cosine_mean", "cosine_min",
@@ -242,3 +242,32 @@ def test_lazy_rows_decode_only_the_rows_asked_for(tmp_path, monkeypatch):
     bad = LazyRows(ImageSet.from_source(folder, PP32, "--eval", on_bad_image="skip"))
     with pytest.raises(DataError, match="0000.png.*a build needs it"):
         bad[:2]
+
+
+def test_on_bad_image_skip_reaches_a_builds_subset(tmp_path):
+    """--on-bad-image skip holds for the builds that read a few evaluation images (TensorRT's golden
+    inputs, search_images): an unreadable one is replaced by the next readable one, label and all."""
+    folder = _photos(tmp_path / "d", per_class=3)
+    skip = ImageSet.from_source(folder, PP32, "--eval", on_bad_image="skip")
+    order = skip._order()
+    labels = [skip.labels[i] for i in order]
+    bad = next(p for p, i in enumerate(order) if skip.paths[i].name == "0001.png")
+    (skip.paths[order[bad]]).write_bytes(b"gone bad")
+    with pytest.warns(UserWarning, match=r"skipped unreadable image .*0001\.png.*took another"):
+        x, y, used = LazyRows(skip).take([0, bad, 5], labels)
+    assert len(x) == 3 and bad not in used and used[0] == 0 and used[2] == 5
+    assert y.tolist() == [labels[p] for p in used]
+    fail = LazyRows(ImageSet.from_source(folder, PP32, "--eval", on_bad_image="fail"))
+    with pytest.raises(DataError, match=r"0001\.png.*--on-bad-image skip"):
+        fail.take([bad], labels)
+    arrays = np.arange(24, dtype=np.float32).reshape(6, 4)
+    got, got_y = data.take_rows(arrays, np.arange(6), [1, 4])
+    assert got.tolist() == arrays[[1, 4]].tolist() and got_y.tolist() == [1, 4]
+    # end to end: golden inputs for every readable image of a folder with unreadable ones
+    (folder / "b" / "bad.png").write_bytes(b"not an image")
+    with pytest.warns(UserWarning):
+        report = run(*_config(tmp_path / "out", eval=str(folder), on_bad_image="skip", targets=["tensorrt-fp32"],
+                             target_options={"tensorrt-fp32": {"engine": "skip", "golden_count": 11}}))
+    (entry,) = report["targets"]
+    assert entry["status"] == "built" and entry["passed"] is True, entry.get("error")
+    assert len(np.load(tmp_path / "out" / "tensorrt-fp32" / "golden.npz")["x"]) == 11  # 13 files, 2 unreadable

@@ -30,7 +30,9 @@ def test_every_target_every_output(tmp_path, output, fmt):
                  Inputs(calib_data=calib))
     names = report["export"]["output_names"]
     for entry in report["targets"]:
-        assert entry["status"] == "ok", f"{entry['target']}: {entry.get('error')}"
+        # TensorRT on a host: the precision-ready ONNX ran on a stand-in, no engine: 'built', judged all the same
+        want = "built" if entry["target"].startswith("tensorrt") else "ok"
+        assert entry["status"] == want and entry["passed"] is True, f"{entry['target']}: {entry.get('error')}"
         per_output = entry.get("outputs", {names[0]: entry["accuracy"]})
         assert list(per_output) == names
         for name, metrics in per_output.items():

@@ -157,11 +157,29 @@ def _build_copy(ctx):
     return Artifact(target="verdict-permuted", path=dst, files=[dst], metadata={"precision": "fp32"})
 
 
+class _ScaledRunner(OnnxRuntimeRunner):
+    """The FP32 ONNX with every output 3x: same classes, same directions (agreement 1.0, cosine 1.0)."""
+
+    def infer(self, x):
+        return [3.0 * o for o in super().infer(x)]
+
+
+class _DroppingRunner(OnnxRuntimeRunner):
+    """The FP32 ONNX returning its first output only (a deployment that lost the other outputs)."""
+
+    def infer(self, x):
+        return super().infer(x)[:1]
+
+
 TEST_TARGETS = (
     Target("verdict-fp16", "onnxruntime", "fp16", "test: FP16 ONNX on onnxruntime CPU", _build_fp16,
            lambda artifact, threads=None, **_: _Fp16Runner(artifact.path, threads), requires=("onnxconverter_common",)),
     Target("verdict-permuted", "onnxruntime", "fp32", "test: classes reversed", _build_copy,
            lambda artifact, threads=None, **_: _PermutedRunner(artifact.path, threads)),
+    Target("verdict-scaled", "onnxruntime", "fp32", "test: outputs 3x", _build_copy,
+           lambda artifact, threads=None, **_: _ScaledRunner(artifact.path, threads)),
+    Target("verdict-dropped", "onnxruntime", "fp32", "test: first output only", _build_copy,
+           lambda artifact, threads=None, **_: _DroppingRunner(artifact.path, threads)),
 )
 
 
@@ -244,7 +262,7 @@ def test_permuted_classes_pass_nothing(overflow_report):
     entry = next(t for t in report["targets"] if t["target"] == "verdict-permuted")
     assert entry["status"] == "ok"  # finite and input-dependent: it ran, and its figures say how wrong it is
     assert entry["accuracy"]["top1_agreement"] == 0.0 and entry["passed"] is False
-    assert {c["metric"] for c in entry["checks"] if not c["ok"]} == {"cosine_min", "top1_agreement"}
+    assert {c["metric"] for c in entry["checks"] if not c["ok"]} == {"cosine_min", "top1_agreement", "rel_error_max"}
     assert "verdict-permuted" in {c.target for c in gate(report, None) if not c.ok}
     why = {c["target"]: c["why"] for c in auto["recommendation"]["candidates"]}
     assert why["verdict-permuted"].startswith("top-1 agreement 0.0%")
@@ -262,3 +280,44 @@ def test_zeroed_head_warns_and_nothing_passes(corpus, tmp_path):
     assert {c.target for c in gate(report, None) if not c.ok} == {"onnxruntime-fp32", "verdict-permuted"}
     auto = run(_config(tmp_path, corpus["zero_head"], ["onnxruntime-fp32"], auto=True))  # builds reused
     assert auto["recommendation"]["target"] is None and auto["warnings"]
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 29: no recipe still means limits; every output; the exit status
+# --------------------------------------------------------------------------------------------
+
+def test_three_times_the_logits_fails_without_a_recipe(corpus, tmp_path):
+    """Logits 3x PyTorch's (agreement 1.0, cosine 1.0) fail the default limits in a single run (exit 1),
+    in gate, and are never recommended."""
+    report = run(_config(tmp_path, "random", ["onnxruntime-fp32", "verdict-scaled"]))
+    by = {t["target"]: t for t in report["targets"]}
+    scaled = by["verdict-scaled"]
+    assert scaled["accuracy"]["top1_agreement"] == 1.0 and scaled["accuracy"]["cosine_min"] > 0.99999
+    assert scaled["accuracy"]["rel_error_max"] == pytest.approx(2.0, rel=1e-4)
+    assert scaled["status"] == "ok" and scaled["passed"] is False
+    assert [c["metric"] for c in scaled["checks"] if not c["ok"]] == ["rel_error_max"]
+    assert scaled["limits"]["source"] == "defaults for fp32"
+    assert by["onnxruntime-fp32"]["passed"] is True
+    assert {c.target for c in gate(report, None) if not c.ok} == {"verdict-scaled"}
+    assert {c.target for c in gate(report, report) if not c.ok} == {"verdict-scaled"}
+    auto = run(_config(tmp_path, "random", ["onnxruntime-fp32", "verdict-scaled"], auto=True))
+    assert auto["recommendation"]["target"].startswith("onnxruntime-fp32")
+    why = {c["target"]: c["why"] for c in auto["recommendation"]["candidates"]}
+    assert why["verdict-scaled"].startswith("its own limits: relative error (worst input) 2")
+    res = CliRunner().invoke(main, ["--model", MODEL, "-t", "verdict-scaled", "--num-classes", str(CLASSES),
+                                    "--input-size", "64", "--batch", "1", "--eval-count", "6", "--warmup", "1",
+                                    "--iterations", "2", "--no-profile", "--out", str(tmp_path / "cli"), "-q"])
+    assert res.exit_code == 1 and "FAIL verdict-scaled: rel_error_max" in res.output, res.output
+
+
+def test_a_runner_with_fewer_outputs_fails(corpus, tmp_path):
+    """--output features has four outputs; a runner returning one is failed, not compared on the first."""
+    report = run(_config(tmp_path, "random", ["onnxruntime-fp32", "verdict-dropped"], output="features"))
+    by = {t["target"]: t for t in report["targets"]}
+    assert by["onnxruntime-fp32"]["status"] == "ok" and by["onnxruntime-fp32"]["passed"] is True
+    assert len(by["onnxruntime-fp32"]["outputs"]) == 4 and by["onnxruntime-fp32"]["worst_output"].startswith("features")
+    dropped = by["verdict-dropped"]
+    assert dropped["status"] == "failed" and dropped["passed"] is False
+    assert "returned 1 output(s) where PyTorch gives 4 (features_s4, features_s8, features_s16, features_s32)" in \
+        dropped["error"]
+    assert "verdict-dropped" in {c.target for c in gate(report, None) if not c.ok}

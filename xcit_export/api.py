@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, ParamSpec, Sequence, TypeVa
 
 from .errors import ReportError, UsageError
 from .options import PathLike, ProgressArg, RunOptions
+from .verdict import HOLDING_STATUSES
 
 __all__ = ["Report", "TargetResult", "Recommendation", "GateResult", "run", "run_recipe", "recommend", "gate",
            "bundle", "load_report"]
@@ -34,9 +35,9 @@ __all__ = ["Report", "TargetResult", "Recommendation", "GateResult", "run", "run
 # What a function accepting a report takes: a Report, the report dict, or report.json's path.
 ReportLike = Union["Report", Mapping[str, Any], str, "os.PathLike[str]"]
 
-# The states in which a target counts as having held (``built``: the artifact exists and was
-# validated where it can be, e.g. a TensorRT engine that can only run on the device). Anything else fails.
-HOLDING_STATUSES = ("ok", "built")
+# HOLDING_STATUSES: the states in which a target counts as having held (``built``: the artifact exists
+# and was validated where it can be, e.g. a TensorRT engine that can only run on the device). Anything
+# else fails. Defined with the verdict (verdict.py), which decides every status.
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,8 +118,11 @@ class Recommendation:
 
     @property
     def held(self) -> bool:
-        """False only when a required winner was asked for and another candidate won."""
-        return bool((self.data.get("require_winner") or {}).get("ok", True))
+        """False when no candidate held the budget (unless the run allowed none) or when a required
+        winner was asked for and another candidate won."""
+        from .verdict import recommendation_held
+
+        return recommendation_held(self.data)
 
     def __str__(self) -> str:
         return self.lines[0] if self.lines else f"recommendation: {self.target}"
@@ -182,12 +186,16 @@ class Report:
     # -- verdict ------------------------------------------------------------------------------
     @property
     def passed(self) -> bool:
-        """Every target held (ran, met its thresholds) and a required winner, if any, won.
+        """Every target held (its verdict: ran or was built, met its limits); for ``--target auto``,
+        the recommendation held instead (a winner, the required one if any; candidates that lost are
+        the reasons in it, not failures of the run).
 
-        The CLI exits 1 exactly when this is False.
+        The CLI exits 1 exactly when this is False (docs/verdict.md, "Exit status").
         """
         rec = self.recommendation
-        return all(t.passed for t in self.targets) and (rec is None or rec.held)
+        if rec is not None:
+            return rec.held
+        return all(t.passed for t in self.targets)
 
     @property
     def json_path(self) -> Path | None:
@@ -348,7 +356,7 @@ def run_recipe(recipe: PathLike, *, out: PathLike | None = None, rebuild: bool =
 
 def recommend(model: str, *, candidates: str | Sequence[str] | None = None, max_top1_drop: float | None = None,
               min_top1_agreement: float | None = None, min_cosine_mean: float | None = None,
-              require_winner: str | None = None, **run_options: Any) -> Report:
+              require_winner: str | None = None, allow_no_winner: bool = False, **run_options: Any) -> Report:
     """Which artifact to ship to this machine: :func:`run` with ``targets="auto"``.
 
     Every target that runs here (or only ``candidates``) is built, validated and timed, each also as
@@ -359,7 +367,7 @@ def recommend(model: str, *, candidates: str | Sequence[str] | None = None, max_
     """
     return run(model, "auto", candidates=candidates or (), max_top1_drop=max_top1_drop,
                min_top1_agreement=min_top1_agreement, min_cosine_mean=min_cosine_mean,
-               require_winner=require_winner, **run_options)
+               require_winner=require_winner, allow_no_winner=allow_no_winner, **run_options)
 
 
 def load_report(path: PathLike) -> Report:
@@ -418,6 +426,6 @@ def bundle(artifact: PathLike | Report, *, target: str | None = None, out: PathL
             raise UsageError("this Report has no output folder; pass the target folder instead")
         artifact = artifact.out_dir
     folder = resolve_artifact_dir(Path(artifact), target)
-    overrides = {"cosine_min": min_cosine, "top1_agreement": min_top1_agreement, "max_latency_ms": max_latency_ms}
+    overrides = {"min_cosine": min_cosine, "min_top1_agreement": min_top1_agreement, "max_latency_ms": max_latency_ms}
     return create_bundle(folder, Path(out) if out is not None else None, golden_count=golden_count,
                          thresholds=overrides, tarball=tarball, progress=progress or (lambda message: None))

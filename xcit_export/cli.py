@@ -145,7 +145,9 @@ def _run_matrix(recipe, executor_name, address, out, rebuild, shards, wait: bool
         executor.close()
     click.echo(matrix_markdown(report))
     click.echo(f"report: {out / 'matrix.json'} (also matrix.md, matrix.html)")
-    if any(c["status"] == "failed" or c.get("passed") is False for c in report["cells"]):
+    from .verdict import report_passed
+
+    if not report_passed(report):  # a cell that failed or missed its limits; an auto matrix without a winner
         sys.exit(1)
 
 
@@ -254,7 +256,7 @@ def report_merge(reports, out, labels):
 
     if labels and len(labels) != len(reports):
         raise ReportError(f"{len(labels)} --label value(s) for {len(reports)} reports; give one per report or none")
-    merged = merge_reports([read_report(p) for p in reports], list(labels) or None)
+    merged = merge_reports([read_report(p) for p in reports], list(labels) or None, [str(p) for p in reports])
     ensure_writable_dir(out)
     write_json_atomic(out / "merged.json", merged)
     write_text_atomic(out / "merged.md", merged_markdown(merged))

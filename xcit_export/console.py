@@ -437,6 +437,8 @@ def _status(entry: dict) -> tuple[str, str]:
     style = STATUS_STYLE.get(status, "bold yellow")
     if entry.get("passed") is False:
         return f"{status}, FAIL", "bold red"
+    if status == "built":  # nothing ran the deployed artifact here: never shown as a pass (its note says why)
+        return "built, not run", style
     if entry.get("passed") is True:
         return f"{status}, pass", style
     return status, style

@@ -95,6 +95,7 @@ READ_BY_NONE: dict[str, str] = {
     "min_top1_agreement": "--target auto's recommendation budget, read after building",
     "min_cosine_mean": "--target auto's recommendation budget, read after building",
     "require_winner": "--target auto's exit rule, read after building",
+    "allow_no_winner": "--target auto's exit rule, read after building",
     "scenarios": "--scenario: measurement only, after building",
     "streams": "--scenario: measurement only, after building",
     "scenario_seconds": "--scenario: measurement only, after building",

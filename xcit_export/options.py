@@ -324,6 +324,10 @@ class RunOptions:
     require_winner: str | None = _opt(flag="--require-winner", parse=_text, recipe=("auto", "require_winner"),
                                       help="--target auto: exit 1 unless this candidate is recommended, e.g. "
                                            "openvino-fp32@batch1.")
+    allow_no_winner: bool = _opt(False, flag="--allow-no-winner", cli_type=bool, parse=_flag,
+                                 recipe=("auto", "allow_no_winner"),
+                                 help="--target auto: exit 0 even when no candidate holds the accuracy budget (by "
+                                      "default that exits 1).")
     objective: str | None = _opt(flag="--objective", cli_type=OBJECTIVES, parse=_Choice(OBJECTIVES),
                                  recipe=("auto", "objective"), default_text="latency",
                                  help="--target auto: rank by median latency per image, or by offline images/s (adds "

@@ -79,7 +79,7 @@ def recommendation(plan: RunPlan, entries: list[dict], labelled: bool, classifie
     from .evaluate import auto as auto_mod
 
     rec = auto_mod.recommend(entries, plan.budget, dict(plan.left_out), labelled=labelled, classifies=classifies,
-                             objective=plan.options.objective or "latency")
+                             allow_no_winner=plan.options.allow_no_winner, objective=plan.options.objective or "latency")
     if plan.options.require_winner:
         auto_mod.require_winner(rec, plan.options.require_winner)
     return rec

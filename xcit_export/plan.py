@@ -27,8 +27,8 @@ from .options import Inputs, RunOptions
 DEFAULT_CALIB = "demo"
 DEFAULT_CALIB_WEIGHTS = ("random", "demo")
 DEFAULT_CALIB_NOTE = "calibrated on the bundled demo set; pass --calib with your own images for real weights"
-AUTO_ONLY = ("max_top1_drop", "min_top1_agreement", "min_cosine_mean", "require_winner", "candidates",
-             "objective")
+AUTO_ONLY = ("max_top1_drop", "min_top1_agreement", "min_cosine_mean", "require_winner", "allow_no_winner",
+             "candidates", "objective")
 ARRAY_SUFFIXES = (".npz", ".npy")
 
 
@@ -73,6 +73,11 @@ class RunPlan:
         return dataclasses.replace(self, options=self.options.replace(**changes))
 
 
+def _given(value: Any) -> bool:
+    """An option left at its default says nothing (None, no candidates, a flag off; 0.0 is a value)."""
+    return value is not None and value is not False and value != ()
+
+
 def plan_run(options: RunOptions, inputs: Inputs | None = None, *, here: bool = True) -> RunPlan:
     """Check ``options`` (and ``inputs``, arrays handed to the run) and resolve what they leave open.
 
@@ -114,7 +119,7 @@ def _targets(options: RunOptions) -> tuple[list[str], bool, Any, dict[str, str]]
     names = list(dict.fromkeys(names))
     if not names:
         raise UsageError("no target given: name one or more (list-targets), 'all', or 'auto'")
-    given = [k for k in AUTO_ONLY if getattr(options, k) not in (None, ())]
+    given = [k for k in AUTO_ONLY if _given(getattr(options, k))]
     if "auto" not in names:
         if given:
             flags = ", ".join(f"{k} (--{k.replace('_', '-')})" for k in given)
@@ -187,11 +192,13 @@ def _check_sizes(options: RunOptions, spec: Any, inputs: Inputs) -> None:
     except XcitExportError as exc:  # options that do not combine: a usage error
         raise UsageError(str(exc)) from None
     source = options.eval
-    if inputs.eval_data is not None or (source and Path(source).suffix.lower() in ARRAY_SUFFIXES):
-        what = f"--eval {source}" if source else "an evaluation array"
-        raise UsageError(f"{what} holds preprocessed tensors at one size, so it cannot be evaluated at --eval-sizes "
-                         f"{','.join(f'{h}x{w}' for h, w in options.eval_sizes)}: pass images (a folder, a .txt list, "
-                         f"or demo), or drop --eval-sizes")
+    tensors = inputs.eval_data is not None or bool(source and Path(source).suffix.lower() in ARRAY_SUFFIXES)
+    other = [s for s in options.eval_sizes if tuple(s) != tuple(spec.preprocessing.input_size)]
+    if tensors and other:  # tensors cannot be preprocessed again at another size
+        what = f"--eval '{source}'" if source else "the evaluation array"
+        raise UsageError(f"{what} holds tensors preprocessed at one size, which cannot be evaluated at "
+                         f"{', '.join(f'{h}x{w}' for h, w in other)} (--eval-sizes); give images there (a folder, "
+                         f"a .txt list or demo) or drop --eval to use seeded inputs at each size")
 
 
 def calibration_available(options: RunOptions, inputs: Inputs | None = None) -> bool:
@@ -232,25 +239,19 @@ def _refuse_search_without_data(options: RunOptions, inputs: Inputs, targets: li
 
 
 def _check_weights(weights: str) -> None:
-    if weights in ("random", "pretrained", "demo"):
-        return
-    path = Path(weights)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint '{path}' does not exist: pass --weights PATH to a .pth or .safetensors "
-                              f"file, 'random', or 'pretrained'")
+    """A checkpoint path that cannot be read (missing, a folder, a wrong suffix): the loader's own check."""
+    from .models.weights import check_checkpoint_path
+
+    check_checkpoint_path(weights)
 
 
 def _check_devices(targets: list, target_options: Mapping[str, Mapping[str, Any]]) -> None:
-    """A device a target is asked to validate on must be here (OpenVINO ``--device GPU``): said now,
-    not after the export, the calibration and the reference."""
+    """What a target is asked to run on must be here (OpenVINO ``--device GPU``: each target's
+    :attr:`~xcit_export.targets.base.Target.preflight`): said now, not after the export, the
+    calibration and the reference."""
     for target in targets:
-        device = target_options[target.name].get("device")
-        if target.backend != "openvino" or device in (None, "CPU") or target.missing_requirements():
-            continue
-        from .targets.openvino import check_device_available
-
         try:
-            check_device_available(str(device))
+            target.check_here(dict(target_options[target.name]))
         except XcitExportError as exc:
             raise UsageError(f"target {target.name}: {exc}") from None
 

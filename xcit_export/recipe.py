@@ -29,7 +29,8 @@ candidate (``[targets.<name>]`` tables may still give options and thresholds), a
 
     [auto]     max_top1_drop = 0.01, min_top1_agreement = 0.97, min_cosine_mean = 0.99,
                require_winner = "openvino-fp32@batch1",  # a run (and `gate --recipe`) fails otherwise
-               objective = "latency"                     # or "throughput": offline images/s
+               allow_no_winner = true,   # no candidate within the budget is not a failure (default: exit 1)
+               objective = "latency"     # or "throughput": offline images/s
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ THRESHOLD_KEYS = {
     "min_top1_agreement": "fraction of inputs whose top-1 class equals PyTorch's (0..1)",
     "min_top5_agreement": "fraction whose PyTorch top-1 is in the target's top-5 (0..1)",
     "min_cosine": "minimum per-input cosine similarity with PyTorch's output",
+    "min_cosine_mean": "mean per-input cosine similarity with PyTorch's output",
     "max_abs_error": "largest absolute difference from PyTorch's output",
+    "max_rel_error": "largest per-input relative error ||target - PyTorch|| / ||PyTorch|| (sees a scale or shift)",
+    "max_rel_error_mean": "mean per-input relative error",
     "max_top1_drop": "labelled top-1 drop vs PyTorch, as a fraction (0.01 = 1 point)",
     "min_top1": "labelled top-1 accuracy (0..1)",
 }
@@ -219,7 +223,10 @@ def _thresholds(path: Path, target: str, table: Any) -> dict[str, float]:
                 as_drop(number, key)
             except XcitExportError as exc:
                 raise _err(path, f"{where} {key}", str(exc)) from None
-        if key != "max_abs_error" and not 0 <= number <= 1:
+        elif key in ("max_abs_error", "max_rel_error", "max_rel_error_mean"):
+            if not number >= 0:
+                raise _err(path, f"{where} {key}", f"must be 0 or more ({THRESHOLD_KEYS[key]}), got {value!r}")
+        elif not 0 <= number <= 1:
             raise _err(path, f"{where} {key}", f"is a fraction between 0 and 1 ({THRESHOLD_KEYS[key]}), got {value!r}")
         out[key] = number
     return out

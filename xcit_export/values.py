@@ -92,7 +92,10 @@ def as_float(value: Any, name: str = "option", minimum: Optional[float] = None,
 
 def as_fraction(value: Any, name: str = "option") -> Optional[float]:
     """A fraction between 0 and 1 (an agreement, a cosine); None stays None."""
-    return as_float(value, name, minimum=0.0, maximum=1.0)
+    out = as_float(value, name)
+    if out is not None and not 0.0 <= out <= 1.0:
+        raise OptionError(f"{name}={value!r} must be a fraction between 0 and 1 (0.97 = 97%)")
+    return out
 
 
 def as_drop(value: Any, name: str = "max_drop") -> Optional[float]:

@@ -735,6 +735,42 @@ class LazyRows:
         x = self[:]
         return x if dtype is None else x.astype(dtype, copy=False)
 
+    def take(self, positions, labels=None) -> tuple[np.ndarray, np.ndarray | None, list[int]]:
+        """Rows ``positions`` and their ``labels`` (indexed by position), honouring the set's
+        ``on_bad_image``: with ``'skip'`` an unreadable row is replaced by the next readable
+        position not asked for (its label with it), as the evaluation pass leaves it out; with
+        ``'fail'`` it raises naming the file. Returns ``(x, labels or None, positions used)``."""
+        order = self.images._order()
+        wanted = [int(p) for p in np.asarray(positions).reshape(-1).tolist()]
+        taken, rows, used = set(wanted), [], []
+        spare = (q for q in range(len(order)) if q not in taken)  # substitutes, in selection order
+        for p in wanted:
+            item, reason = self.images._read(order[p])  # raises with on_bad_image='fail'
+            while item is None:
+                self.images._warn(f"{self.images.option}: skipped unreadable image '{self.images.paths[order[p]]}' "
+                                  f"({reason}) for a build's subset; took another")
+                p = next(spare, None)
+                if p is None:
+                    raise DataError(f"{self.images.option}: too few readable images in '{self.images.source}' for "
+                                    f"the {len(wanted)} a build needs")
+                item, reason = self.images._read(order[p])
+            rows.append(item)
+            used.append(p)
+        h, w = self.images.pp.input_size
+        x = self.transform(np.stack(rows) if rows else np.empty((0, 3, h, w), np.float32))
+        return x, None if labels is None else np.asarray(labels)[used], used
+
+
+def take_rows(x, labels, positions) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows ``positions`` of an evaluation set given to a build as ``(x, labels)``: arrays as they are,
+    a streamed set's :class:`LazyRows` through :meth:`LazyRows.take` (``--on-bad-image skip`` then
+    replaces an unreadable image instead of failing the build: TensorRT's golden inputs,
+    ``search_images``)."""
+    if isinstance(x, LazyRows):
+        rows, y, _ = x.take(positions, labels)
+        return rows, y
+    return np.asarray(x[positions]), None if labels is None else np.asarray(labels)[positions]
+
 
 def check_disjoint(calib: ImageSet, evaluation: ImageSet) -> None:
     """Raise if any calibration item has the same content as an evaluation item.

@@ -30,6 +30,7 @@ which a Jetson runs with numpy, TensorRT and cuda-python alone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -47,7 +48,8 @@ from ..version import __version__
 from ..errors import ArtifactError, BackendUnavailableError, XcitExportError
 from ..io import atomic_dir, atomic_path, sha256_file, write_json_atomic, write_text_atomic
 from ..evaluate.profiling import profile_error
-from ..evaluate.validate import compare_outputs, output_problems
+from ..evaluate.validate import compare_outputs
+from ..verdict import Check, Limits, judge, limits_for, record_outputs, returned_outputs_problem
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -92,15 +94,38 @@ def resolve_artifact_dir(path: Path, target: str | None = None) -> Path:
     return path
 
 
+# thresholds.json written before the verdict's vocabulary (verdict.LIMIT_KEYS), still read
+_LEGACY_KEYS = {"cosine_min": "min_cosine", "top1_agreement": "min_top1_agreement"}
+
+
 def default_thresholds(precision: str, onnx_check: dict) -> dict:
-    """Thresholds for the engine from the host's ONNX-level result on the same golden inputs."""
+    """Thresholds for the engine (the verdict's limit keys): the cosine and top-1 agreement from the
+    host's ONNX-level result on the same golden inputs (never above the precision's floor), over
+    the default limits of the precision class (verdict.DEFAULT_LIMITS: the relative error, which no
+    host figure may loosen)."""
     n = max(1, int(onnx_check.get("count", 1)))
     host_cos = float(onnx_check.get("cosine_min", 1.0))
     cos = min(_COSINE_FLOOR[precision], host_cos - _COSINE_MARGIN[precision])
-    out = {"cosine_min": round(cos, 6), "finite": True}
+    given = {"min_cosine": round(cos, 6)}
     if "top1_agreement" in onnx_check:
-        out["top1_agreement"] = round(max(0.0, float(onnx_check["top1_agreement"]) - _EXTRA_FLIPS[precision] / n), 6)
-    return out
+        given["min_top1_agreement"] = round(max(0.0, float(onnx_check["top1_agreement"]) - _EXTRA_FLIPS[precision] / n), 6)
+    return dict(limits_for(precision, given).thresholds)
+
+
+def device_limits(thresholds: dict, precision: str) -> Limits:
+    """The verdict's limits from a bundle's ``thresholds.json`` (or ``xcit-export bundle``'s overrides):
+    limit keys (older bundles' ``cosine_min``/``top1_agreement`` too), ``max_latency_ms`` as the
+    median latency budget; ``finite`` is the output rule, always applied; ``per_size`` is read per size."""
+    given, budget = {}, {}
+    for key, value in thresholds.items():
+        if value is None or key in ("finite", "per_size", "latency_budget"):
+            continue
+        if key == "max_latency_ms":
+            budget["median_ms"] = float(value)
+        else:
+            given[_LEGACY_KEYS.get(key, key)] = float(value)
+    budget.update(thresholds.get("latency_budget") or {})
+    return limits_for(precision, given, budget, source="the bundle's thresholds.json")
 
 
 def _readme(meta: dict, thresholds: dict, trtexec: str) -> str:
@@ -164,25 +189,11 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
                             f"tensorrt-* and tensorrt-rtx-* targets (rebuild one with this version of xcit-export)")
     folder = Path(artifact_dir)
     onnx_path = folder / meta["onnx"]
-    golden_path = folder / meta["golden"]
-    for path in (onnx_path, golden_path):
-        if not path.exists():
-            raise ArtifactError(f"'{path}' is missing from the target folder; rebuild the target with --rebuild")
-    with np.load(golden_path) as data:
-        golden = {k: data[k] for k in data.files}
-    count = len(golden["x"])
-    if golden_count is not None:
-        if golden_count < 1 or golden_count > count:
-            raise XcitExportError(f"--golden-count {golden_count} is outside 1..{count} (the target kept {count} "
-                                  f"golden inputs; rebuild it with -O golden_count=N for more)")
-        golden = {k: v[:golden_count] for k, v in golden.items()}
+    golden = _golden_of(folder, meta, golden_count)
     precision = meta["precision"]
     onnx_check = compare_outputs(golden["onnx_output"], golden["reference"])
     onnx_check["source"] = (meta.get("onnx_check") or {}).get("source", "unknown")
-    limits = default_thresholds(precision, onnx_check)
-    for key, value in (thresholds or {}).items():
-        if value is not None:
-            limits[key] = value
+    limits = _bundle_thresholds(precision, onnx_check, thresholds)
     batch = meta.get("batch", "dynamic")
     static = isinstance(batch, int)
     profile = meta["profile"]
@@ -190,32 +201,10 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
     workspace = int((meta.get("engine_info") or {}).get("workspace_mb", 1024))
     trtexec = trtexec_command(meta["onnx"], precision, profile, input_shape, workspace_mb=workspace, static=static,
                               library=meta["library"])
-    from ..fingerprint import library_versions
-    from ..targets.tensorrt import onnx_io_names
-    from ..targets.tensorrt.layer_profile import onnx_node_types
-
-    input_name, output_names = onnx_io_names(onnx_path)
     sized = _sized_golden(folder, meta, precision, thresholds, golden_count)
     if sized:
         limits["per_size"] = {label: info["thresholds"] for label, info in sized.items()}
-    bundle_meta = {
-        "format": FORMAT, "model": meta.get("model"), "target": artifact.target, "library": meta["library"],
-        "precision": precision, "onnx": meta["onnx"], "input_name": input_name, "output_names": output_names,
-        "input_shape": input_shape, "batch": batch, "profile": profile, "workspace_mb": workspace,
-        "golden": {"file": GOLDEN, "count": int(len(golden["x"])), "source": onnx_check["source"],
-                   "labelled": "labels" in golden},
-        "host_onnx_check": onnx_check,
-        # --dynamic-size: golden inputs at every other size of the profile, each with its own thresholds
-        "golden_sizes": {label: {"file": info["file"], "count": info["count"], "host_onnx_check": info["check"]}
-                         for label, info in sized.items()},
-        # TensorRT names engine layers after ONNX nodes; device-check types the layer profile by them
-        # (targets/tensorrt/layer_profile.py) on a device that has no onnx package to read the ONNX.
-        "onnx_node_types": onnx_node_types(onnx_path),
-        "precision_conversion": meta.get("precision_conversion"),
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "created_with": {"xcit-export": __version__, **library_versions()},
-        "source_artifact": str(folder.resolve()),
-    }
+    bundle_meta = _bundle_meta(artifact, folder, golden, onnx_check, sized, workspace, onnx_path)
     calibration = {"calibration": meta.get("calibration"), "precision": precision,
                    "note": None if meta.get("calibration") else "no calibration set was used for this precision"}
     out_dir = Path(out_dir) if out_dir else folder.parent / "bundles" / f"{meta.get('model') or 'model'}-{artifact.target}"
@@ -251,6 +240,66 @@ def create_bundle(artifact_dir: Path, out_dir: Path | None = None, *, golden_cou
     return out_dir
 
 
+def _golden_of(folder: Path, meta: dict, golden_count: int | None) -> dict:
+    """The target's golden arrays (its first ``golden_count`` inputs), checked present and in range."""
+    for path in (folder / meta["onnx"], folder / meta["golden"]):
+        if not path.exists():
+            raise ArtifactError(f"'{path}' is missing from the target folder; rebuild the target with --rebuild")
+    with np.load(folder / meta["golden"]) as data:
+        golden = {k: data[k] for k in data.files}
+    count = len(golden["x"])
+    if golden_count is not None:
+        if golden_count < 1 or golden_count > count:
+            raise XcitExportError(f"--golden-count {golden_count} is outside 1..{count} (the target kept {count} "
+                                  f"golden inputs; rebuild it with -O golden_count=N for more)")
+        golden = {k: v[:golden_count] for k, v in golden.items()}
+    return golden
+
+
+def _bundle_meta(artifact, folder: Path, golden: dict, onnx_check: dict, sized: dict, workspace: int,
+                 onnx_path: Path) -> dict:
+    """bundle.json: what device-check reads about the engine to build, its inputs and its golden data."""
+    from ..fingerprint import library_versions
+    from ..targets.tensorrt import onnx_io_names
+    from ..targets.tensorrt.layer_profile import onnx_node_types
+
+    meta = artifact.metadata
+    precision, batch, profile = meta["precision"], meta.get("batch", "dynamic"), meta["profile"]
+    input_shape = list(meta["input_shape"])
+    input_name, output_names = onnx_io_names(onnx_path)
+    return {
+        "format": FORMAT, "model": meta.get("model"), "target": artifact.target, "library": meta["library"],
+        "precision": precision, "onnx": meta["onnx"], "input_name": input_name, "output_names": output_names,
+        "input_shape": input_shape, "batch": batch, "profile": profile, "workspace_mb": workspace,
+        "golden": {"file": GOLDEN, "count": int(len(golden["x"])), "source": onnx_check["source"],
+                   "labelled": "labels" in golden},
+        "host_onnx_check": onnx_check,
+        # --dynamic-size: golden inputs at every other size of the profile, each with its own thresholds
+        "golden_sizes": {label: {"file": info["file"], "count": info["count"], "host_onnx_check": info["check"]}
+                         for label, info in sized.items()},
+        # TensorRT names engine layers after ONNX nodes; device-check types the layer profile by them
+        # (targets/tensorrt/layer_profile.py) on a device that has no onnx package to read the ONNX.
+        "onnx_node_types": onnx_node_types(onnx_path),
+        "precision_conversion": meta.get("precision_conversion"),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_with": {"xcit-export": __version__, **library_versions()},
+        "source_artifact": str(folder.resolve()),
+    }
+
+
+def _bundle_thresholds(precision: str, onnx_check: dict, overrides: dict | None) -> dict:
+    """thresholds.json: :func:`default_thresholds` with ``xcit-export bundle``'s overrides
+    (``min_cosine``, ``min_top1_agreement``, ``max_rel_error``... or the older ``cosine_min``,
+    ``top1_agreement``; ``max_latency_ms`` as the median latency budget)."""
+    out = default_thresholds(precision, onnx_check)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    limits = device_limits(given, precision)
+    out.update({k: v for k, v in limits.thresholds.items() if k in limits.required})
+    if limits.latency_budget:
+        out["latency_budget"] = dict(limits.latency_budget)
+    return out
+
+
 def _sized_golden(folder: Path, meta: dict, precision: str, thresholds: dict | None,
                   golden_count: int | None) -> dict:
     """The target's per-size golden data (``golden_<H>x<W>.npz``, a --dynamic-size build): arrays,
@@ -266,10 +315,8 @@ def _sized_golden(folder: Path, meta: dict, precision: str, thresholds: dict | N
             arrays = {k: v[:golden_count] for k, v in arrays.items()}
         check = compare_outputs(arrays["onnx_output"], arrays["reference"])
         check["source"] = info.get("source", "unknown")
-        limits = default_thresholds(precision, check)
-        for key, value in (thresholds or {}).items():
-            if value is not None:
-                limits[key] = value
+        limits = _bundle_thresholds(precision, check, thresholds)
+        limits.pop("latency_budget", None)  # latency is timed at the export size only
         out[label] = {"file": info["file"], "count": int(len(arrays["x"])), "arrays": arrays, "check": check,
                       "thresholds": limits}
     return out
@@ -426,7 +473,8 @@ def _engine_runner(bundle: Path, meta: dict, work: Path, require_engine: bool, t
                             f"precision-ready ONNX, so accuracy is the ONNX's and latency is not the engine's"}
 
 
-def _run_batches(runner, x: np.ndarray, batch) -> np.ndarray:
+def _run_batches(runner, x: np.ndarray, batch) -> list:
+    """Every output of ``runner`` over ``x`` (a static batch padded, then cut), in the engine's order."""
     step = batch if isinstance(batch, int) else 16
     outs = []
     for i in range(0, len(x), step):
@@ -434,8 +482,39 @@ def _run_batches(runner, x: np.ndarray, batch) -> np.ndarray:
         n = len(chunk)
         if isinstance(batch, int) and n < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
-        outs.append(np.asarray(runner.infer(np.ascontiguousarray(chunk))[0])[:n])
-    return np.concatenate(outs)
+        outs.append([np.asarray(o)[:n] for o in runner.infer(np.ascontiguousarray(chunk))])
+    return [np.concatenate(parts) for parts in zip(*outs)]
+
+
+def _golden_outputs(golden: dict, key: str) -> list:
+    from ..targets.tensorrt.precision_onnx import golden_outputs
+
+    return golden_outputs(golden, key)
+
+
+def _golden_entry(runner, golden: dict, meta: dict, progress: Progress, what: str = "") -> tuple:
+    """Run the golden inputs and compare EVERY output with its FP32 reference: the report entry the
+    one verdict (verdict.judge) reads. Returns ``(entry, outputs compared, agreement with the host's
+    precision ONNX)``."""
+    names = list(meta.get("output_names") or ["output"])
+    references = _golden_outputs(golden, "reference")
+    progress(f"device-check: running {len(golden['x'])} golden inputs{what} on {runner.device}")
+    outputs = _run_batches(runner, golden["x"], meta.get("batch"))
+    entry: dict = {"target": meta.get("target"), "precision": meta.get("precision"), "device": runner.device,
+                   "status": "ok" if runner.measures_latency else "built"}
+    wrong = returned_outputs_problem(len(outputs), names)
+    if wrong:
+        entry.update(status="failed", error=wrong)
+        return entry, names, {}
+    compared = names[:len(references)]  # a bundle written for one output holds the first output's reference only
+    per_output = {name: compare_outputs(o, r) for name, o, r in zip(compared, outputs, references)}
+    first = per_output[compared[0]]
+    if "labels" in golden and outputs[0].ndim == 2:
+        first["top1"] = float((outputs[0].argmax(1) == golden["labels"]).mean())
+        first["reference_top1"] = float((references[0].argmax(1) == golden["labels"]).mean())
+        first["labelled_count"] = int(len(golden["labels"]))
+    record_outputs(entry, per_output)
+    return entry, compared, compare_outputs(outputs[0], golden["onnx_output"])
 
 
 class _Borrowed:
@@ -479,23 +558,14 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
                  scenarios=None, progress: Progress = lambda m: None) -> dict:
     """Verify, build if possible, run the golden inputs, compare, time; write and return the report.
 
-    ``profile``: after the latency figures, a separate pass with TensorRT's layer profiler
-    (:func:`_layer_profile`). ``scenarios`` (a :class:`~xcit_export.evaluate.scenarios.ScenarioOptions`):
-    the engine's scenarios after the latency figures (:func:`_scenarios`), the device's clocks and
-    temperatures recorded before and after the whole check. ``report["passed"]`` is False when a threshold fails; errors in the
+    Every size's golden inputs are judged by the one verdict (:func:`_judge_golden`). ``profile``:
+    after the latency figures, a separate pass with TensorRT's layer profiler (:func:`_layer_profile`).
+    ``scenarios`` (a :class:`~xcit_export.evaluate.scenarios.ScenarioOptions`): the engine's scenarios
+    after the latency figures (:func:`_scenarios`), the device's clocks and temperatures recorded
+    before and after the whole check. ``report["passed"]`` is False when a check fails; errors in the
     bundle raise ArtifactError; a profiler failure is recorded, never fails the check.
     """
-    from ..evaluate.validate import LatencyOptions, measure_latency
-
-    bundle = Path(bundle)
-    tmp_holder = None
-    if bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz", ".tar")):
-        tmp_holder = tempfile.TemporaryDirectory(prefix="xcit-bundle-")
-        progress(f"device-check: extracting {bundle}")
-        source = bundle
-        bundle = _extract(bundle, Path(tmp_holder.name))
-        work_dir = work_dir or source.parent / f"{bundle.name}.{WORK_DIR}"
-    try:
+    with _unpacked(Path(bundle), work_dir, progress) as (bundle, source, work_dir):
         progress("device-check: verifying the manifest")
         meta = verify_bundle(bundle)
         work = Path(work_dir) if work_dir else bundle / WORK_DIR
@@ -508,111 +578,127 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
         conditions = {"before": snapshot()}
         runner, engine = _engine_runner(bundle, meta, work, require_engine, threads, cuda_graph, progress)
         try:
-            progress(f"device-check: running {len(golden['x'])} golden inputs on {runner.device}")
             t0 = time.perf_counter()
-            outputs = _run_batches(runner, golden["x"], meta.get("batch"))
+            entry, compared, vs_host = _golden_entry(runner, golden, meta, progress)
             run_seconds = time.perf_counter() - t0
-            accuracy = compare_outputs(outputs, golden["reference"])
-            vs_host = compare_outputs(outputs, golden["onnx_output"])
-            if "labels" in golden and outputs.ndim == 2:
-                accuracy["top1"] = float((outputs.argmax(1) == golden["labels"]).mean())
-                accuracy["reference_top1"] = float((golden["reference"].argmax(1) == golden["labels"]).mean())
-            checks = []
-            for key, limit in thresholds.items():
-                value = accuracy.get(key)
-                if value is None:
-                    continue
-                ok = bool(value) == bool(limit) if isinstance(limit, bool) else value >= limit
-                checks.append({"check": key, "value": value, "threshold": limit, "passed": bool(ok)})
-            problems = output_problems(accuracy)  # the one rule (docs/verdict.md), before any threshold
-            if problems:
-                checks.append({"check": "outputs", "value": "; ".join(problems), "threshold": "finite, input-dependent",
-                               "passed": False})
-            lat_batch = meta["batch"] if isinstance(meta.get("batch"), int) else int(meta["profile"]["opt"])
-            x_lat = np.ascontiguousarray(np.resize(golden["x"], (lat_batch, *golden["x"].shape[1:])))
-            progress(f"device-check: timing batch {lat_batch}")
-            lat = measure_latency(runner.infer, x_lat, LatencyOptions(warmup=warmup, iterations=iterations))
-            latency: dict[str, Any] = {"end_to_end": lat.to_dict(),
-                                       "what": ("engine, host-to-host (copies included)" if runner.measures_latency
-                                                else "onnxruntime CPU stand-in: NOT the engine's latency")}
-            if hasattr(runner, "gpu_latency_ms"):
-                gpu_ms = np.array(runner.gpu_latency_ms(x_lat, warmup=warmup, iterations=max(iterations, 20)))
-                latency["gpu_compute"] = {"median_ms": float(np.median(gpu_ms)), "p99_ms": float(np.percentile(gpu_ms, 99)),
-                                          "min_ms": float(gpu_ms.min()), "iterations": int(len(gpu_ms)),
-                                          "cuda_graph": bool(cuda_graph)}
+            lat, latency = _device_latency(runner, golden, meta, warmup, iterations, cuda_graph, progress)
+            if runner.measures_latency:
+                entry["latency"] = lat.to_dict()
+            # the one verdict; the latency budget is the engine's (skipped on the stand-in)
+            verdict = judge(entry, device_limits(thresholds, meta["precision"]), outputs=compared)
             per_size = _check_sizes(runner, bundle, meta, thresholds, progress)
-            for label, result in per_size.items():
-                checks += [{**c, "check": f"{c['check']} @ {label}"} for c in result["checks"]]
-            max_ms = thresholds.get("max_latency_ms")
-            if max_ms is not None and runner.measures_latency:
-                checks.append({"check": "max_latency_ms", "value": lat.median_ms, "threshold": max_ms,
-                               "passed": lat.median_ms <= max_ms})
-            device, runner_measures = runner.device, runner.measures_latency
-            scenario_figures = (_scenarios(runner, meta, x_lat, scenarios, lat.to_dict(), progress)
-                                if scenarios is not None and scenarios.active else None)
-            prof = _layer_profile(runner, x_lat, meta, progress) if profile else {}
+            checks = verdict.checks + [Check(**{**c, "metric": f"{c['metric']} @ {label}"})
+                                       for label, result in per_size.items() for c in result["checks"]]
+            status = verdict.status if all(r["status"] != "failed" for r in per_size.values()) else "failed"
+            device = runner.device
+            scenario_figures = (_scenarios(runner, meta, _latency_inputs(golden, meta), scenarios, lat.to_dict(),
+                                           progress) if scenarios is not None and scenarios.active else None)
+            prof = _layer_profile(runner, _latency_inputs(golden, meta), meta, progress) if profile else {}
         finally:
             runner.close()
-        from ..fingerprint import device_fingerprint
-
-        passed = all(c["passed"] for c in checks)
-        fingerprint = device_fingerprint()
-        report = {
-            # schema_version/tool/model/device/targets: what `xcit-export report merge` reads, so the
-            # device's report merges with the host's report.json of the same model.
-            "schema_version": REPORT_SCHEMA_VERSION, "kind": "device-check",
-            "tool": {"name": "xcit-export", "version": __version__},
-            "passed": passed,
-            "bundle": str(bundle if tmp_holder is None else source),
-            "model": _model_record(meta, golden), "target": meta.get("target"), "precision": meta.get("precision"),
-            "library": meta.get("library"), "runner": device, "engine": engine,
-            "device": fingerprint,
-            "targets": [{"target": meta.get("target"), "status": "ok" if passed else "failed", "device": device,
-                         "accuracy": accuracy,
-                         "latency": lat.to_dict() if runner_measures else {},
-                         "checks": checks, "note": engine.get("note"), **prof,
-                         **({"scenarios": scenario_figures} if scenario_figures is not None else {})}],
-            "conditions": {**conditions, "after": snapshot()},
-            "note": engine.get("note"),
-            "golden_count": int(len(golden["x"])), "run_seconds": round(run_seconds, 3),
-            "sizes": per_size,
-            "accuracy_vs_fp32_reference": accuracy, "agreement_with_host_onnx": vs_host,
-            "thresholds": thresholds, "checks": checks, "latency": latency,
-            "host_onnx_check": meta.get("host_onnx_check"),
-            "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        }
+        passed = verdict.passed and all(r["passed"] for r in per_size.values())
+        entry.update(status=status, checks=[c.to_dict() for c in checks], passed=passed,
+                     limits=verdict.limits.to_dict() if verdict.limits else None, note=engine.get("note"),
+                     latency=entry.get("latency") or {}, **prof)
+        if verdict.error:
+            entry["error"] = verdict.error
+        if scenario_figures is not None:
+            entry["scenarios"] = scenario_figures
+        report = _device_report(meta, golden, source, entry, engine, device, checks, per_size, thresholds,
+                                passed=passed, run_seconds=run_seconds, vs_host=vs_host, latency=latency)
+        report["conditions"] = {**conditions, "after": snapshot()}
         report_path = Path(report_path) if report_path else work / REPORT
         write_json_atomic(report_path, report)
         report["report_path"] = str(report_path)
         return report
-    finally:
-        if tmp_holder is not None:
-            tmp_holder.cleanup()
 
 
-def _threshold_checks(accuracy: dict, thresholds: dict) -> list[dict]:
-    checks = []
-    for key, limit in thresholds.items():
-        value = accuracy.get(key)
-        if value is None or isinstance(limit, dict):
-            continue
-        ok = bool(value) == bool(limit) if isinstance(limit, bool) else value >= limit
-        checks.append({"check": key, "value": value, "threshold": limit, "passed": bool(ok)})
-    return checks
+@contextlib.contextmanager
+def _unpacked(bundle: Path, work_dir: Path | None, progress: Progress):
+    """``(folder, what was given, work_dir)``: a bundle folder as it is, or a ``.tar.gz`` extracted
+    into a temporary folder (removed afterwards) with its work folder beside the tarball."""
+    if not (bundle.is_file() and bundle.name.endswith((".tar.gz", ".tgz", ".tar"))):
+        yield bundle, bundle, work_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="xcit-bundle-") as tmp:
+        progress(f"device-check: extracting {bundle}")
+        folder = _extract(bundle, Path(tmp))
+        yield folder, bundle, work_dir or bundle.parent / f"{folder.name}.{WORK_DIR}"
+
+
+def _device_report(meta: dict, golden: dict, source: Path, entry: dict, engine: dict, device: str, checks: list,
+                   per_size: dict, thresholds: dict, *, passed: bool, run_seconds: float, vs_host: Any,
+                   latency: dict) -> dict:
+    """device-check's report.json (``source``: the bundle folder or tarball that was checked)."""
+    from ..fingerprint import device_fingerprint
+
+    return {
+        # schema_version/tool/model/device/targets: what `xcit-export report merge` and `gate` read, so
+        # the device's report merges with (and gates against) the host's report.json of the same model.
+        "schema_version": REPORT_SCHEMA_VERSION, "kind": "device-check",
+        "tool": {"name": "xcit-export", "version": __version__},
+        "passed": passed,
+        "bundle": str(source),
+        "model": _model_record(meta, golden), "target": meta.get("target"), "precision": meta.get("precision"),
+        "output_names": list(meta.get("output_names") or []),
+        "library": meta.get("library"), "runner": device, "engine": engine,
+        "device": device_fingerprint(),
+        "evaluation": {"description": f"{len(golden['x'])} golden inputs of the bundle "
+                                      f"({(meta.get('golden') or {}).get('source', 'unknown source')})",
+                       "count": int(len(golden["x"])), "labelled": "labels" in golden},
+        "targets": [entry],
+        "note": engine.get("note"),
+        "golden_count": int(len(golden["x"])), "run_seconds": round(run_seconds, 3),
+        "sizes": per_size,
+        "accuracy_vs_fp32_reference": entry.get("accuracy"), "agreement_with_host_onnx": vs_host,
+        "thresholds": thresholds, "checks": [c.to_dict() for c in checks], "latency": latency,
+        "host_onnx_check": meta.get("host_onnx_check"),
+        "checked_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _latency_inputs(golden: dict, meta: dict) -> np.ndarray:
+    lat_batch = meta["batch"] if isinstance(meta.get("batch"), int) else int(meta["profile"]["opt"])
+    return np.ascontiguousarray(np.resize(golden["x"], (lat_batch, *golden["x"].shape[1:])))
+
+
+def _device_latency(runner, golden: dict, meta: dict, warmup: int, iterations: int, cuda_graph: bool,
+                    progress: Progress) -> tuple:
+    """The engine's end-to-end latency (and GPU compute time where the runner has it) on the golden inputs."""
+    from ..evaluate.validate import LatencyOptions, measure_latency
+
+    x_lat = _latency_inputs(golden, meta)
+    progress(f"device-check: timing batch {len(x_lat)}")
+    lat = measure_latency(runner.infer, x_lat, LatencyOptions(warmup=warmup, iterations=iterations))
+    latency: dict[str, Any] = {"end_to_end": lat.to_dict(),
+                               "what": ("engine, host-to-host (copies included)" if runner.measures_latency
+                                        else "onnxruntime CPU stand-in: NOT the engine's latency")}
+    if hasattr(runner, "gpu_latency_ms"):
+        gpu_ms = np.array(runner.gpu_latency_ms(x_lat, warmup=warmup, iterations=max(iterations, 20)))
+        latency["gpu_compute"] = {"median_ms": float(np.median(gpu_ms)), "p99_ms": float(np.percentile(gpu_ms, 99)),
+                                  "min_ms": float(gpu_ms.min()), "iterations": int(len(gpu_ms)),
+                                  "cuda_graph": bool(cuda_graph)}
+    return lat, latency
 
 
 def _check_sizes(runner, bundle: Path, meta: dict, thresholds: dict, progress: Progress) -> dict:
-    """The golden inputs at every other size of a --dynamic-size bundle, against that size's thresholds."""
+    """The golden inputs at every other size of a --dynamic-size bundle, judged as at the export size
+    (the output rule first, every output) against that size's thresholds."""
     out = {}
     for label, info in (meta.get("golden_sizes") or {}).items():
         with np.load(bundle / info["file"]) as data:
             golden = {k: data[k] for k in data.files}
-        progress(f"device-check: running {len(golden['x'])} golden inputs at {label}")
-        outputs = _run_batches(runner, golden["x"], meta.get("batch"))
-        accuracy = compare_outputs(outputs, golden["reference"])
-        limits = (thresholds.get("per_size") or {}).get(label) or thresholds
-        out[label] = {"accuracy": accuracy, "checks": _threshold_checks(accuracy, limits),
-                      "agreement_with_host_onnx": compare_outputs(outputs, golden["onnx_output"])}
+        sized = dict((thresholds.get("per_size") or {}).get(label) or thresholds)
+        sized.pop("latency_budget", None)
+        sized.pop("max_latency_ms", None)
+        entry, compared, vs_host = _golden_entry(runner, golden, meta, progress, f" at {label}")
+        verdict = judge(entry, device_limits(sized, meta["precision"]), outputs=compared)
+        out[label] = {"status": verdict.status, "passed": verdict.passed, "accuracy": entry.get("accuracy"),
+                      "checks": [c.to_dict() for c in verdict.checks], "agreement_with_host_onnx": vs_host}
+        if entry.get("outputs"):
+            out[label]["outputs"] = entry["outputs"]
+        if verdict.error:
+            out[label]["error"] = verdict.error
     return out
 
 
@@ -647,9 +733,10 @@ def summary_lines(report: dict) -> list[str]:
     if report.get("note"):
         lines.append(f"note: {report['note']}")
     for c in report["checks"]:
-        mark = "ok  " if c["passed"] else "FAIL"
-        value = c["value"] if isinstance(c["value"], bool) else f"{c['value']:.6g}"
-        lines.append(f"  {mark} {c['check']}: {value} (threshold {c['threshold']})")
+        mark = "skip" if str(c["why"]).startswith("skipped") else "ok  " if c["ok"] else "FAIL"
+        value = f"{c['value']:.6g}" if isinstance(c["value"], float) else c["value"]
+        detail = "" if c["ok"] or c["why"] in ("above maximum", "below minimum") else f": {c['why']}"
+        lines.append(f"  {mark} {c['metric']}: {value} (limit {c['limit']}){detail}")
     e2e = report["latency"]["end_to_end"]
     lines.append(f"  latency: median {e2e['median_ms']:.3f} ms at batch {e2e['batch']} ({report['latency']['what']})")
     if "gpu_compute" in report["latency"]:
@@ -662,7 +749,11 @@ def summary_lines(report: dict) -> list[str]:
     elif entry.get("op_profile_error"):
         lines.append(f"  layer profile failed: {entry['op_profile_error']}")
     lines += _scenario_lines(entry.get("scenarios"))
-    lines.append(("PASSED" if report["passed"] else "FAILED") + f"; report: {report['report_path']}")
+    if entry.get("status") == "built" and report["passed"]:
+        lines.append("BUILT, NOT RUN: no engine ran here (the precision-ready ONNX on onnxruntime stood in); the "
+                     f"checks above are the ONNX's; run this on the device; report: {report['report_path']}")
+    else:
+        lines.append(("PASSED" if report["passed"] else "FAILED") + f"; report: {report['report_path']}")
     return lines
 
 

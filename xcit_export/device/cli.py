@@ -61,7 +61,7 @@ def bundle(artifact, target, out_dir, golden_count, min_cosine, min_top1_agreeme
     from .bundle import create_bundle, resolve_artifact_dir
 
     folder = resolve_artifact_dir(artifact, target)
-    overrides = {"cosine_min": min_cosine, "top1_agreement": min_top1_agreement, "max_latency_ms": max_latency_ms}
+    overrides = {"min_cosine": min_cosine, "min_top1_agreement": min_top1_agreement, "max_latency_ms": max_latency_ms}
     path = create_bundle(folder, out_dir, golden_count=golden_count, thresholds=overrides,
                          tarball=not no_tarball, progress=_say)
     click.echo(str(path))

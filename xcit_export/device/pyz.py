@@ -24,7 +24,7 @@ MIN_PYTHON = (3, 8)
 
 # Package-relative paths of everything device-check imports (and nothing that needs torch/onnx/click).
 DEVICE_MODULES = (
-    "__init__.py", "version.py", "errors.py", "io.py", "values.py", "fingerprint.py",
+    "__init__.py", "version.py", "errors.py", "io.py", "values.py", "fingerprint.py", "verdict.py",
     "evaluate/__init__.py", "evaluate/validate.py", "evaluate/profiling.py", "evaluate/scenarios.py",
     "device/__init__.py", "device/bundle.py", "device/pyz.py", "device/app.py", "device/energy.py",
     "device/sensors.py",

@@ -32,7 +32,7 @@ from ..scale.sharding import (CellRunner, evaluate_shard, measure_cell, measure_
                               reference_shard, shard_ranges)
 from .build import Built
 from .prepare import PreparedModel, SizeSource
-from .record import add_sizes, apply_thresholds, reference_entry, sized_entry
+from .record import judge_cell, reference_entry, sized_entry
 
 Progress = Callable[[str], None]
 
@@ -272,10 +272,10 @@ class CellRun:
             by_size[run.source.size] = sized_entry(cell.built.entry, run.counts.get(i, {}), error, run.measured.get(i),
                                                    torch_ms, self.p.output_names, o.dynamic_size)
         entry = by_size[self.sizes[0].source.size]
-        limits = o.thresholds.get(cell.built.target.name)
-        apply_thresholds(entry, limits)
-        if o.eval_sizes and not cell.built.batch1:  # then each size: its checks join the export size's
-            add_sizes(entry, list(o.eval_sizes), by_size, self.p.spec.patch_size, limits)
+        # then each size (a batch-1 variant is timed at the export size only): its checks join the export size's
+        sized = [(size, by_size[size]) for size in o.eval_sizes if size in by_size] if not cell.built.batch1 else []
+        judge_cell(entry, cell.built.target.precision, o.thresholds.get(cell.built.target.name), self.p.output_names,
+                   sized, self.p.spec.patch_size)
         first = self.sizes[0]
         where = {"placement": first.placement.get(i, {}),
                  "fingerprint": (first.measured.get(i) or {}).get("fingerprint")}

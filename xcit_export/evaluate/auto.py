@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..values import as_drop, as_fraction
-from .validate import output_problems
+from ..verdict import Limits, describe, entry_limits, judge, recorded_failures
 
 AUTO = "auto"
 BATCH1 = "batch1"  # sub-folder and name suffix of the static batch-1 variant
@@ -34,7 +34,7 @@ class Budget:
 
     def check(self) -> "Budget":
         """The budget, or an :class:`~xcit_export.errors.OptionError`: fractions between 0 and 1, and a
-        top-1 drop of 1 or more refused as points (``values.as_drop``)."""
+        top-1 drop of 1 or more refused as points (``values.as_drop``, the one guard on every drop budget)."""
         as_drop(self.max_top1_drop, "max_top1_drop")
         as_fraction(self.min_top1_agreement, "min_top1_agreement")
         as_fraction(self.min_cosine_mean, "min_cosine_mean")
@@ -61,35 +61,30 @@ def budget_basis(labelled: bool, classifies: bool) -> str:
     return "no labels: top-1 agreement and mean cosine with PyTorch stand in for the labelled top-1 drop"
 
 
-def budget_misses(entry: dict, budget: Budget, labelled: bool, classifies: bool) -> list[str]:
-    """Each way ``entry`` misses the budget, with figures (empty: it holds)."""
-    acc = entry.get("accuracy") or {}
-    misses = []
-    for accuracy in (entry.get("outputs") or {"": acc}).values():  # the one rule, every output
-        misses += output_problems(accuracy)
-    if misses:
-        return list(dict.fromkeys(misses))
+def budget_limits(budget: Budget, labelled: bool, classifies: bool) -> Limits:
+    """The budget as the verdict's limits (:mod:`xcit_export.verdict`), each required in the entry:
+    with labels, the labelled drop and top-1 agreement; without (or without class scores), the mean
+    cosine stands in, on every output."""
+    th: dict[str, float] = {}
     if classifies and labelled:
-        top1, ref = acc.get("top1"), acc.get("reference_top1")
-        if top1 is None or ref is None:
-            misses.append("no labelled top-1 in the report")
-        elif ref - top1 > budget.max_top1_drop + 1e-12:
-            drop = ref - top1
-            misses.append(f"{_pt(drop - budget.max_top1_drop)} over the budget (top-1 drop {_pt(drop)} > "
-                          f"{_pt(budget.max_top1_drop)})")
+        th["max_top1_drop"] = budget.max_top1_drop
     if classifies:
-        agree = acc.get("top1_agreement")
-        if agree is None:
-            misses.append("no top-1 agreement in the report")
-        elif agree < budget.min_top1_agreement - 1e-12:
-            misses.append(f"top-1 agreement {agree:.1%} < {budget.min_top1_agreement:.1%}")
+        th["min_top1_agreement"] = budget.min_top1_agreement
     if not (classifies and labelled):
-        cos = acc.get("cosine_mean")
-        if cos is None:
-            misses.append("no cosine in the report")
-        elif cos < budget.min_cosine_mean - 1e-12:
-            misses.append(f"mean cosine {cos:.4f} < {budget.min_cosine_mean:.4f}")
-    return misses
+        th["min_cosine_mean"] = budget.min_cosine_mean
+    return Limits(th, required=frozenset(th), source="the --target auto accuracy budget")
+
+
+def budget_misses(entry: dict, budget: Budget, labelled: bool, classifies: bool) -> list[str]:
+    """Each way ``entry`` misses the budget or its own limits (the verdict's, :func:`xcit_export.verdict.judge`:
+    the output rule first, every output), with figures (empty: it holds)."""
+    verdict = judge(entry, budget_limits(budget, labelled, classifies))
+    if verdict.status == "failed":
+        return [verdict.error or "failed"]
+    misses = [describe(c, "the budget") for c in verdict.failures]
+    misses += [f"its own limits: {describe(c)}" for c in judge(entry, entry_limits(entry)).failures]
+    misses += [f"its own limits: {c.metric} = {c.value} (limit {c.limit})" for c in recorded_failures(entry)]
+    return list(dict.fromkeys(misses))
 
 
 def per_image_ms(entry: dict) -> float | None:
@@ -116,12 +111,14 @@ def _rank(entry: dict, objective: str) -> float:
 
 
 def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | None = None, *,
-              labelled: bool, classifies: bool = True, objective: str = "latency") -> dict:
+              labelled: bool, classifies: bool = True, allow_no_winner: bool = False,
+              objective: str = "latency") -> dict:
     """The ``recommendation`` object of ``report.json`` from the report's target entries.
 
     The winner is the lowest median latency per image (:func:`per_image_ms`) among entries with
-    status ``ok``, a measured latency and no budget miss; ties go to the earlier entry. Every other entry and every left-out target
-    gets one line saying why it lost.
+    status ``ok``, a measured latency, and that hold both the budget and their own limits (the
+    verdict's); ties go to the earlier entry. Every other entry and every left-out target gets one
+    line saying why it lost. No winner fails the run (exit 1) unless ``allow_no_winner``.
     """
     holding, others = [], []
     for e in entries:
@@ -166,7 +163,7 @@ def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | No
     for name, why in (left_out or {}).items():
         candidates.append({"target": name, "median_ms": None, "verdict": "not run", "why": why})
     rec: dict[str, Any] = {"target": None, "budget": {**asdict(budget), "basis": budget_basis(labelled, classifies)},
-                           "candidates": candidates,
+                           "candidates": candidates, "allow_no_winner": bool(allow_no_winner),
                            "latency_basis": ("median latency per image (the batch's median / its batch size): "
                                              "candidates were timed at batches " + ", ".join(map(str, batches))
                                              if mixed else "median latency at batch " + str(batches[0])
@@ -192,7 +189,8 @@ def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | No
 def recommendation_lines(rec: dict) -> list[str]:
     """The verdict in words: one headline, then one line per other candidate (report.md, CLI, HTML)."""
     if rec.get("target") is None:
-        head = "No recommendation: no candidate holds the accuracy budget and was timed here"
+        head = ("No recommendation: no candidate holds the accuracy budget and was timed here"
+                + ("" if rec.get("allow_no_winner") else " (the run fails; --allow-no-winner accepts that)"))
     else:
         lat, acc = rec["latency"], rec["accuracy"]
         parts = [f"{lat['median_ms']:.2f} ms median at batch {lat['batch']}"]

@@ -33,6 +33,9 @@ class AccuracyCounts:
     abs_err_sum: Fraction = Fraction(0)
     cos_sum: Fraction = Fraction(0)
     cos_min: float = float("inf")
+    rel_sum: Fraction = Fraction(0)  # per-input relative L2 errors (validate.per_sample_errors), exact sum...
+    rel_max: float = 0.0
+    rel_unsummed: float = 0.0  # ...and the plain sum of the non-finite ones (inf or NaN: order-free)
     # Whether every output so far is the same (the first row kept to compare across shards).
     t_first: Any = None
     t_constant: bool = True
@@ -54,8 +57,9 @@ class AccuracyCounts:
            classify: bool = True) -> "AccuracyCounts":
         from .validate import _topk, constant_outputs, per_sample_errors
 
-        t, r, err, cos = per_sample_errors(target, reference)
+        t, r, err, cos, rel = per_sample_errors(target, reference)
         ok = np.isfinite(cos) & np.isfinite(err).all(axis=1)  # rows whose figures can be summed exactly
+        rel_ok = np.isfinite(rel)
         c = cls(count=len(t), finite=bool(np.isfinite(t).all()), nonfinite=int((~np.isfinite(t)).any(axis=1).sum()),
                 elements=int(err.size),
                 abs_err_max=float(err.max()) if err.size else 0.0,
@@ -64,6 +68,8 @@ class AccuracyCounts:
                 abs_err_sum=sum((Fraction(float(v)) for v in err[ok].sum(axis=1)), Fraction(0)),
                 cos_sum=sum((Fraction(float(v)) for v in cos[ok]), Fraction(0)),
                 cos_min=float(cos.min()) if len(cos) else float("inf"),
+                rel_sum=sum((Fraction(float(v)) for v in rel[rel_ok]), Fraction(0)),
+                rel_max=float(rel.max()) if len(rel) else 0.0, rel_unsummed=float(rel[~rel_ok].sum()),
                 t_first=t[0].copy() if len(t) else None, t_constant=constant_outputs(target) or len(t) == 1,
                 r_first=r[0].copy() if len(r) else None, r_constant=constant_outputs(reference) or len(r) == 1)
         c.unsummed = int((~ok).sum())
@@ -104,6 +110,8 @@ class AccuracyCounts:
             elements=self.elements + other.elements, abs_err_max=_nan_max(self.abs_err_max, other.abs_err_max),
             abs_err_sum=self.abs_err_sum + other.abs_err_sum, cos_sum=self.cos_sum + other.cos_sum,
             cos_min=-_nan_max(-self.cos_min, -other.cos_min), classify=self.classify,
+            rel_sum=self.rel_sum + other.rel_sum, rel_max=_nan_max(self.rel_max, other.rel_max),
+            rel_unsummed=self.rel_unsummed + other.rel_unsummed,
             top1_agree=self.top1_agree + other.top1_agree, top5_agree=self.top5_agree + other.top5_agree,
             labelled=self.labelled + other.labelled, top1=self.top1 + other.top1, top5=self.top5 + other.top5,
             ref_top1=self.ref_top1 + other.ref_top1, ref_top5=self.ref_top5 + other.ref_top5)
@@ -123,6 +131,8 @@ class AccuracyCounts:
                               float(self.abs_err_sum / self.elements) + self.err_unsummed / self.elements,
             "cosine_mean": float(self.cos_sum / n) if n and whole else nan,
             "cosine_min": self.cos_min,
+            "rel_error_mean": float(self.rel_sum / n) + self.rel_unsummed / n if n else nan,
+            "rel_error_max": self.rel_max if n else nan,
             "constant": bool(self.t_constant and n > 1 and np.isfinite(self.t_first).all()),
             "reference_constant": bool(self.r_constant and n > 1 and np.isfinite(self.r_first).all()),
         }

@@ -55,7 +55,10 @@ def check_run(sizes: Iterable[tuple[int, int]], patch: int, model: str, dynamic_
     check_sizes(sizes, patch, model)
 
 
-_KEEP_ACCURACY = ("count", "finite", "nonfinite_count", "constant", "max_abs_error", "cosine_mean", "cosine_min", "top1_agreement",
+# What a size's record keeps of its accuracy: every figure the verdict reads (a finished matrix cell
+# is judged again from these when a rerun reuses it), not the per-output breakdown.
+_KEEP_ACCURACY = ("count", "finite", "nonfinite_count", "constant", "reference_constant", "max_abs_error",
+                  "mean_abs_error", "cosine_mean", "cosine_min", "rel_error_mean", "rel_error_max", "top1_agreement",
                   "top5_agreement", "top1", "top5", "reference_top1", "reference_top5")
 
 
@@ -65,19 +68,23 @@ def reference_record(size: tuple[int, int], patch: int, latency: dict, inputs: s
             "latency_median_ms": latency.get("median_ms"), "latency": latency, "inputs": inputs}
 
 
-def add_size_record(entry: dict, size: tuple[int, int], patch: int, sized: dict, checks: list | None) -> dict:
+def add_size_record(entry: dict, size: tuple[int, int], patch: int | None, sized: dict, checks: list | None) -> dict:
     """Record ``sized`` (the target's result at ``size``) in ``entry["sizes"]``.
 
-    A size that did not run, or misses the target's thresholds (``checks``: report.gate's
-    ``threshold_checks`` of ``sized``, the same thresholds as at the export size), fails the
+    A size that did not run, or misses the target's limits (``checks``: the verdict's checks of
+    ``sized``, verdict.judge, the same limits as at the export size), fails the
     target: the export size alone passing is not a pass.
     """
     from dataclasses import asdict
 
-    record: dict = {"size": label(size), "height": size[0], "width": size[1], "tokens": tokens(size, patch),
+    record: dict = {"size": label(size), "height": size[0], "width": size[1], "tokens": tokens(size, patch) if patch else sized.get("tokens"),
                     "status": sized.get("status")}
     if "accuracy" in sized:
         record["accuracy"] = {k: v for k, v in sized["accuracy"].items() if k in _KEEP_ACCURACY}
+    if "outputs" in sized:  # a multi-output model: every output's figures, each held by the verdict
+        record["outputs"] = {name: {k: v for k, v in acc.items() if k in _KEEP_ACCURACY}
+                             for name, acc in sized["outputs"].items()}
+        record["worst_output"] = sized.get("worst_output")
     if "latency" in sized:
         record["latency_median_ms"] = sized["latency"].get("median_ms")
         record["latency"] = sized["latency"]
@@ -85,7 +92,7 @@ def add_size_record(entry: dict, size: tuple[int, int], patch: int, sized: dict,
         if key in sized:
             record[key] = sized[key]
     entry.setdefault("sizes", []).append(record)
-    if sized.get("status") != "ok" and entry.get("status") == "ok":
+    if sized.get("status") not in ("ok", "built") and entry.get("status") in ("ok", "built"):
         entry["status"] = "failed"
         entry["error"] = f"at size {label(size)}: {sized.get('error', 'did not run')}"
     if checks:

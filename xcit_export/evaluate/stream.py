@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import XcitExportError
 from .counts import AccuracyCounts
+from ..verdict import returned_outputs_problem
 from .validate import run_in_batches
 
 
@@ -112,6 +113,9 @@ def evaluate_stream(batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
                 t0 = time.perf_counter()
                 outs = run_in_batches(t.infer, x, t.batch)
                 t.seconds += time.perf_counter() - t0
+                wrong = returned_outputs_problem(len(outs), output_names)
+                if wrong:  # zip() below would compare the first outputs and drop the rest unseen
+                    raise XcitExportError(wrong)
                 for i, (name, o, r) in enumerate(zip(output_names, outs, ref)):
                     part = AccuracyCounts.of(o, r, y if i == 0 else None, classify=classify)
                     t.counts[name] = t.counts.get(name, AccuracyCounts()) + part

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BrokenReferenceError, XcitExportError
+from ..verdict import output_problems  # noqa: F401 - the one rule lives in verdict.py; imported here by older callers
 
 
 # --------------------------------------------------------------------------------------------
@@ -27,12 +28,18 @@ def _topk(x: np.ndarray, k: int) -> np.ndarray:
 
 
 def per_sample_errors(target: np.ndarray, reference: np.ndarray):
-    """Flattened float64 outputs, element-wise absolute errors and per-sample cosines: what
-    :func:`compare_outputs` and the sharded counts (``counts.AccuracyCounts``) are built from.
+    """Flattened float64 outputs, element-wise absolute errors, per-sample cosines and per-sample
+    relative errors: what :func:`compare_outputs` and the sharded counts (``counts.AccuracyCounts``)
+    are built from.
 
     The cosine of a sample is never better than the data allows: NaN when either output holds a
     non-finite value (the comparison is undefined), 0 when exactly one output is all zeros (no
     agreement in direction), and 1 only when both are all zeros (identical outputs).
+
+    The relative error of a sample is ``||target - reference|| / ||reference||`` (L2 over the
+    flattened output): unlike the cosine and the top-1 class it sees a scale or a shift (logits 3x
+    PyTorch's: cosine 1.0, relative error 2.0). NaN where either output is not finite; inf where the
+    reference is all zeros and the target is not.
     """
     t = target.astype(np.float64).reshape(len(target), -1)
     r = reference.astype(np.float64).reshape(len(reference), -1)
@@ -44,48 +51,19 @@ def per_sample_errors(target: np.ndarray, reference: np.ndarray):
         denom = nt * nr
         dot = (t * r).sum(axis=1)
         cos = np.where(denom > 0, dot / np.where(denom > 0, denom, 1.0), np.where((nt == 0) & (nr == 0), 1.0, 0.0))
+        dn = np.sqrt((err * err).sum(axis=1))
+        rel = np.where(nr > 0, dn / np.where(nr > 0, nr, 1.0), np.where(dn == 0, 0.0, np.inf))
     finite = np.isfinite(t).all(axis=1) & np.isfinite(r).all(axis=1)
     # A norm that overflows float64 (|x| ~ 1e154) leaves a finite row with an inf/NaN cosine.
     cos = np.where(finite & np.isfinite(cos), np.clip(cos, -1.0, 1.0), np.nan)
-    return t, r, err, cos
+    rel = np.where(finite, rel, np.nan)
+    return t, r, err, cos, rel
 
 
 def nonfinite_samples(output: np.ndarray) -> int:
     """How many samples (rows along axis 0) of ``output`` hold a NaN or an infinity."""
     flat = np.asarray(output).reshape(len(output), -1)
     return int((~np.isfinite(flat)).any(axis=1).sum()) if flat.size else 0
-
-
-def output_problems(accuracy: dict) -> list[str]:
-    """THE rule deciding whether a compared output may pass at all (empty list: it may).
-
-    Every place that passes or fails a target applies it to the accuracy entry
-    (``compare_outputs`` or ``AccuracyCounts.to_dict``) before any threshold: the pipeline's
-    per-target status, ``--target auto``'s budget, ``gate`` and recipe thresholds, the matrix's
-    sharded rows. An output with a NaN or an infinity, or whose cosine with the reference could not
-    be computed, fails: no tolerance can hold for it and its agreement figures mean nothing.
-    """
-    problems = []
-    count = accuracy.get("count")
-    if accuracy.get("reference_constant"):
-        problems.append(f"the PyTorch reference gives the same output for all {count} evaluation inputs: agreement "
-                        f"with it means nothing (a zeroed head, wrong weights, or one image repeated?)")
-    elif accuracy.get("constant"):
-        problems.append(f"the output is the same for all {count} evaluation inputs while PyTorch's is not: the "
-                        f"artifact ignores its input")
-    bad = accuracy.get("nonfinite_count")
-    if bad is None and accuracy.get("finite") is False:
-        bad = "some"
-    if bad:
-        problems.append(f"{bad} of {count} outputs are not finite (NaN or inf): the artifact is broken "
-                        f"(often an FP16 overflow), whatever its agreement figures say")
-    else:
-        for key in ("cosine_mean", "cosine_min", "max_abs_error", "mean_abs_error"):
-            value = accuracy.get(key)
-            if isinstance(value, float) and not np.isfinite(value):
-                problems.append(f"{key} is {value}: the outputs cannot be compared with the reference")
-                break
-    return problems
 
 
 def reference_problems(reference: list[np.ndarray], names: list[str]) -> list[str]:
@@ -162,14 +140,16 @@ def compare_outputs(target: np.ndarray, reference: np.ndarray, labels: np.ndarra
     * ``max_abs_error`` / ``mean_abs_error``: over all elements (NaN/inf when outputs are);
     * ``cosine_mean`` / ``cosine_min``: per-sample cosine similarity of the flattened outputs
       (NaN when any sample is not finite: see :func:`per_sample_errors`);
+    * ``rel_error_mean`` / ``rel_error_max``: per-sample relative L2 error against the reference
+      (scale- and shift-sensitive, where the cosine and the top-1 class are not);
     * ``finite`` / ``nonfinite_count``: whether every output is finite, how many samples are not;
     * ``top1_agreement``: fraction where the target's top-1 class equals the reference's;
     * ``top5_agreement``: fraction where the reference's top-1 class is in the target's top-5;
     * ``top1`` / ``top5`` (and ``reference_top1`` / ``reference_top5``) when labels are given.
 
-    Whether the result may pass at all is :func:`output_problems`'s call.
+    Whether the result may pass at all is :func:`xcit_export.verdict.judge`'s call.
     """
-    t, r, err, cos = per_sample_errors(target, reference)
+    t, r, err, cos, rel = per_sample_errors(target, reference)
     bad = nonfinite_samples(t)
     result = {
         "count": int(len(t)),
@@ -179,6 +159,8 @@ def compare_outputs(target: np.ndarray, reference: np.ndarray, labels: np.ndarra
         "mean_abs_error": float(err.mean()) if err.size else 0.0,
         "cosine_mean": float(cos.mean()) if len(cos) else float("nan"),
         "cosine_min": float(cos.min()) if len(cos) else float("nan"),
+        "rel_error_mean": float(rel.mean()) if len(rel) else float("nan"),
+        "rel_error_max": float(rel.max()) if len(rel) else float("nan"),
         "constant": constant_outputs(target),
         "reference_constant": constant_outputs(reference),
     }

@@ -74,9 +74,12 @@ def _is_official(state_dict: dict[str, torch.Tensor]) -> bool:
                for k in state_dict)
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint file into a flat timm-layout state dict (no model needed)."""
-    path = Path(path)
+def check_checkpoint_path(weights: str) -> None:
+    """Refuse a ``--weights`` checkpoint path that cannot be read (missing, a folder, a wrong suffix),
+    naming it; ``random``, ``demo`` and ``pretrained`` pass. A run calls it before any work."""
+    if weights in ("random", "demo", "pretrained"):
+        return
+    path = Path(weights)
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' does not exist: pass --weights PATH to a .pth or "
                               f".safetensors file, 'random', or 'pretrained'")
@@ -86,6 +89,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise CheckpointError(f"checkpoint '{path}' has suffix '{path.suffix}'; expected one of "
                               f"{', '.join(CHECKPOINT_SUFFIXES)}")
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat timm-layout state dict (no model needed)."""
+    path = Path(path)
+    check_checkpoint_path(str(path))
     try:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import load_file

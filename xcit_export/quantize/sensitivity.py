@@ -317,10 +317,10 @@ def analyse(quantized_path: Path, fp32_path: Path, evaluation, *, batch: int | N
     x, labels = evaluation
     selection = None
     if search_images:
-        from ..data.sets import representative_subset
+        from ..data.sets import representative_subset, take_rows
 
         picked, selection = representative_subset(len(x), search_images, labels, seed)
-        x, labels = x[picked], None if labels is None else np.asarray(labels)[picked]
+        x, labels = take_rows(x, labels, picked)  # --on-bad-image skip replaces an unreadable image
     import onnx
 
     t0 = time.perf_counter()

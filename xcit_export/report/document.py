@@ -67,7 +67,7 @@ def device_check_markdown(report: dict) -> str:
     """A device-check report (bundle.device_check: checks, no PyTorch reference) as text."""
     lines = [f"# device-check: {report['model']['name']} / {report['target']} on {report.get('runner')}",
              f"- {'PASSED' if report.get('passed') else 'FAILED'}; engine: {(report.get('engine') or {}).get('status')}"]
-    lines += [f"- {c['check']}: {c['value']} (threshold {c['threshold']}) {'ok' if c['passed'] else 'FAIL'}"
+    lines += [f"- {c['metric']}: {c['value']} (limit {c['limit']}) {'skip' if str(c['why']).startswith('skipped') else 'ok' if c['ok'] else 'FAIL'}"
               for c in report.get("checks", [])]
     return "\n".join(lines) + "\n"
 
@@ -197,34 +197,148 @@ def write_html(report: dict, path: Path) -> Path:
     return write_text_atomic(Path(path), html_page(report))
 
 
-def merge_reports(reports: list[dict], labels: list[str] | None = None) -> dict:
-    """Reports of one model from several devices, side by side (``xcit-export report merge``)."""
+# --------------------------------------------------------------------------------------------
+# Reading any report: a run's, a device-check's, a matrix's (gate and merge)
+# --------------------------------------------------------------------------------------------
+
+def report_kind(report: dict) -> str:
+    """``run`` (report.json), ``device-check``, ``matrix`` (matrix.json) or ``merged``."""
+    return str(report.get("kind") or "run")
+
+
+def report_entries(report: dict) -> tuple[list[dict], dict[str, list[str]]]:
+    """The report's target entries, as the verdict reads them, and each one's reference output names.
+
+    A matrix's cells become entries named ``<model>/<target>@<kind>``; a device-check's entry gets the
+    bundle's precision. A merged comparison, or a JSON without targets, is refused in one line.
+    """
+    from ..errors import ReportError
+
+    kind = report_kind(report)
+    if kind == "merged":
+        raise ReportError("this is a merged comparison (xcit-export report merge): gate the report.json files it "
+                          "was made from")
+    if kind == "matrix":
+        rows = report.get("cells")
+        if not isinstance(rows, list):
+            raise ReportError("this matrix report holds no 'cells' list; it is not a matrix.json xcit-export wrote")
+        entries, outputs = [], {}
+        for row in rows:
+            name = f"{row.get('model')}/{row.get('target')}@{row.get('device_kind', 'any')}"
+            entries.append({**row, "target": name})
+            names = ((report.get("models") or {}).get(row.get("model")) or {}).get("export", {}).get("output_names")
+            if names:
+                outputs[name] = list(names)
+        return entries, outputs
+    targets = report.get("targets")
+    if not isinstance(targets, list) or not all(isinstance(t, dict) and "target" in t for t in targets):
+        raise ReportError(f"this {kind} report holds no list of target entries ('targets'); it is not a report.json "
+                          f"or device-check report.json that xcit-export wrote")
+    if kind == "device-check":
+        entries = [{"precision": report.get("precision"), **t} for t in targets]
+        names = report.get("output_names")
+    else:
+        entries = list(targets)
+        names = (report.get("export") or {}).get("output_names")
+    return entries, ({e["target"]: list(names) for e in entries} if names else {})
+
+
+def evaluated_on(report: dict) -> tuple:
+    """``(kind, count)`` of the inputs a report's figures were measured on: a run's evaluation set
+    (``run``), a bundle's golden inputs (``golden``), or a matrix's sets. Figures are compared with a
+    baseline's only when these are equal."""
+    kind = report_kind(report)
+    if kind == "device-check":
+        return "golden", report.get("golden_count")
+    if kind == "matrix":
+        return "matrix", tuple(sorted(((m.get("evaluation") or {}).get("count") or 0)
+                                      for m in (report.get("models") or {}).values() if isinstance(m, dict)))
+    return "run", (report.get("evaluation") or {}).get("count")
+
+
+def evaluation_line(report: dict) -> str:
+    """What a report's accuracy figures were measured on, in words (merged comparisons)."""
+    if report_kind(report) == "device-check":
+        ev = report.get("evaluation") or {}
+        return ev.get("description") or f"{report.get('golden_count')} golden inputs of the bundle"
+    ev = report.get("evaluation") or {}
+    return f"{ev.get('description', '?')}"
+
+
+def _model_line(model: dict) -> str:
+    size = "x".join(str(v) for v in model.get("input_size") or [])
+    classes = model.get("num_classes")
+    return f"{model.get('name')} ({'?' if classes is None else classes} classes, input {size or '?'})"
+
+
+def merge_reports(reports: list[dict], labels: list[str] | None = None, sources: list[str] | None = None) -> dict:
+    """Reports of one model from several devices, side by side (``xcit-export report merge``).
+
+    Takes run reports (report.json) and device-check reports; a matrix.json (its cells are already
+    side by side: matrix.md, matrix.html) or a merged comparison is refused in one line naming it.
+    Models must agree in name and input size, and in classes where both reports know them (a
+    device-check of a non-logits output does not)."""
     from ..errors import ReportError
 
     if not reports:
         raise ReportError("give at least one report to merge")
+    for i, r in enumerate(reports):
+        name = f"'{sources[i]}'" if sources else f"report {i + 1}"
+        kind = report_kind(r)
+        if kind == "matrix":
+            raise ReportError(f"{name} is a matrix report (matrix.json): merge takes report.json files of one model "
+                              f"from several devices; a matrix already compares its cells (matrix.md, matrix.html)")
+        if kind == "merged":
+            raise ReportError(f"{name} is already a merged comparison; merge the report.json files it was made from")
+        if not isinstance(r.get("model"), dict) or not isinstance(r.get("targets"), list):
+            raise ReportError(f"{name} is not a report.json or device-check report.json (no model or targets)")
     first = reports[0]["model"]
     for r in reports[1:]:
-        if (r["model"]["name"], r["model"]["num_classes"], r["model"]["input_size"]) != \
-                (first["name"], first["num_classes"], first["input_size"]):
-            raise ReportError(f"cannot merge reports of different models: {first['name']} and {r['model']['name']}")
+        m = r["model"]
+        same = (m.get("name"), list(m.get("input_size") or [])) == (first.get("name"), list(first.get("input_size") or []))
+        classes = (m.get("num_classes"), first.get("num_classes"))
+        if not same or (None not in classes and classes[0] != classes[1]):
+            raise ReportError(f"cannot merge reports of different models: {_model_line(first)} and {_model_line(m)}")
+    from ..verdict import judge
+
     merged = []
     for i, r in enumerate(reports):
-        label = labels[i] if labels else f"{r['device']['cpu']}" + (f" / {r['device']['gpus'][0]}" if r["device"].get("gpus") else "")
-        merged.append({**r, "device_label": label})
+        device = r.get("device") or {}
+        label = labels[i] if labels else f"{device.get('cpu', '?')}" + (f" / {device['gpus'][0]}" if device.get("gpus") else "")
+        # every entry as the one verdict sees it today (a report written before a rule is judged by it too)
+        entries, outputs = report_entries(r)
+        targets = [judge(e, outputs=outputs.get(e["target"])).apply(dict(t)) for e, t in zip(entries, r["targets"])]
+        merged.append({**r, "targets": targets, "device_label": label})
     return {"schema_version": SCHEMA_VERSION, "kind": "merged", "model": first, "reports": merged}
 
 
+def _of(value, count, spec: str = ".2%") -> str:
+    """A figure with the number of inputs it was measured on (``85.20% of 1000``)."""
+    return "-" if value is None else f"{format(value, spec)} of {count if count is not None else '?'}"
+
+
 def merged_markdown(merged: dict) -> str:
-    lines = [f"# xcit-export comparison: {merged['model']['name']}", "",
-             *[f"- {r['device_label']}: {r['recommendation']['lines'][0]}" for r in merged["reports"]
-               if r.get("recommendation")], "",
-             "| device | target | status | top-1 | top-1 agreement | median (ms) | speed-up vs PyTorch |",
-             "|---|---|---|---:|---:|---:|---:|"]
+    """Every device's targets, each accuracy figure with its input count; the top-1 drop is each
+    report's own (against PyTorch on the same inputs), so a device checked on 16 golden inputs is
+    not read against the host's 1,000 images."""
+    lines = [f"# xcit-export comparison: {merged['model']['name']}", ""]
+    lines += [f"- {r['device_label']}: {r['recommendation']['lines'][0]}" for r in merged["reports"]
+              if r.get("recommendation")]
+    lines += [f"- {r['device_label']}: evaluated on {evaluation_line(r)}" for r in merged["reports"]]
+    lines += ["", "Accuracy figures are against PyTorch on each report's own inputs (the count follows each "
+                  "figure); compare drops, not top-1 across different input sets.", "",
+              "| device | target | status | top-1 | top-1 drop vs PyTorch (pt, same inputs) | top-1 agreement | "
+              "median (ms) | speed-up vs PyTorch |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in merged["reports"]:
         for t in r["targets"]:
-            acc, lat = t.get("accuracy", {}), t.get("latency", {})
-            lines.append(f"| {r['device_label']} | {t['target']} | {t['status']} | {_fmt(acc.get('top1'), '.2%')} | "
-                         f"{_fmt(acc.get('top1_agreement'), '.2%')} | {_fmt(lat.get('median_ms'), '.2f')} | "
+            acc, lat = t.get("accuracy") or {}, t.get("latency") or {}
+            labelled = acc.get("labelled_count", acc.get("count"))
+            drop = None if acc.get("top1") is None or acc.get("reference_top1") is None else \
+                100 * (acc["reference_top1"] - acc["top1"])
+            status = t.get("status", "?") + (", FAIL" if t.get("passed") is False and t.get("status") != "failed" else "")
+            lines.append(f"| {r['device_label']} | {t['target']} | {status} | "
+                         f"{_of(acc.get('top1'), labelled)} | {_of(drop, labelled, '+.1f')} | "
+                         f"{_of(acc.get('top1_agreement'), acc.get('count'))} | {_fmt(lat.get('median_ms'), '.2f')} | "
                          f"{_fmt(t.get('speedup_vs_pytorch'), '.2f') + 'x' if t.get('speedup_vs_pytorch') else '-'} |")
     return "\n".join(lines) + "\n"

@@ -1,121 +1,65 @@
-"""Accuracy-regression gates: does a report still hold against thresholds and a baseline?
+"""Accuracy-regression gates: does a report still hold against its limits and a baseline?
 
-Two kinds of check, one function each, both returning :class:`Check` rows:
+Every target of the report is judged by the one verdict (:func:`xcit_export.verdict.judge`): its
+status (a target that is not ``ok`` fails, whether or not the baseline has it; ``built``, nothing
+run here, is a SKIP line saying so), the output rule on every output, and its limits: a recipe's
+thresholds (``gate --recipe``), else those the report recorded, else the default limits of its
+precision class. Then :func:`baseline_checks`: no figure may be worse than the accepted baseline by
+more than a tolerance (labelled top-1 and top-1/top-5 agreement: 1 point; mean cosine: 1e-3), on
+every output, when the two reports were evaluated on the same kind and number of inputs.
 
-* :func:`threshold_checks`: absolute thresholds and latency budgets from a recipe (also run at the
-  end of every recipe run, so ``xcit-export --recipe`` fails when a target misses its bar);
-* :func:`baseline_checks`: no metric may be worse than the accepted baseline by more than a
-  tolerance (labelled top-1 and top-1 agreement: 1 point by default; cosine: 1e-3).
-
-:func:`gate` combines both for ``xcit-export gate``; it refuses a baseline of another model or
-input size and a report of a newer schema than this tool reads.
+:func:`read_report` reads a run's ``report.json``, a device-check ``report.json`` and a matrix's
+``matrix.json`` (each cell a target named ``<model>/<target>@<kind>``), and refuses anything else in
+one line; :func:`gate` refuses a baseline of another model or input size or kind of report.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import ReportError
-from ..evaluate.validate import output_problems
-from .document import SCHEMA_VERSION
+from ..verdict import Check, judge, limits_for, recorded_failures
+from .document import SCHEMA_VERSION, evaluated_on, report_entries
 
 DEFAULT_TOLERANCES = {"top1": 0.01, "top1_agreement": 0.01, "top5_agreement": 0.01, "cosine_mean": 1e-3}
 
-
-@dataclass
-class Check:
-    target: str
-    metric: str
-    value: float | str | None
-    limit: float | str | None
-    ok: bool
-    why: str
-
-    @property
-    def skipped(self) -> bool:
-        return self.why.startswith("skipped")
-
-    def line(self) -> str:
-        return f"{self.target}: {self.metric} = {self.value} {self.why} (limit {self.limit})"
-
-
-def _acc(entry: dict, key: str):
-    return entry.get("accuracy", {}).get(key)
-
-
-def output_checks(entry: dict) -> list[Check]:
-    """The one rule (``validate.output_problems``) on every output of a report entry: a failing
-    check per problem (NaN/inf outputs, a constant output or reference). Applied by every gate,
-    also to a report whose entry says ``ok`` (one written before the rule, or edited)."""
-    name = entry["target"]
-    outputs = entry.get("outputs") or ({"": entry["accuracy"]} if entry.get("accuracy") else {})
-    return [Check(name, f"outputs{' ' + out if out else ''}", "broken", "finite, input-dependent", False, problem)
-            for out, acc in outputs.items() for problem in output_problems(acc)]
+__all__ = ["Check", "DEFAULT_TOLERANCES", "baseline_checks", "checks_to_dicts", "gate", "read_report",
+           "threshold_checks", "winner_check"]
 
 
 def threshold_checks(entry: dict, thresholds: dict, budget: dict) -> list[Check]:
-    """Absolute checks of one report entry against a recipe's thresholds and latency budget.
+    """The verdict's checks of one report entry against a recipe's ``thresholds`` and latency ``budget``
+    (over the default limits of its precision class)."""
+    limits = limits_for(entry.get("precision"), thresholds, budget, entry.get("inference_precision"))
+    return judge(entry, limits).checks
 
-    A broken output (:func:`output_checks`) fails before any threshold is looked at."""
-    name = entry["target"]
-    checks: list[Check] = output_checks(entry)
-    if checks:
-        return checks
-    if entry.get("status") != "ok":
-        return [Check(name, "status", entry.get("status"), "ok", False,
-                      f"target did not run ({entry.get('error') or entry.get('note') or 'no detail'})")]
-    acc = entry.get("accuracy", {})
-    for key, limit in thresholds.items():
-        if key == "max_top1_drop":
-            top1, ref = acc.get("top1"), acc.get("reference_top1")
-            value = None if top1 is None or ref is None else round(ref - top1, 6)
-            ok = value is not None and value <= limit
-            checks.append(Check(name, "top1 drop vs PyTorch", value, limit, ok, "exceeds" if not ok else "ok"))
-            continue
-        metric = {"min_top1_agreement": "top1_agreement", "min_top5_agreement": "top5_agreement",
-                  "min_cosine": "cosine_min", "max_abs_error": "max_abs_error", "min_top1": "top1"}[key]
-        value = acc.get(metric)
-        # NaN compares False either way; a non-finite figure never holds a limit.
-        ok = value is not None and value == value and (value <= limit if key.startswith("max") else value >= limit)
-        checks.append(Check(name, metric, value, limit, ok,
-                            "ok" if ok else ("missing from report" if value is None else
-                                             "above maximum" if key.startswith("max") else "below minimum")))
-    lat = entry.get("latency")
-    for key, limit in budget.items():
-        if lat is None:
-            # e.g. a TensorRT target on a host without a GPU: its engine runs on the device, so the
-            # budget is checked there (device-check); here it is reported as skipped, not passed.
-            checks.append(Check(name, f"latency {key}", None, limit, True,
-                                f"skipped: not measured on this device ({entry.get('device', 'no runner')})"))
-            continue
-        value = lat.get(key)
-        ok = value is not None and value <= limit
-        checks.append(Check(name, f"latency {key}", value, limit, ok, "ok" if ok else "over budget"))
-    return checks
+
+def _outputs_of(entry: dict) -> dict:
+    return entry.get("outputs") or ({"": entry["accuracy"]} if entry.get("accuracy") else {})
 
 
 def baseline_checks(entry: dict, base: dict, tolerances: dict[str, float] = DEFAULT_TOLERANCES) -> list[Check]:
-    """Relative checks: ``entry`` may not be worse than the baseline entry beyond ``tolerances``."""
+    """Relative checks: no figure of ``entry`` (on any output) may be worse than the baseline entry's
+    beyond ``tolerances``. Only for a target whose status holds (the verdict fails the others)."""
     name = entry["target"]
-    if base.get("status") == "ok" and entry.get("status") != "ok":
-        return [Check(name, "status", entry.get("status"), "ok", False,
-                      f"passed in the baseline, now {entry.get('status')}: {entry.get('error', '')}")]
-    checks = output_checks(entry)
-    if checks:
-        return checks
-    for metric, tol in tolerances.items():
-        new, old = _acc(entry, metric), _acc(base, metric)
-        if old is None:
-            continue
-        ok = new is not None and new == new and new >= old - tol
-        checks.append(Check(name, metric, new, round(old - tol, 6), ok,
-                            "ok" if ok else f"dropped from baseline {old:.6g} by more than {tol:g}"))
+    checks: list[Check] = []
+    new_outputs, old_outputs = _outputs_of(entry), _outputs_of(base)
+    for out, old_acc in old_outputs.items():
+        new_acc = new_outputs.get(out, {} if len(new_outputs) > 1 else next(iter(new_outputs.values()), {}))
+        for metric, tol in tolerances.items():
+            new, old = new_acc.get(metric), old_acc.get(metric)
+            if old is None:
+                continue
+            label = metric if len(old_outputs) == 1 else f"{metric} [{out}]"
+            ok = new is not None and new == new and new >= old - tol
+            checks.append(Check(name, label, new, round(old - tol, 6), ok,
+                                "ok" if ok else f"dropped from baseline {old:.6g} by more than {tol:g}"))
     return checks
 
 
 def read_report(path: str | Path) -> dict:
+    """A report JSON (run, device-check, matrix or merged), checked to be one this version reads."""
     path = Path(path)
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
@@ -143,44 +87,97 @@ def winner_check(report: dict, required: str) -> Check:
                  "ok" if ok else "changed: the best choice on this device is now another candidate")
 
 
+def _recommendation_checks(report: dict, recorded_winner: bool = True) -> list[Check]:
+    """A ``--target auto`` report (or an auto matrix) whose recommendation found no winner fails,
+    unless the run allowed none (``--allow-no-winner``); so does one whose run required a winner that
+    lost (``recorded_winner``; gate's own ``--require-winner`` replaces it)."""
+    recs = [report["recommendation"]] if report.get("recommendation") else list(report.get("recommendations") or [])
+    out = []
+    for rec in recs:
+        where = " ".join(str(rec[k]) for k in ("model", "device_kind") if rec.get(k))
+        label = f"recommendation{' ' + where if where else ''}"
+        if rec.get("target") is None and not rec.get("allow_no_winner"):
+            out.append(Check(label, "winner", None, "a candidate within the budget", False,
+                             "none: no candidate holds the accuracy budget (--allow-no-winner accepts that)"))
+        elif recorded_winner and rec.get("require_winner") and not rec["require_winner"].get("ok"):
+            out.append(Check(label, "winner", rec.get("target"), rec["require_winner"].get("target"), False,
+                             "changed: the run's required winner was not recommended"))
+    return out
+
+
+def _check_same_model(report: dict, baseline: dict) -> None:
+    kinds = (report.get("kind", "run"), baseline.get("kind", "run"))
+    if ("matrix" in kinds or "merged" in kinds) and kinds[0] != kinds[1]:
+        raise ReportError(f"the report is a {kinds[0]} report and the baseline a {kinds[1]} report; gate a "
+                          f"matrix.json against a matrix.json, a report.json against a report.json")
+    if kinds[0] == "matrix":
+        return  # each cell names its model; cells are matched by model, target and device kind
+    if not isinstance(baseline.get("model"), dict) or not isinstance(report.get("model"), dict):
+        raise ReportError("the report or the baseline names no model; both must be report.json files xcit-export wrote")
+    for field in ("name", "num_classes", "input_size"):
+        if baseline["model"].get(field) != report["model"].get(field):
+            raise ReportError(
+                f"baseline is for model {baseline['model'].get('name')} "
+                f"({baseline['model'].get('num_classes')} classes, input {baseline['model'].get('input_size')}) "
+                f"but the report is for {report['model'].get('name')} ({report['model'].get('num_classes')} "
+                f"classes, input {report['model'].get('input_size')}); compare like with like or pass "
+                f"--update-baseline to start a new baseline")
+
+
 def gate(report: dict, baseline: dict | None, thresholds: dict[str, dict] | None = None,
          tolerances: dict[str, float] = DEFAULT_TOLERANCES, require_winner: str | None = None) -> list[Check]:
-    """Every check for every target; the gate holds when all are ``ok``."""
+    """Every check for every target; the gate holds when all are ``ok``.
+
+    ``thresholds``: a recipe's (``Recipe.thresholds()``), by target name; a target without them is
+    judged by the limits its report recorded, else the defaults of its precision class.
+    """
+    entries, outputs = report_entries(report)
     if baseline is not None:
-        for field in ("name", "num_classes", "input_size"):
-            if baseline["model"].get(field) != report["model"].get(field):
-                raise ReportError(
-                    f"baseline is for model {baseline['model'].get('name')} "
-                    f"({baseline['model'].get('num_classes')} classes, input {baseline['model'].get('input_size')}) "
-                    f"but the report is for {report['model'].get('name')} ({report['model'].get('num_classes')} "
-                    f"classes, input {report['model'].get('input_size')}); compare like with like or pass "
-                    f"--update-baseline to start a new baseline")
-    entries = {t["target"]: t for t in report["targets"]}
+        _check_same_model(report, baseline)
     checks: list[Check] = []
+    by_name = {e["target"]: e for e in entries}
+    for entry in entries:
+        given = (thresholds or {}).get(entry["target"])
+        limits = None
+        if given is not None:
+            limits = limits_for(entry.get("precision"), given.get("thresholds"), given.get("latency_budget"),
+                                entry.get("inference_precision"))
+        verdict = judge(entry, limits, outputs=outputs.get(entry["target"]))
+        checks += verdict.checks
+        checks += recorded_failures(entry, verdict.checks) if limits is None else []
+        if verdict.status == "built":
+            checks.append(Check(entry["target"], "status", "built", "ok", True,
+                                f"skipped: built, not run here ({(entry.get('note') or 'no runner').splitlines()[0]})"))
     if baseline is not None:
-        for base in baseline["targets"]:
-            if base["target"] not in entries:
+        base_entries, _ = report_entries(baseline)
+        same_inputs = evaluated_on(report) == evaluated_on(baseline)
+        for base in base_entries:
+            entry = by_name.get(base["target"])
+            if entry is None:
                 checks.append(Check(base["target"], "present", "missing", "present", False,
                                     "in the baseline but not in the report"))
-            else:
-                checks += baseline_checks(entries[base["target"]], base, tolerances)
-    for name, limits in (thresholds or {}).items():
-        if name not in entries:
+            elif not same_inputs:
+                checks.append(Check(base["target"], "baseline", None, None, True,
+                                    f"skipped: not comparable: the report was evaluated on "
+                                    f"{_inputs(evaluated_on(report))}, the baseline on "
+                                    f"{_inputs(evaluated_on(baseline))}"))
+            elif entry.get("status") in ("ok", "built"):
+                checks += baseline_checks(entry, base, tolerances)
+    for name in (thresholds or {}):
+        if name not in by_name:
             checks.append(Check(name, "present", "missing", "present", False, "has thresholds but is not in the report"))
-            continue
-        checks += threshold_checks(entries[name], limits.get("thresholds", {}), limits.get("latency_budget", {}))
-    if thresholds is None:
-        # Without a recipe the report's own stored thresholds (from the run's recipe) apply.
-        for entry in report["targets"]:
-            checks += [Check(**c) for c in entry.get("checks", [])]
-    # Every target in the report, thresholds or not: a broken output never passes a gate.
-    seen = {(c.target, c.metric, c.why) for c in checks}
-    for entry in report["targets"]:
-        checks += [c for c in output_checks(entry) if (c.target, c.metric, c.why) not in seen]
+    checks += _recommendation_checks(report, recorded_winner=not require_winner)
     if require_winner:
         checks.append(winner_check(report, require_winner))
     return checks
 
 
+def _inputs(identity: tuple) -> str:
+    kind, count = identity
+    return {"run": f"{count} inputs of a run", "golden": f"{count} golden inputs of a device bundle"}.get(
+        kind, f"the cells' evaluation sets ({count})")
+
+
 def checks_to_dicts(checks: list[Check]) -> list[dict]:
-    return [asdict(c) for c in checks]
+    return [c.to_dict() for c in checks]
+

@@ -181,11 +181,16 @@ def verdict(rep: dict) -> str:
                          (_name(mark[0]), mark[1]), fmt_ms(c.get("median_ms")), (_e(c["why"]), "why")])
         return box + _table(["candidate", "verdict", "median (ms)", ("why",)], rows, left=2)
     ran = [t for t in targets if t.get("status") == "ok"]
+    built = [t for t in targets if t.get("status") == "built"]
     if failed:
         head, klass = f"FAIL: {len(failed)} of {plural(len(targets), 'target')} failed or missed a threshold", "bad"
-    elif ran:
+    elif ran and not built:
         head, klass = (f"PASS: {plural(len(ran), 'target')} ran here and "
                        f"{'holds its' if len(ran) == 1 else 'hold their'} thresholds"), "ok"
+    elif ran:  # never a green banner over an artifact nothing ran: built targets are run on the device
+        head, klass = (f"{plural(len(ran), 'target')} ran here and {'holds its' if len(ran) == 1 else 'hold their'} "
+                       f"thresholds; {len(built)} built but not run here ({', '.join(t['target'] for t in built)}): "
+                       f"run {'it' if len(built) == 1 else 'them'} on the device"), "warn"
     else:
         head, klass = "Nothing ran on this device (built only)", "warn"
     # The first line of each reason, whole: the fix is usually named at its end.
@@ -393,11 +398,17 @@ def device_check_body(rep: dict) -> str:
     """A device-check report (no PyTorch on the device): its verdict and checks, as the host's are shown."""
     passed = bool(rep.get("passed"))
     engine = (rep.get("engine") or {}).get("status")
-    head = (f"<div id=\"verdict\" class=\"verdict {'ok' if passed else 'bad'}\"><div class=\"head\">"
+    built = passed and (rep.get("targets") or [{}])[0].get("status") == "built"  # a stand-in ran, no engine
+    klass, word = ("warn", "BUILT, NOT RUN (no engine ran here)") if built else \
+        ("ok", "PASSED") if passed else ("bad", "FAILED")
+    head = (f"<div id=\"verdict\" class=\"verdict {klass}\"><div class=\"head\">"
             f"device-check: {_e(rep['model']['name'])} / {_e(rep.get('target'))} on {_e(rep.get('runner'))}: "
-            f"{'PASSED' if passed else 'FAILED'}</div><p>engine: {_e(engine)}</p></div>")
-    rows = [[_e(c["check"]), _e(f"{c['value']:.6g}" if isinstance(c["value"], float) else c["value"]),
-             _e(c["threshold"]), ("PASS", "pass") if c["passed"] else ("FAIL", "fail")]
+            f"{word}</div><p>engine: {_e(engine)}</p></div>")
+    # checks as the verdict writes them (metric/limit/ok/why); a report written before: check/threshold/passed
+    rows = [[_e(c.get("metric", c.get("check"))),
+             _e(f"{c['value']:.6g}" if isinstance(c.get("value"), float) else c.get("value")),
+             _e(c.get("limit", c.get("threshold"))), ("SKIP", "skip") if str(c.get("why", "")).startswith("skipped") else
+             ("PASS", "pass") if c.get("ok", c.get("passed")) else ("FAIL", "fail")]
             for c in rep.get("checks", [])]
     table = _table(["check", "value", "threshold", "result"], rows, left=1) if rows else ""
     note = f"<p class='sub'>{_e(rep['note'])}</p>" if rep.get("note") else ""

@@ -185,7 +185,8 @@ def _run_model(name: str, plan, cells: list[Cell], executor, out_dir: Path, shar
     reference_placement = [{"shard": o.label.rsplit(" ", 1)[-1], **(o.details.get("placement") or {})}
                            for run in result.sizes[:1] for o in run.reference_outcomes]
     return {"info": _model_info(plan, prepared, reference, summary, reference_placement),
-            "classify": prepared.classify, "labelled": summary["evaluation"]["labelled"]}
+            "classify": prepared.classify, "labelled": summary["evaluation"]["labelled"],
+            "output_names": prepared.output_names, "patch_size": prepared.spec.patch_size}
 
 
 def _model_info(plan, prepared, reference: dict, summary: dict, reference_placement: list) -> dict:
@@ -241,9 +242,10 @@ def _final_row(cell: Cell, recipe, model: dict, unplaceable: str | None, row: di
             row["error"] = f"cell {cell.label}: the model was not built: {model['error']}"
         else:
             row["error"] = f"cell {cell.label}: not run"
-    plan = next((t for t in recipe.targets if t.name == target.name), None)
-    if "checks" not in row and plan is not None:  # a reused cell is checked against the recipe as it is now
-        row = recheck(row, {"thresholds": plan.thresholds, "latency_budget": plan.latency_budget})
+    if "checks" not in row:  # reused from an earlier run, or never run: judged against the recipe as it is now
+        plan = next((t for t in recipe.targets if t.name == target.name), None)
+        given = {"thresholds": plan.thresholds, "latency_budget": plan.latency_budget} if plan else None
+        row = recheck(row, target.precision, given, model.get("output_names"), model.get("patch_size"))
     return row
 
 
@@ -327,20 +329,19 @@ def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:
     from ..evaluate.auto import Budget, recommend
 
     settings = recipe.auto_settings()
-    budget = Budget(**{k: float(v) for k, v in settings.items() if k not in ("require_winner", "objective")}).check()
+    budget = Budget(**{k: float(v) for k, v in settings.items()
+                       if k not in ("require_winner", "allow_no_winner", "objective")}).check()
     out = []
     groups: dict[tuple[str, str], list[dict]] = {}
-    for row in rows:
-        if row.get("passed") is False:  # a cell that misses the recipe's own thresholds is no candidate
-            missed = "; ".join(f"{c['metric']} {c['value']:.6g} vs {c['limit']}" for c in row.get("checks", [])
-                               if not c["ok"])
-            row = {**row, "status": "failed", "error": f"missed the recipe's thresholds ({missed})"}
+    for row in rows:  # a cell that misses its own limits is no candidate (recommend() applies the verdict)
         groups.setdefault((row["model"], row["device_kind"]), []).append(row)
     for (model, kind), entries in groups.items():
         m = models.get(model) or {}
         info = m.get("info") or {}
         rec = recommend(entries, budget, labelled=bool((info.get("evaluation") or {}).get("labelled")),
-                        classifies=bool(m.get("classify", True)), objective=settings.get("objective", "latency"))
+                        classifies=bool(m.get("classify", True)),
+                        allow_no_winner=bool(settings.get("allow_no_winner", False)),
+                        objective=settings.get("objective", "latency"))
         if settings.get("require_winner"):
             from ..evaluate.auto import require_winner
 

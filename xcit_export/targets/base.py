@@ -179,7 +179,10 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int:
-        return sum(f.stat().st_size for f in self.files if f.exists())
+        """Bytes of what is deployed: every file but the ``support_files`` the metadata names (e.g.
+        TensorRT's golden data for device-check), which are listed and hashed like the others."""
+        support = set(self.metadata.get("support_files") or ())
+        return sum(f.stat().st_size for f in self.files if f.exists() and f.name not in support)
 
     def save_metadata(self) -> Path:
         meta = {"target": self.target, "path": self.path.name,
@@ -389,6 +392,9 @@ class Target:
     reads: tuple[str, ...] = ()
     # The build searches the recipe's ``max_top1_drop`` (BuildContext.max_top1_drop) as its budget.
     reads_budget: bool = False
+    # Raises when this machine cannot serve ``options`` at all (OpenVINO: ``--device GPU`` with no such
+    # device), so a run stops before the export instead of after it (:meth:`check_here`).
+    preflight: Callable[[dict[str, Any]], None] | None = None
 
     def needs_evaluation(self, options: dict[str, Any], max_top1_drop: float | None = None) -> str | None:
         """What makes this build read the evaluation set (see :func:`evaluation_reason`), or None."""
@@ -421,6 +427,12 @@ class Target:
         :class:`~xcit_export.errors.OptionError` naming the target. Parsing canonical values again
         changes nothing, so equivalent spellings (``yes``, ``true``, ``True``) give one build key."""
         return parse_target_options(self.name, self.options, options)
+
+    def check_here(self, options: dict[str, Any]) -> None:
+        """Refuse, before any work, options this machine cannot serve (a run on this machine only: a
+        recipe's matrix cell is checked on the node that runs it, when it loads)."""
+        if self.preflight is not None and not self.missing_requirements():
+            self.preflight(options)
 
     def missing_requirements(self) -> list[str]:
         import importlib.util

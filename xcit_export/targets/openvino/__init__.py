@@ -57,7 +57,7 @@ from ..base import Target
 from .build import _build, _check_other_size, _convert, _self_check
 from .int8 import _int8_settings, _quantize
 from .options import (COMMON_OPTIONS, DEFAULT_SUBSET_SIZE, DEVICES, HINTS, INT8_OPTIONS, MIN_CALIBRATION, PRECISIONS,
-                      PRESETS, SHAPES, check_device_available, check_ignored_scope, parse_device, parse_hint,
+                      PRESETS, SHAPES, check_device_available, check_ignored_scope, parse_device, parse_hint, preflight,
                       parse_ignored_scope, parse_precision, parse_shapes, precision_hint)
 from .profile import profile
 from .runner import OpenVINORunner, compile_config, load, open_pool
@@ -77,6 +77,7 @@ register(Target(
     requires=("openvino",),
     verified=VERIFIED,
     options=COMMON_OPTIONS,
+    preflight=preflight,
 ))
 
 register(Target(
@@ -91,6 +92,7 @@ register(Target(
     requires=("openvino",),
     verified=VERIFIED,
     options=COMMON_OPTIONS,
+    preflight=preflight,
 ))
 
 register(Target(
@@ -107,6 +109,7 @@ register(Target(
     reads=("calibration", "evaluation:search"),
     verified=VERIFIED,
     options=INT8_OPTIONS,
+    preflight=preflight,
 ))
 
 

@@ -54,6 +54,14 @@ def check_device_available(device: str) -> None:
                             f"validate here with --device CPU")
 
 
+def preflight(options: dict[str, Any]) -> None:
+    """A run's ``device`` must exist on this machine: checked before the export (Target.preflight).
+    The CPU always does (and needs no OpenVINO core to say so)."""
+    device = parse_device(options.get("device"))
+    if device != "CPU":
+        check_device_available(device)
+
+
 def parse_hint(value: Any, name: str = "hint") -> str:
     key = str(value if value is not None else "latency").strip().lower()
     if key not in HINTS:

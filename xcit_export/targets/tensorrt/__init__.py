@@ -211,12 +211,14 @@ def _build(ctx: BuildContext, family: str, precision: str) -> Artifact:
         "batch": ctx.batch or "dynamic", "profile": profile, "precision_conversion": summary,
         "onnx_check": onnx_check, "calibration": _calibration_provenance(ctx, precision, options),
         "engine": None, "input_name": input_name, "output_names": output_names,
+        "support_files": [GOLDEN_FILE, *[g["file"] for g in golden_sizes.values()]],  # not deployed: size_bytes
     }
     if size_range is not None:  # the runner refuses sizes outside the profile (targets/base.py)
         metadata["input_size"] = {"min": size_range["min"], "max": size_range["max"]}
     if golden_sizes:  # device-check runs the golden inputs at every size (golden_<H>x<W>.npz)
         metadata["golden_sizes"] = golden_sizes
-    files = [onnx_out, *[ctx.out_dir / g["file"] for g in golden_sizes.values()]]
+    # every file the artifact holds is listed (and so hashed and checked on reuse): golden data included
+    files = [onnx_out, ctx.out_dir / GOLDEN_FILE, *[ctx.out_dir / g["file"] for g in golden_sizes.values()]]
 
     # 3. engine
     if mode == "skip":
@@ -272,6 +274,23 @@ def _golden_sizes(ctx: BuildContext, onnx_out, count: int, size_range: dict | No
     return out
 
 
+def engine_key(library: str, options: dict) -> dict:
+    """What decides a TensorRT artifact besides its options (``Target.key_inputs``, in its build key):
+    the ``library`` module that imports here and its version (None: not installed, so the build has
+    no engine), and the CUDA GPU a build here targets (name and compute capability; None: none
+    visible). A folder built engine-less, reused where an engine can be built, and an engine built for
+    GPU A, reused on GPU B, would both be stale: a different key rebuilds them. ``engine=skip``
+    builds no engine anywhere, so neither counts."""
+    if str(options.get("engine", "auto")).strip().lower() == "skip":
+        return {"engine": "skip"}
+    trt = import_library(library)
+    if trt is None:
+        return {"library": library, "version": None, "gpu": None}
+    gpu = gpu_info()
+    return {"library": library, "version": library_version(trt),
+            "gpu": None if gpu is None else {"name": gpu.get("name"), "compute_capability": gpu.get("compute_capability")}}
+
+
 def _load(artifact: Artifact, threads: int | None = None, cuda_graph=False, **_options):
     folder = artifact.path.parent
     meta = artifact.metadata
@@ -302,7 +321,8 @@ def _register(family: str, precision: str) -> None:
         load=_load, requires=requires, needs_calibration=precision == "int8",
         # golden.npz and onnx_check come from the evaluation set; FP16's AutoCast and INT8 read the calibration set
         reads=("evaluation",) if precision == "fp32" else ("calibration", "evaluation"),
-        runs_here=lambda: engine_unavailable_reason(library), verified=verified, options=options))
+        runs_here=lambda: engine_unavailable_reason(library), verified=verified, options=options,
+        key_inputs=lambda opts, lib=library: engine_key(lib, opts)))
 
 
 for _family in ("tensorrt", "tensorrt-rtx"):

@@ -50,13 +50,22 @@ def make_precision_onnx(ctx: BuildContext, name: str, precision: str, options: d
     return summary
 
 
-def _ort_outputs(path: Path, x: np.ndarray, batch: int | None, threads: int | None) -> np.ndarray:
-
+def _ort_outputs(path: Path, x: np.ndarray, batch: int | None, threads: int | None) -> list[np.ndarray]:
+    """Every output of the ONNX at ``path`` on onnxruntime CPU, in the graph's order."""
     runner = OnnxRuntimeRunner(path, threads=threads)
     try:
-        return run_in_batches(runner.infer, x, evaluation_batch(batch))[0]
+        return run_in_batches(runner.infer, x, evaluation_batch(batch))
     finally:
         runner.close()
+
+
+def golden_outputs(arrays, key: str) -> list[np.ndarray]:
+    """``reference`` or ``onnx_output`` of a golden file, every output in order: the first under
+    ``key``, output ``i`` > 0 under ``<key>_<i>`` (files written for one output hold only the first)."""
+    out = [arrays[key]]
+    while f"{key}_{len(out)}" in arrays:
+        out.append(arrays[f"{key}_{len(out)}"])
+    return out
 
 
 def _graph_input_dtype(path: Path) -> np.dtype:
@@ -84,13 +93,13 @@ def write_golden(ctx: BuildContext, precision_onnx: Path, count: int, size: tupl
         shape = (*shape[:axis], int(size[0]), int(size[1]), *shape[axis + 2:])
     selection = None
     if size is None and ctx.evaluation is not None and len(ctx.evaluation[0]):
-        from ...data.sets import representative_subset
+        from ...data.sets import representative_subset, take_rows
 
         x_all, labels_all = ctx.evaluation
         # A seeded, class-stratified draw, never the first `count` (a class-ordered set gives few classes).
         picked, selection = representative_subset(len(x_all), count, labels_all, ctx.seed)
-        x = np.asarray(x_all[picked])  # already in the graph's input format (float32 or uint8)
-        labels = None if labels_all is None else np.asarray(labels_all)[picked]
+        # already in the graph's input format (float32 or uint8); --on-bad-image skip replaces an unreadable one
+        x, labels = take_rows(x_all, labels_all, picked)
         source = "evaluation set"
     else:
         rng = np.random.default_rng(20240607)
@@ -105,13 +114,22 @@ def write_golden(ctx: BuildContext, precision_onnx: Path, count: int, size: tupl
         keep = max(ctx.batch, len(x) // ctx.batch * ctx.batch)
         x = np.resize(x, (keep, *x.shape[1:]))
         labels = None if labels is None else np.resize(labels, keep)
-    reference = _ort_outputs(ctx.onnx_path, x, ctx.batch, ctx.threads)
-    output = _ort_outputs(precision_onnx, x, ctx.batch, ctx.threads)
-    result = compare_outputs(output, reference)
-    if not result["finite"]:
+    references = _ort_outputs(ctx.onnx_path, x, ctx.batch, ctx.threads)
+    outputs = _ort_outputs(precision_onnx, x, ctx.batch, ctx.threads)
+    if len(outputs) != len(references):
+        raise ExportError(f"the precision-ready ONNX '{precision_onnx.name}' has {len(outputs)} output(s), the FP32 "
+                          f"ONNX {len(references)}: the conversion lost outputs")
+    checks = [compare_outputs(o, r) for o, r in zip(outputs, references)]
+    if not all(c["finite"] for c in checks):
         raise ExportError(f"the precision-ready ONNX '{precision_onnx.name}' gives non-finite outputs on "
                           f"onnxruntime CPU: an FP16 overflow; keep more nodes in FP32 (-O keep_fp32_nodes=...)")
-    arrays = {"x": x, "reference": reference, "onnx_output": output}
+    # the first output's figures (the logits); a multi-output model's others beside them, each held by device-check
+    result = dict(checks[0])
+    if len(checks) > 1:
+        result["outputs"] = checks
+    arrays = {"x": x, "reference": references[0], "onnx_output": outputs[0]}
+    for i in range(1, len(outputs)):
+        arrays[f"reference_{i}"], arrays[f"onnx_output_{i}"] = references[i], outputs[i]
     if labels is not None:
         arrays["labels"] = labels
     with atomic_path(ctx.out_dir / golden_file(size)) as tmp:
