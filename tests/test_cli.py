@@ -43,7 +43,7 @@ def test_main_job_end_to_end(tmp_path):
     for done in ("evaluation: PyTorch and every target: 4 in", "PyTorch eager latency runs: 5 in",
                  "onnxruntime-fp32: latency runs: 5 in"):
         assert f"  done {done}" in text, done
-    assert re.search(r"^target +status +agree +cos min ", text, re.M) and re.search(r"^onnxruntime-fp32 +ok ", text, re.M)
+    assert re.search(r"^target +status +agree +cos min ", text, re.M) and re.search(r"^onnxruntime-fp32 +ok, pass ", text, re.M)
     assert re.search(r"^  onnxruntime-fp32: \w+ \d+%, \w+ \d+%, \w+ \d+%$", text, re.M)  # top three op types
     assert f"report: {out / 'report.json'} (also report.md, report.html)" in text
     (entry,) = report["targets"]
@@ -70,7 +70,7 @@ def test_main_job_end_to_end(tmp_path):
                  "--out", str(out), *FAST, "--quiet")
     assert res.exit_code == 0
     assert "done " not in res.output and "ONNX:" not in res.output
-    assert re.search(r"^onnxruntime-fp32 +ok ", res.output, re.M)
+    assert re.search(r"^onnxruntime-fp32 +ok, pass ", res.output, re.M)
     assert json.loads((out / "report.json").read_text())["targets"][0]["reused"] is True
 
 

@@ -79,8 +79,8 @@ def judge_cell(entry: dict, precision: str | None, given: Mapping[str, Any] | No
     :func:`recheck`) all come through here."""
     from ..evaluate import sizes as sizes_mod
 
-    results = [(size, {k: v for k, v in result.items() if k not in _VERDICT}) for size, result in sized]
-    for key in (*_VERDICT, "sizes"):
+    results = [(size, {k: v for k, v in result.items() if k not in VERDICT_KEYS}) for size, result in sized]
+    for key in (*VERDICT_KEYS, "sizes"):
         entry.pop(key, None)
     judge_entry(entry, precision, given, output_names)
     for size, result in results:
@@ -102,7 +102,7 @@ def recheck(row: dict, precision: str | None, given: Mapping[str, Any] | None, o
 
 
 # What the verdict writes into an entry (judge_cell writes it afresh).
-_VERDICT = ("checks", "passed", "limits")
+VERDICT_KEYS = ("checks", "passed", "limits")
 
 
 def reference_entry(measured: dict | None, accuracy: dict | None) -> dict:

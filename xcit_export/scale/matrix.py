@@ -143,6 +143,7 @@ def _run_model(name: str, plan, cells: list[Cell], executor, out_dir: Path, shar
     """One model's cells through the engine; rows of the cells it finished (or reused) go into ``rows``.
     Returns the model's section of the report (or ``error``: its cells fail with it)."""
     from ..engine import Placed, build_all, evaluate_model, evaluation_summary, open_image_sets, prepare_model
+    from ..engine.record import VERDICT_KEYS
     from ..options import Inputs
 
     if isinstance(plan, XcitExportError):
@@ -174,7 +175,8 @@ def _run_model(name: str, plan, cells: list[Cell], executor, out_dir: Path, shar
         rows[c] = _cell_row(c, entry, where)
         if c in keys:  # built and measured: kept for a rerun
             rows[c]["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-            write_finished_cell(out_dir, c, keys[c], {k: v for k, v in rows[c].items() if k not in ("checks", "passed")})
+            # what was measured, without the verdict: a rerun judges it against the recipe as it is then
+            write_finished_cell(out_dir, c, keys[c], {k: v for k, v in rows[c].items() if k not in VERDICT_KEYS})
         counter["done"] += 1
         progress(f"cell {c.label}: {rows[c]['status']} ({counter['done']} of {counter['of']})")
 
