@@ -13,6 +13,7 @@ from PIL import Image
 from xcit_export.data import sets as data
 from xcit_export.data.sets import ImageSet, LazyRows, calibration_set
 from xcit_export.errors import DataError
+from xcit_export.evaluate.reference_cache import REFERENCE_BATCH
 from xcit_export.evaluate.validate import compare_outputs, run_in_batches, torch_infer
 from xcit_export.models.deploy import DeployModel
 from xcit_export.models.weights import load_model
@@ -86,7 +87,7 @@ def test_streamed_figures_match_compare_outputs_on_whole_arrays(runs):
     exactly; means are exact sums now, so they agree to rounding."""
     spec, x, y = runs["spec"], runs["x"], runs["y"]
     model = DeployModel(load_model(spec, "random", 0), spec.preprocessing, "logits", "nchw", seed=0)
-    reference = run_in_batches(torch_infer(model, 2), x, 16)[0]
+    reference = run_in_batches(torch_infer(model, 2), x, REFERENCE_BATCH)[0]  # the reference's own batch
     runner = get_target("onnxruntime-fp32").load(Artifact.from_dir(runs["out"] / "onnxruntime-fp32"), threads=2)
     try:
         output = run_in_batches(runner.infer, x, 16)[0]

@@ -37,7 +37,7 @@ from ..io import atomic_dir, sha256_file
 
 REFERENCE_BATCH = 32  # PyTorch's batch for the reference, whatever the targets' batch
 META = "reference.json"
-FORMAT = 1
+FORMAT = 2  # 2: every batch whole (padded), as run_in_batches
 
 
 def cache_root(out_dir: Path) -> Path:
@@ -119,8 +119,11 @@ class CachedReference:
         return self.maps is not None
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
-        parts = [self.compute(np.ascontiguousarray(x[i:i + self.batch])) for i in range(0, len(x), self.batch)]
-        return [np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(parts[0]))]
+        # Always whole batches (the last padded, then cut): PyTorch's figures for a row depend on the
+        # batch's size, so a set read in short chunks (skipped images) gives the same outputs as in one piece.
+        from .validate import run_in_batches
+
+        return run_in_batches(self.compute, x, self.batch)
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         n = len(x)
