@@ -365,6 +365,56 @@ def test_device_check_reports_the_engine_layer_profile_and_survives_a_failing_pr
     assert not seen and not {"op_profile", "op_profile_error"} & set(report["targets"][0])
 
 
+def test_device_check_runs_the_scenarios_with_power_and_says_when_no_engine_ran(made_bundle, monkeypatch, tmp_path):
+    """device_check --scenario: on the onnxruntime stand-in a plain note; on an "engine" (the CPU runner
+    dressed as one, its pool a stand-in for targets/tensorrt/pool.py, tested against the TensorRT double in
+    test_trt_pool.py) every scenario, with power from a fake tegrastats replaying a JetPack 6 line."""
+    import stat
+
+    from test_scenarios import FakePool
+    from xcit_export.device import energy
+    from xcit_export.evaluate.scenarios import scenario_options
+    from xcit_export.targets.tensorrt import pool as trt_pool
+
+    options = scenario_options("all", streams=2, seconds=0.2)
+    report = bundle_mod.device_check(made_bundle, warmup=0, iterations=2, profile=False, scenarios=options)
+    assert report["targets"][0]["scenarios"]["note"].startswith("no scenarios: no engine ran here")
+    assert "conditions" in report and "before" in report["conditions"]
+
+    class Engine(trtmod.CpuStandInRunner):
+        measures_latency = True
+        min_batch, max_batch, engine_path = 1, 2, made_bundle / "model.engine"
+
+        def layer_profile(self, x, node_types=None):
+            raise RuntimeError("not profiled here")
+
+    def engine_runner(bundle, meta, work, require_engine, threads, cuda_graph, progress):
+        return Engine(bundle / meta["onnx"], threads, "test"), {"status": "built", "path": "model.engine"}
+
+    class Pool(FakePool):
+        def __init__(self, engine_path, library, x, streams=2, cuda_graph=True, output_names=None):
+            runner = trtmod.CpuStandInRunner(made_bundle / "model.fp32.onnx", 1, "test")
+            super().__init__(streams=streams, batch=len(x), ms=2.0, outputs=runner.infer(x), label="fake TensorRT")
+            runner.close()
+
+    fake = tmp_path / "tegrastats"
+    line = (Path(__file__).parent / "fixtures/tegrastats/jetpack6_orin_nano.txt").read_text().splitlines()[1]
+    fake.write_text(f"#!/bin/sh\nwhile true; do echo '{line}'; sleep 0.01; done\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    real_source = energy.source
+    monkeypatch.setattr(bundle_mod, "_engine_runner", engine_runner)
+    monkeypatch.setattr(trt_pool, "EnginePool", Pool)
+    monkeypatch.setattr(energy, "source", lambda: real_source(tegrastats=str(fake), interval_ms=10))
+    report = bundle_mod.device_check(made_bundle, warmup=0, iterations=2, profile=False, scenarios=options)
+    sc = report["targets"][0]["scenarios"]
+    assert sc["multi_stream"]["streams"] == 2 and sc["multi_stream"]["p99_ms"] >= 2.0
+    assert sc["offline"]["images_per_s"] > 0 and {p["batch"] for p in sc["offline"]["search"]} == {1, 2}
+    power = sc["multi_stream"]["energy"]
+    assert power["source"] == "tegrastats" and power["average_mw"] == 9856 and power["mj_per_image"] > 0
+    lines = bundle_mod.summary_lines(report)
+    assert any(line.startswith("  multi-stream: p50") and "mJ/image" in line for line in lines)
+
+
 def test_every_size_goes_through_the_output_rule(tmp_path):
     """device-check's per-size golden data (golden_<H>x<W>.npz) is judged like the export size's: a
     constant or non-finite output fails there too (it was only compared with the thresholds)."""

@@ -369,3 +369,24 @@ def test_a_finished_phase_leaves_the_terminal_at_once():
             progress.step("outputs", done, 4)
         assert "done outputs: 4 in" in buf.getvalue()
         assert progress._bars.tasks and all(t.description != "outputs" for t in progress._bars.tasks)
+
+
+@pytest.mark.parametrize("width", [80, 50, 30])
+def test_scenario_tables_fit_the_width_with_every_figure_whole(width):
+    """--scenario all --sustain --mlperf-tail with a power meter fills nine columns: at 80 columns the
+    tables split (the target's name repeated), narrower a block per target; nothing is cut."""
+    from test_html_layout import _scenarios_report
+
+    from xcit_export.report.scenarios import tables
+
+    rep = _scenarios_report()
+    console = Console(width=width, record=True, file=io.StringIO(), force_terminal=True, color_system=None)
+    print_report(rep, console)
+    text = console.export_text()
+    part = text[text.index("Single-stream"):]  # the tables, then the notes (wrapped by rich)
+    assert "…" not in part and max(len(line.rstrip()) for line in part.splitlines()) <= width
+    words = set(part.split())
+    for _, _, rows in tables(rep):
+        for row in rows:
+            for cell in row:
+                assert set(cell.split()) <= words, (width, cell, part)

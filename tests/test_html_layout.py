@@ -79,6 +79,28 @@ def _sizes_report() -> dict:
                                                  for s, n in zip(sizes, tokens)]})
 
 
+def _scenarios_report() -> dict:
+    """--scenario all --sustain --mlperf-tail on a device with a power meter: every scenario column filled."""
+    stable = {"verdict": "drifting", "drift": 0.123, "reason": "last third 12% slower than the first (10% allowed)"}
+    energy = {"available": True, "mj_per_image": 123.4, "avg_power_w": 11.2}
+    targets = []
+    for i, name in enumerate(NAMES[:5]):
+        ms = 3.0 + i
+        targets.append(_target(name, ms, scenarios={
+            "single_stream": {"batch": 1, "p50_ms": ms, "p90_ms": ms * 1.1, "p99_ms": ms * 1.3, "images_per_s": 1e3 / ms,
+                              "seconds": 60.0, "stability": stable, "energy": energy,
+                              "early_stopping": {"estimate_ms": ms * 1.12, "min_duration_met": False,
+                                                 "min_duration_s": 600}},
+            "multi_stream": {"streams": 4, "batch": 1, "p50_ms": ms * 3, "p99_ms": ms * 4.2, "images_per_s": 4e3 / ms / 3,
+                             "seconds": 60.0, "stability": stable, "energy": energy, "mechanism": "OpenVINO AsyncInferQueue",
+                             "early_stopping": {"estimate_ms": ms * 4.5, "min_duration_met": True, "min_duration_s": 600}},
+            "offline": {"images_per_s": 12345.6 / ms, "batch": 8, "streams": 4, "p50_ms": ms * 8, "stability": stable,
+                        "energy": energy, "search": [{"batch": b, "streams": n, "p50_ms": ms * b * n / 2,
+                                                      "images_per_s": 1e3 * b / ms} for b in (1, 8) for n in (1, 2, 4)]},
+            "energy": {"available": True, "source": "RAPL"}}))
+    return _report(targets, scenario_method={"scenarios": ["single-stream", "multi-stream", "offline"], "streams": 4})
+
+
 @functools.cache
 def _page(make) -> str:
     return html_page(make())
@@ -89,7 +111,7 @@ def _svg(page: str, name: str) -> str:
     return page[at:page.index("</svg>", at)]
 
 
-@pytest.mark.parametrize("make", [_auto_report, _sizes_report])
+@pytest.mark.parametrize("make", [_auto_report, _sizes_report, _scenarios_report])
 def test_report_fits_1280_and_800_and_answers_first(make):
     page = _page(make)
     for viewport in (1280, 800):
@@ -181,3 +203,14 @@ def test_matrix_page_fits_and_keeps_reasons_whole(tmp_path):
     rep["executor"] = "local"
     local = matrix_page(rep)
     assert "Ray" not in local.replace("ray executor", "") and "Every cell ran here" in local
+
+
+def test_scenario_plots_share_rows_and_say_what_they_show():
+    page = _page(_scenarios_report)
+    section = page[page.index("<h3>Throughput against latency"):]
+    assert section.count("<div><svg") == 5  # each plot a flex item: two or three to a row at 1,280 px
+    assert "star: the configuration chosen" in section
+    for title in ("Single-stream", "Multi-stream", "Offline"):
+        table = page[page.index(f"<h3>{title}"):]
+        table = table[:table.index("</table>")]
+        assert "123.4" in table and "drifting (+12%)" in table  # mJ/image and the verdict, every scenario

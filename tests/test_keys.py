@@ -381,7 +381,9 @@ def test_the_matrix_cell_key_holds_every_latency_setting():
                                   batch1=False)
 
     def key(**latency):
-        plan = types.SimpleNamespace(options=RunOptions(MODEL, **latency))
+        options = RunOptions(MODEL, **latency)
+        scenarios = options.scenario_options()  # as plan_run resolves them
+        plan = types.SimpleNamespace(options=options, scenarios=scenarios if scenarios.active else None)
         return cell_key(cell, plan, built, "h", executor)
 
     base = key()
@@ -389,3 +391,6 @@ def test_the_matrix_cell_key_holds_every_latency_setting():
         value = {"warmup": 3, "iterations": 7, "min_seconds": 1.5, "max_seconds": 12.0}[field.name]
         assert key(**{field.name: value}) != base, field.name
     assert key() == base
+    offline = key(scenarios="offline")  # a cell measured without a scenario is not reused for one
+    assert offline != base and key(scenarios="offline", streams=2) != offline
+    assert key(scenarios="offline", sustain=30) != offline

@@ -42,6 +42,8 @@ eval_size = 64
 warmup = 1
 iterations = 3
 profile = false
+scenarios = ["offline"]
+scenario_seconds = 0.1
 
 [targets.onnxruntime-fp32]
 device = ["local", "jetson-orin"]
@@ -217,7 +219,9 @@ def test_local_matrix(built):
             assert cell["status"] == "ok", cell.get("error")
             assert cell["accuracy"]["count"] == 64 and cell["accuracy"]["top1_agreement"] >= 0.9
             assert cell["latency"]["median_ms"] > 0
+            assert cell["scenarios"]["offline"]["images_per_s"] > 0, cell["scenarios"]  # measured in the cell
     assert (out / "matrix.json").exists() and "jetson-orin" in (out / "matrix.md").read_text()
+    assert "## Offline" in (out / "matrix.md").read_text() and "<h3>Offline" in (out / "matrix.html").read_text()
 
 
 def test_ray_matrix_equals_local(built, ray_executor):
@@ -232,6 +236,7 @@ def test_ray_matrix_equals_local(built, ray_executor):
             assert cell["reused"] is True
             assert cell["accuracy"] == local_cells[key]["accuracy"], key  # identical, not close
             assert cell["latency"]["median_ms"] > 0 and cell["latency"]["iterations"] >= 3
+            assert cell["scenarios"]["offline"]["images_per_s"] > 0  # on the Ray worker that timed it
         else:
             assert "no node advertises device kind 'jetson-orin'" in cell["error"]
             assert "ray start --address HEAD:6379 --resources '{\"jetson-orin\": 1}'" in cell["error"]

@@ -27,6 +27,7 @@ RECIPE_ONLY = {
     ("export", "dynamic_size"): "`true`: as `--dynamic-size`",
     ("export", "eval_sizes"): "as `--eval-sizes`: a list (`[224, \"512x768\"]`) or a comma-separated string",
     ("latency", "batch_sweep"): "list of batch sizes to time a dynamic-batch artifact at, besides the latency batch",
+    ("latency", "scenarios"): "as `--scenario`: a list (`[\"single-stream\", \"offline\"]`) or `\"all\"` (docs/latency.md)",
     ("data", "eval"): "as `--eval`",
     ("auto", "max_top1_drop"): "as `--max-top1-drop` (needs `[targets] auto = true`)",
     ("auto", "min_top1_agreement"): "as `--min-top1-agreement`",

@@ -496,8 +496,9 @@ def _blocks(rows: list[tuple[str, str, str, dict[str, str]]], columns: list[str]
     out: list[Any] = []
     for name, label, style, cells in rows:
         head = Text(name, style="dim" if style == "dim" else "bold")
-        head.append("  ")
-        head.append(label, style=style)
+        if label:
+            head.append("  ")
+            head.append(label, style=style)
         out.append(head)
         line = ""
         for c in columns:
@@ -586,6 +587,35 @@ def sizes_layout(report: dict, width: int) -> list[Any]:
     return out
 
 
+def scenarios_layout(report: dict, width: int, *, verbose: bool = False) -> list[Any]:
+    """``--scenario``: a table per scenario (:func:`xcit_export.report.scenarios.tables`) that fits
+    ``width``: whole, else its columns split over tables that each repeat the target's name, else a
+    block per target; then the notes (verdicts' reasons, MLPerf's minimum, energy; all of them with
+    ``verbose``)."""
+    from rich.text import Text
+
+    from .report.scenarios import QUIET_WORDS, notes, tables
+
+    out: list[Any] = []
+    for title, header, cells in tables(report):
+        columns = header[1:]
+        rows = [(row[0], "", "", dict(zip(columns, row[1:]))) for row in cells]
+        parts: list[list[str]] = [[]]
+        for c in columns:  # greedy: each column joins the last table while that still fits
+            if parts[-1] and _width(_table(rows, parts[-1] + [c], status=False)) > width:
+                parts.append([])
+            parts[-1].append(c)
+        split = [_table(rows, cols, status=False, title=title if i == 0 else None) for i, cols in enumerate(parts)]
+        if max(_width(t) for t in split) <= width:
+            out += split
+        else:
+            out += [Text(title, style="bold"), *_blocks(rows, columns, width)]
+    lines = notes(report)
+    if not verbose:
+        lines = [line for line in lines if any(word in line for word in QUIET_WORDS)]
+    return out + [Text(line, style="dim") for line in lines]
+
+
 def report_renderables(report: dict, *, verbose: bool = False, width: int = 200) -> list[Any]:
     """Everything :func:`print_report` shows, top to bottom, as rich renderables, the tables laid
     out for ``width`` columns (:func:`results_layout`)."""
@@ -632,6 +662,7 @@ def report_renderables(report: dict, *, verbose: bool = False, width: int = 200)
     if noisy:
         out.append(Text(noisy, style="bold yellow"))
     out += sizes_layout(report, width)
+    out += scenarios_layout(report, width, verbose=verbose)
     for t in report.get("targets", []):
         if t.get("error"):
             out.append(Text(f"{t['target']}: {t['error']}", style="red"))

@@ -99,6 +99,12 @@ READ_BY_NONE: dict[str, str] = {
     "explain": "the per-point diagnosis (diagnose/) reads built artifacts, after building (a matrix "
                "cell's key holds it: a finished cell is explained when a rerun asks)",
     "fix": "--fix rebuilds in <out>/fixed with the remedies as target options, which key those builds",
+    "scenarios": "--scenario: measurement only, after building",
+    "streams": "--scenario: measurement only, after building",
+    "scenario_seconds": "--scenario: measurement only, after building",
+    "sustain": "--scenario: measurement only, after building",
+    "mlperf_tail": "--scenario: measurement only, after building",
+    "objective": "--target auto's ranking (latency or offline throughput), read after building",
 }
 INPUT_FIELDS = ("eval_data", "eval_id", "calib_data", "calib_id", "calib_labels")
 

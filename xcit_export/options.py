@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from .errors import OptionError
-from .evaluate.auto import Budget
+from .evaluate.auto import OBJECTIVES, Budget
+from .evaluate.scenarios import (DEFAULT_SECONDS, DEFAULT_STREAMS, OFFLINE, ScenarioOptions, parse_scenarios,
+                                   scenario_options)
 from .evaluate.validate import LatencyOptions
 from .data.sets import DEFAULT_CALIB_SIZE, ON_BAD_IMAGE
 from .models.zoo import INPUT_FORMATS, OUTPUTS
@@ -173,6 +175,10 @@ def _per_target(value: Any, name: str) -> dict[str, dict[str, Any]]:
     return {str(k): dict(v) for k, v in value.items()}
 
 
+def _scenario_names(value: Any, name: str) -> tuple[str, ...]:
+    return parse_scenarios(value, name)
+
+
 def _drop(value: Any, name: str) -> float | None:
     return as_drop(value, name)
 
@@ -265,6 +271,23 @@ class RunOptions:
                                           help="Also time every dynamic-batch artifact at each of these batch sizes.")
     profile: bool = _opt(True, flag="--profile", off="--no-profile", cli_type=bool, parse=_flag, recipe=("latency", "profile"),
                          help="Per-operator-type latency breakdown from each runtime's profiler (a separate pass).")
+    # -- scenarios (evaluate/scenarios.py, docs/latency.md) ----------------------------------------
+    scenarios: str | Sequence[str] = _opt(
+        (), flag="--scenario", parse=_scenario_names, recipe=("latency", "scenarios"), toml=(list, str), metavar="LIST",
+        help="Also run these scenarios per target: single-stream, multi-stream, offline (comma-separated, or all); "
+             "docs/latency.md.")
+    streams: int = _opt(DEFAULT_STREAMS, flag="--streams", cli_type=int, parse=_Whole(1), recipe=("latency", "streams"),
+                        help="Concurrent streams of the multi-stream scenario.")
+    scenario_seconds: float = _opt(DEFAULT_SECONDS, flag="--scenario-seconds", cli_type=float,
+                                   parse=_Seconds(above_zero=True), recipe=("latency", "scenario_seconds"),
+                                   help="Seconds of a multi-stream run and of the offline figure.")
+    sustain: float | None = _opt(flag="--sustain", cli_type=float, parse=_Seconds(above_zero=True),
+                                 recipe=("latency", "sustain"), metavar="SECONDS",
+                                 help="Run each scenario this long and judge it stable, drifting or noisy (alone: "
+                                      "single-stream).")
+    mlperf_tail: bool = _opt(False, flag="--mlperf-tail", cli_type=bool, parse=_flag, recipe=("latency", "mlperf_tail"),
+                             help="MLPerf's rule for the tail: latency scenarios run at least 600 s and report "
+                                  "LoadGen's early-stopping estimate of p90 (single-stream) and p99 (multi-stream).")
     # -- target options --------------------------------------------------------------------------
     device: str | None = _opt(flag="--device", parse=_text,
                               help="Inference device for targets that choose one (OpenVINO: CPU, GPU, NPU, AUTO).")
@@ -313,6 +336,10 @@ class RunOptions:
     fix: bool = _opt(False, flag="--fix", cli_type=bool, parse=_flag, recipe=("diagnose", "fix"),
                      help="Rebuild every explained target with its remedy in <out>/fixed and report before and after "
                           "(implies --explain).")
+    objective: str | None = _opt(flag="--objective", cli_type=OBJECTIVES, parse=_Choice(OBJECTIVES),
+                                 recipe=("auto", "objective"), default_text="latency",
+                                 help="--target auto: rank by median latency per image, or by offline images/s (adds "
+                                      "the offline scenario).")
     # -- how to run ------------------------------------------------------------------------------
     rebuild: bool = _opt(False, flag="--rebuild", cli_type=bool, parse=_flag,
                          help="Rebuild artifacts even when an identical one exists.")
@@ -361,6 +388,14 @@ class RunOptions:
     def explains(self) -> bool:
         """Whether every target is explained (``--explain``, or ``--fix``, which needs the diagnosis)."""
         return bool(self.explain or self.fix)
+    def scenario_options(self, auto: bool = False) -> ScenarioOptions:
+        """What the scenario pass runs (:func:`~xcit_export.evaluate.scenarios.scenario_options`:
+        ``--sustain`` or ``--mlperf-tail`` alone run single-stream); ``--target auto`` ranking by
+        throughput adds the offline scenario. Checked (``--mlperf-tail`` needs a latency scenario)."""
+        names = tuple(self.scenarios)
+        if auto and self.objective == "throughput" and OFFLINE not in names:
+            names = (*names, OFFLINE)
+        return scenario_options(names, self.streams, self.scenario_seconds, self.sustain, self.mlperf_tail)
 
     def replace(self, **changes: Any) -> "RunOptions":
         return dataclasses.replace(self, **changes)

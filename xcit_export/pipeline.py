@@ -60,6 +60,8 @@ def _build_and_report(plan: RunPlan, inputs: Inputs, sets: Any, progress: Progre
         report["sizes"] = summary["sizes"]
     if "fp16_preflight" in summary:
         report["fp16_preflight"] = summary["fp16_preflight"]
+    if plan.scenarios is not None:  # what --scenario ran, beside latency_method
+        report["scenario_method"] = plan.scenarios.to_dict()
     if plan.auto:
         report["recommendation"] = recommendation(plan, result.entries, summary["evaluation"]["labelled"],
                                                   prepared.classify)
@@ -83,7 +85,7 @@ def recommendation(plan: RunPlan, entries: list[dict], labelled: bool, classifie
     from .evaluate import auto as auto_mod
 
     rec = auto_mod.recommend(entries, plan.budget, dict(plan.left_out), labelled=labelled, classifies=classifies,
-                             allow_no_winner=plan.options.allow_no_winner)
+                             allow_no_winner=plan.options.allow_no_winner, objective=plan.options.objective or "latency")
     if plan.options.require_winner:
         auto_mod.require_winner(rec, plan.options.require_winner)
     return rec

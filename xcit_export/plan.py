@@ -28,7 +28,7 @@ DEFAULT_CALIB = "demo"
 DEFAULT_CALIB_WEIGHTS = ("random", "demo")
 DEFAULT_CALIB_NOTE = "calibrated on the bundled demo set; pass --calib with your own images for real weights"
 AUTO_ONLY = ("max_top1_drop", "min_top1_agreement", "min_cosine_mean", "require_winner", "allow_no_winner",
-             "candidates")
+             "candidates", "objective")
 ARRAY_SUFFIXES = (".npz", ".npy")
 
 
@@ -45,6 +45,7 @@ class RunPlan:
     budget: Any = None  # evaluate.auto.Budget, for --target auto
     left_out: Mapping[str, str] = field(default_factory=dict)  # auto: candidates not tried here, and why
     calib_default: bool = False  # INT8 calibrates on the bundled demo set (the report says so)
+    scenarios: Any = None  # evaluate.scenarios.ScenarioOptions: what --scenario runs per cell (None: nothing)
 
     @property
     def targets(self) -> list[str]:
@@ -102,9 +103,10 @@ def plan_run(options: RunOptions, inputs: Inputs | None = None, *, here: bool = 
     _check_weights(options.weights)
     if here:
         _check_devices(targets, target_options)
+    scenarios = resolved.scenario_options(auto)  # --mlperf-tail without a latency scenario
     check_output_dir(resolved.out_dir)
     return RunPlan(options=resolved, spec=spec, target_options=target_options, auto=auto, budget=budget,
-                   left_out=left_out, calib_default=calib_default)
+                   left_out=left_out, calib_default=calib_default, scenarios=scenarios if scenarios.active else None)
 
 
 def _targets(options: RunOptions) -> tuple[list[str], bool, Any, dict[str, str]]:

@@ -11,7 +11,9 @@ Layout (every table optional except ``model`` and ``targets``)::
     [model]    name (one name, or a list: a matrix of models), weights, num_classes, input_size, seed
     [export]   batch, opset, output, input_format, dynamic_size (bool), eval_sizes (list: 224, "512x768")
     [data]     calib, calib_size, eval, eval_size, eval_count, class_index, on_bad_image
-    [latency]  threads, warmup, iterations, min_seconds, max_seconds, batch_sweep, profile (bool)
+    [latency]  threads, warmup, iterations, min_seconds, max_seconds, batch_sweep, profile (bool),
+               scenarios (["single-stream", "multi-stream", "offline"] or "all"), streams, scenario_seconds,
+               sustain (seconds), mlperf_tail (bool)   # docs/latency.md
     [diagnose] explain (bool), fix (bool): where the accuracy went (docs/explain.md)
     [targets.<target-name>]
     options        = { device = "CPU", ... }          # the target's own options
@@ -27,8 +29,9 @@ local|ray``; docs/ray.md). A target without ``device`` runs on any node.
 candidate (``[targets.<name>]`` tables may still give options and thresholds), and::
 
     [auto]     max_top1_drop = 0.01, min_top1_agreement = 0.97, min_cosine_mean = 0.99,
-               require_winner = "openvino-fp32@batch1"   # a run (and `gate --recipe`) fails otherwise
-               allow_no_winner = true   # no candidate within the budget is not a failure (default: exit 1)
+               require_winner = "openvino-fp32@batch1",  # a run (and `gate --recipe`) fails otherwise
+               allow_no_winner = true,   # no candidate within the budget is not a failure (default: exit 1)
+               objective = "latency"     # or "throughput": offline images/s
 """
 
 from __future__ import annotations

@@ -31,6 +31,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip the per-layer-type breakdown from TensorRT's layer profiler (run by default)")
     p.add_argument("--explain", action="store_true",
                    help="per-point error of the engine (a second engine with the bundle's points marked as outputs)")
+    p.add_argument("--scenario", help="also single-stream, multi-stream, offline (comma-separated, or all), with power "
+                                      "from tegrastats or the INA3221 rails")
+    p.add_argument("--streams", type=int, help="concurrent streams of the multi-stream scenario (default 4)")
+    p.add_argument("--scenario-seconds", type=float, help="seconds of a multi-stream run and the offline figure (default 2)")
+    p.add_argument("--sustain", type=float, help="run each scenario this many seconds and judge its stability")
+    p.add_argument("--mlperf-tail", action="store_true", help="MLPerf's 600 s minimum and early-stopping tail estimate")
     return p
 
 
@@ -47,11 +53,14 @@ def main(argv: list | None = None) -> int:
         return 1
     say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     try:
+        from ..evaluate.scenarios import scenario_options
+
+        options = scenario_options(args.scenario, args.streams, args.scenario_seconds, args.sustain, args.mlperf_tail)
         report = device_check(bundle, work_dir=Path(args.work) if args.work else None,
                               report_path=Path(args.report) if args.report else None,
                               require_engine=args.require_engine, threads=args.threads, warmup=args.warmup,
                               iterations=args.iterations, cuda_graph=args.cuda_graph, profile=args.profile,
-                              explain=args.explain, progress=say)
+                              explain=args.explain, scenarios=options, progress=say)
     except XcitExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

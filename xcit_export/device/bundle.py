@@ -635,16 +635,53 @@ def _golden_entry(runner, golden: dict, meta: dict, progress: Progress, what: st
     return entry, compared, compare_outputs(outputs[0], golden["onnx_output"])
 
 
+class _Borrowed:
+    """The open runner lent to the scenario pass, which must not close it."""
+
+    def __init__(self, runner):
+        self.infer = runner.infer
+
+    def close(self) -> None:
+        pass
+
+
+def _scenarios(runner, meta: dict, x: np.ndarray, options, latency: dict, progress: Progress) -> dict:
+    """``--scenario`` on the device (evaluate/scenarios.py): the engine's single-stream, multi-stream
+    and offline figures, several execution contexts on their own CUDA streams with CUDA graphs
+    (targets/tensorrt/pool.py), power from tegrastats or the INA3221 rails around each. UNVERIFIED ON
+    HARDWARE. The onnxruntime stand-in is not timed: its figures would not be the engine's."""
+    from .energy import source
+    from .sensors import snapshot
+    from ..evaluate.scenarios import run_target
+
+    if not hasattr(runner, "layer_profile"):  # the CPU stand-in
+        return {"note": "no scenarios: no engine ran here (the onnxruntime stand-in's timings are not the engine's)"}
+    from ..targets.tensorrt.pool import EnginePool
+
+    lo, hi = runner.min_batch, runner.max_batch
+    batches = sorted({b for b in (1, 8, int(meta["profile"]["opt"]), hi) if lo <= b <= hi})
+    meter, why = source()
+
+    def pool(xb, streams):
+        return EnginePool(runner.engine_path, meta["library"], xb, streams=streams or 2, cuda_graph=True,
+                          output_names=meta.get("output_names"))
+
+    return run_target(options, lambda: _Borrowed(runner), pool, x, batches, 4, latency=latency, meter=meter,
+                      snapshot=snapshot, progress=progress, label="device-check", energy_note=why)
+
+
 def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Path | None = None,
                  require_engine: bool = False, threads: int | None = None, warmup: int = 10,
                  iterations: int = 50, cuda_graph: bool = False, profile: bool = True, explain: bool = False,
-                 progress: Progress = lambda m: None) -> dict:
+                 scenarios=None, progress: Progress = lambda m: None) -> dict:
     """Verify, build if possible, run the golden inputs, compare, time; write and return the report.
 
     Every size's golden inputs are judged by the one verdict (:func:`_judge_golden`). ``profile``:
     after the latency figures, a separate pass with TensorRT's layer profiler (:func:`_layer_profile`).
-    ``report["passed"]`` is False when a check fails; errors in the bundle raise ArtifactError; a
-    profiler failure is recorded, never fails the check.
+    ``scenarios`` (a :class:`~xcit_export.evaluate.scenarios.ScenarioOptions`): the engine's scenarios
+    after the latency figures (:func:`_scenarios`), the device's clocks and temperatures recorded
+    before and after the whole check. ``report["passed"]`` is False when a check fails; errors in the
+    bundle raise ArtifactError; a profiler failure is recorded, never fails the check.
 
     ``explain``: per-point figures of the engine (:func:`_device_divergence`, the report's ``divergence``),
     for a bundle made from a run that explained the target.
@@ -657,6 +694,9 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
         thresholds = json.loads((bundle / THRESHOLDS).read_text())
         with np.load(bundle / GOLDEN) as data:
             golden = {k: data[k] for k in data.files}
+        from .sensors import snapshot
+
+        conditions = {"before": snapshot()}
         runner, engine = _engine_runner(bundle, meta, work, require_engine, threads, cuda_graph, progress)
         try:
             t0 = time.perf_counter()
@@ -672,6 +712,8 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
                                        for label, result in per_size.items() for c in result["checks"]]
             status = verdict.status if all(r["status"] != "failed" for r in per_size.values()) else "failed"
             device = runner.device
+            scenario_figures = (_scenarios(runner, meta, _latency_inputs(golden, meta), scenarios, lat.to_dict(),
+                                           progress) if scenarios is not None and scenarios.active else None)
             prof = _layer_profile(runner, _latency_inputs(golden, meta), meta, progress) if profile else {}
             # --explain: the deployed engine's output, to say how far marking the points moved it
             final = _run_batches(runner, golden["x"], meta.get("batch"))[0] if explain else None
@@ -684,10 +726,13 @@ def device_check(bundle: Path, *, work_dir: Path | None = None, report_path: Pat
                      latency=entry.get("latency") or {}, **prof)
         if verdict.error:
             entry["error"] = verdict.error
+        if scenario_figures is not None:
+            entry["scenarios"] = scenario_figures
         report = _device_report(meta, golden, source, entry, engine, device, checks, per_size, thresholds,
                                 passed=passed, run_seconds=run_seconds, vs_host=vs_host, latency=latency)
         if divergence is not None:
             report["divergence"] = report["targets"][0]["divergence"] = divergence
+        report["conditions"] = {**conditions, "after": snapshot()}
         report_path = Path(report_path) if report_path else work / REPORT
         write_json_atomic(report_path, report)
         report["report_path"] = str(report_path)
@@ -835,12 +880,43 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"  explain: {div['error']}" if div.get("error") else
                      f"  explain ({len(div['points'])} points, {div['ran_on']}): {worst.get('module')} "
                      f"{worst.get('reason', '')}")
+    lines += _scenario_lines(entry.get("scenarios"))
     if entry.get("status") == "built" and report["passed"]:
         lines.append("BUILT, NOT RUN: no engine ran here (the precision-ready ONNX on onnxruntime stood in); the "
                      f"checks above are the ONNX's; run this on the device; report: {report['report_path']}")
     else:
         lines.append(("PASSED" if report["passed"] else "FAILED") + f"; report: {report['report_path']}")
     return lines
+
+
+def _scenario_lines(sc: dict | None) -> list:
+    """The scenarios' figures in a few summary lines (report/scenarios.py draws the host's tables)."""
+    if not sc:
+        return []
+    if sc.get("note"):
+        return [f"  scenarios: {sc['note']}"]
+    out = []
+    for key, what in (("single_stream", "single-stream"), ("multi_stream", "multi-stream"), ("offline", "offline")):
+        r = sc.get(key)
+        if r is None:
+            continue
+        if r.get("error"):
+            out.append(f"  {what}: error: {r['error']}")
+            continue
+        if key == "offline":
+            text = f"{r['images_per_s']:,.1f} images/s at batch {r['batch']}, {r['streams']} in flight"
+        else:
+            text = f"p50 {r.get('p50_ms')} ms, p99 {r.get('p99_ms')} ms" + (
+                f" ({r['streams']} streams)" if key == "multi_stream" else "")
+        energy = r.get("energy") or {}
+        if energy.get("available"):
+            text += f"; {energy.get('average_mw')} mW ({energy.get('total_is')}), {energy.get('mj_per_image')} mJ/image"
+        if r.get("stability"):
+            text += f"; {r['stability']['verdict']}: {r['stability']['reason']}"
+        out.append(f"  {what}: {text}")
+    if (sc.get("energy") or {}).get("reason"):
+        out.append(f"  {sc['energy']['reason']}")
+    return out
 
 
 __all__ = ["create_bundle", "default_thresholds", "device_check", "resolve_artifact_dir", "summary_lines",

@@ -82,15 +82,23 @@ def bundle(artifact, target, out_dir, golden_count, min_cosine, min_top1_agreeme
 @click.option("--explain", is_flag=True,
               help="Per-point error of the engine against the FP32 reference (a second engine with the points of a "
                    "bundle made from an --explain run marked as outputs; docs/explain.md).")
+@click.option("--scenario", metavar="LIST", help="Also single-stream, multi-stream, offline (or all), with power from "
+                                                 "tegrastats; docs/latency.md.")
+@click.option("--streams", type=click.IntRange(min=1), help="Concurrent streams of the multi-stream scenario (default 4).")
+@click.option("--scenario-seconds", type=float, help="Seconds of a multi-stream run and of the offline figure (default 2).")
+@click.option("--sustain", type=float, metavar="SECONDS", help="Run each scenario this long and judge its stability.")
+@click.option("--mlperf-tail", is_flag=True, help="MLPerf's 600 s minimum and early-stopping tail estimate.")
 @_fail_cleanly
 def device_check(bundle_path, work_dir, report_path, require_engine, threads, warmup, iterations, cuda_graph, profile,
-                 explain):
+                 explain, scenario, streams, scenario_seconds, sustain, mlperf_tail):
     """Verify a bundle, build its engine if possible, check the golden outputs and time it."""
     from .bundle import device_check as run_check, summary_lines
+    from ..evaluate.scenarios import scenario_options
 
+    options = scenario_options(scenario, streams, scenario_seconds, sustain, mlperf_tail)
     report = run_check(bundle_path, work_dir=work_dir, report_path=report_path, require_engine=require_engine,
                        threads=threads, warmup=warmup, iterations=iterations, cuda_graph=cuda_graph, profile=profile,
-                       explain=explain, progress=_say)
+                       explain=explain, scenarios=options, progress=_say)
     for line in summary_lines(report):
         click.echo(line)
     if not report["passed"]:

@@ -25,14 +25,15 @@ MIN_PYTHON = (3, 8)
 # Package-relative paths of everything device-check imports (and nothing that needs torch/onnx/click).
 DEVICE_MODULES = (
     "__init__.py", "version.py", "errors.py", "io.py", "values.py", "fingerprint.py", "verdict.py",
-    "evaluate/__init__.py", "evaluate/validate.py", "evaluate/profiling.py",
-    "device/__init__.py", "device/bundle.py", "device/pyz.py", "device/app.py",
+    "evaluate/__init__.py", "evaluate/validate.py", "evaluate/profiling.py", "evaluate/scenarios.py",
+    "device/__init__.py", "device/bundle.py", "device/pyz.py", "device/app.py", "device/energy.py",
+    "device/sensors.py",
     "targets/__init__.py", "targets/base.py", "targets/onnxruntime/__init__.py", "targets/onnxruntime/runner.py",
-    "targets/onnxruntime/int8.py", "targets/onnxruntime/profile.py",
+    "targets/onnxruntime/int8.py", "targets/onnxruntime/profile.py", "targets/onnxruntime/pool.py",
     "quantize/__init__.py", "quantize/ort_int8.py",
     "targets/tensorrt/__init__.py", "targets/tensorrt/device.py", "targets/tensorrt/engine.py",
     "targets/tensorrt/options.py", "targets/tensorrt/precision_onnx.py", "targets/tensorrt/runner.py",
-    "targets/tensorrt/layer_profile.py",
+    "targets/tensorrt/layer_profile.py", "targets/tensorrt/pool.py",
     "diagnose/__init__.py", "diagnose/compare.py", "diagnose/locate.py",
 )
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from ..diagnose.run import Diagnosis
@@ -100,7 +101,8 @@ class CellRun:
     def _runner(self, cell: Placed) -> CellRunner:
         artifact = cell.built.artifact
         ref = artifact.path.parent if self.local else self.executor.put(pack_artifact(artifact))
-        return CellRunner(cell.name, cell.built.target.name, ref, cell.built.options, cell.built.runner_batch)
+        return CellRunner(cell.name, cell.built.target.name, ref, cell.built.options, cell.built.runner_batch,
+                          static=cell.built.plan.options.batch is not None)
 
     def _say(self, size: int) -> Progress | None:
         if not self.local:
@@ -131,10 +133,26 @@ class CellRun:
                         continue  # that reference shard failed: the cells say so
                     args = (reference, source_ref, lo, hi, self.p.batch, [self.runners[i] for i in members],
                             self.p.output_names, self.p.classify, self.threads, self.p.plan.options.input_format,
-                            run.source.description, self._say(s))
+                            run.source.description, self._say(s),
+                            self._reference_cache(run.source) if references is None and len(ranges) == 1 else None)
                     self._add(Task(evaluate_shard, args, f"{run.source.label} evaluation {lo}:{hi}", kind=kind),
                               "evaluate", s, members, primary=kind == groups[0][0])
             self._measurements(s, run)
+
+    def _reference_cache(self, source) -> tuple[Path, str]:
+        """Where the PyTorch reference's outputs on ``source`` are cached, and under which key
+        (:mod:`xcit_export.evaluate.reference_cache`): what they depend on, never the targets. A
+        pass over the whole set on this machine reads them back or records them; Ray's reference
+        shards are computed as they are."""
+        from ..evaluate.reference_cache import cache_root, reference_key
+        from ..models.weights import weights_fingerprint
+
+        o, spec = self.p.plan.options, self.p.spec
+        key = reference_key(model=spec.name, weights_id=weights_fingerprint(o.weights, o.seed, spec), seed=o.seed,
+                            num_classes=spec.num_classes, preprocessing=source.images.pp.to_dict(), output=o.output,
+                            input_format=o.input_format, dynamic_size=o.dynamic_size,
+                            images=source.images.content_hash())
+        return cache_root(self.p.plan.out_dir), key
 
     def _by_kind(self) -> list[tuple[str | None, tuple[int, ...]]]:
         kinds: dict[str | None, list[int]] = {}
@@ -176,7 +194,7 @@ class CellRun:
             cell = self.cells[i]
             xi = head[:1] if cell.built.batch1 else x
             args = (self.runners[i], xi, o.latency, self.threads_for(cell.kind), () if cell.built.batch1 else sweep,
-                    head, first and o.profile, self._say(s))
+                    head, first and o.profile, self._say(s), self.p.plan.scenarios if first else None)
             self._add(Task(measure_cell, args, f"{cell.name} latency at {run.source.label}", kind=cell.kind,
                            exclusive=True), "measure", s, (i,))
 

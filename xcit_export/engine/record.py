@@ -17,7 +17,7 @@ from ..verdict import Verdict, built_note, judge, limits_for, record_outputs
 
 # What a measurement task gives that the entry keeps as it is.
 MEASURED = ("load_ms", "threads", "device", "inference_precision", "latency", "latency_sweep", "memory_mb",
-            "op_profile", "op_profile_error")
+            "op_profile", "op_profile_error", "scenarios")
 
 
 def sized_entry(base: dict, counts: dict[str, AccuracyCounts], error: dict | None, measured: dict | None,
@@ -86,6 +86,8 @@ def judge_cell(entry: dict, precision: str | None, given: Mapping[str, Any] | No
     for size, result in results:
         verdict = judge_entry(result, precision, given, output_names, latency=False)
         sizes_mod.add_size_record(entry, size, patch, result, verdict.checks)
+    if entry.get("status") != "ok":  # a cell that fails its verdict lends no scenario figure to a table or a ranking
+        entry.pop("scenarios", None)
     return entry
 
 

@@ -97,8 +97,22 @@ def per_image_ms(entry: dict) -> float | None:
     return lat["median_ms"] / max(int(lat.get("batch") or 1), 1)
 
 
+OBJECTIVES = ("latency", "throughput")  # --objective: single-stream median per image, or offline images/s
+
+
+def offline_images_per_s(entry: dict) -> float | None:
+    """The offline scenario's images/s (``--scenario offline``; evaluate/scenarios.py), or None."""
+    return ((entry.get("scenarios") or {}).get("offline") or {}).get("images_per_s")
+
+
+def _rank(entry: dict, objective: str) -> float:
+    """Lower is better: per-image latency, or minus the offline throughput (--objective)."""
+    return -offline_images_per_s(entry) if objective == "throughput" else per_image_ms(entry)
+
+
 def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | None = None, *,
-              labelled: bool, classifies: bool = True, allow_no_winner: bool = False) -> dict:
+              labelled: bool, classifies: bool = True, allow_no_winner: bool = False,
+              objective: str = "latency") -> dict:
     """The ``recommendation`` object of ``report.json`` from the report's target entries.
 
     The winner is the lowest median latency per image (:func:`per_image_ms`) among entries with
@@ -114,13 +128,16 @@ def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | No
             others.append((e, f"{e.get('status', 'failed')}: {why}"))
         elif lat is None:
             others.append((e, "no latency measured here" + (f" ({e['note'][:120]})" if e.get("note") else "")))
+        elif objective == "throughput" and not offline_images_per_s(e):
+            others.append((e, "no offline throughput measured (" + str(((e.get("scenarios") or {}).get("offline") or {})
+                               .get("error", "--scenario offline")) + ")"))
         else:
             misses = budget_misses(e, budget, labelled, classifies)
             if misses:
                 others.append((e, "; ".join(misses)))
             else:
                 holding.append(e)
-    winner = min(holding, key=per_image_ms) if holding else None
+    winner = min(holding, key=lambda e: _rank(e, objective)) if holding else None
     batches = sorted({int((e.get("latency") or {}).get("batch") or 1) for e in holding})
     mixed = len(batches) > 1
     candidates = []
@@ -128,8 +145,14 @@ def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | No
         lat = e.get("latency") or {}
         row: dict[str, Any] = {"target": e["target"], "median_ms": lat.get("median_ms"),
                                "batch": lat.get("batch"), "per_image_ms": per_image_ms(e)}
+        if objective == "throughput":
+            row["images_per_s"] = offline_images_per_s(e)
         if e is winner:
-            row.update(verdict="chosen", why="fastest median latency per image within the accuracy budget")
+            row.update(verdict="chosen", why="fastest median latency per image within the accuracy budget"
+                       if objective != "throughput" else "highest offline throughput within the accuracy budget")
+        elif e in holding and objective == "throughput":
+            row.update(verdict="slower", why=f"{offline_images_per_s(winner) / offline_images_per_s(e):.2f}x lower "
+                                             f"offline throughput than {winner['target']}")
         elif e in holding:
             ratio = per_image_ms(e) / per_image_ms(winner)
             at = f" (per image, batch {lat.get('batch')} vs {winner['latency'].get('batch')})" if mixed else ""
@@ -145,13 +168,18 @@ def recommend(entries: list[dict], budget: Budget, left_out: dict[str, str] | No
                                              "candidates were timed at batches " + ", ".join(map(str, batches))
                                              if mixed else "median latency at batch " + str(batches[0])
                                              if batches else "median latency")}
+    if objective == "throughput":
+        rec["latency_basis"] = ("offline throughput (images/s at the best batch and requests in flight found by the "
+                                "offline scenario's search)")
+    rec["objective"] = objective
     if winner is not None:
         acc = winner.get("accuracy") or {}
         lat = winner["latency"]
         rec.update(target=winner["target"], artifact=(winner.get("artifact") or {}).get("path"),
                    export_batch=winner.get("export_batch"),
                    latency={**{k: lat.get(k) for k in ("median_ms", "p90_ms", "p99_ms", "batch", "throughput_ips")},
-                            "per_image_ms": per_image_ms(winner)},
+                            "per_image_ms": per_image_ms(winner),
+                            **({"offline_images_per_s": offline_images_per_s(winner)} if objective == "throughput" else {})},
                    accuracy={k: acc.get(k) for k in ("top1", "reference_top1", "top1_agreement", "cosine_mean",
                                                      "cosine_min") if acc.get(k) is not None})
     rec["lines"] = recommendation_lines(rec)
@@ -166,6 +194,8 @@ def recommendation_lines(rec: dict) -> list[str]:
     else:
         lat, acc = rec["latency"], rec["accuracy"]
         parts = [f"{lat['median_ms']:.2f} ms median at batch {lat['batch']}"]
+        if lat.get("offline_images_per_s"):
+            parts.insert(0, f"{lat['offline_images_per_s']:,.0f} images/s offline")
         if (lat.get("batch") or 1) > 1 and lat.get("per_image_ms") is not None:
             parts[0] += f", {lat['per_image_ms']:.2f} ms per image"
         if acc.get("top1") is not None and acc.get("reference_top1") is not None:

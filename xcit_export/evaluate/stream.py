@@ -67,14 +67,15 @@ def _rate(images: int, seconds: float) -> dict:
 
 
 def evaluate_stream(batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
-                    reference: Callable[[np.ndarray], list[np.ndarray]], batch: int, targets: list[StreamTarget],
+                    reference: Callable[[np.ndarray], list[np.ndarray]], batch: int | None, targets: list[StreamTarget],
                     output_names: list[str], classify: bool, decode_stats=None,
                     progress: Callable[[str], None] = lambda msg: None, total: int | None = None,
                     check_reference: Callable[[list[np.ndarray]], object] | None = None) -> StreamResult:
     """Run every batch of ``batches`` (inputs in the deployed format, labels or None) through
     ``reference`` and each target, and add up the comparison counts.
 
-    ``batch`` is the reference's batch; each target runs at its own (``StreamTarget.batch``; a
+    ``batch`` is the reference's batch (None: ``reference`` takes each batch whole and batches itself,
+    as :class:`~xcit_export.evaluate.reference_cache.CachedReference` does); each target runs at its own (``StreamTarget.batch``; a
     shorter last batch is padded as :func:`~xcit_export.evaluate.validate.run_in_batches` does), so
     every input meets the same company as in a pass over the whole array. A target whose runner
     raises leaves the pass with the error recorded; the reference raising ends the run.
@@ -96,7 +97,7 @@ def evaluate_stream(batches: Iterable[tuple[np.ndarray, np.ndarray | None]],
     t_start = time.perf_counter()
     for x, y in batches:
         t0 = time.perf_counter()
-        ref = run_in_batches(reference, x, batch)
+        ref = run_in_batches(reference, x, batch) if batch else reference(x)
         ref_seconds += time.perf_counter() - t0
         if len(ref) != len(output_names):
             raise XcitExportError(f"the PyTorch reference gave {len(ref)} outputs, expected {len(output_names)} "

@@ -157,6 +157,9 @@ def markdown_table(report: dict) -> str:
     from .divergence import markdown as divergence_markdown  # --explain, --fix, the FP16 pre-flight
 
     lines += divergence_markdown(report)
+    from .scenarios import markdown_lines  # --scenario: a table per scenario
+
+    lines += markdown_lines(report)
     return "\n".join(lines) + "\n"
 
 

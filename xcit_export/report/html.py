@@ -71,6 +71,14 @@ def _divergence(rep: dict) -> Optional[tuple[str, str]]:
 
 EXTRA_SECTIONS.append(_divergence)
 
+def _scenarios(rep: dict) -> Optional[tuple[str, str]]:
+    """--scenario: a table per scenario and a throughput-vs-latency plot per target (report/scenarios.py)."""
+    from .scenarios import html_section
+
+    return html_section(rep)
+
+
+EXTRA_SECTIONS.append(_scenarios)
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;padding:16px 20px;max-width:1180px;
@@ -414,7 +422,9 @@ def device_check_body(rep: dict) -> str:
     note = f"<p class='sub'>{_e(rep['note'])}</p>" if rep.get("note") else ""
     d = rep.get("device") or {}
     where = _e(f"{d.get('cpu')}; GPUs: {', '.join(d.get('gpus', [])) or 'none'}; {d.get('os')}")
-    return head + table + note + f"<p class='sub'>Device: {where}</p>" + profile_section(rep)
+    scenarios = _scenarios(rep)  # --scenario on the device
+    more = f"<h2>{_e(scenarios[0])}</h2>{scenarios[1]}" if scenarios else ""
+    return head + table + note + f"<p class='sub'>Device: {where}</p>" + profile_section(rep) + more
 
 
 def _calibration(ev: dict) -> str:

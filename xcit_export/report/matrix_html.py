@@ -262,7 +262,11 @@ def matrix_page(report: dict) -> str:
     sub = (f"{plural(len(report['cells']), 'cell')} · executor {report['executor']} · "
            f"{plural(report['shards'], 'shard')} per evaluation set · {plural(len(report['nodes']), 'node')} · "
            f"{report.get('created', '')}")
-    body = (verdict_box(report) + grid_section(report) + recommendations_section(report) + nodes_section(report)
+    from .scenarios import html_section, matrix_view
+
+    scenarios = html_section(matrix_view(report))  # --scenario: a table per scenario, a row per cell
+    body = (verdict_box(report) + grid_section(report) + recommendations_section(report)
+            + (f"<h2>{_e(scenarios[0])}</h2>{scenarios[1]}" if scenarios else "") + nodes_section(report)
             + f'<div class="details">{details_section(report)}</div>')
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>

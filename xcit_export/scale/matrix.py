@@ -287,8 +287,8 @@ def cell_path(out_dir: Path, cell: Cell) -> Path:
 def cell_key(cell: Cell, plan, built, eval_hash: str, executor) -> dict:
     """What made a cell's figures: the artifact (its build key), the evaluation set (its content
     hash) and the sizes, the device kind and the executor that placed it, how it was measured
-    (every latency setting) and whether it is explained. A finished cell with the same key is reused
-    by a rerun."""
+    (every latency setting, the scenarios) and whether it is explained. A finished cell with the same
+    key is reused by a rerun."""
     from ..evaluate.validate import evaluation_batch
     from ..scale.executor import Task
     from ..scale.sharding import measure_cell
@@ -302,7 +302,8 @@ def cell_key(cell: Cell, plan, built, eval_hash: str, executor) -> dict:
             "explain": o.explains,  # a cell finished without its divergence is run again when it is asked for
             "latency": {"warmup": o.warmup, "iterations": o.iterations, "min_seconds": o.min_seconds,
                         "max_seconds": o.latency.cap(), "batch": 1 if built.batch1 else (o.batch or 1),
-                        "batch_sweep": list(o.latency_batches), "profile": o.profile, "threads": threads}}
+                        "batch_sweep": list(o.latency_batches), "profile": o.profile, "threads": threads},
+            "scenarios": plan.scenarios.to_dict() if plan.scenarios is not None else None}
 
 
 def write_finished_cell(out_dir: Path, cell: Cell, key: dict, row: dict) -> Path:
@@ -337,7 +338,7 @@ def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:
 
     settings = recipe.auto_settings()
     budget = Budget(**{k: float(v) for k, v in settings.items()
-                       if k not in ("require_winner", "allow_no_winner")}).check()
+                       if k not in ("require_winner", "allow_no_winner", "objective")}).check()
     out = []
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in rows:  # a cell that misses its own limits is no candidate (recommend() applies the verdict)
@@ -347,7 +348,8 @@ def recommendations(recipe, rows: list[dict], models: dict) -> list[dict]:
         info = m.get("info") or {}
         rec = recommend(entries, budget, labelled=bool((info.get("evaluation") or {}).get("labelled")),
                         classifies=bool(m.get("classify", True)),
-                        allow_no_winner=bool(settings.get("allow_no_winner", False)))
+                        allow_no_winner=bool(settings.get("allow_no_winner", False)),
+                        objective=settings.get("objective", "latency"))
         if settings.get("require_winner"):
             from ..evaluate.auto import require_winner
 
@@ -387,6 +389,9 @@ def matrix_markdown(report: dict) -> str:
     if report.get("recommendations"):
         lines += ["", "## Recommendations (per model and device kind)", ""]
         lines += [f"- **{r['model']} on {r['device_kind']}**: {r['lines'][0]}" for r in report["recommendations"]]
+    from ..report.scenarios import markdown_lines, matrix_view
+
+    lines += markdown_lines(matrix_view(report))  # --scenario: a table per scenario, a row per cell
     notes = [r for r in report["cells"] if r.get("error") or r.get("note")]
     if notes:
         lines += ["", "## Notes", ""]

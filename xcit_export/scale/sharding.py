@@ -88,13 +88,15 @@ def _unpack(pack: dict, root: Path):
 class CellRunner:
     """What a task needs to open one cell's artifact: the entry's name, the registered target, the
     artifact (a folder path, or a :func:`pack_artifact` dict), its parsed options, and the batch its
-    runner is fed in during evaluation (a static-batch artifact's batch; else :data:`~xcit_export.evaluate.validate.EVAL_BATCH`)."""
+    runner is fed in during evaluation (a static-batch artifact's batch; else :data:`~xcit_export.evaluate.validate.EVAL_BATCH`),
+    and whether its batch is static (the offline scenario then searches no other batch)."""
 
     name: str
     target: str
     artifact: Any
     options: dict
     batch: int = EVAL_BATCH
+    static: bool = False
 
 
 @contextlib.contextmanager
@@ -198,12 +200,17 @@ def _open_runners(cells: list[CellRunner], threads: int, stack: contextlib.ExitS
 
 def evaluate_shard(reference, source, start: int, stop: int, batch: int, cells: list[CellRunner],
                    output_names: list[str], classify: bool, threads: int, input_format: str,
-                   description: str = "the evaluation inputs", progress=None) -> dict:
+                   description: str = "the evaluation inputs", progress=None, cache=None) -> dict:
     """One streaming pass over positions ``start..stop`` of ``source`` through the reference (a
     DeployModel run here, or :func:`reference_shard`'s outputs for these positions) and every cell's
     runner (all open together, closed before anything is timed). Returns the pass's
     :class:`~xcit_export.evaluate.stream.StreamResult`, where each cell's counts or error are under
-    its name, the images skipped, and the node."""
+    its name, the images skipped, and the node.
+
+    ``cache`` (``(root, key)``, a pass over the whole set with the model here): the reference's
+    outputs are read from :mod:`xcit_export.evaluate.reference_cache` when cached, else computed at
+    the reference's own batch (the set is then streamed in chunks of a multiple of ``batch`` at least
+    that large, so each cell still sees whole batches of its own) and cached when the pass ends."""
     from ..console import stepper
     from ..data.sets import DecodeStats, default_decode_workers
     from ..evaluate.stream import evaluate_stream
@@ -212,15 +219,22 @@ def evaluate_shard(reference, source, start: int, stop: int, batch: int, cells: 
     say = progress or (lambda message: None)
     stats = DecodeStats()
     workers = min(default_decode_workers(), max(1, threads))
-    batches = _formatted(source.stream(batch, workers=workers, stats=stats, start=start, stop=stop), input_format,
-                         source.pp)
-    check = None
+    check, cached, chunk = None, None, batch
     if isinstance(reference, dict):
         replay = _Replay(reference)
-        infer, batches = replay, replay.feed(batches)
+        infer = replay
     else:
         infer = torch_infer(reference, threads)
         check = lambda ref: check_reference(ref, output_names, reference, description)  # noqa: E731
+        if cache is not None:
+            from ..evaluate.reference_cache import CachedReference
+
+            infer = cached = CachedReference(cache[0], cache[1], infer, output_names, progress=say)
+            chunk = batch * -(-cached.batch // batch)
+    batches = _formatted(source.stream(chunk, workers=workers, stats=stats, start=start, stop=stop), input_format,
+                         source.pp)
+    if isinstance(reference, dict):
+        batches = replay.feed(batches)
     total = stop - start
     with contextlib.ExitStack() as stack:
         streamed = _open_runners(cells, threads, stack)
@@ -228,8 +242,15 @@ def evaluate_shard(reference, source, start: int, stop: int, batch: int, cells: 
         say(f"Evaluation: streaming {total} inputs through PyTorch and {len(live)} target(s) ({workers} decoding "
             f"threads)")
         batches = _counted(batches, stepper(say, "evaluation: PyTorch and every target"), total)
-        result = evaluate_stream(batches, infer, batch, live, output_names, classify, stats, say, total=total,
-                                 check_reference=check)
+        try:
+            result = evaluate_stream(batches, infer, None if cached else batch, live, output_names, classify, stats,
+                                     say, total=total, check_reference=check)
+        except BaseException:
+            if cached is not None:
+                cached.abort()
+            raise
+        if cached is not None:
+            result.throughput["reference_cache"] = cached.finish()
     for st in streamed:
         st.infer = None  # the runner is closed, and its objects (an OpenVINO model) do not travel back from a node
     result.targets = streamed
@@ -262,12 +283,17 @@ def _sweep(infer, head: np.ndarray, batches, latency, say) -> list[dict]:
     return rows
 
 
+OFFLINE_BATCHES = (1, 8)  # the batches a dynamic-batch artifact's offline search tries (a static one: its own)
+
+
 def measure_cell(cell: CellRunner, x: np.ndarray, latency, threads: int, sweep=(), head=None,
-                 profile: bool = False, progress=None) -> dict:
+                 profile: bool = False, progress=None, scenarios=None) -> dict:
     """Load one cell's artifact here and time it with only its runner loaded (the caller holds this
     node alone): load time, threads, device, latency, the batch sweep of a dynamic-batch artifact,
     memory; then, with ``profile``, the per-operator breakdown on a separately opened model (the
-    runner closed by then, so its figure is untouched)."""
+    runner closed by then, so its figure is untouched); then, with ``scenarios``
+    (:class:`~xcit_export.evaluate.scenarios.ScenarioOptions`), the cell's scenarios on its own
+    runner and request pool, with this node's energy and clocks (:func:`_scenarios`)."""
     from ..console import latency_runs
     from ..evaluate.profiling import profile_error
     from ..evaluate.validate import measure_latency, rss_mb
@@ -302,7 +328,31 @@ def measure_cell(cell: CellRunner, x: np.ndarray, latency, threads: int, sweep=(
                 out["op_profile"] = target.profile(artifact, np.ascontiguousarray(x), threads=threads, **cell.options)
             except Exception as exc:  # a profiler failure costs the breakdown, never the cell's result
                 out["op_profile_error"] = profile_error(exc)
+        if scenarios is not None and "latency" in out:
+            try:
+                out["scenarios"] = _scenarios(scenarios, target, artifact, cell, x, threads, out["latency"], say)
+            except Exception as exc:  # noqa: BLE001 - a scenario that cannot run costs its figures, never the cell
+                from ..evaluate.scenarios import KEYS
+
+                out["scenarios"] = {KEYS[s]: {"error": f"{type(exc).__name__}: {exc}"} for s in scenarios.scenarios}
     return out
+
+
+def _scenarios(options, target, artifact, cell: CellRunner, x: np.ndarray, threads: int, latency: dict, say) -> dict:
+    """``--scenario``: the cell's scenarios (:func:`xcit_export.evaluate.scenarios.run_target`) after
+    its latency figure and profile: single-stream, the target's request pool for multi-stream and
+    offline (a dynamic-batch artifact's offline search also tries :data:`OFFLINE_BATCHES`), energy
+    from this node's meter where it has one (RAPL, tegrastats) and its clocks and temperatures
+    around each sustained run."""
+    from ..device import energy, sensors
+    from ..evaluate.scenarios import run_target
+
+    pool = ((lambda xb, n: target.pool(artifact, xb, streams=n, threads=threads, **cell.options))
+            if target.pool else None)
+    meter, no_energy = energy.source()
+    return run_target(options, lambda: target.load(artifact, threads=threads, **cell.options), pool,
+                      np.ascontiguousarray(x), () if cell.static else OFFLINE_BATCHES, threads, latency=latency,
+                      meter=meter, snapshot=sensors.snapshot, progress=say, label=cell.name, energy_note=no_energy)
 
 
 def measure_reference(model, x: np.ndarray, latency, threads: int, sweep=(), head=None, batch1: bool = False,

@@ -376,6 +376,11 @@ class Target:
     # ``profile(artifact, x, threads=..., runs=..., **options) -> dict`` (xcit_export/evaluate/profiling.py).
     # It opens the artifact separately, so the runner and its latency figures are never touched.
     profile: Callable[..., dict] | None = None
+    # Requests in flight for the multi-stream and offline scenarios (xcit_export/evaluate/scenarios.py):
+    # ``pool(artifact, x, streams=..., threads=..., **options)`` -> a pool running ``x`` with the
+    # backend's own concurrency (OpenVINO AsyncInferQueue, onnxruntime concurrent runs). None: the
+    # target has no concurrent runner here (TensorRT's is device-check's, on the device).
+    pool: Callable[..., Any] | None = None
     # What else decides the artifact besides its options (e.g. the CPU's ISA class for a format
     # chosen by CPU): ``options -> dict`` added to the build key, so such an artifact is not reused
     # on a machine it was not made for.

@@ -25,7 +25,7 @@ from ..base import Target
 from .int8 import _INT8_OPTIONS, _activation_matmuls, _build_int8, _Calibration, _int8_key_inputs
 from .profile import (MIN_NO_WORK_NODES, NO_WORK_OPS, _profiled_runs, no_work_node_cost_ms, profile,
                       profiler_node_cost_ms)
-from .runner import OnnxRuntimeRunner, _build_fp32, build_copy, load, session_options
+from .runner import OnnxRuntimeRunner, _build_fp32, build_copy, load, open_pool, session_options
 
 
 register(Target(
@@ -36,6 +36,7 @@ register(Target(
     build=_build_fp32,
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("onnxruntime",),
     verified="x86-64 CPU (AMD Zen 3, CI)",
 ))
@@ -49,6 +50,7 @@ register(Target(
     build=_build_int8,
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("onnxruntime",),
     needs_calibration=True,
     reads=("calibration", "evaluation:search"),
@@ -59,6 +61,6 @@ register(Target(
 ))
 
 
-__all__ = ["MIN_NO_WORK_NODES", "NO_WORK_OPS", "OnnxRuntimeRunner", "build_copy", "load", "no_work_node_cost_ms",
+__all__ = ["MIN_NO_WORK_NODES", "NO_WORK_OPS", "OnnxRuntimeRunner", "build_copy", "load", "no_work_node_cost_ms", "open_pool",
            "profile", "profiler_node_cost_ms", "session_options", "_INT8_OPTIONS", "_activation_matmuls",
            "_build_fp32", "_build_int8", "_Calibration", "_int8_key_inputs", "_profiled_runs"]

@@ -61,3 +61,12 @@ def _build_fp32(ctx: BuildContext) -> Artifact:
 
 def load(artifact: Artifact, threads: int | None = None, **_options) -> OnnxRuntimeRunner:
     return OnnxRuntimeRunner(artifact.path, threads=threads)
+
+
+def open_pool(artifact: Artifact, x: np.ndarray, streams: int | None = None, threads: int | None = None,
+              **_options):
+    """Concurrent ``run`` calls on one session (``Target.pool``; :mod:`.pool`); ``streams`` None:
+    one per thread."""
+    from .pool import OnnxRuntimePool
+
+    return OnnxRuntimePool(artifact.path, x, session_options, streams=streams, threads=threads)

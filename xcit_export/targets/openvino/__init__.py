@@ -23,8 +23,9 @@ Runner. ``compile_model`` with ``PERFORMANCE_HINT`` (``--hint``, latency by defa
 ``INFERENCE_NUM_THREADS`` when threads are given (CPU only) and the precision above; one reused
 ``InferRequest`` runs synchronously, which is what ``benchmark_app -hint latency`` does too. With
 ``--hint throughput`` the compiled model gets several CPU streams, which only an application
-running requests in parallel (``AsyncInferQueue``) benefits from; the runner still times one
-request at a time. ``--device`` must exist here to validate (``Core().available_devices``); the
+running requests in parallel (``AsyncInferQueue``) benefits from; this runner still times one
+request at a time, and the multi-stream and offline scenarios (``--scenario``) run the parallel
+requests (:mod:`.pool`, :func:`~.runner.open_pool`). ``--device`` must exist here to validate (``Core().available_devices``); the
 IR itself is device-independent and is built regardless.
 
 Static vs dynamic batch. With ``--batch N`` the pipeline's ONNX has a static batch and so does
@@ -59,7 +60,7 @@ from .options import (COMMON_OPTIONS, DEFAULT_SUBSET_SIZE, DEVICES, HINTS, INT8_
                       PRESETS, SHAPES, check_device_available, check_ignored_scope, parse_device, parse_hint, preflight,
                       parse_ignored_scope, parse_precision, parse_shapes, precision_hint)
 from .profile import profile
-from .runner import OpenVINORunner, compile_config, load
+from .runner import OpenVINORunner, compile_config, load, open_pool
 
 VERIFIED = "x86-64 CPU (AMD Zen 4, AVX-512 VNNI; CI)"
 
@@ -72,6 +73,7 @@ register(Target(
     build=lambda ctx: _build(ctx, "fp32"),
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("openvino",),
     verified=VERIFIED,
     options=COMMON_OPTIONS,
@@ -86,6 +88,7 @@ register(Target(
     build=lambda ctx: _build(ctx, "fp16"),
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("openvino",),
     verified=VERIFIED,
     options=COMMON_OPTIONS,
@@ -100,6 +103,7 @@ register(Target(
     build=lambda ctx: _build(ctx, "int8"),
     load=load,
     profile=profile,
+    pool=open_pool,
     requires=("openvino", "nncf"),
     needs_calibration=True,
     reads=("calibration", "evaluation:search"),
@@ -111,6 +115,6 @@ register(Target(
 
 __all__ = ["COMMON_OPTIONS", "DEFAULT_SUBSET_SIZE", "DEVICES", "HINTS", "INT8_OPTIONS", "MIN_CALIBRATION", "PRECISIONS",
            "PRESETS", "SHAPES", "OpenVINORunner", "check_device_available", "check_ignored_scope", "compile_config",
-           "load", "parse_device", "parse_hint", "parse_ignored_scope", "parse_precision", "parse_shapes",
+           "load", "open_pool", "parse_device", "parse_hint", "parse_ignored_scope", "parse_precision", "parse_shapes",
            "precision_hint", "profile", "_build", "_check_other_size", "_convert", "_int8_settings", "_quantize",
            "_self_check"]

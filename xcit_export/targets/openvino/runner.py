@@ -141,3 +141,18 @@ def load(artifact: Artifact, threads: int | None = None, **options) -> OpenVINOR
                           precision=artifact.metadata.get("precision", "fp32"), threads=threads,
                           device=options["device"], hint=options["hint"],
                           inference_precision=options["inference_precision"], shapes=options["shapes"])
+
+
+def open_pool(artifact: Artifact, x: np.ndarray, streams: int | None = None, threads: int | None = None,
+              cpu_streams: int | None = None, **options) -> Any:
+    """Requests in flight on the IR (``Target.pool``; :mod:`.pool`): the runner's device, precision
+    and threads, ``PERFORMANCE_HINT=THROUGHPUT``; ``streams`` requests (None: the compiled model's
+    optimal number), on ``cpu_streams`` CPU streams (None: the hint decides). Options parsed, as
+    :func:`load` receives them."""
+    from .pool import OpenVINOPool
+
+    device = options["device"]
+    check_device_available(device)
+    precision = precision_hint(options["inference_precision"], artifact.metadata.get("precision", "fp32"))
+    return OpenVINOPool(_core(), artifact.path, x, device, compile_config(device, "THROUGHPUT", precision, threads),
+                        requests=streams, cpu_streams=cpu_streams)

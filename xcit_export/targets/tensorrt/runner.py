@@ -144,17 +144,23 @@ class EngineRunner:
     measures_latency = True
 
     def __init__(self, engine_path: Path, library: str, threads: int | None = None, cuda_graph: bool = False,
-                 output_names: Sequence[str] | None = None, modules: tuple | None = None):
+                 output_names: Sequence[str] | None = None, modules: tuple | None = None, shared: "EngineRunner | None" = None):
         trt, cudart = modules if modules is not None else (import_library(library), _cudart())
         if trt is None or cudart is None:
             raise BackendUnavailableError(f"the engine runner needs {library} and cuda-python ({CUDA_PYTHON_HINT})")
         self.trt, self.cudart, self.threads = trt, cudart, threads
+        self.engine_path = Path(engine_path)
         self._graphs: dict = {}
         self._buffers: dict = {}
         self.stream = None
-        self.logger = _make_logger(trt)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
+        if shared is not None:
+            # Another execution context of ``shared``'s engine (targets/tensorrt/pool.py): only for an engine
+            # without dynamic inputs, whose contexts may run concurrently on one optimisation profile.
+            self.logger, self.runtime, self.engine = shared.logger, shared.runtime, shared.engine
+        else:
+            self.logger = _make_logger(trt)
+            self.runtime = trt.Runtime(self.logger)
+            self.engine = self.runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
         if self.engine is None:
             raise ArtifactError(f"{library} {library_version(trt)} cannot load engine '{engine_path}': "
                                 f"{_clean(' | '.join(self.logger.errors())) or 'no error message'}; rebuild it here")
@@ -191,6 +197,7 @@ class EngineRunner:
         else:
             self.min_batch, self.max_shape = int(shape[0]), shape
         self.max_batch = int(self.max_shape[0])
+        self.dynamic = any(int(d) == -1 for d in shape)  # dynamic inputs: one context per optimisation profile
         self._types = {n: self.engine.get_tensor_dtype(n) for n in names}
         self.stream = _check(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
         if not self.context.set_input_shape(self.input, self.max_shape):
@@ -287,6 +294,37 @@ class EngineRunner:
             values = oraw[:n * odtype.itemsize].view(odtype).reshape(shapes[name])
             outs.append(to_float32(values, _is_bf16(self._types[name])))  # a copy: the buffer is reused
         return outs
+
+    # -- requests in flight (targets/tensorrt/pool.py) ----------------------------------------------
+
+    def prepare(self, x: np.ndarray) -> None:
+        """Set ``x``'s shape and copy it into the pinned input buffer, once, for :meth:`launch`."""
+        if not self.min_batch <= len(x) <= self.max_batch:
+            raise ArtifactError(f"batch {len(x)} is outside the engine's profile {self.min_batch}..{self.max_batch}")
+        self._set_shape(tuple(x.shape))
+        self._upload(x)
+        _check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        self._prepared = tuple(x.shape)
+
+    def launch(self) -> None:
+        """Enqueue one inference of the prepared input on this runner's stream, without waiting:
+        host-to-device copy (from the pinned buffer), execution (a CUDA graph replay when asked),
+        device-to-host copies of every output. :meth:`finish` waits for it."""
+        cudart, shape = self.cudart, self._prepared
+        dev, host, _, dtype = self._buffers[self.input]
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        _check(cudart, cudart.cudaMemcpyAsync(dev, host, nbytes, h2d, self.stream), "cudaMemcpyAsync")
+        self._enqueue(shape)
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        for name in self.outputs:
+            odev, ohost, _, odtype = self._buffers[name]
+            out_bytes = int(np.prod(self.context.get_tensor_shape(name))) * odtype.itemsize
+            _check(cudart, cudart.cudaMemcpyAsync(ohost, odev, out_bytes, d2h, self.stream), "cudaMemcpyAsync")
+
+    def finish(self) -> None:
+        """Wait until everything launched on this runner's stream is done."""
+        _check(self.cudart, self.cudart.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
 
     def infer(self, x: np.ndarray) -> list:
         """Outputs for ``x`` (any batch), float32, in :attr:`outputs` order."""
