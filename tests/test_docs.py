@@ -55,9 +55,9 @@ RECIPE_SMALL = {"data": {"calib_size": 32, "eval_size": 16}, "latency": {"warmup
 # The commands below, each a minute or more even on small inputs (every target built, twice for
 # --target auto; NNCF; four sizes), run with XCIT_DOCS_ALL=1 (as in the review of a docs change:
 # `XCIT_DOCS_ALL=1 .venv/bin/python -m pytest -q tests/test_docs.py`); their code paths run in
-# the suite anyway (tests/test_auto.py, test_openvino.py, test_dynamic_size.py, test_tensorrt_rtx.py).
+# the suite anyway (tests/evaluate/test_auto.py, test_openvino.py, test_dynamic_size.py, test_tensorrt_rtx.py).
 ALL_ONLY = ("--target auto", "--recipe recipes/intel-cpu.toml", "--dynamic-size",
-            "--explain",  # docs/explain.md: INT8 builds, NNCF and ModelOpt twice (--fix); tests/test_diagnose.py runs it
+            "--explain",  # docs/explain.md: INT8 builds, NNCF and ModelOpt twice (--fix); tests/diagnose/test_diagnose.py runs it
             "-t onnxruntime-fp32,onnxruntime-int8,openvino-fp32,openvino-int8,tensorrt-fp16,tensorrt-int8")
 
 

@@ -172,3 +172,19 @@ def test_no_function_is_longer_than_80_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, "split these into steps of their own: " + "; ".join(long)
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_the_tests_mirror_the_package():
+    """A stage's tests live in tests/<stage>/ (a subpackage of xcit_export/ of that name); the tests of
+    top-level modules and whole-run paths at tests/. Data a test reads sits in a fixtures/ folder."""
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and p.name not in {"__pycache__"}}
+    assert folders <= packages, f"tests/ folders with no package of that name: {sorted(folders - packages)}"
+    misplaced = [p.name for p in TESTS.glob("test_*.py") if p.stem[len("test_"):] in packages]
+    assert not misplaced, f"move these into tests/<stage>/: {misplaced}"
+    for folder in folders:
+        for sub in (TESTS / folder).iterdir():
+            assert sub.suffix == ".py" or sub.name in {"fixtures", "__pycache__"}, f"tests/{folder}/{sub.name}"

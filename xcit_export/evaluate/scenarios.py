@@ -55,7 +55,7 @@ MLPERF_CONFIDENCE = 0.99  # loadgen/results.cc PerformanceSummary::EarlyStopping
 # "drifting"; a robust coefficient of variation above NOISE, or window medians that wander more
 # than WINDOW_NOISE, is "noisy". Chosen so that an idle core's inference timings (robust CV 1-5%
 # here) are stable and a core shared with another busy process (timings doubled for half the
-# runs) is not; tests/test_scenarios.py pins both on recorded and synthetic series.
+# runs) is not; tests/evaluate/test_scenarios.py pins both on recorded and synthetic series.
 DRIFT = 0.10
 NOISE = 0.10
 WINDOW_NOISE = 0.05

@@ -95,7 +95,7 @@ def _xcit_rows() -> list[ModelSpec]:
                 name = f"xcit_{size}_p{patch}_{res}"
                 # timm's default tag (what timm.create_model(name, pretrained=True) fetches, so the Hugging
                 # Face cache is shared with timm): fb_in1k at 224, the distilled fb_dist_in1k at 384 (the
-                # only weights published there). tests/test_timm_parity.py checks it against timm.
+                # only weights published there). tests/models/test_timm_parity.py checks it against timm.
                 tag = "fb_in1k" if res == 224 else "fb_dist_in1k"
                 rows.append(ModelSpec(
                     name=name,

@@ -87,7 +87,7 @@ def mark_points(network, points) -> dict:
     FP16 region); the runner widens every output to float32.
 
     UNVERIFIED ON HARDWARE: an engine built from a marked network is checked to build ahead of time
-    with TensorRT-RTX on a CPU-only host (tests/test_tensorrt_rtx.py); no marked engine has run on a GPU.
+    with TensorRT-RTX on a CPU-only host (tests/targets/test_tensorrt_rtx.py); no marked engine has run on a GPU.
     """
     tensors = {}
     for i in range(network.num_layers):

@@ -18,7 +18,7 @@ Layer types, in order of trust:
    do not say it: torch's dynamo exporter names nodes after ATen ops (``node_conv2d_3`` is a
    ``Conv``, ``n0`` an ``Erf``);
 3. otherwise a type read from the layer's name by :func:`type_from_name` (the rule is documented
-   there and tested in tests/test_trt_runner.py).
+   there and tested in tests/targets/test_trt_runner.py).
 
 Device side: numpy-free, Python 3.8 compatible, imports neither torch, onnx nor click.
 UNVERIFIED ON HARDWARE like the runner: no machine here can deserialize an engine (TensorRT-RTX's

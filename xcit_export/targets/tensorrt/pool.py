@@ -2,7 +2,7 @@
 multi-stream and offline scenarios of ``device-check`` on the device).
 
 UNVERIFIED ON HARDWARE, like :mod:`.runner` whose pieces it drives: written against NVIDIA's
-documentation and checked against the recording double of tests/test_trt_runner.py only.
+documentation and checked against the recording double of tests/targets/test_trt_runner.py only.
 
 What the documentation asks, and how this pool does it:
 

@@ -8,7 +8,7 @@ onnx nor click, and stays Python 3.8 compatible (JetPack's Python may be old).
 UNVERIFIED ON HARDWARE: written and reviewed against NVIDIA's documentation and samples only; no
 machine available to this project has a TensorRT-capable GPU. Its control flow (buffers, output
 order, chunking, CUDA-graph recapture) is tested against a recording double of the CUDA and
-TensorRT APIs (tests/test_trt_runner.py), which says nothing about the hardware.
+TensorRT APIs (tests/targets/test_trt_runner.py), which says nothing about the hardware.
 
 Sources: TensorRT 10 Python API (``IExecutionContext``, ``ICudaEngine``), NVIDIA's
 ``samples/python/common_runtime.py`` (byte host buffers, ``cuda_call``), TensorRT-RTX

@@ -1,4 +1,4 @@
-"""The TensorRT request pool (targets/tensorrt/pool.py) against the recording double of tests/test_trt_runner.py.
+"""The TensorRT request pool (targets/tensorrt/pool.py) against the recording double of tests/targets/test_trt_runner.py.
 
 NOT hardware verification (no GPU, TensorRT or CUDA driver here): it checks what the pool asks of the
 API: one context per stream, one engine shared only when its input shape is static (a dynamic-shape
